@@ -1,0 +1,60 @@
+#include "autodiff/anomaly.hpp"
+
+#include <xtensor/xmath.hpp>
+
+namespace ad {
+
+namespace {
+thread_local bool anomaly_mode = false;
+
+template <class T>
+bool all_finite(const Tensor<T>& t)
+{
+    for (const T& v : t)
+        if (!std::isfinite(v)) return false;
+    return true;
+}
+}  // namespace
+
+DetectAnomaly::DetectAnomaly(bool on) : previous_(anomaly_mode) { anomaly_mode = on; }
+DetectAnomaly::~DetectAnomaly() { anomaly_mode = previous_; }
+bool anomaly_enabled() { return anomaly_mode; }
+
+template <class T>
+void check_forward_anomaly(const Tape<T>& tape, std::size_t index)
+{
+    const auto& r = tape.record(index);
+    if (all_finite(tape.value(index))) return;
+    std::string in;
+    for (std::size_t k = 0; k < r.n_inputs; ++k)
+        in += (k ? ", " : "") + shape_str(tape.value(tape.input(r, k)).shape());
+    throw Error(std::string("anomaly: forward of op '") + r.op + "' (tape position " +
+                std::to_string(index) + ", inputs " + in + ", output " +
+                shape_str(tape.value(index).shape()) + ") produced NaN or Inf");
+}
+
+template <class T>
+void check_backward_anomaly(Tape<T>& tape, std::size_t index)
+{
+    const auto& r = tape.record(index);
+    for (std::size_t k = 0; k < r.n_inputs; ++k) {
+        const auto i = tape.input(r, k);
+        const auto& in = tape.record(i);
+        if (!in.needs_grad) continue;
+        const Tensor<T>& adj =
+            (in.param && tape.into_params) ? in.param->grad : tape.adjoint(i);
+        if (all_finite(adj)) continue;
+        throw Error(std::string("anomaly: backward of op '") + r.op + "' (tape position " +
+                    std::to_string(index) + ", output " + shape_str(tape.value(index).shape()) +
+                    ") produced NaN or Inf in the gradient of its input " + std::to_string(k) +
+                    " of shape " + shape_str(tape.value(i).shape()) + ", recorded by op '" +
+                    in.op + "' at tape position " + std::to_string(i));
+    }
+}
+
+template void check_forward_anomaly(const Tape<float>&, std::size_t);
+template void check_forward_anomaly(const Tape<double>&, std::size_t);
+template void check_backward_anomaly(Tape<float>&, std::size_t);
+template void check_backward_anomaly(Tape<double>&, std::size_t);
+
+}  // namespace ad

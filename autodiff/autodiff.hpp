@@ -1,0 +1,9 @@
+// The whole public API of the engine: one include for users.
+#pragma once
+
+#include "autodiff/anomaly.hpp"
+#include "autodiff/backward.hpp"
+#include "autodiff/gradcheck.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/tape.hpp"
+#include "autodiff/tensor.hpp"

@@ -1,0 +1,161 @@
+// What an op's definition needs: a recorder for the forward pass and the context its VJP
+// receives in the reverse sweep. Internal: included by the ops' .cpp files, never by users.
+//
+// An op reads as
+//
+//     // d tanh(x) = (1 - y^2) dx
+//     template <class T>
+//     Var<T> tanh(const Var<T>& x)
+//     {
+//         Op<T> op("tanh", {x}, [](Vjp<T>& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); });
+//         op.out() = xt::tanh(x.value());
+//         return op.done();
+//     }
+#pragma once
+
+#include "autodiff/anomaly.hpp"
+#include "autodiff/tape.hpp"
+
+#include <xtensor/xbroadcast.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+#include <xtensor/xreducer.hpp>
+
+namespace ad {
+
+template <class T>
+struct Vjp {
+    Tape<T>& tape;
+    const detail::Record<T>& r;
+    std::size_t index;  // this record's position on the tape
+    const Tensor<T>& g;  // the cotangent of this op's output
+    const Tensor<T>& y;  // this op's output
+
+    std::uint32_t id(std::size_t k) const { return tape.input(r, k); }
+    const Tensor<T>& x(std::size_t k) const { return tape.value(id(k)); }
+    // Whether input k needs a gradient; ops skip the work for those that do not.
+    bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
+
+    // The adjoint buffer of input k, shaped like the input, and whether this is its first
+    // contribution in this sweep (then it must be overwritten, not added to). For ops that
+    // write straight into the adjoint, as BLAS does with beta = 0 or 1.
+    Tensor<T>& slot(std::size_t k, bool& first)
+    {
+        const auto i = id(k);
+        auto& rec = tape.record(i);
+        if (rec.param && tape.into_params) {
+            first = false;
+            return rec.param->grad;
+        }
+        auto& flag = tape.has_adjoint()[i];
+        first = !flag;
+        flag = 1;
+        auto& a = tape.adjoint(i);
+        if (first && a.shape() != x(k).shape()) a.resize(x(k).shape());
+        return a;
+    }
+
+    // adjoint(input k) += e, with e summed back to the input's shape where the forward
+    // broadcast it. The expression is evaluated only if input k needs a gradient.
+    template <class E>
+    void acc(std::size_t k, const E& e)
+    {
+        if (!wants(k)) return;
+        bool first;
+        auto& a = slot(k, first);
+        const auto& xs = x(k).shape();
+        if (std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end())) {
+            if (first) a = e; else a += e;
+            return;
+        }
+        auto& s = tape.scratch;
+        sum_to(e, xs, s);
+        if (first) a = s; else a += s;
+    }
+
+    // out = e summed over the axes that broadcasting added or stretched to reach e's shape
+    // from `shape` (broadcast's VJP: a sum in reverse).
+    template <class E, class S>
+    static void sum_to(const E& e, const S& shape, Tensor<T>& out)
+    {
+        const auto& es = e.shape();
+        const std::size_t lead = es.size() - shape.size();
+        std::vector<std::size_t> axes;
+        for (std::size_t i = 0; i < es.size(); ++i)
+            if (i < lead || (shape[i - lead] == 1 && es[i] != 1)) axes.push_back(i);
+        out = xt::sum(e, axes, xt::keep_dims | xt::evaluation_strategy::lazy);
+        out.reshape(shape);
+    }
+};
+
+// Records one op: the constructor appends the record (and validates the inputs), out() is the
+// output buffer to fill, done() returns the handle. If the forward throws before done(), the
+// destructor takes the record off the tape again.
+template <class T>
+class Op {
+public:
+    Op(const char* name, std::initializer_list<Var<T>> inputs, detail::VjpFn<T> vjp)
+        : tape_(inputs.begin()->tape()), r_(tape_.push(name, inputs, vjp)), index_(tape_.size() - 1)
+    {
+    }
+    Op(const char* name, const std::vector<Var<T>>& inputs, detail::VjpFn<T> vjp)
+        : tape_(inputs.front().tape()), r_(tape_.push(name, inputs, vjp)), index_(tape_.size() - 1)
+    {
+    }
+    Op(const Op&) = delete;
+    ~Op()
+    {
+        if (!done_) tape_.pop();
+    }
+
+    Tensor<T>& out() { return r_.value; }
+    detail::Record<T>& record() { return r_; }
+    Var<T> done()
+    {
+        if (anomaly_enabled()) check_forward_anomaly(tape_, index_);
+        done_ = true;
+        return Var<T>(&tape_, static_cast<std::uint32_t>(index_), tape_.generation());
+    }
+
+private:
+    Tape<T>& tape_;
+    detail::Record<T>& r_;
+    std::size_t index_;
+    bool done_ = false;
+};
+
+// Shape checks shared by the ops. Each throws ad::Error naming the op.
+template <class S1, class S2>
+std::vector<std::size_t> broadcast_shape(const char* op, const S1& a, const S2& b)
+{
+    const std::size_t n = std::max(a.size(), b.size());
+    std::vector<std::size_t> out(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t da = i + a.size() >= n ? a[i + a.size() - n] : 1;
+        const std::size_t db = i + b.size() >= n ? b[i + b.size() - n] : 1;
+        if (da != db && da != 1 && db != 1)
+            throw Error(std::string(op) + ": cannot broadcast shapes " + shape_str(a) + " and " +
+                        shape_str(b) +
+                        " (aligned from the right, each pair of dimensions must be equal or 1)");
+        out[i] = da == 1 ? db : da;
+    }
+    return out;
+}
+
+// A row-major tensor seen as outer x n x inner around one axis: element (o, j, i) is at
+// (o * n + j) * inner + i. Loops over an axis use it instead of lazy reducers, which would
+// re-reduce for every element they are broadcast to.
+struct AxisLoop {
+    std::size_t outer = 1, n = 1, inner = 1;
+    template <class S>
+    AxisLoop(const S& s, std::size_t axis)
+    {
+        for (std::size_t i = 0; i < s.size(); ++i) (i < axis ? outer : i == axis ? n : inner) *= s[i];
+    }
+    std::size_t at(std::size_t o, std::size_t j, std::size_t i) const { return (o * n + j) * inner + i; }
+};
+
+// Maps a possibly negative axis into [0, rank), or throws.
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t rank);
+
+}  // namespace ad

@@ -1,0 +1,121 @@
+// Matrix products through BLAS (xt::blas::gemm), writing straight into the output and adjoint
+// buffers, and transpose.
+#include "autodiff/ops.hpp"
+
+#include "autodiff/detail/op.hpp"
+
+#include <xtensor-blas/xblas.hpp>
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xmanipulation.hpp>
+
+#include <array>
+
+namespace ad {
+
+namespace {
+
+using Dims = std::array<std::size_t, 2>;
+
+// A row-major matrix view of a buffer, for BLAS.
+template <class T>
+auto as_matrix(T* data, Dims d)
+{
+    return xt::adapt(data, d[0] * d[1], xt::no_ownership(), d);
+}
+
+// C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1.
+template <class T>
+void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c, bool accumulate)
+{
+    auto Am = as_matrix(A, a);
+    auto Bm = as_matrix(B, b);
+    auto Cm = as_matrix(C, c);
+    xt::blas::gemm(Am, Bm, Cm, ta, tb, T(1), accumulate ? T(1) : T(0));
+}
+
+// The 2-D shapes BLAS sees: a vector is a row on the left of a product and a column on the
+// right. r.ints = {transpose_a, transpose_b}.
+template <class S>
+Dims left_dims(const S& s) { return s.size() == 1 ? Dims{1, s[0]} : Dims{s[0], s[1]}; }
+template <class S>
+Dims right_dims(const S& s) { return s.size() == 1 ? Dims{s[0], 1} : Dims{s[0], s[1]}; }
+
+// d(op(A) op(B)): d op(A) = G op(B)^T and d op(B) = op(A)^T G, each written as one GEMM on the
+// stored (untransposed) operands.
+template <class T>
+void matmul_vjp(Vjp<T>& v)
+{
+    const bool ta = v.r.ints[0] != 0, tb = v.r.ints[1] != 0;
+    const Dims a = left_dims(v.x(0).shape()), b = right_dims(v.x(1).shape());
+    const Dims c{ta ? a[1] : a[0], tb ? b[0] : b[1]};
+    const T* G = v.g.data();
+    bool first;
+    if (v.wants(0)) {
+        T* dA = v.slot(0, first).data();
+        if (!ta) gemm(G, c, false, v.x(1).data(), b, !tb, dA, a, !first);
+        else gemm(v.x(1).data(), b, tb, G, c, true, dA, a, !first);
+    }
+    if (v.wants(1)) {
+        T* dB = v.slot(1, first).data();
+        if (!tb) gemm(v.x(0).data(), a, !ta, G, c, false, dB, b, !first);
+        else gemm(G, c, true, v.x(0).data(), a, ta, dB, b, !first);
+    }
+}
+
+template <class T>
+Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
+{
+    const auto& as = A.shape();
+    const auto& bs = B.shape();
+    const bool vectors = as.size() == 1 || bs.size() == 1;
+    if (as.size() < 1 || as.size() > 2 || bs.size() < 1 || bs.size() > 2 || (vectors && (ta || tb)))
+        throw Error("matmul: operands must be matrices or vectors (transposes only of matrices), "
+                    "got shapes " + shape_str(as) + " and " + shape_str(bs));
+    const Dims a = left_dims(as), b = right_dims(bs);
+    const std::size_t m = ta ? a[1] : a[0], k = ta ? a[0] : a[1];
+    const std::size_t kb = tb ? b[1] : b[0], n = tb ? b[0] : b[1];
+    if (k != kb)
+        throw Error("matmul: shapes " + shape_str(as) + (ta ? "^T" : "") + " and " +
+                    shape_str(bs) + (tb ? "^T" : "") + " do not chain: the inner dimensions " +
+                    std::to_string(k) + " and " + std::to_string(kb) + " must be equal");
+    Op<T> op("matmul", {A, B}, matmul_vjp<T>);
+    op.record().ints = {ta, tb};
+    Shape out;
+    if (as.size() == 2) out.push_back(m);
+    if (bs.size() == 2) out.push_back(n);
+    op.out().resize(out);
+    gemm(A.value().data(), a, ta, B.value().data(), b, tb, op.out().data(), Dims{m, n}, false);
+    return op.done();
+}
+
+}  // namespace
+
+template <class T>
+Var<T> matmul(const Var<T>& a, const Var<T>& b)
+{
+    return matmul_impl(a, b, false, false);
+}
+
+template <class T>
+Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose_b)
+{
+    return matmul_impl(a, b, transpose_a, transpose_b);
+}
+
+// d(x^T) = g^T
+template <class T>
+Var<T> transpose(const Var<T>& x)
+{
+    Op<T> op("transpose", {x}, [](Vjp<T>& v) { v.acc(0, xt::transpose(v.g)); });
+    op.out() = xt::transpose(x.value());
+    return op.done();
+}
+
+#define AD_INSTANTIATE(T)                                                   \
+    template Var<T> matmul(const Var<T>&, const Var<T>&);                   \
+    template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);       \
+    template Var<T> transpose(const Var<T>&);
+AD_INSTANTIATE(float)
+AD_INSTANTIATE(double)
+
+}  // namespace ad

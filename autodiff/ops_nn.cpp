@@ -1,0 +1,190 @@
+// Neural-network functions, each one op with a closed-form VJP: fusing softmax with its log or
+// with the loss keeps them finite for logits of any size and saves recording the pieces.
+#include "autodiff/ops.hpp"
+
+#include "autodiff/detail/op.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace ad {
+
+namespace {
+
+// For every slice along the axis: m = max_j x_j and s = sum_j exp(x_j - m), then f(o, i, m, s).
+template <class T, class F>
+void for_each_slice(const Tensor<T>& x, const AxisLoop& d, F f)
+{
+    const T* xp = x.data();
+    for (std::size_t o = 0; o < d.outer; ++o)
+        for (std::size_t i = 0; i < d.inner; ++i) {
+            T m = -std::numeric_limits<T>::infinity();
+            for (std::size_t j = 0; j < d.n; ++j) m = std::max(m, xp[d.at(o, j, i)]);
+            T s = 0;
+            for (std::size_t j = 0; j < d.n; ++j) s += std::exp(xp[d.at(o, j, i)] - m);
+            f(o, i, m, s);
+        }
+}
+
+// dst = v (first contribution) or dst += v, elementwise over n values.
+template <class T>
+inline void put(T& dst, T v, bool first) { dst = first ? v : dst + v; }
+
+}  // namespace
+
+// y = exp(x - m) / s; dx = y (g - sum_j g_j y_j). r.ints = {axis}
+template <class T>
+Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
+{
+    const std::size_t ax = normalize_axis("softmax", axis, x.dimension());
+    Op<T> op("softmax", {x}, [](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const AxisLoop d(v.y.shape(), std::size_t(v.r.ints[0]));
+        bool first;
+        T* dx = v.slot(0, first).data();
+        const T *y = v.y.data(), *g = v.g.data();
+        for (std::size_t o = 0; o < d.outer; ++o)
+            for (std::size_t i = 0; i < d.inner; ++i) {
+                T s = 0;
+                for (std::size_t j = 0; j < d.n; ++j) s += g[d.at(o, j, i)] * y[d.at(o, j, i)];
+                for (std::size_t j = 0; j < d.n; ++j) {
+                    const auto k = d.at(o, j, i);
+                    put(dx[k], y[k] * (g[k] - s), first);
+                }
+            }
+    });
+    op.record().ints = {std::ptrdiff_t(ax)};
+    const AxisLoop d(x.shape(), ax);
+    auto& y = op.out();
+    y.resize(x.shape());
+    const T* xp = x.value().data();
+    for_each_slice(x.value(), d, [&](std::size_t o, std::size_t i, T m, T s) {
+        for (std::size_t j = 0; j < d.n; ++j) y.data()[d.at(o, j, i)] = std::exp(xp[d.at(o, j, i)] - m) / s;
+    });
+    return op.done();
+}
+
+// y = x - m - log s; dx = g - exp(y) sum_j g_j. r.ints = {axis}
+template <class T>
+Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis)
+{
+    const std::size_t ax = normalize_axis("log_softmax", axis, x.dimension());
+    Op<T> op("log_softmax", {x}, [](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const AxisLoop d(v.y.shape(), std::size_t(v.r.ints[0]));
+        bool first;
+        T* dx = v.slot(0, first).data();
+        const T *y = v.y.data(), *g = v.g.data();
+        for (std::size_t o = 0; o < d.outer; ++o)
+            for (std::size_t i = 0; i < d.inner; ++i) {
+                T s = 0;
+                for (std::size_t j = 0; j < d.n; ++j) s += g[d.at(o, j, i)];
+                for (std::size_t j = 0; j < d.n; ++j) {
+                    const auto k = d.at(o, j, i);
+                    put(dx[k], g[k] - std::exp(y[k]) * s, first);
+                }
+            }
+    });
+    op.record().ints = {std::ptrdiff_t(ax)};
+    const AxisLoop d(x.shape(), ax);
+    auto& y = op.out();
+    y.resize(x.shape());
+    const T* xp = x.value().data();
+    for_each_slice(x.value(), d, [&](std::size_t o, std::size_t i, T m, T s) {
+        const T lse = m + std::log(s);
+        for (std::size_t j = 0; j < d.n; ++j) y.data()[d.at(o, j, i)] = xp[d.at(o, j, i)] - lse;
+    });
+    return op.done();
+}
+
+// loss = (1/B) sum_b (logsumexp(x_b) - x_b,label_b); dx = g (softmax(x) - onehot(label)) / B.
+// r.saved = softmax(x), r.ints = labels
+template <class T>
+Var<T> cross_entropy(const Var<T>& logits, const std::vector<std::int64_t>& labels)
+{
+    const auto& s = logits.shape();
+    if (s.size() != 2)
+        throw Error("cross_entropy: logits must be [batch, classes], got shape " + shape_str(s));
+    if (labels.size() != s[0])
+        throw Error("cross_entropy: logits of shape " + shape_str(s) + " need " + std::to_string(s[0]) +
+                    " labels, got " + std::to_string(labels.size()));
+    if (s[0] == 0 || s[1] == 0)
+        throw Error("cross_entropy: logits of shape " + shape_str(s) + " are empty; need batch >= 1 and classes >= 1");
+    for (std::size_t b = 0; b < labels.size(); ++b)
+        if (labels[b] < 0 || std::size_t(labels[b]) >= s[1])
+            throw Error("cross_entropy: label " + std::to_string(labels[b]) + " at position " + std::to_string(b) +
+                        " is out of range for " + std::to_string(s[1]) + " classes (logits " + shape_str(s) +
+                        "); expected 0 <= label < " + std::to_string(s[1]));
+    Op<T> op("cross_entropy", {logits}, [](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const auto& p = v.r.saved;
+        const std::size_t B = p.shape()[0], C = p.shape()[1];
+        const T scale = v.g() / T(B);
+        bool first;
+        T* dx = v.slot(0, first).data();
+        for (std::size_t b = 0; b < B; ++b)
+            for (std::size_t c = 0; c < C; ++c) {
+                const T onehot = std::size_t(v.r.ints[b]) == c ? T(1) : T(0);
+                put(dx[b * C + c], scale * (p.data()[b * C + c] - onehot), first);
+            }
+    });
+    auto& r = op.record();
+    r.ints.assign(labels.begin(), labels.end());
+    r.saved.resize(s);
+    const AxisLoop d(s, 1);
+    const T* xp = logits.value().data();
+    T total = 0;
+    for_each_slice(logits.value(), d, [&](std::size_t b, std::size_t, T m, T z) {
+        for (std::size_t c = 0; c < d.n; ++c) r.saved.data()[b * d.n + c] = std::exp(xp[b * d.n + c] - m) / z;
+        total += m + std::log(z) - xp[b * d.n + std::size_t(labels[b])];
+    });
+    op.out().resize(Shape{});
+    op.out()() = total / T(s[0]);
+    return op.done();
+}
+
+// loss = mean (p - t)^2; dp = 2 (p - t) g / n, dt = -dp
+template <class T>
+Var<T> mse(const Var<T>& pred, const Var<T>& target)
+{
+    if (pred.shape() != target.shape())
+        throw Error("mse: prediction " + shape_str(pred.shape()) + " and target " +
+                    shape_str(target.shape()) + " must have the same shape");
+    if (pred.size() == 0) throw Error("mse: empty tensors (shape " + shape_str(pred.shape()) + ")");
+    Op<T> op("mse", {pred, target}, [](Vjp<T>& v) {
+        const T c = T(2) * v.g() / T(v.x(0).size());
+        v.acc(0, c * (v.x(0) - v.x(1)));
+        v.acc(1, -c * (v.x(0) - v.x(1)));
+    });
+    op.out() = xt::mean(xt::square(pred.value() - target.value()), xt::evaluation_strategy::immediate);
+    return op.done();
+}
+
+// y = x m / (1 - p); dx = g m / (1 - p). r.saved = m / (1 - p)
+template <class T>
+Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
+{
+    if (!(p >= T(0) && p < T(1)))
+        throw Error("dropout: probability p = " + std::to_string(p) + " is outside [0, 1)");
+    if (mask.shape() != x.shape())
+        throw Error("dropout: mask of shape " + shape_str(mask.shape()) + " must have the input's shape " +
+                    shape_str(x.shape()));
+    for (T m : mask)
+        if (m != T(0) && m != T(1)) throw Error("dropout: mask entries must be 0 or 1, found " + std::to_string(m));
+    Op<T> op("dropout", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.r.saved); });
+    op.record().a = p;
+    op.record().saved = mask * (T(1) / (T(1) - p));
+    op.out() = x.value() * op.record().saved;
+    return op.done();
+}
+
+#define AD_INSTANTIATE(T)                                                              \
+    template Var<T> softmax(const Var<T>&, std::ptrdiff_t);                            \
+    template Var<T> log_softmax(const Var<T>&, std::ptrdiff_t);                        \
+    template Var<T> cross_entropy(const Var<T>&, const std::vector<std::int64_t>&);    \
+    template Var<T> mse(const Var<T>&, const Var<T>&);                                 \
+    template Var<T> dropout(const Var<T>&, const Tensor<T>&, Scalar<T>);
+AD_INSTANTIATE(float)
+AD_INSTANTIATE(double)
+
+}  // namespace ad
