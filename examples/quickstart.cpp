@@ -2,6 +2,8 @@
 // differences. The README shows this file.
 #include "autodiff/autodiff.hpp"
 
+#include <xtensor/xio.hpp>
+
 #include <iostream>
 
 int main()
