@@ -1,0 +1,79 @@
+#include "nn/linear.hpp"
+
+#include <cmath>
+
+namespace ad::nn {
+
+namespace {
+
+template <class T>
+Tensor<T> uniform(const Shape& shape, T bound, Rng& rng)
+{
+    Tensor<T> t(shape);
+    std::uniform_real_distribution<T> u(-bound, bound);
+    for (auto& v : t) v = u(rng);
+    return t;
+}
+
+}  // namespace
+
+template <class T>
+Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, bool bias) : in_(in), out_(out)
+{
+    if (in == 0 || out == 0)
+        throw Error("Linear: in and out must be positive, got in = " + std::to_string(in) +
+                    ", out = " + std::to_string(out));
+    // kaiming_uniform(a = sqrt(5)): gain sqrt(2 / (1 + a^2)) = sqrt(1/3), bound
+    // gain sqrt(3 / in) = 1 / sqrt(in).
+    const T bound = T(1) / std::sqrt(T(in));
+    weight_ = &this->register_parameter("weight", uniform<T>({out, in}, bound, rng));
+    if (bias) bias_ = &this->register_parameter("bias", uniform<T>({out}, bound, rng));
+}
+
+template <class T>
+Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, const WeightInit<T>& init, bool bias)
+    : in_(in), out_(out)
+{
+    if (in == 0 || out == 0)
+        throw Error("Linear: in and out must be positive, got in = " + std::to_string(in) +
+                    ", out = " + std::to_string(out));
+    Tensor<T> w = init(Shape{out, in}, rng);
+    if (!detail::same_shape(w.shape(), Shape{out, in}))
+        throw Error("Linear: the weight initialiser returned shape " + shape_str(w.shape()) +
+                    ", expected [out, in] = " + shape_str(Shape{out, in}));
+    weight_ = &this->register_parameter("weight", std::move(w));
+    if (bias) bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({out})));
+}
+
+template <class T>
+Linear<T>::Linear(Tensor<T> weight, Tensor<T> bias)
+{
+    if (weight.dimension() != 2 || weight.size() == 0)
+        throw Error("Linear: weight has shape " + shape_str(weight.shape()) +
+                    ", expected a non-empty matrix [out, in]");
+    out_ = weight.shape()[0];
+    in_ = weight.shape()[1];
+    if (bias.size() != 0 && !detail::same_shape(bias.shape(), Shape{out_}))
+        throw Error("Linear: bias has shape " + shape_str(bias.shape()) + ", expected [out] = " +
+                    shape_str(Shape{out_}) + " for weight " + shape_str(weight.shape()));
+    weight_ = &this->register_parameter("weight", std::move(weight));
+    if (bias.size() != 0) bias_ = &this->register_parameter("bias", std::move(bias));
+}
+
+template <class T>
+Var<T> Linear<T>::forward(const Var<T>& x)
+{
+    const auto d = x.dimension();
+    if ((d != 1 && d != 2) || x.shape()[d - 1] != in_)
+        throw Error("Linear: input has shape " + shape_str(x.shape()) + ", expected [batch, " +
+                    std::to_string(in_) + "] or [" + std::to_string(in_) + "]");
+    const Var<T> W = this->use(*weight_, x);
+    Var<T> y = d == 2 ? matmul(x, W, false, true) : matmul(W, x);  // x W^T, or W x
+    if (bias_) y = y + this->use(*bias_, x);
+    return y;
+}
+
+template class Linear<float>;
+template class Linear<double>;
+
+}  // namespace ad::nn

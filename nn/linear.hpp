@@ -1,0 +1,51 @@
+// Linear: y = x W^T + b.
+//
+// Weight layout: W has shape [out, in] (PyTorch's layout), bias b has shape [out].
+// - For a batch x of shape [batch, in] (one example per row) the output is x W^T + b, of shape
+//   [batch, out]. The product goes through ad::matmul(x, W, false, true): BLAS reads W^T in
+//   place, nothing is transposed in memory.
+// - For a single example x of shape [in] the output is W x + b, of shape [out]: exactly the
+//   seeds' z = W x + b with x a column vector (seeds 002, 003). Each row of the batched form is
+//   this map applied to one example.
+// - Seeds 000 and 001 write a layer as w^T z with w of shape [in, out]; their w is this W^T.
+//
+// Default initialisation is PyTorch's: kaiming_uniform with a = sqrt(5), which is
+// U(-1/sqrt(in), 1/sqrt(in)) for the weight, and the same interval for the bias. With an
+// explicit weight initialiser (nn/init.hpp) the bias starts at zero.
+#pragma once
+
+#include "nn/module.hpp"
+
+#include <functional>
+
+namespace ad::nn {
+
+// Draws a weight of the given shape ([out, in]); the functions of nn/init.hpp have this form.
+template <class T>
+using WeightInit = std::function<Tensor<T>(const Shape& shape, Rng& rng)>;
+
+template <class T>
+class Linear : public Module<T> {
+public:
+    Linear(std::size_t in, std::size_t out, Rng& rng, bool bias = true);
+    Linear(std::size_t in, std::size_t out, Rng& rng, const WeightInit<T>& init, bool bias = true);
+    // Given values: weight [out, in], bias [out] (or an empty tensor for no bias).
+    Linear(Tensor<T> weight, Tensor<T> bias);
+
+    Var<T> forward(const Var<T>& x) override;
+
+    Parameter<T>& weight() { return *weight_; }
+    Parameter<T>* bias() { return bias_; }  // nullptr without a bias
+    std::size_t in_features() const { return in_; }
+    std::size_t out_features() const { return out_; }
+
+private:
+    std::size_t in_, out_;
+    Parameter<T>* weight_ = nullptr;
+    Parameter<T>* bias_ = nullptr;
+};
+
+extern template class Linear<float>;
+extern template class Linear<double>;
+
+}  // namespace ad::nn

@@ -1,0 +1,104 @@
+// Module: the base of every layer. A module owns named parameters, named buffers and named child
+// modules; its forward pass is a composition of tape ops, so its gradient comes from the
+// engine's reverse sweep and no module has a backward pass of its own.
+//
+// Names are hierarchical and stable: a parameter "gain" of the child "norm" of the child "3" of
+// the child "blocks" is "blocks.3.norm.gain". Iteration lists a module's own entries in
+// registration order, then each child's, in the order the children were registered (PyTorch's
+// rule), so the same model always yields the same names in the same order: they are the keys
+// of checkpoints and of gradient reports.
+#pragma once
+
+#include "autodiff/ops.hpp"
+#include "autodiff/tape.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace ad::nn {
+
+namespace detail {
+// Shapes of different container types (xtensor's svector, std::vector) compared by value.
+template <class A, class B>
+bool same_shape(const A& a, const B& b)
+{
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+}  // namespace detail
+
+// Every random choice in nn/ (initialisation, dropout masks) takes a seeded generator.
+using Rng = std::mt19937_64;
+
+template <class T>
+class Module {
+public:
+    Module() = default;
+    virtual ~Module() = default;
+    // Parameters are referred to by address (optimisers, tapes), so a module is not copied.
+    Module(const Module&) = delete;
+    Module& operator=(const Module&) = delete;
+
+    virtual Var<T> forward(const Var<T>& x) = 0;
+    Var<T> operator()(const Var<T>& x) { return forward(x); }
+
+    std::vector<std::pair<std::string, Parameter<T>*>> named_parameters();
+    std::vector<Parameter<T>*> parameters();
+    // State that is saved with the model but not trained (BatchNorm's running statistics).
+    std::vector<std::pair<std::string, Tensor<T>*>> named_buffers();
+    // Every descendant, depth first, with its full name; this module itself is not listed.
+    std::vector<std::pair<std::string, Module<T>*>> named_modules();
+    // The direct children, in registration order.
+    std::vector<std::pair<std::string, Module<T>*>> children();
+
+    // Training mode (dropout active, batch statistics) or evaluation mode; recursive.
+    void train(bool on = true);
+    void eval() { train(false); }
+    bool training() const { return training_; }
+
+    std::size_t parameter_count();  // number of scalars in all parameters
+    void zero_grad();
+
+protected:
+    // The name must be non-empty, without '.', and not already used in this module.
+    Parameter<T>& register_parameter(std::string name, Tensor<T> init);
+    Tensor<T>& register_buffer(std::string name, Tensor<T> init);
+    template <class M>
+    M& register_module(std::string name, std::shared_ptr<M> m)
+    {
+        static_assert(std::is_base_of<Module<T>, M>::value, "register_module: M must be a Module<T>");
+        add_child(std::move(name), m);
+        return *m;
+    }
+
+    // The parameter as a leaf on x's tape (the tape the forward pass is recorded on).
+    static Var<T> use(Parameter<T>& p, const Var<T>& x) { return x.tape().param(p); }
+
+private:
+    void check_name(const std::string& name, const char* what) const;
+    void add_child(std::string name, std::shared_ptr<Module<T>> m);
+    void collect_parameters(const std::string& prefix,
+                            std::vector<std::pair<std::string, Parameter<T>*>>& out);
+    void collect_buffers(const std::string& prefix,
+                         std::vector<std::pair<std::string, Tensor<T>*>>& out);
+    void collect_modules(const std::string& prefix,
+                         std::vector<std::pair<std::string, Module<T>*>>& out);
+
+    // unique_ptr: addresses stay valid as more are registered.
+    std::vector<std::pair<std::string, std::unique_ptr<Parameter<T>>>> params_;
+    std::vector<std::pair<std::string, std::unique_ptr<Tensor<T>>>> buffers_;
+    std::vector<std::pair<std::string, std::shared_ptr<Module<T>>>> children_;
+    bool training_ = true;
+};
+
+extern template class Module<float>;
+extern template class Module<double>;
+
+}  // namespace ad::nn
