@@ -14,15 +14,10 @@
 // explicit weight initialiser (nn/init.hpp) the bias starts at zero.
 #pragma once
 
+#include "nn/init.hpp"
 #include "nn/module.hpp"
 
-#include <functional>
-
 namespace ad::nn {
-
-// Draws a weight of the given shape ([out, in]); the functions of nn/init.hpp have this form.
-template <class T>
-using WeightInit = std::function<Tensor<T>(const Shape& shape, Rng& rng)>;
 
 template <class T>
 class Linear : public Module<T> {

@@ -1,0 +1,31 @@
+#include "nn/layer_norm.hpp"
+
+#include <xtensor/xbuilder.hpp>
+
+namespace ad::nn {
+
+template <class T>
+LayerNorm<T>::LayerNorm(std::size_t features, T eps) : features_(features), eps_(eps)
+{
+    if (features == 0) throw Error("LayerNorm: features must be positive");
+    if (!(eps >= T(0))) throw Error("LayerNorm: eps = " + std::to_string(eps) + " must be >= 0");
+    gain_ = &this->register_parameter("gain", Tensor<T>(xt::ones<T>({features})));
+    bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({features})));
+}
+
+template <class T>
+Var<T> LayerNorm<T>::forward(const Var<T>& x)
+{
+    if (x.dimension() == 0 || x.shape()[x.dimension() - 1] != features_)
+        throw Error("LayerNorm: input has shape " + shape_str(x.shape()) + ", expected the last axis to be " +
+                    std::to_string(features_) + " features");
+    const Var<T> centred = x - mean(x, -1, true);
+    const Var<T> var = mean(square(centred), -1, true);
+    const Var<T> normalised = centred / sqrt(var + eps_);
+    return normalised * this->use(*gain_, x) + this->use(*bias_, x);
+}
+
+template class LayerNorm<float>;
+template class LayerNorm<double>;
+
+}  // namespace ad::nn
