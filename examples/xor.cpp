@@ -6,8 +6,8 @@
 //    g(0,0) = 0, g(0,1) = g(1,0) = 1, g(1,1) = 0.
 // 2. A 2-8-1 net trained from random initialisation by gradient descent on the seed's cost
 //    J = 1/(2n) sum (yhat - y)^2 classifies all four points: with tanh hidden units every run
-//    does; with ReLU most do, and the few that do not start with each ReLU dead or always on over
-//    the four points, so the net is affine there and falls into the trap of part 3.
+//    does; with ReLU most do, and a run that fails typically ends with each ReLU off at all four
+//    points or on at all four, so the net is affine there: the trap of part 3.
 // 3. The same net with no nonlinearity is one affine map in disguise (W2 (W1 x + b1) + b2), and an
 //    affine f has f(0,0) + f(1,1) = f(0,1) + f(1,0), so it cannot put both positives above
 //    the threshold and both negatives below: at most 3 of 4. Trained, it reaches the best an
@@ -111,6 +111,21 @@ Tensor<T> predict(TwoLayerNet& net)
     return net(tape.constant(X)).value();
 }
 
+// Whether every hidden ReLU is off at all four points or on at all four: then the net is
+// affine on the data.
+bool relus_all_or_nothing(TwoLayerNet& net)
+{
+    ad::Tape<T> tape;
+    ad::NoGrad no_grad;
+    const Tensor<T> z = net.hidden()(tape.constant(X)).value();
+    for (std::size_t j = 0; j < z.shape()[1]; ++j) {
+        int on = 0;
+        for (std::size_t i = 0; i < 4; ++i) on += z(i, j) > 0;
+        if (on != 0 && on != 4) return false;
+    }
+    return true;
+}
+
 std::string row(const Tensor<T>& yhat)
 {
     char buf[96];
@@ -166,13 +181,16 @@ int main(int argc, char** argv)
             TwoLayerNet net(width, act, rng);
             const T final_cost = train(net, steps, lr);
             const auto p = predict(net);
-            std::printf("  seed %2d: J = %.2e  yhat = %s  %d/4\n", s, final_cost, row(p).c_str(), correct(p));
+            std::printf("  seed %2d: J = %.2e  yhat = %s  %d/4%s\n", s, final_cost, row(p).c_str(), correct(p),
+                        act == Act::relu && correct(p) < 4 && relus_all_or_nothing(net)
+                            ? "  (every ReLU off at all four points or on at all four: affine there)"
+                            : "");
             solved += correct(p) == 4;
         }
         const std::string count = " (" + std::to_string(solved) + "/" + std::to_string(seeds) + ")";
         if (act == Act::tanh)
             check(solved == seeds, "every run classifies all four points" + count);
-        else  // a few initialisations leave every ReLU dead or always on over the data: an affine net
+        else  // a few runs end with the ReLUs all-or-nothing over the data: an affine net
             check(solved >= 0.9 * seeds, "at least 90% of runs classify all four points" + count);
     }
     std::printf("\n3. The same 2-%d-1 net with no nonlinearity\n", width);
