@@ -4,39 +4,27 @@
 
 namespace ad::nn {
 
-namespace {
-
-template <class T>
-Tensor<T> uniform(const Shape& shape, T bound, Rng& rng)
-{
-    Tensor<T> t(shape);
-    std::uniform_real_distribution<T> u(-bound, bound);
-    for (auto& v : t) v = u(rng);
-    return t;
-}
-
-}  // namespace
-
 template <class T>
 Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, bool bias) : in_(in), out_(out)
 {
-    if (in == 0 || out == 0)
-        throw Error("Linear: in and out must be positive, got in = " + std::to_string(in) +
-                    ", out = " + std::to_string(out));
-    // kaiming_uniform(a = sqrt(5)): gain sqrt(2 / (1 + a^2)) = sqrt(1/3), bound
-    // gain sqrt(3 / in) = 1 / sqrt(in).
-    const T bound = T(1) / std::sqrt(T(in));
-    weight_ = &this->register_parameter("weight", uniform<T>({out, in}, bound, rng));
-    if (bias) bias_ = &this->register_parameter("bias", uniform<T>({out}, bound, rng));
+    build(rng, {}, bias);
 }
 
 template <class T>
-Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, const WeightInit<T>& init, bool bias)
-    : in_(in), out_(out)
+void Linear<T>::build(Rng& rng, const WeightInit<T>& init, bool bias)
 {
+    const std::size_t in = in_, out = out_;
     if (in == 0 || out == 0)
         throw Error("Linear: in and out must be positive, got in = " + std::to_string(in) +
                     ", out = " + std::to_string(out));
+    if (!init) {
+        // kaiming_uniform(a = sqrt(5)): gain sqrt(2 / (1 + a^2)) = sqrt(1/3), bound
+        // gain sqrt(3 / in) = 1 / sqrt(in).
+        const T bound = T(1) / std::sqrt(T(in));
+        weight_ = &this->register_parameter("weight", uniform<T>({out, in}, -bound, bound, rng));
+        if (bias) bias_ = &this->register_parameter("bias", uniform<T>({out}, -bound, bound, rng));
+        return;
+    }
     Tensor<T> w = init(Shape{out, in}, rng);
     if (!detail::same_shape(w.shape(), Shape{out, in}))
         throw Error("Linear: the weight initialiser returned shape " + shape_str(w.shape()) +

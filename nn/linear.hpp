@@ -17,13 +17,22 @@
 #include "nn/init.hpp"
 #include "nn/module.hpp"
 
+#include <type_traits>
+#include <utility>
+
 namespace ad::nn {
 
 template <class T>
 class Linear : public Module<T> {
 public:
     Linear(std::size_t in, std::size_t out, Rng& rng, bool bias = true);
-    Linear(std::size_t in, std::size_t out, Rng& rng, const WeightInit<T>& init, bool bias = true);
+    // init: any callable (shape, rng) -> Tensor<T>, such as nn::he_normal<T>. (A template, so
+    // that a function or lambda is never taken for the bool `bias` of the constructor above.)
+    template <class F, class = std::enable_if_t<std::is_invocable_r_v<Tensor<T>, F&, const Shape&, Rng&>>>
+    Linear(std::size_t in, std::size_t out, Rng& rng, F&& init, bool bias = true) : in_(in), out_(out)
+    {
+        build(rng, WeightInit<T>(std::forward<F>(init)), bias);
+    }
     // Given values: weight [out, in], bias [out] (or an empty tensor for no bias).
     Linear(Tensor<T> weight, Tensor<T> bias);
 
@@ -35,6 +44,8 @@ public:
     std::size_t out_features() const { return out_; }
 
 private:
+    void build(Rng& rng, const WeightInit<T>& init, bool bias);  // empty init: the default
+
     std::size_t in_, out_;
     Parameter<T>* weight_ = nullptr;
     Parameter<T>* bias_ = nullptr;
