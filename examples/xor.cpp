@@ -18,6 +18,7 @@
 #include "autodiff/autodiff.hpp"
 #include "autodiff/graph.hpp"
 #include "nn/linear.hpp"
+#include "nn/loss.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -76,7 +77,7 @@ private:
 };
 
 // The seed's cost J = 1/(2n) sum (yhat - y)^2.
-Var<T> cost(const Var<T>& yhat, const Var<T>& y) { return ad::mse(yhat, y) * 0.5; }
+Var<T> cost(const Var<T>& yhat, const Var<T>& y) { return ad::nn::half_mse(yhat, y); }
 
 int correct(const Tensor<T>& yhat)
 {
