@@ -144,7 +144,7 @@ TEST_CASE("spectral_norm and scale_to_spectral_norm on matrices with known singu
     CHECK_THROWS_WITH(nn::scale_to_spectral_norm<double>(Tensor<double>(xt::zeros<double>({2, 2}))), Contains("zero"));
 }
 
-TEST_CASE("the same seed gives the same weights; another seed other weights", "[nn][init]")
+TEST_CASE("the same seed gives the same weights, another seed other weights", "[nn][init]")
 {
     for (auto scheme : {nn::InitScheme::standard_normal, nn::InitScheme::xavier_normal, nn::InitScheme::xavier_uniform,
                         nn::InitScheme::he_normal, nn::InitScheme::he_normal_seed001, nn::InitScheme::orthogonal,

@@ -202,7 +202,7 @@ TEST_CASE("names are hierarchical, stable and in registration order", "[nn][modu
                            "blocks.1.dropout", "blocks.1.drop_path", "output"});
 }
 
-TEST_CASE("train and eval reach every descendant; zero_grad clears every gradient", "[nn][module]")
+TEST_CASE("train and eval reach every descendant, and zero_grad clears every gradient", "[nn][module]")
 {
     nn::Rng rng(4);
     nn::MLPOptions o;
@@ -347,7 +347,7 @@ TEST_CASE("Residual refuses a branch that changes the shape", "[nn][residual][er
 // ---------------------------------------------------------------------------------------------
 // Dropout
 
-TEST_CASE("Dropout is the identity in eval and rejects p outside [0, 1)", "[nn][dropout]")
+TEST_CASE("Dropout is the identity in eval and rejects p outside 0 <= p < 1", "[nn][dropout]")
 {
     nn::Dropout<double> d(0.5, 1);
     d.eval();
