@@ -45,7 +45,7 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
 
     auto& seed = tape.adjoint(out);
     if (cotangent) seed = *cotangent;
-    else seed = xt::ones<T>(shape);
+    else xt::noalias(seed) = xt::ones<T>(shape);
     has[out] = 1;
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {

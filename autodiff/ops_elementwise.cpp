@@ -24,7 +24,7 @@ template <class T>
 Var<T> neg(const Var<T>& x)
 {
     Op<T> op("neg", {x}, [](Vjp<T>& v) { v.acc(0, -v.g); });
-    op.out() = -x.value();
+    xt::noalias(op.out()) = -x.value();
     return op.done();
 }
 
@@ -37,7 +37,7 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g);
         v.acc(1, v.g);
     });
-    op.out() = a.value() + b.value();
+    xt::noalias(op.out()) = a.value() + b.value();
     return op.done();
 }
 
@@ -50,7 +50,7 @@ Var<T> sub(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g);
         v.acc(1, -v.g);
     });
-    op.out() = a.value() - b.value();
+    xt::noalias(op.out()) = a.value() - b.value();
     return op.done();
 }
 
@@ -63,7 +63,7 @@ Var<T> mul(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g * v.x(1));
         v.acc(1, v.g * v.x(0));
     });
-    op.out() = a.value() * b.value();
+    xt::noalias(op.out()) = a.value() * b.value();
     return op.done();
 }
 
@@ -76,7 +76,7 @@ Var<T> div(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g / v.x(1));
         v.acc(1, -v.g * v.y / v.x(1));
     });
-    op.out() = a.value() / b.value();
+    xt::noalias(op.out()) = a.value() / b.value();
     return op.done();
 }
 
@@ -86,7 +86,7 @@ Var<T> add(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("add_scalar", {x}, [](Vjp<T>& v) { v.acc(0, v.g); });
     op.record().a = s;
-    op.out() = x.value() + s;
+    xt::noalias(op.out()) = x.value() + s;
     return op.done();
 }
 
@@ -96,7 +96,7 @@ Var<T> mul(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("mul_scalar", {x}, [](Vjp<T>& v) { v.acc(0, v.g * static_cast<T>(v.r.a)); });
     op.record().a = s;
-    op.out() = x.value() * s;
+    xt::noalias(op.out()) = x.value() * s;
     return op.done();
 }
 
@@ -106,7 +106,7 @@ Var<T> rdiv(Scalar<T> s, const Var<T>& x)
 {
     Op<T> op("rdiv_scalar", {x}, [](Vjp<T>& v) { v.acc(0, -v.g * v.y / v.x(0)); });
     op.record().a = s;
-    op.out() = s / x.value();
+    xt::noalias(op.out()) = s / x.value();
     return op.done();
 }
 
@@ -119,7 +119,7 @@ Var<T> pow(const Var<T>& x, Scalar<T> p)
         v.acc(0, v.g * p * xt::pow(v.x(0), p - T(1)));
     });
     op.record().a = p;
-    op.out() = xt::pow(x.value(), p);
+    xt::noalias(op.out()) = xt::pow(x.value(), p);
     return op.done();
 }
 
@@ -128,7 +128,7 @@ template <class T>
 Var<T> square(const Var<T>& x)
 {
     Op<T> op("square", {x}, [](Vjp<T>& v) { v.acc(0, T(2) * v.x(0) * v.g); });
-    op.out() = x.value() * x.value();
+    xt::noalias(op.out()) = x.value() * x.value();
     return op.done();
 }
 
@@ -137,7 +137,7 @@ template <class T>
 Var<T> sqrt(const Var<T>& x)
 {
     Op<T> op("sqrt", {x}, [](Vjp<T>& v) { v.acc(0, v.g / (T(2) * v.y)); });
-    op.out() = xt::sqrt(x.value());
+    xt::noalias(op.out()) = xt::sqrt(x.value());
     return op.done();
 }
 
@@ -146,7 +146,7 @@ template <class T>
 Var<T> exp(const Var<T>& x)
 {
     Op<T> op("exp", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.y); });
-    op.out() = xt::exp(x.value());
+    xt::noalias(op.out()) = xt::exp(x.value());
     return op.done();
 }
 
@@ -155,7 +155,7 @@ template <class T>
 Var<T> log(const Var<T>& x)
 {
     Op<T> op("log", {x}, [](Vjp<T>& v) { v.acc(0, v.g / v.x(0)); });
-    op.out() = xt::log(x.value());
+    xt::noalias(op.out()) = xt::log(x.value());
     return op.done();
 }
 
@@ -164,7 +164,7 @@ template <class T>
 Var<T> abs(const Var<T>& x)
 {
     Op<T> op("abs", {x}, [](Vjp<T>& v) { v.acc(0, v.g * xt::sign(v.x(0))); });
-    op.out() = xt::abs(x.value());
+    xt::noalias(op.out()) = xt::abs(x.value());
     return op.done();
 }
 
@@ -173,7 +173,7 @@ template <class T>
 Var<T> sin(const Var<T>& x)
 {
     Op<T> op("sin", {x}, [](Vjp<T>& v) { v.acc(0, v.g * xt::cos(v.x(0))); });
-    op.out() = xt::sin(x.value());
+    xt::noalias(op.out()) = xt::sin(x.value());
     return op.done();
 }
 
@@ -182,7 +182,7 @@ template <class T>
 Var<T> cos(const Var<T>& x)
 {
     Op<T> op("cos", {x}, [](Vjp<T>& v) { v.acc(0, -v.g * xt::sin(v.x(0))); });
-    op.out() = xt::cos(x.value());
+    xt::noalias(op.out()) = xt::cos(x.value());
     return op.done();
 }
 
@@ -197,7 +197,7 @@ Var<T> maximum(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g * xt::where(a > b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
         v.acc(1, v.g * xt::where(b > a, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
     });
-    op.out() = xt::maximum(a.value(), b.value());
+    xt::noalias(op.out()) = xt::maximum(a.value(), b.value());
     return op.done();
 }
 
@@ -212,7 +212,7 @@ Var<T> minimum(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g * xt::where(a < b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
         v.acc(1, v.g * xt::where(b < a, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
     });
-    op.out() = xt::minimum(a.value(), b.value());
+    xt::noalias(op.out()) = xt::minimum(a.value(), b.value());
     return op.done();
 }
 
@@ -229,7 +229,7 @@ Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi)
     });
     op.record().a = lo;
     op.record().b = hi;
-    op.out() = xt::clip(x.value(), lo, hi);
+    xt::noalias(op.out()) = xt::clip(x.value(), lo, hi);
     return op.done();
 }
 
@@ -238,7 +238,7 @@ template <class T>
 Var<T> tanh(const Var<T>& x)
 {
     Op<T> op("tanh", {x}, [](Vjp<T>& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); });
-    op.out() = xt::tanh(x.value());
+    xt::noalias(op.out()) = xt::tanh(x.value());
     return op.done();
 }
 
@@ -247,7 +247,7 @@ template <class T>
 Var<T> sigmoid(const Var<T>& x)
 {
     Op<T> op("sigmoid", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.y * (T(1) - v.y)); });
-    op.out() = T(1) / (T(1) + xt::exp(-x.value()));
+    xt::noalias(op.out()) = T(1) / (T(1) + xt::exp(-x.value()));
     return op.done();
 }
 
@@ -256,7 +256,7 @@ template <class T>
 Var<T> relu(const Var<T>& x)
 {
     Op<T> op("relu", {x}, [](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, T(0))); });
-    op.out() = xt::maximum(x.value(), T(0));
+    xt::noalias(op.out()) = xt::maximum(x.value(), T(0));
     return op.done();
 }
 
@@ -268,7 +268,7 @@ Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha)
         v.acc(0, xt::where(v.x(0) > T(0), v.g, static_cast<T>(v.r.a) * v.g));
     });
     op.record().a = alpha;
-    op.out() = xt::where(x.value() > T(0), x.value(), alpha * x.value());
+    xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * x.value());
     return op.done();
 }
 
@@ -280,7 +280,7 @@ Var<T> elu(const Var<T>& x, Scalar<T> alpha)
         v.acc(0, xt::where(v.x(0) > T(0), v.g, v.g * (v.y + static_cast<T>(v.r.a))));
     });
     op.record().a = alpha;
-    op.out() = xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
+    xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
     return op.done();
 }
 
@@ -293,7 +293,7 @@ Var<T> selu(const Var<T>& x)
         v.acc(0, xt::where(v.x(0) > T(0), scale * v.g, v.g * (v.y + scale * alpha)));
     });
     const T alpha = T(selu_alpha), scale = T(selu_scale);
-    op.out() = scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
+    xt::noalias(op.out()) = scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
     return op.done();
 }
 
@@ -304,7 +304,7 @@ Var<T> softplus(const Var<T>& x)
     Op<T> op("softplus", {x}, [](Vjp<T>& v) {
         v.acc(0, v.g / (T(1) + xt::exp(-v.x(0))));
     });
-    op.out() = xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value())));
+    xt::noalias(op.out()) = xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value())));
     return op.done();
 }
 
@@ -319,7 +319,7 @@ Var<T> gelu(const Var<T>& x)
         v.acc(0, v.g * (T(0.5) * (T(1) + xt::erf(x * inv_sqrt2)) +
                         x * inv_sqrt_2pi * xt::exp(T(-0.5) * x * x)));
     });
-    op.out() = T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(0.70710678118654752440)));
+    xt::noalias(op.out()) = T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(0.70710678118654752440)));
     return op.done();
 }
 

@@ -107,7 +107,7 @@ template <class T>
 Var<T> transpose(const Var<T>& x)
 {
     Op<T> op("transpose", {x}, [](Vjp<T>& v) { v.acc(0, xt::transpose(v.g)); });
-    op.out() = xt::transpose(x.value());
+    xt::noalias(op.out()) = xt::transpose(x.value());
     return op.done();
 }
 

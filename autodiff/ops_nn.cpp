@@ -156,7 +156,16 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
         v.acc(0, c * (v.x(0) - v.x(1)));
         v.acc(1, -c * (v.x(0) - v.x(1)));
     });
-    op.out() = xt::mean(xt::square(pred.value() - target.value()), xt::evaluation_strategy::immediate);
+    const T *p = pred.value().data(), *t = target.value().data();
+    T total = 0;  // sum of squares in blocks of 256, each summed with independent partial sums
+    T block[256];
+    for (std::size_t i = 0; i < pred.size(); i += 256) {
+        const std::size_t n = std::min<std::size_t>(256, pred.size() - i);
+        for (std::size_t j = 0; j < n; ++j) block[j] = (p[i + j] - t[i + j]) * (p[i + j] - t[i + j]);
+        total += sum_all(block, n);
+    }
+    op.out().resize(Shape{});
+    op.out()() = total / T(pred.size());
     return op.done();
 }
 
@@ -174,7 +183,7 @@ Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
     Op<T> op("dropout", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.r.saved); });
     op.record().a = p;
     op.record().saved = mask * (T(1) / (T(1) - p));
-    op.out() = x.value() * op.record().saved;
+    xt::noalias(op.out()) = x.value() * op.record().saved;
     return op.done();
 }
 

@@ -47,6 +47,17 @@ void drop_axis(Tensor<T>& y, const Shape& kept, std::size_t axis, bool keepdims)
     y.reshape(s);
 }
 
+// adjoint(x) += c at every element: the VJP of a full reduction.
+template <class T>
+void spread_scalar(Vjp<T>& v, T c)
+{
+    if (!v.wants(0)) return;
+    bool first;
+    auto& a = v.slot(0, first);
+    if (first) a.fill(c);
+    else xt::noalias(a) += c;
+}
+
 template <class T>
 void check_not_empty(const char* op, const Var<T>& x, std::size_t axis)
 {
@@ -61,8 +72,9 @@ void check_not_empty(const char* op, const Var<T>& x, std::size_t axis)
 template <class T>
 Var<T> sum(const Var<T>& x)
 {
-    Op<T> op("sum", {x}, [](Vjp<T>& v) { v.acc(0, xt::broadcast(v.g, v.x(0).shape())); });
-    op.out() = xt::sum(x.value(), xt::evaluation_strategy::immediate);
+    Op<T> op("sum", {x}, [](Vjp<T>& v) { spread_scalar(v, v.g()); });
+    op.out().resize(Shape{});
+    op.out()() = sum_all(x.value().data(), x.size());
     return op.done();
 }
 
@@ -72,7 +84,7 @@ Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
     const std::size_t ax = normalize_axis("sum", axis, x.dimension());
     Op<T> op("sum_axis", {x}, [](Vjp<T>& v) { v.acc(0, spread(v.g, v.r, v.x(0))); });
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    op.out() = xt::sum(x.value(), {ax}, xt::keep_dims);
+    xt::noalias(op.out()) = xt::sum(x.value(), {ax}, xt::keep_dims);
     drop_axis(op.out(), kept_shape(x.shape(), ax), ax, keepdims);
     return op.done();
 }
@@ -82,10 +94,9 @@ template <class T>
 Var<T> mean(const Var<T>& x)
 {
     if (x.size() == 0) throw Error("mean: the mean of an empty tensor (shape " + shape_str(x.shape()) + ") is undefined");
-    Op<T> op("mean", {x}, [](Vjp<T>& v) {
-        v.acc(0, xt::broadcast(v.g / T(v.x(0).size()), v.x(0).shape()));
-    });
-    op.out() = xt::mean(x.value(), xt::evaluation_strategy::immediate);
+    Op<T> op("mean", {x}, [](Vjp<T>& v) { spread_scalar(v, v.g() / T(v.x(0).size())); });
+    op.out().resize(Shape{});
+    op.out()() = sum_all(x.value().data(), x.size()) / T(x.size());
     return op.done();
 }
 
@@ -99,7 +110,7 @@ Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
         v.acc(0, spread(v.g, v.r, v.x(0)) / n);
     });
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    op.out() = xt::mean(x.value(), {ax}, xt::keep_dims);
+    xt::noalias(op.out()) = xt::mean(x.value(), {ax}, xt::keep_dims);
     drop_axis(op.out(), kept_shape(x.shape(), ax), ax, keepdims);
     return op.done();
 }
@@ -154,8 +165,8 @@ Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
     auto& y = op.out();
     auto& m = op.record().saved;
-    m = xt::amax(x.value(), {ax}, xt::keep_dims);
-    y = m + xt::log(xt::sum(xt::exp(x.value() - m), {ax}, xt::keep_dims));
+    xt::noalias(m) = xt::amax(x.value(), {ax}, xt::keep_dims);
+    xt::noalias(y) = m + xt::log(xt::sum(xt::exp(x.value() - m), {ax}, xt::keep_dims));
     drop_axis(y, kept_shape(x.shape(), ax), ax, keepdims);
     return op.done();
 }
@@ -172,7 +183,7 @@ Var<T> norm(const Var<T>& x)
         }
         v.acc(0, v.x(0) * (v.g() / n));
     });
-    op.out() = xt::sqrt(xt::sum(xt::square(x.value()), xt::evaluation_strategy::immediate));
+    xt::noalias(op.out()) = xt::sqrt(xt::sum(xt::square(x.value()), xt::evaluation_strategy::immediate));
     return op.done();
 }
 

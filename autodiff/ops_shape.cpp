@@ -54,7 +54,7 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
         throw Error("reshape: cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.size()) +
                     " elements) into " + shape_str(shape) + " (" + std::to_string(product(s)) + " elements)");
     Op<T> op("reshape", {x}, [](Vjp<T>& v) { v.acc(0, xt::reshape_view(v.g, v.x(0).shape())); });
-    op.out() = x.value();
+    xt::noalias(op.out()) = x.value();
     op.out().reshape(s);
     return op.done();
 }
@@ -81,7 +81,7 @@ Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::pt
         part += v.g;
     });
     op.record().ints = {std::ptrdiff_t(ax), b, e};
-    op.out() = xt::strided_view(x.value(), along(x.dimension(), ax, std::size_t(b), std::size_t(e)));
+    xt::noalias(op.out()) = xt::strided_view(x.value(), along(x.dimension(), ax, std::size_t(b), std::size_t(e)));
     return op.done();
 }
 
@@ -129,7 +129,7 @@ Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
                     shape_str(shape) + " (aligned from the right, each dimension of the input "
                     "must equal the target's or be 1)");
     Op<T> op("broadcast_to", {x}, [](Vjp<T>& v) { v.acc(0, v.g); });
-    op.out() = xt::broadcast(x.value(), shape);
+    xt::noalias(op.out()) = xt::broadcast(x.value(), shape);
     return op.done();
 }
 

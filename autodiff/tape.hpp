@@ -125,7 +125,7 @@ public:
     Tensor<T>& adjoint(std::size_t i) { return adjoints_[i]; }
     std::vector<char>& has_adjoint() { return has_adjoint_; }
     bool into_params = false;
-    Tensor<T> scratch;  // reused by broadcasting reductions in the sweep
+    Tensor<T> scratch, scratch2;  // reused by broadcasting reductions in the sweep
 
 private:
     template <class Inputs>

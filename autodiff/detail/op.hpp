@@ -8,7 +8,7 @@
 //     Var<T> tanh(const Var<T>& x)
 //     {
 //         Op<T> op("tanh", {x}, [](Vjp<T>& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); });
-//         op.out() = xt::tanh(x.value());
+//         xt::noalias(op.out()) = xt::tanh(x.value());
 //         return op.done();
 //     }
 #pragma once
@@ -18,10 +18,45 @@
 
 #include <xtensor/xbroadcast.hpp>
 #include <xtensor/xmath.hpp>
+#include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xreducer.hpp>
 
 namespace ad {
+
+// dst[j] = sum_i src[i * inner + j] for a row-major [outer, inner] block. Independent partial
+// sums keep the loop vectorisable and shorten float rounding chains.
+template <class T>
+void sum_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
+{
+    if (inner == 1) {
+        constexpr std::size_t L = 16;
+        T part[L] = {};
+        std::size_t i = 0;
+        for (; i + L <= outer; i += L)
+            for (std::size_t l = 0; l < L; ++l) part[l] += src[i + l];
+        T total = 0;
+        for (; i < outer; ++i) total += src[i];
+        for (std::size_t l = 0; l < L; ++l) total += part[l];
+        *dst = total;
+        return;
+    }
+    if (outer == 0) {
+        std::fill_n(dst, inner, T(0));
+        return;
+    }
+    std::copy_n(src, inner, dst);
+    for (std::size_t i = 1; i < outer; ++i)
+        for (std::size_t j = 0; j < inner; ++j) dst[j] += src[i * inner + j];
+}
+
+template <class T>
+T sum_all(const T* src, std::size_t n)
+{
+    T total;
+    sum_rows(src, n, 1, &total);
+    return total;
+}
 
 template <class T>
 struct Vjp {
@@ -65,31 +100,53 @@ struct Vjp {
         auto& a = slot(k, first);
         const auto& xs = x(k).shape();
         if (std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end())) {
-            if (first) a = e; else a += e;
+            if (first) xt::noalias(a) = e;
+            else xt::noalias(a) += e;
             return;
         }
         auto& s = tape.scratch;
         sum_to(e, xs, s);
-        if (first) a = s; else a += s;
+        if (first) xt::noalias(a) = s;
+        else xt::noalias(a) += s;
     }
 
     // out = e summed over the axes that broadcasting added or stretched to reach e's shape
-    // from `shape` (broadcast's VJP: a sum in reverse).
+    // from `shape` (broadcast's VJP: a sum in reverse). The usual case, a bias broadcast over
+    // leading axes, is a contiguous sum of rows; anything else goes through xt::sum.
     template <class E, class S>
-    static void sum_to(const E& e, const S& shape, Tensor<T>& out)
+    void sum_to(const E& e, const S& shape, Tensor<T>& out)
     {
         const auto& es = e.shape();
         const std::size_t lead = es.size() - shape.size();
+        std::size_t k = es.size();  // e's axes from k on are kept whole
+        while (k > lead && shape[k - 1 - lead] == es[k - 1]) --k;
+        bool leading_only = true;
+        for (std::size_t i = lead; i < k; ++i) leading_only = leading_only && shape[i - lead] == 1;
+        if (leading_only) {
+            std::size_t outer = 1, inner = 1;
+            for (std::size_t i = 0; i < es.size(); ++i) (i < k ? outer : inner) *= es[i];
+            const T* src;
+            if constexpr (std::is_same<std::decay_t<E>, Tensor<T>>::value) {
+                src = e.data();
+            } else {
+                xt::noalias(tape.scratch2) = e;
+                src = tape.scratch2.data();
+            }
+            out.resize(shape);
+            sum_rows(src, outer, inner, out.data());
+            return;
+        }
         std::vector<std::size_t> axes;
         for (std::size_t i = 0; i < es.size(); ++i)
             if (i < lead || (shape[i - lead] == 1 && es[i] != 1)) axes.push_back(i);
-        out = xt::sum(e, axes, xt::keep_dims | xt::evaluation_strategy::lazy);
+        xt::noalias(out) = xt::sum(e, axes, xt::keep_dims | xt::evaluation_strategy::lazy);
         out.reshape(shape);
     }
 };
 
 // Records one op: the constructor appends the record (and validates the inputs), out() is the
-// output buffer to fill, done() returns the handle. If the forward throws before done(), the
+// output buffer to fill, done() returns the handle. Fill it through xt::noalias: a plain xtensor
+// assignment evaluates into a fresh temporary and swaps it in, which would allocate every step. If the forward throws before done(), the
 // destructor takes the record off the tape again.
 template <class T>
 class Op {
