@@ -1,0 +1,302 @@
+// Elementwise ops: values against the formulas, derivatives against their closed forms and
+// against central differences, broadcasting summed back to each input's shape, and the
+// documented choices where an op has a kink.
+#include "gradcheck_helpers.hpp"
+
+#include <cmath>
+
+using namespace adtest;
+using ad::Tape;
+
+namespace {
+
+using Unary = std::function<Var<double>(const Var<double>&)>;
+using Binary = std::function<Var<double>(const Var<double>&, const Var<double>&)>;
+using Real = std::function<double(double)>;
+
+// y = f(x) elementwise with y_i = value(x_i) and dy_i/dx_i = derivative(x_i), and the sweep
+// agrees with central differences.
+void check_unary(const Unary& f, const Real& value, const Real& derivative, const Tensor<double>& x)
+{
+    CAPTURE(x);
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto y = f(xv);
+    REQUIRE(y.shape() == x.shape());
+    const Tensor<double> g = ad::grad(ad::sum(y), {xv})[0];
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        CHECK(y.value().flat(i) == Approx(value(x.flat(i))).epsilon(1e-13));
+        CHECK(g.flat(i) == Approx(derivative(x.flat(i))).epsilon(1e-13));
+    }
+    require_gradcheck([&](const Vars& v) { return f(v[0]); }, {x});
+}
+
+// z = f(a, b) broadcasts like `expected` (the same formula on xtensor's broadcasting), and both
+// inputs' gradients agree with central differences.
+template <class Expected>
+void check_binary(const Binary& f, const Tensor<double>& a, const Tensor<double>& b, Expected expected)
+{
+    CAPTURE(a.shape(), b.shape());
+    Tape<double> tape;
+    const auto z = f(tape.variable(a), tape.variable(b));
+    const Tensor<double> want = expected(a, b);
+    REQUIRE(z.shape() == want.shape());
+    CHECK(xt::allclose(z.value(), want, 1e-15, 0.0));
+    require_gradcheck([&](const Vars& v) { return f(v[0], v[1]); }, {a, b});
+}
+
+double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
+double Phi(double x) { return 0.5 * (1 + std::erf(x / std::sqrt(2.0))); }
+double phi(double x) { return std::exp(-x * x / 2) / std::sqrt(2 * M_PI); }
+
+}  // namespace
+
+// --- binary ops over broadcasting pairs ---
+
+TEST_CASE("d(a + b) = (g, g), each summed back to its input's shape", "[ops][elementwise]")
+{
+    const auto shapes = GENERATE(from_range(broadcast_pairs()));
+    const Tensor<double> a = randn(shapes.first, 1), b = randn(shapes.second, 2);
+    check_binary([](auto x, auto y) { return x + y; }, a, b, [](auto x, auto y) { return x + y; });
+
+    // d sum(a + b) / da counts how many outputs each entry of a reached.
+    Tape<double> tape;
+    const auto av = tape.variable(a), bv = tape.variable(b);
+    const auto z = av + bv;
+    const auto g = ad::grad(ad::sum(z), {av, bv});
+    Tensor<double> copies_of_a = a, copies_of_b = b;
+    copies_of_a.fill(double(z.size() / a.size()));
+    copies_of_b.fill(double(z.size() / b.size()));
+    CHECK_THAT(g[0], Equals(copies_of_a));
+    CHECK_THAT(g[1], Equals(copies_of_b));
+}
+
+TEST_CASE("d(a - b) = (g, -g)", "[ops][elementwise]")
+{
+    const auto shapes = GENERATE(from_range(broadcast_pairs()));
+    check_binary([](auto x, auto y) { return x - y; }, randn(shapes.first, 3), randn(shapes.second, 4),
+                 [](auto x, auto y) { return x - y; });
+}
+
+TEST_CASE("d(a b) = (g b, g a)", "[ops][elementwise]")
+{
+    const auto shapes = GENERATE(from_range(broadcast_pairs()));
+    check_binary([](auto x, auto y) { return x * y; }, randn(shapes.first, 5), randn(shapes.second, 6),
+                 [](auto x, auto y) { return x * y; });
+}
+
+TEST_CASE("d(a / b) = (g / b, -g a / b^2) for b away from 0", "[ops][elementwise]")
+{
+    const auto shapes = GENERATE(from_range(broadcast_pairs()));
+    check_binary([](auto x, auto y) { return x / y; }, randn(shapes.first, 7),
+                 away_from_zero(shapes.second, 8, 0.5, 1.5), [](auto x, auto y) { return x / y; });
+}
+
+TEST_CASE("d max(a, b) goes to the larger input and d min(a, b) to the smaller, away from ties", "[ops][elementwise]")
+{
+    const auto shapes = GENERATE(from_range(broadcast_pairs()));
+    // Multiples of 0.1 against multiples of 0.1 shifted by 0.05: never within 0.05 of a tie.
+    const Tensor<double> a = distinct(shapes.first, 9), b = distinct(shapes.second, 10, 0.05);
+    check_binary([](auto x, auto y) { return ad::maximum(x, y); }, a, b,
+                 [](auto x, auto y) { return xt::maximum(x, y); });
+    check_binary([](auto x, auto y) { return ad::minimum(x, y); }, a, b,
+                 [](auto x, auto y) { return xt::minimum(x, y); });
+}
+
+TEST_CASE("x + s, x - s, s - x, s x, x / s, s / x have derivatives 1, 1, -1, s, 1/s, -s/x^2", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const double s = -1.75;
+    const Tensor<double> x = away_from_zero(shape, 11, 0.5, 2.0);
+    check_unary([&](auto v) { return v + s; }, [&](double t) { return t + s; }, [](double) { return 1.0; }, x);
+    check_unary([&](auto v) { return s + v; }, [&](double t) { return s + t; }, [](double) { return 1.0; }, x);
+    check_unary([&](auto v) { return v - s; }, [&](double t) { return t - s; }, [](double) { return 1.0; }, x);
+    check_unary([&](auto v) { return s - v; }, [&](double t) { return s - t; }, [](double) { return -1.0; }, x);
+    check_unary([&](auto v) { return v * s; }, [&](double t) { return t * s; }, [&](double) { return s; }, x);
+    check_unary([&](auto v) { return s * v; }, [&](double t) { return s * t; }, [&](double) { return s; }, x);
+    check_unary([&](auto v) { return v / s; }, [&](double t) { return t / s; }, [&](double) { return 1 / s; }, x);
+    check_unary([&](auto v) { return s / v; }, [&](double t) { return s / t; }, [&](double t) { return -s / (t * t); }, x);
+}
+
+// --- unary ops ---
+
+TEST_CASE("d(-x) = -g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::neg<double>, [](double x) { return -x; }, [](double) { return -1.0; }, randn(shape, 12));
+    check_unary([](auto v) { return -v; }, [](double x) { return -x; }, [](double) { return -1.0; }, randn(shape, 13));
+}
+
+TEST_CASE("d x^p = p x^(p-1) g, for p = 3 on any x and p = 2.5, 0.5, -1.5 on x > 0", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const double p = GENERATE(3.0, 2.5, 0.5, -1.5);
+    const Tensor<double> x = p == 3.0 ? randn(shape, 14) : uniform(shape, 0.5, 2.0, 15);
+    check_unary([&](auto v) { return ad::pow(v, p); }, [&](double t) { return std::pow(t, p); },
+                [&](double t) { return p * std::pow(t, p - 1); }, x);
+}
+
+TEST_CASE("d x^2 = 2 x g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::square<double>, [](double x) { return x * x; }, [](double x) { return 2 * x; }, randn(shape, 16));
+}
+
+TEST_CASE("d sqrt(x) = g / (2 sqrt(x)) on x > 0", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::sqrt<double>, [](double x) { return std::sqrt(x); },
+                [](double x) { return 0.5 / std::sqrt(x); }, uniform(shape, 0.3, 3.0, 17));
+}
+
+TEST_CASE("d e^x = e^x g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::exp<double>, [](double x) { return std::exp(x); }, [](double x) { return std::exp(x); },
+                randn(shape, 18));
+}
+
+TEST_CASE("d log(x) = g / x on x > 0", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::log<double>, [](double x) { return std::log(x); }, [](double x) { return 1 / x; },
+                uniform(shape, 0.3, 3.0, 19));
+}
+
+TEST_CASE("d |x| = sign(x) g away from 0", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::abs<double>, [](double x) { return std::abs(x); }, [](double x) { return x > 0 ? 1.0 : -1.0; },
+                away_from_zero(shape, 20));
+}
+
+TEST_CASE("d sin(x) = cos(x) g and d cos(x) = -sin(x) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const Tensor<double> x = randn(shape, 21, 2.0);
+    check_unary(ad::sin<double>, [](double t) { return std::sin(t); }, [](double t) { return std::cos(t); }, x);
+    check_unary(ad::cos<double>, [](double t) { return std::cos(t); }, [](double t) { return -std::sin(t); }, x);
+}
+
+TEST_CASE("d clamp(x, lo, hi) = g inside lo..hi and 0 outside", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const double lo = -0.45, hi = 0.55;  // multiples of 0.1 stay 0.05 away from both
+    check_unary([&](auto v) { return ad::clamp(v, lo, hi); }, [&](double x) { return std::min(std::max(x, lo), hi); },
+                [&](double x) { return lo < x && x < hi ? 1.0 : 0.0; }, distinct(shape, 22));
+}
+
+TEST_CASE("d tanh(x) = (1 - tanh(x)^2) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::tanh<double>, [](double x) { return std::tanh(x); },
+                [](double x) { return 1 - std::tanh(x) * std::tanh(x); }, randn(shape, 23, 1.5));
+}
+
+TEST_CASE("sigmoid(x) = 1 / (1 + e^-x) with d = sigmoid(x) (1 - sigmoid(x)) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::sigmoid<double>, sigmoid, [](double x) { return sigmoid(x) * (1 - sigmoid(x)); },
+                randn(shape, 24, 2.0));
+}
+
+TEST_CASE("d relu(x) = g where x > 0 and 0 where x < 0", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::relu<double>, [](double x) { return x > 0 ? x : 0.0; }, [](double x) { return x > 0 ? 1.0 : 0.0; },
+                away_from_zero(shape, 25));
+}
+
+TEST_CASE("leaky_relu(x) = x or alpha x, with slope 1 or alpha", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const double alpha = GENERATE(0.01, 0.2);
+    check_unary([&](auto v) { return ad::leaky_relu(v, alpha); }, [&](double x) { return x > 0 ? x : alpha * x; },
+                [&](double x) { return x > 0 ? 1.0 : alpha; }, away_from_zero(shape, 26));
+    if (alpha == 0.01)  // the default slope
+        check_unary([](auto v) { return ad::leaky_relu(v); }, [](double x) { return x > 0 ? x : 0.01 * x; },
+                    [](double x) { return x > 0 ? 1.0 : 0.01; }, away_from_zero(shape, 27));
+}
+
+TEST_CASE("elu(x) = x or alpha (e^x - 1), with slope 1 or alpha e^x", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    const double alpha = GENERATE(1.0, 0.5);
+    check_unary([&](auto v) { return ad::elu(v, alpha); }, [&](double x) { return x > 0 ? x : alpha * std::expm1(x); },
+                [&](double x) { return x > 0 ? 1.0 : alpha * std::exp(x); }, away_from_zero(shape, 28));
+}
+
+TEST_CASE("selu(x) = lambda elu(x, alpha) with lambda = 1.0507009873554805, alpha = 1.6732632423543772", "[ops][elementwise]")
+{
+    // The self-normalising constants of Klambauer et al. (2017).
+    const double lambda = 1.0507009873554804934, alpha = 1.6732632423543772848;
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::selu<double>, [&](double x) { return lambda * (x > 0 ? x : alpha * std::expm1(x)); },
+                [&](double x) { return lambda * (x > 0 ? 1.0 : alpha * std::exp(x)); }, away_from_zero(shape, 29));
+}
+
+TEST_CASE("softplus(x) = log(1 + e^x) with d = sigmoid(x) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::softplus<double>, [](double x) { return std::log1p(std::exp(x)); }, sigmoid, randn(shape, 30, 3.0));
+}
+
+TEST_CASE("gelu(x) = x Phi(x) with d = (Phi(x) + x phi(x)) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::gelu<double>, [](double x) { return x * Phi(x); }, [](double x) { return Phi(x) + x * phi(x); },
+                randn(shape, 31, 2.0));
+}
+
+TEST_CASE("gelu(1) = (1 + erf(1 / sqrt 2)) / 2 and gelu(-1) = -(1 - erf(1 / sqrt 2)) / 2", "[ops][elementwise]")
+{
+    Tape<double> tape;
+    const auto y = ad::gelu(tape.constant(Tensor<double>{1.0, -1.0, 0.0}));
+    CHECK(y.value()(0) == Approx(0.5 * (1 + std::erf(1 / std::sqrt(2.0)))).epsilon(1e-15));
+    CHECK(y.value()(1) == Approx(-0.5 * (1 - std::erf(1 / std::sqrt(2.0)))).epsilon(1e-15));
+    CHECK(y.value()(2) == 0.0);
+}
+
+// --- the documented choices where an op is not differentiable ---
+
+TEST_CASE("at 0: relu' = 0, abs' = 0, leaky_relu' = alpha, elu' = alpha, selu' = lambda alpha", "[ops][elementwise][kinks]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{0.0});
+    const auto d = [&](const Var<double>& y) { return ad::grad(ad::sum(y), {x})[0](0); };
+    CHECK(d(ad::relu(x)) == 0.0);
+    CHECK(d(ad::abs(x)) == 0.0);
+    CHECK(d(ad::leaky_relu(x, 0.25)) == 0.25);
+    CHECK(d(ad::elu(x, 0.5)) == 0.5);
+    CHECK(d(ad::selu(x)) == Approx(1.0507009873554804934 * 1.6732632423543772848).epsilon(1e-15));
+    CHECK(std::isinf(d(ad::sqrt(x))));  // sqrt'(0) = +inf, as documented
+}
+
+TEST_CASE("maximum and minimum split a tie: each input gets g / 2", "[ops][elementwise][kinks]")
+{
+    Tape<double> tape;
+    const auto a = tape.variable(Tensor<double>{1.0, 2.0, 3.0});
+    const auto b = tape.variable(Tensor<double>{1.0, 5.0, -3.0});
+    const Tensor<double> c{4.0, 8.0, 16.0};
+    const auto gmax = ad::vjp(ad::maximum(a, b), c, {a, b});
+    CHECK_THAT(gmax[0], Equals({2.0, 0.0, 16.0}));
+    CHECK_THAT(gmax[1], Equals({2.0, 8.0, 0.0}));
+    const auto gmin = ad::vjp(ad::minimum(a, b), c, {a, b});
+    CHECK_THAT(gmin[0], Equals({2.0, 8.0, 0.0}));
+    CHECK_THAT(gmin[1], Equals({2.0, 0.0, 16.0}));
+
+    // A tie with a broadcast scalar: the scalar collects half of each tied element's g.
+    const auto s = tape.variable(Tensor<double>(2.0));
+    const auto gs = ad::vjp(ad::maximum(a, s), c, {a, s});
+    CHECK_THAT(gs[0], Equals({0.0, 4.0, 16.0}));
+    CHECK(gs[1]() == 4.0 + 4.0);
+}
+
+TEST_CASE("clamp passes the gradient at lo and at hi, boundaries included", "[ops][elementwise][kinks]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{-2.0, -1.0, 0.0, 1.0, 2.0});
+    const auto y = ad::clamp(x, -1.0, 1.0);
+    CHECK_THAT(y.value(), Equals({-1.0, -1.0, 0.0, 1.0, 1.0}));
+    CHECK_THAT(ad::grad(ad::sum(y), {x})[0], Equals({0.0, 1.0, 1.0, 1.0, 0.0}));
+}

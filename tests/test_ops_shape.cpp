@@ -1,0 +1,140 @@
+// Shape ops move values without arithmetic, so each VJP moves g back the same way: values are
+// checked element by element against index arithmetic, gradients against central differences.
+#include "gradcheck_helpers.hpp"
+
+#include <xtensor/xbroadcast.hpp>
+
+using namespace adtest;
+using ad::Tape;
+
+namespace {
+
+// A row-major tensor seen as outer x n x inner around one axis.
+struct Around {
+    std::size_t outer = 1, n = 1, inner = 1;
+    Around(const Shape& s, std::size_t axis)
+    {
+        for (std::size_t i = 0; i < s.size(); ++i) (i < axis ? outer : i == axis ? n : inner) *= s[i];
+    }
+};
+
+std::size_t positive(std::ptrdiff_t axis, std::size_t rank) { return std::size_t(axis < 0 ? axis + std::ptrdiff_t(rank) : axis); }
+
+}  // namespace
+
+TEST_CASE("reshape keeps the row-major order of the elements, with -1 inferred", "[ops][shape]")
+{
+    using Target = std::pair<std::vector<std::ptrdiff_t>, Shape>;
+    const Target target = GENERATE(Target{{4, 6}, {4, 6}}, Target{{-1}, {24}}, Target{{3, -1, 2}, {3, 4, 2}},
+                                   Target{{24, 1}, {24, 1}}, Target{{2, 3, 4}, {2, 3, 4}});
+    CAPTURE(target.first);
+    const Tensor<double> x = randn({2, 3, 4}, 1);
+    Tape<double> tape;
+    const auto y = ad::reshape(tape.constant(x), target.first);
+    REQUIRE(y.shape() == target.second);
+    CHECK(std::equal(x.begin(), x.end(), y.value().begin()));
+    require_gradcheck([&](const Vars& v) { return ad::reshape(v[0], target.first); }, {x});
+}
+
+TEST_CASE("slice(x, axis, start, stop) keeps start <= i < stop along the axis, negative ends counted from the end", "[ops][shape]")
+{
+    const Shape shape = GENERATE(Shape{6}, Shape{4, 5}, Shape{4, 5, 3});
+    const auto rank = std::ptrdiff_t(shape.size());
+    const std::ptrdiff_t axis = GENERATE_COPY(range(-rank, rank));
+    const std::size_t ax = positive(axis, shape.size());
+    const auto n = std::ptrdiff_t(shape[ax]);
+    using Ends = std::pair<std::ptrdiff_t, std::ptrdiff_t>;
+    const Ends ends = GENERATE_COPY(Ends{1, 3}, Ends{0, n}, Ends{-2, n}, Ends{-3, -1}, Ends{2, 2});
+    CAPTURE(shape, axis, ends.first, ends.second);
+    const Tensor<double> x = randn(shape, 2);
+    Tape<double> tape;
+    const auto y = ad::slice(tape.constant(x), axis, ends.first, ends.second);
+
+    const std::size_t start = positive(ends.first, std::size_t(n)), stop = positive(ends.second, std::size_t(n));
+    Shape expected = shape;
+    expected[ax] = stop - start;
+    REQUIRE(y.shape() == expected);
+    const Around in(shape, ax), out(expected, ax);
+    for (std::size_t o = 0; o < in.outer; ++o)
+        for (std::size_t j = 0; j < out.n; ++j)
+            for (std::size_t i = 0; i < in.inner; ++i)
+                CHECK(y.value().flat((o * out.n + j) * in.inner + i) == x.flat((o * in.n + start + j) * in.inner + i));
+    require_gradcheck([=](const Vars& v) { return ad::slice(v[0], axis, ends.first, ends.second); }, {x});
+}
+
+TEST_CASE("concat joins tensors along an axis, and d concat hands each input its piece of g", "[ops][shape]")
+{
+    const std::ptrdiff_t axis = GENERATE(0, 1, 2, -1, -3);
+    const std::size_t ax = positive(axis, 3);
+    CAPTURE(axis);
+    // Three inputs of lengths 1, 3 and 2 along the axis, [2, 4, 3] elsewhere.
+    std::vector<Tensor<double>> xs;
+    for (std::size_t len : {1, 3, 2}) {
+        Shape s{2, 4, 3};
+        s[ax] = len;
+        xs.push_back(randn(s, 3 + len));
+    }
+    Tape<double> tape;
+    const auto y = ad::concat<double>({tape.constant(xs[0]), tape.constant(xs[1]), tape.constant(xs[2])}, axis);
+    Shape expected{2, 4, 3};
+    expected[ax] = 6;
+    REQUIRE(y.shape() == expected);
+    const Around out(expected, ax);
+    std::size_t offset = 0;
+    for (const auto& x : xs) {
+        const Around in(Shape(x.shape().begin(), x.shape().end()), ax);
+        for (std::size_t o = 0; o < in.outer; ++o)
+            for (std::size_t j = 0; j < in.n; ++j)
+                for (std::size_t i = 0; i < in.inner; ++i)
+                    CHECK(y.value().flat((o * out.n + offset + j) * in.inner + i) == x.flat((o * in.n + j) * in.inner + i));
+        offset += in.n;
+    }
+    require_gradcheck([=](const Vars& v) { return ad::concat(v, axis); }, xs);
+}
+
+TEST_CASE("concat of one tensor needing a gradient and one constant", "[ops][shape]")
+{
+    const Tensor<double> a = randn({2, 3}, 7), c = randn({2, 2}, 8);
+    require_gradcheck(
+        [&](const Vars& v) { return ad::tanh(ad::concat<double>({v[0], v[0].tape().constant(c)}, 1)); }, {a});
+}
+
+TEST_CASE("broadcast_to repeats x along new and stretched axes, and its VJP sums g back", "[ops][shape]")
+{
+    using Case = std::pair<Shape, Shape>;
+    const Case c = GENERATE(Case{{3}, {2, 3}}, Case{{3, 1}, {3, 4}}, Case{{}, {2, 2}}, Case{{1, 4}, {2, 3, 4}},
+                            Case{{2, 1, 3}, {2, 4, 3}}, Case{{2, 3}, {2, 3}});
+    CAPTURE(c.first, c.second);
+    const Tensor<double> x = randn(c.first, 9);
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto y = ad::broadcast_to(xv, c.second);
+    CHECK_THAT(y.value(), Equals(Tensor<double>(xt::broadcast(x, c.second))));
+    // d sum(broadcast_to(x)) / dx counts the copies of each element.
+    Tensor<double> copies = x;
+    copies.fill(double(y.size() / x.size()));
+    CHECK_THAT(ad::grad(ad::sum(y), {xv})[0], Equals(copies));
+    require_gradcheck([&](const Vars& v) { return ad::broadcast_to(v[0], c.second); }, {x});
+}
+
+TEST_CASE("gather_rows picks x(idx_i) and adds the gradients of repeated rows", "[ops][shape]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{5, 3}, Shape{5, 2, 2});
+    const std::vector<std::size_t> idx{4, 0, 4, 2, 4};
+    const Tensor<double> x = randn(shape, 10);
+    const std::size_t width = x.size() / 5;
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto y = ad::gather_rows(xv, idx);
+    Shape expected = shape;
+    expected[0] = idx.size();
+    REQUIRE(y.shape() == expected);
+    for (std::size_t i = 0; i < idx.size(); ++i)
+        for (std::size_t j = 0; j < width; ++j) CHECK(y.value().flat(i * width + j) == x.flat(idx[i] * width + j));
+    // Row 4 is taken three times, rows 0 and 2 once, rows 1 and 3 never.
+    const Tensor<double> g = ad::grad(ad::sum(y), {xv})[0];
+    const double times[] = {1, 0, 1, 0, 3};
+    for (std::size_t r = 0; r < 5; ++r)
+        for (std::size_t j = 0; j < width; ++j) CHECK(g.flat(r * width + j) == times[r]);
+    require_gradcheck([&](const Vars& v) { return ad::gather_rows(v[0], idx); }, {x});
+}
