@@ -15,6 +15,7 @@ constexpr double selu_scale = 1.0507009873554804934193349852946;
 template <class T>
 void check_broadcast(const char* op, const Var<T>& a, const Var<T>& b)
 {
+    check_handles(op, {a, b});
     broadcast_shape(op, a.shape(), b.shape());
 }
 }  // namespace

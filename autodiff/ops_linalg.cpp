@@ -65,6 +65,7 @@ void matmul_vjp(Vjp<T>& v)
 template <class T>
 Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
 {
+    check_handles("matmul", {A, B});
     const auto& as = A.shape();
     const auto& bs = B.shape();
     const bool vectors = as.size() == 1 || bs.size() == 1;

@@ -36,7 +36,7 @@ inline void put(T& dst, T v, bool first) { dst = first ? v : dst + v; }
 template <class T>
 Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
 {
-    const std::size_t ax = normalize_axis("softmax", axis, x.dimension());
+    const std::size_t ax = normalize_axis("softmax", axis, x);
     Op<T> op("softmax", {x}, [](Vjp<T>& v) {
         if (!v.wants(0)) return;
         const AxisLoop d(v.y.shape(), std::size_t(v.r.ints[0]));
@@ -68,7 +68,7 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
 template <class T>
 Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis)
 {
-    const std::size_t ax = normalize_axis("log_softmax", axis, x.dimension());
+    const std::size_t ax = normalize_axis("log_softmax", axis, x);
     Op<T> op("log_softmax", {x}, [](Vjp<T>& v) {
         if (!v.wants(0)) return;
         const AxisLoop d(v.y.shape(), std::size_t(v.r.ints[0]));
@@ -102,6 +102,7 @@ Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis)
 template <class T>
 Var<T> cross_entropy(const Var<T>& logits, const std::vector<std::int64_t>& labels)
 {
+    check_handles("cross_entropy", {logits});
     const auto& s = logits.shape();
     if (s.size() != 2)
         throw Error("cross_entropy: logits must be [batch, classes], got shape " + shape_str(s));
@@ -147,6 +148,7 @@ Var<T> cross_entropy(const Var<T>& logits, const std::vector<std::int64_t>& labe
 template <class T>
 Var<T> mse(const Var<T>& pred, const Var<T>& target)
 {
+    check_handles("mse", {pred, target});
     if (pred.shape() != target.shape())
         throw Error("mse: prediction " + shape_str(pred.shape()) + " and target " +
                     shape_str(target.shape()) + " must have the same shape");
@@ -175,6 +177,7 @@ Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
 {
     if (!(p >= T(0) && p < T(1)))
         throw Error("dropout: probability p = " + std::to_string(p) + " is outside [0, 1)");
+    check_handles("dropout", {x});
     if (mask.shape() != x.shape())
         throw Error("dropout: mask of shape " + shape_str(mask.shape()) + " must have the input's shape " +
                     shape_str(x.shape()));

@@ -81,7 +81,7 @@ Var<T> sum(const Var<T>& x)
 template <class T>
 Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
-    const std::size_t ax = normalize_axis("sum", axis, x.dimension());
+    const std::size_t ax = normalize_axis("sum", axis, x);
     Op<T> op("sum_axis", {x}, [](Vjp<T>& v) { v.acc(0, spread(v.g, v.r, v.x(0))); });
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
     xt::noalias(op.out()) = xt::sum(x.value(), {ax}, xt::keep_dims);
@@ -93,6 +93,7 @@ Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 template <class T>
 Var<T> mean(const Var<T>& x)
 {
+    check_handles("mean", {x});
     if (x.size() == 0) throw Error("mean: the mean of an empty tensor (shape " + shape_str(x.shape()) + ") is undefined");
     Op<T> op("mean", {x}, [](Vjp<T>& v) { spread_scalar(v, v.g() / T(v.x(0).size())); });
     op.out().resize(Shape{});
@@ -103,7 +104,7 @@ Var<T> mean(const Var<T>& x)
 template <class T>
 Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
-    const std::size_t ax = normalize_axis("mean", axis, x.dimension());
+    const std::size_t ax = normalize_axis("mean", axis, x);
     check_not_empty("mean", x, ax);
     Op<T> op("mean_axis", {x}, [](Vjp<T>& v) {
         const T n = T(v.x(0).shape()[std::size_t(v.r.ints[0])]);
@@ -120,7 +121,7 @@ Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 template <class T>
 Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
-    const std::size_t ax = normalize_axis("max", axis, x.dimension());
+    const std::size_t ax = normalize_axis("max", axis, x);
     check_not_empty("max", x, ax);
     Op<T> op("max", {x}, [](Vjp<T>& v) {
         if (!v.wants(0)) return;
@@ -157,7 +158,7 @@ Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 template <class T>
 Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
-    const std::size_t ax = normalize_axis("logsumexp", axis, x.dimension());
+    const std::size_t ax = normalize_axis("logsumexp", axis, x);
     check_not_empty("logsumexp", x, ax);
     Op<T> op("logsumexp", {x}, [](Vjp<T>& v) {
         v.acc(0, spread(v.g, v.r, v.x(0)) * xt::exp(v.x(0) - spread(v.y, v.r, v.x(0))));

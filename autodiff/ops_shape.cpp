@@ -33,6 +33,7 @@ xt::xstrided_slice_vector along(std::size_t rank, std::size_t axis, std::size_t 
 template <class T>
 Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
 {
+    check_handles("reshape", {x});
     Shape s(shape.size());
     std::ptrdiff_t infer = -1;
     std::size_t known = 1;
@@ -64,7 +65,7 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
 template <class T>
 Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop)
 {
-    const std::size_t ax = normalize_axis("slice", axis, x.dimension());
+    const std::size_t ax = normalize_axis("slice", axis, x);
     const auto n = std::ptrdiff_t(x.shape()[ax]);
     const std::ptrdiff_t b = start < 0 ? start + n : start, e = stop < 0 ? stop + n : stop;
     if (b < 0 || e > n || b > e)
@@ -90,8 +91,9 @@ template <class T>
 Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis)
 {
     if (xs.empty()) throw Error("concat: needs at least one tensor");
+    for (const auto& x : xs) check_handles("concat", {xs[0], x});
     const auto& s0 = xs[0].shape();
-    const std::size_t ax = normalize_axis("concat", axis, s0.size());
+    const std::size_t ax = normalize_axis("concat", axis, xs[0]);
     Shape out(s0.begin(), s0.end());
     out[ax] = 0;
     std::vector<std::ptrdiff_t> ints{std::ptrdiff_t(ax), 0};
@@ -123,6 +125,7 @@ Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis)
 template <class T>
 Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 {
+    check_handles("broadcast_to", {x});
     const auto b = broadcast_shape("broadcast_to", x.shape(), shape);
     if (b != shape)
         throw Error("broadcast_to: cannot broadcast shape " + shape_str(x.shape()) + " to " +
@@ -137,6 +140,7 @@ Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 template <class T>
 Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx)
 {
+    check_handles("gather_rows", {x});
     if (x.dimension() == 0) throw Error("gather_rows: needs a tensor of rank >= 1, got a scalar");
     const std::size_t rows = x.shape()[0], width = rows ? x.size() / rows : 0;
     for (std::size_t i = 0; i < idx.size(); ++i)

@@ -215,4 +215,26 @@ struct AxisLoop {
 // Maps a possibly negative axis into [0, rank), or throws.
 std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t rank);
 
+// Checks the handles against the first one's tape before an op reads their shapes, so that a
+// stale or foreign handle is reported under the op's name.
+template <class T>
+void check_handles(const char* op, std::initializer_list<Var<T>> xs)
+{
+    const Tape<T>& tape = xs.begin()->tape();
+    for (const auto& x : xs) tape.check(x, op);
+}
+
+// normalize_axis for x, after checking its handle; the error names x's shape.
+template <class T>
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Var<T>& x)
+{
+    check_handles(op, {x});
+    const auto r = static_cast<std::ptrdiff_t>(x.dimension());
+    if (axis < -r || axis >= r)
+        throw Error(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for shape " +
+                    shape_str(x.shape()) + " (expected " + std::to_string(-r) + " <= axis < " +
+                    std::to_string(r) + ")");
+    return static_cast<std::size_t>(axis < 0 ? axis + r : axis);
+}
+
 }  // namespace ad
