@@ -1,0 +1,209 @@
+// The tape: which records need a gradient, the no-grad scope, clearing and reusing a tape,
+// handles that outlive a clear or belong to another tape, parameters changed between forward
+// and backward, and float and double tapes side by side.
+#include "gradcheck_helpers.hpp"
+
+#include <xtensor/xmath.hpp>
+
+#include <stdexcept>
+
+using namespace adtest;
+using ad::Parameter;
+using ad::Tape;
+using Catch::Contains;
+
+TEST_CASE("a constant needs no gradient; a variable, a parameter and any op reading one do", "[tape]")
+{
+    Tape<double> tape;
+    Parameter<double> W(randn({2, 2}, 1));
+    const auto c = tape.constant(randn({2}, 2));
+    const auto x = tape.variable(randn({2}, 3));
+    const auto w = tape.param(W);
+    CHECK_FALSE(c.requires_grad());
+    CHECK(x.requires_grad());
+    CHECK(w.requires_grad());
+    CHECK_FALSE((c * c).requires_grad());
+    CHECK(ad::matmul(w, c).requires_grad());
+    CHECK((c + x).requires_grad());
+    CHECK_FALSE(ad::detach(x).requires_grad());
+    CHECK(tape.size() == 7);  // 3 leaves, c c, W c, c + x, detach
+}
+
+TEST_CASE("records that need no gradient carry no VJP, and constants get no adjoint", "[tape]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(randn({3}, 4));
+    const auto c = tape.constant(randn({3}, 5));
+    const auto e = ad::exp(c);       // constants only: nothing to differentiate
+    const auto y = ad::sum(x * e);
+    CHECK(tape.record(e.index()).vjp == nullptr);
+    CHECK(tape.record(y.index()).vjp != nullptr);
+    const auto g = ad::grad(y, {x, c, e});
+    CHECK_THAT(g[0], Equals(e.value()));
+    // The sweep never reached the constants: no adjoint was written for them, and grad reports 0.
+    CHECK_FALSE(tape.has_adjoint()[c.index()]);
+    CHECK_FALSE(tape.has_adjoint()[e.index()]);
+    CHECK_THAT(g[1], Equals({0.0, 0.0, 0.0}));
+    CHECK_THAT(g[2], Equals({0.0, 0.0, 0.0}));
+}
+
+TEST_CASE("under NoGrad ops give the same values, record nothing that needs a gradient, and the mode comes back", "[tape][nograd]")
+{
+    Tape<double> tape;
+    Parameter<double> W(randn({3, 2}, 6));
+    const auto x = tape.constant(randn({2}, 7));
+    const auto with = ad::tanh(ad::matmul(tape.param(W), x));
+    CHECK(ad::grad_enabled());
+    {
+        ad::NoGrad no_grad;
+        CHECK_FALSE(ad::grad_enabled());
+        const auto w = tape.param(W);
+        const auto v = tape.variable(randn({2}, 8));
+        const auto without = ad::tanh(ad::matmul(w, x));
+        CHECK_FALSE(w.requires_grad());
+        CHECK_FALSE(v.requires_grad());
+        CHECK_FALSE(without.requires_grad());
+        CHECK(tape.record(without.index()).vjp == nullptr);
+        CHECK_THAT(without.value(), Equals(with.value()));
+        ad::backward(ad::sum(without));
+        CHECK_THAT(W.grad, Equals(Tensor<double>(W.value * 0.0)));
+        {
+            ad::NoGrad nested;
+            CHECK_FALSE(ad::grad_enabled());
+        }
+        CHECK_FALSE(ad::grad_enabled());  // the inner scope restores the outer one's mode
+    }
+    CHECK(ad::grad_enabled());
+    CHECK(ad::tanh(ad::matmul(tape.param(W), x)).requires_grad());
+
+    // An exception leaving the scope restores the mode too.
+    try {
+        ad::NoGrad no_grad;
+        throw std::runtime_error("leaving");
+    } catch (const std::runtime_error&) {
+    }
+    CHECK(ad::grad_enabled());
+}
+
+TEST_CASE("a tape cleared and reused gives the same step again, with the same size and the same buffers", "[tape][clear]")
+{
+    Tape<double> tape;
+    Parameter<double> W(randn({4, 3}, 9)), b(randn({4}, 10));
+    const Tensor<double> x = randn({5, 3}, 11);
+    struct Step {
+        double loss;
+        Tensor<double> dW, db;
+        std::size_t size;
+        const double* hidden_buffer;
+        const double* hidden_adjoint;
+    };
+    auto step = [&] {
+        tape.clear();
+        W.zero_grad();
+        b.zero_grad();
+        const auto h = ad::tanh(ad::matmul(tape.constant(x), tape.param(W), false, true) + tape.param(b));
+        const auto loss = ad::mean(ad::square(h));
+        ad::backward(loss);
+        return Step{loss.item(), W.grad, b.grad, tape.size(), h.value().data(), tape.adjoint(h.index()).data()};
+    };
+    const Step first = step();
+    const Step second = step();
+    const Step third = step();
+    CHECK(second.loss == first.loss);
+    CHECK_THAT(second.dW, Equals(first.dW));
+    CHECK_THAT(second.db, Equals(first.db));
+    CHECK(second.size == first.size);
+    CHECK(third.size == first.size);
+    // clear() keeps every record's memory: the values and adjoints land in the same buffers.
+    CHECK(second.hidden_buffer == first.hidden_buffer);
+    CHECK(third.hidden_buffer == first.hidden_buffer);
+    CHECK(second.hidden_adjoint == first.hidden_adjoint);
+}
+
+TEST_CASE("a handle kept past clear() raises ad::Error instead of reading reused memory", "[tape][clear][errors]")
+{
+    Tape<double> tape;
+    const auto old = tape.variable(Tensor<double>{1.0, 2.0});
+    const auto old_sum = ad::sum(old);
+    CHECK(old.valid());
+    tape.clear();
+    const auto fresh = tape.variable(Tensor<double>{3.0, 4.0});  // reuses record 0
+    CHECK_FALSE(old.valid());
+    CHECK(fresh.valid());
+    REQUIRE_THROWS_AS(old.value(), ad::Error);
+    REQUIRE_THROWS_WITH(old.value(), Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(old_sum.item(), Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(ad::exp(old), Contains("exp") && Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(ad::add(fresh, old), Contains("add") && Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(ad::matmul(fresh, old), Contains("matmul") && Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(ad::backward(old_sum), Contains("backward") && Contains("tape.clear()"));
+    REQUIRE_THROWS_WITH(ad::grad(ad::sum(fresh), {old}), Contains("grad") && Contains("tape.clear()"));
+    CHECK(fresh.value()(0) == 3.0);
+}
+
+TEST_CASE("a handle from another tape raises ad::Error naming the op", "[tape][errors]")
+{
+    Tape<double> one, other;
+    const auto a = one.variable(Tensor<double>{1.0, 2.0});
+    const auto b = other.variable(Tensor<double>{3.0, 4.0});
+    REQUIRE_THROWS_AS(a + b, ad::Error);
+    REQUIRE_THROWS_WITH(a + b, Contains("add") && Contains("another tape"));
+    REQUIRE_THROWS_WITH(ad::concat<double>({a, b}, 0), Contains("concat") && Contains("another tape"));
+    REQUIRE_THROWS_WITH(ad::matmul(a, b), Contains("matmul") && Contains("another tape"));
+    CHECK(one.size() == 1);  // a failed op leaves no record behind
+    REQUIRE_THROWS_WITH(ad::grad(ad::sum(a), {b}), Contains("grad") && Contains("another tape"));
+    REQUIRE_THROWS_WITH(ad::vjp(a, Tensor<double>{1.0, 1.0}, {b}), Contains("vjp") && Contains("another tape"));
+    REQUIRE_THROWS_WITH(one.check(b, "mine"), Contains("mine") && Contains("another tape"));
+}
+
+TEST_CASE("an empty handle raises ad::Error", "[tape][errors]")
+{
+    const Var<double> nothing;
+    CHECK_FALSE(nothing.valid());
+    REQUIRE_THROWS_WITH(nothing.value(), Contains("empty handle"));
+    REQUIRE_THROWS_WITH(ad::exp(nothing), Contains("empty handle"));
+}
+
+TEST_CASE("a parameter changed after the forward pass (mark_modified) makes backward throw until the forward runs again", "[tape][errors]")
+{
+    Tape<double> tape;
+    Parameter<double> W(randn({2, 2}, 12));
+    const Tensor<double> x0 = randn({2}, 13);
+    const auto x = tape.constant(x0);
+    const auto loss = ad::sum(ad::matmul(tape.param(W), x));
+    W.value(0, 0) += 0.5;
+    W.mark_modified();
+    REQUIRE_THROWS_AS(ad::backward(loss), ad::Error);
+    REQUIRE_THROWS_WITH(ad::backward(loss), Contains("backward") && Contains("[2, 2]") && Contains("modified"));
+    REQUIRE_THROWS_WITH(ad::grad(loss, {x}), Contains("grad") && Contains("modified"));
+
+    tape.clear();
+    const auto again = ad::sum(ad::matmul(tape.param(W), tape.constant(x0)));
+    REQUIRE_NOTHROW(ad::backward(again));
+}
+
+TEST_CASE("float and double tapes in one program compute the same function and gradient", "[tape]")
+{
+    const Tensor<double> x = randn({4, 3}, 14), W = randn({2, 3}, 15);
+    Tape<double> td;
+    Tape<float> tf;
+    Parameter<double> Wd(W);
+    Parameter<float> Wf(Tensor<float>(xt::cast<float>(W)));
+    const auto yd = ad::mean(ad::sigmoid(ad::matmul(td.constant(x), td.param(Wd), false, true)));
+    const auto yf = ad::mean(ad::sigmoid(ad::matmul(tf.constant(Tensor<float>(xt::cast<float>(x))), tf.param(Wf), false, true)));
+    ad::backward(yd);
+    ad::backward(yf);
+    CHECK(yf.item() == Approx(yd.item()).epsilon(1e-6));
+    for (std::size_t i = 0; i < W.size(); ++i) CHECK(Wf.grad.flat(i) == Approx(Wd.grad.flat(i)).epsilon(1e-5).margin(1e-7));
+}
+
+TEST_CASE("detach(x) has x's value and stops the gradient: d(x detach(x)) = detach(x)", "[tape]")
+{
+    Tape<double> tape;
+    const Tensor<double> x0 = randn({3}, 16);
+    const auto x = tape.variable(x0);
+    const auto d = ad::detach(x);
+    CHECK_THAT(d.value(), Equals(x0));
+    CHECK_THAT(ad::grad(ad::sum(x * d), {x})[0], Equals(x0));  // not 2 x
+    CHECK_THAT(ad::grad(ad::sum(x * x), {x})[0], Equals(Tensor<double>(2.0 * x0)));
+}
