@@ -47,6 +47,8 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
     if (cotangent) seed = *cotangent;
     else xt::noalias(seed) = xt::ones<T>(shape);
     has[out] = 1;
+    // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
+    if (auto& r = tape.record(out); r.param && into_params) xt::noalias(r.param->grad) += seed;
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
