@@ -1,0 +1,236 @@
+// The reverse sweep and what is built on it: backward into parameters, grad, vjp, jacobian, a
+// chain 100,000 ops long, adjoints of values used more than once, and sweeping again from a
+// second output of the same forward pass.
+#include "gradcheck_helpers.hpp"
+
+#include "autodiff/detail/op.hpp"
+
+#include <xtensor/xmath.hpp>
+
+#include <chrono>
+#include <cmath>
+
+using namespace adtest;
+using ad::Parameter;
+using ad::Tape;
+
+namespace {
+
+// y = x with a VJP that counts how often the sweep calls it.
+int identity_vjp_calls = 0;
+Var<double> counted_identity(const Var<double>& x)
+{
+    ad::Op<double> op("counted_identity", {x}, [](ad::Vjp<double>& v) {
+        ++identity_vjp_calls;
+        v.acc(0, v.g);
+    });
+    xt::noalias(op.out()) = x.value();
+    return op.done();
+}
+
+}  // namespace
+
+TEST_CASE("a chain of 100000 ops: x + 1 repeated has gradient 1, x * 1.0001 repeated has gradient 1.0001^100000", "[backward]")
+{
+    constexpr int n = 100000;
+    Tape<double> tape;
+    SECTION("x + 1")
+    {
+        const auto x = tape.variable(Tensor<double>{0.5, -2.0});
+        auto y = x;
+        for (int i = 0; i < n; ++i) y = y + 1.0;
+        CHECK(tape.size() == n + 1);
+        CHECK_THAT(y.value(), Equals({0.5 + n, -2.0 + n}));
+        CHECK_THAT(ad::grad(ad::sum(y), {x})[0], Equals({1.0, 1.0}));
+    }
+    SECTION("x * 1.0001")
+    {
+        Parameter<double> p(Tensor<double>{1.0, 3.0});
+        auto y = tape.param(p);
+        for (int i = 0; i < n; ++i) y = y * 1.0001;
+        const auto start = std::chrono::steady_clock::now();
+        ad::backward(ad::sum(y));
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        CHECK(p.grad(0) == Approx(std::pow(1.0001, n)).epsilon(1e-10));
+        CHECK(p.grad(1) == Approx(std::pow(1.0001, n)).epsilon(1e-10));
+        CHECK(seconds < 2.0);  // a loop over the records, milliseconds in practice
+    }
+}
+
+TEST_CASE("each VJP runs once per sweep, after every consumer has added into its adjoint", "[backward]")
+{
+    // A diamond: u = id(x) feeds both branches of y = sum(u * u + sin(u)).
+    Tape<double> tape;
+    const Tensor<double> x0{0.3, -1.2, 2.0};
+    const auto x = tape.variable(x0);
+    const auto u = counted_identity(x);
+    const auto y = ad::sum(u * u + ad::sin(u));
+    identity_vjp_calls = 0;
+    const Tensor<double> g = ad::grad(y, {x})[0];
+    CHECK(identity_vjp_calls == 1);
+    for (std::size_t i = 0; i < 3; ++i) CHECK(g(i) == Approx(2 * x0(i) + std::cos(x0(i))).epsilon(1e-15));
+
+    // An op none of whose inputs needs a gradient has no VJP to call.
+    identity_vjp_calls = 0;
+    const auto c = counted_identity(tape.constant(x0));
+    ad::grad(ad::sum(c * x), {x});
+    CHECK(identity_vjp_calls == 0);
+}
+
+TEST_CASE("a value used several times adds up its adjoints: d(x x) = 2 x, d(x + x) = 2, d(x x x) = 3 x^2", "[backward]")
+{
+    Tape<double> tape;
+    const Tensor<double> x0{0.5, -1.5, 2.0};
+    const auto x = tape.variable(x0);
+    CHECK_THAT(ad::grad(ad::sum(x * x), {x})[0], Equals(Tensor<double>(2.0 * x0)));
+    CHECK_THAT(ad::grad(ad::sum(x + x), {x})[0], Equals({2.0, 2.0, 2.0}));
+    const Tensor<double> cube = ad::grad(ad::sum(x * x * x), {x})[0];
+    for (std::size_t i = 0; i < 3; ++i) CHECK(cube(i) == Approx(3 * x0(i) * x0(i)).epsilon(1e-15));
+    // The same through a broadcast: x [3] against itself as a column [3, 1] gives x_i x_j.
+    const auto outer = ad::reshape(x, {3, 1}) * x;
+    const double s = x0(0) + x0(1) + x0(2);
+    const Tensor<double> g = ad::grad(ad::sum(outer), {x})[0];
+    for (std::size_t i = 0; i < 3; ++i) CHECK(g(i) == Approx(2 * s).epsilon(1e-15));
+}
+
+TEST_CASE("parameter gradients accumulate over backward() calls until zero_grad()", "[backward]")
+{
+    Tape<double> tape;
+    Parameter<double> w(Tensor<double>{1.0, 2.0}), b(Tensor<double>{0.5});
+    const Tensor<double> x0{3.0, -1.0};
+    const auto loss = ad::sum(tape.param(w) * tape.constant(x0)) + ad::sum(tape.param(b));
+    ad::backward(loss);
+    CHECK_THAT(w.grad, Equals(x0));
+    CHECK_THAT(b.grad, Equals({1.0}));
+    ad::backward(loss);  // the same tape swept again
+    CHECK_THAT(w.grad, Equals(Tensor<double>(2.0 * x0)));
+    CHECK_THAT(b.grad, Equals({2.0}));
+    w.zero_grad();
+    b.zero_grad();
+    CHECK_THAT(w.grad, Equals({0.0, 0.0}));
+    ad::backward(loss);
+    CHECK_THAT(w.grad, Equals(x0));
+    CHECK_THAT(b.grad, Equals({1.0}));
+}
+
+TEST_CASE("grad(y, inputs) returns dy/dinput for parameters, variables and intermediate values and leaves .grad alone", "[backward]")
+{
+    Tape<double> tape;
+    Parameter<double> W(Tensor<double>{{1.0, 2.0}, {-1.0, 0.5}});
+    W.grad = Tensor<double>{{7.0, 7.0}, {7.0, 7.0}};  // as if from an earlier backward()
+    const Tensor<double> x0{0.3, -0.4};
+    const auto w = tape.param(W);
+    const auto x = tape.variable(x0);
+    const auto z = ad::matmul(w, x);
+    const auto y = ad::sum(ad::square(z));
+    const auto g = ad::grad(y, {w, x, z});
+    // y = |W x|^2: dy/dz = 2 z, dy/dW = 2 z x^T, dy/dx = 2 W^T z.
+    const Tensor<double> z0 = z.value();
+    for (std::size_t i = 0; i < 2; ++i) {
+        CHECK(g[2](i) == Approx(2 * z0(i)).epsilon(1e-15));
+        CHECK(g[1](i) == Approx(2 * (W.value(0, i) * z0(0) + W.value(1, i) * z0(1))).epsilon(1e-15));
+        for (std::size_t j = 0; j < 2; ++j) CHECK(g[0](i, j) == Approx(2 * z0(i) * x0(j)).epsilon(1e-15));
+    }
+    CHECK_THAT(W.grad, Equals(Tensor<double>{{7.0, 7.0}, {7.0, 7.0}}));
+
+    // An input the output does not depend on gets zeros of its shape.
+    const auto unused = tape.variable(Tensor<double>{{1.0, 2.0, 3.0}});
+    CHECK_THAT(ad::grad(y, {unused})[0], Equals(Tensor<double>{{0.0, 0.0, 0.0}}));
+}
+
+TEST_CASE("vjp(y, c) = c^T J: for y = A x it is A^T c, and backward(y, c) adds the same into parameters", "[backward]")
+{
+    Tape<double> tape;
+    const Tensor<double> A = randn({3, 2}, 1), c{1.0, -2.0, 0.5};
+    Parameter<double> x(randn({2}, 2));
+    const auto xv = tape.param(x);
+    const auto y = ad::matmul(tape.constant(A), xv);
+    const Tensor<double> g = ad::vjp(y, c, {xv})[0];
+    for (std::size_t j = 0; j < 2; ++j) {
+        const double expected = A(0, j) * c(0) + A(1, j) * c(1) + A(2, j) * c(2);
+        CHECK(g(j) == Approx(expected).epsilon(1e-15));
+    }
+    CHECK_THAT(x.grad, Equals({0.0, 0.0}));  // vjp leaves .grad alone
+    ad::backward(y, c);
+    CHECK_THAT(x.grad, Equals(g));
+}
+
+TEST_CASE("backward from a parameter itself adds the cotangent to its gradient, as dp/dp = I", "[backward]")
+{
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{1.0, 2.0, 3.0});
+    const auto pv = tape.param(p);
+    ad::backward(pv, Tensor<double>{0.5, -1.0, 2.0});
+    CHECK_THAT(p.grad, Equals({0.5, -1.0, 2.0}));
+    Parameter<double> s(Tensor<double>(4.0));
+    ad::backward(tape.param(s));
+    CHECK_THAT(s.grad, Equals(Tensor<double>(1.0)));
+}
+
+TEST_CASE("backward from an output no parameter reaches changes nothing", "[backward]")
+{
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{1.0});
+    const auto unrelated = ad::sum(ad::exp(tape.constant(Tensor<double>{1.0, 2.0})));
+    REQUIRE_NOTHROW(ad::backward(unrelated));
+    CHECK_THAT(p.grad, Equals({0.0}));
+}
+
+TEST_CASE("jacobian(f, x) of f: R^3 -> R^2 is the 2 x 3 matrix of VJP rows", "[backward]")
+{
+    // f(x) = [x0 x1, sin(x2)]: J = [[x1, x0, 0], [0, 0, cos(x2)]]
+    const Tensor<double> x{0.7, -1.3, 0.4};
+    auto f = [](const Var<double>& v) {
+        return ad::concat<double>({ad::slice(v, 0, 0, 1) * ad::slice(v, 0, 1, 2), ad::sin(ad::slice(v, 0, 2, 3))}, 0);
+    };
+    const Tensor<double> J = ad::jacobian<double>(f, x);
+    REQUIRE(J.shape() == Shape{2, 3});
+    const Tensor<double> expected{{x(1), x(0), 0.0}, {0.0, 0.0, std::cos(x(2))}};
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j) CHECK(J(i, j) == Approx(expected(i, j)).epsilon(1e-15));
+}
+
+TEST_CASE("jacobian of an elementwise map on a matrix has shape out x in and is diagonal", "[backward]")
+{
+    // f(X) = X^2 elementwise: dF_ij / dX_kl = 2 X_ij when (i, j) = (k, l), else 0.
+    const Tensor<double> X{{1.0, -2.0, 0.5}, {3.0, 0.25, -1.0}};
+    const Tensor<double> J = ad::jacobian<double>([](const Var<double>& v) { return ad::square(v); }, X);
+    REQUIRE(J.shape() == Shape{2, 3, 2, 3});
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j)
+            for (std::size_t k = 0; k < 2; ++k)
+                for (std::size_t l = 0; l < 3; ++l) CHECK(J(i, j, k, l) == (i == k && j == l ? 2 * X(i, j) : 0.0));
+    // A scalar function's Jacobian has the input's shape: the gradient.
+    const Tensor<double> G = ad::jacobian<double>([](const Var<double>& v) { return ad::sum(ad::square(v)); }, X);
+    CHECK_THAT(G, Equals(Tensor<double>(2.0 * X)));
+}
+
+TEST_CASE("a second output of the same forward pass is swept without running the forward again", "[backward]")
+{
+    const Tensor<double> W0 = randn({3, 4}, 3), x0 = randn({4}, 4);
+    // One forward pass, two outputs: y1 = sum(h), y2 = sum(h^2), h = tanh(W x).
+    Tape<double> tape;
+    Parameter<double> W(W0);
+    const auto h = ad::tanh(ad::matmul(tape.param(W), tape.constant(x0)));
+    const auto y1 = ad::sum(h);
+    const auto y2 = ad::sum(ad::square(h));
+    const std::size_t recorded = tape.size();
+    ad::backward(y1);
+    const Tensor<double> dW1 = W.grad;
+    W.zero_grad();
+    ad::backward(y2);
+    const Tensor<double> dW2 = W.grad;
+    CHECK(tape.size() == recorded);
+
+    // Each against a forward pass of its own.
+    for (int which : {1, 2}) {
+        Tape<double> fresh;
+        Parameter<double> V(W0);
+        const auto k = ad::tanh(ad::matmul(fresh.param(V), fresh.constant(x0)));
+        ad::backward(which == 1 ? ad::sum(k) : ad::sum(ad::square(k)));
+        CHECK_THAT(which == 1 ? dW1 : dW2, Equals(V.grad));
+    }
+    // grad from either output, in either order, gives the same again.
+    CHECK_THAT(ad::grad(y2, {h})[0], Equals(Tensor<double>(2.0 * h.value())));
+    CHECK_THAT(ad::grad(y1, {h})[0], Equals({1.0, 1.0, 1.0}));
+}
