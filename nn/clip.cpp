@@ -1,0 +1,293 @@
+#include "nn/clip.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+namespace ad::nn {
+
+namespace {
+
+std::string num(double v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
+template <class T>
+void check_grad(const char* fn, const std::string& name, const Parameter<T>& p)
+{
+    if (!detail::same_shape(p.grad.shape(), p.value.shape()))
+        throw Error(std::string(fn) + ": parameter " + name + " has value of shape " + shape_str(p.value.shape()) +
+                    " but gradient of shape " + shape_str(p.grad.shape()) + "; expected equal shapes");
+}
+
+void check_bound(const char* fn, const char* what, double c)
+{
+    if (!std::isfinite(c) || c < 0) throw Error(std::string(fn) + ": " + what + " must be finite and >= 0, got " + num(c));
+}
+
+template <class T>
+void check_matrix(const char* fn, const Tensor<T>& W)
+{
+    if (W.dimension() != 2)
+        throw Error(std::string(fn) + ": expects a weight matrix of shape [n_out, n_in], got shape " +
+                    shape_str(W.shape()));
+}
+
+template <class T>
+NamedParameters<T> unnamed(const std::vector<Parameter<T>*>& params)
+{
+    NamedParameters<T> out;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        if (!params[i]) throw Error("clip: parameter " + std::to_string(i) + " is null");
+        out.emplace_back("#" + std::to_string(i), params[i]);
+    }
+    return out;
+}
+
+// A row-major m x n matrix in double, so float weights are projected as accurately as doubles.
+struct Matrix {
+    std::size_t m, n;
+    std::vector<double> a;
+    double& operator()(std::size_t i, std::size_t j) { return a[i * n + j]; }
+    double operator()(std::size_t i, std::size_t j) const { return a[i * n + j]; }
+};
+
+double norm2(const std::vector<double>& x)
+{
+    double s = 0;
+    for (double v : x) s += v * v;
+    return std::sqrt(s);
+}
+
+// A fixed pseudo-random start in [-1, 1) from raw mt19937_64 output (the same on every platform).
+std::vector<double> start_vector(std::size_t n)
+{
+    std::mt19937_64 gen(0x5eed5eedULL);
+    std::vector<double> v(n);
+    for (double& x : v) x = double(gen() >> 11) * 0x1.0p-52 - 1.0;
+    return v;
+}
+
+struct Triple {
+    double sigma = 0;
+    std::vector<double> u, v;
+};
+
+// The top singular triple of R by power iteration: v <- R^T R v, normalised. The start vector
+// is orthogonalised against `found` (right singular vectors already deflated out of R).
+Triple top_singular(const Matrix& R, std::size_t iterations, const std::vector<std::vector<double>>& found)
+{
+    Triple t;
+    t.v = start_vector(R.n);
+    for (const auto& f : found) {
+        double d = 0;
+        for (std::size_t j = 0; j < R.n; ++j) d += f[j] * t.v[j];
+        for (std::size_t j = 0; j < R.n; ++j) t.v[j] -= d * f[j];
+    }
+    double nv = norm2(t.v);
+    if (nv == 0) return t;
+    for (double& x : t.v) x /= nv;
+    t.u.assign(R.m, 0.0);
+    for (std::size_t it = 0; it < iterations; ++it) {
+        for (std::size_t i = 0; i < R.m; ++i) {
+            double s = 0;
+            for (std::size_t j = 0; j < R.n; ++j) s += R(i, j) * t.v[j];
+            t.u[i] = s;
+        }
+        const double nu = norm2(t.u);
+        if (nu == 0) return Triple{0, t.u, t.v};
+        for (double& x : t.u) x /= nu;
+        std::fill(t.v.begin(), t.v.end(), 0.0);
+        for (std::size_t i = 0; i < R.m; ++i)
+            for (std::size_t j = 0; j < R.n; ++j) t.v[j] += R(i, j) * t.u[i];
+        t.sigma = norm2(t.v);  // = u^T R v for the normalised v: the Rayleigh estimate of sigma_1
+        if (t.sigma == 0) return t;
+        for (double& x : t.v) x /= t.sigma;
+    }
+    return t;
+}
+
+template <class T>
+Matrix to_matrix(const Tensor<T>& W)
+{
+    Matrix A{W.shape()[0], W.shape()[1], std::vector<double>(W.size())};
+    std::size_t k = 0;
+    for (const T& x : W) A.a[k++] = double(x);
+    return A;
+}
+
+}  // namespace
+
+template <class T>
+bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
+{
+    const auto dot = name.rfind('.');
+    const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
+    return last != "bias" && p.value.dimension() == 2;
+}
+
+// --- gradients ---
+
+template <class T>
+double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite)
+{
+    check_bound("clip_grad_norm", "max_norm", max_norm);
+    double total_sq = 0;
+    for (const auto& [name, p] : params) {
+        if (!p) throw Error("clip_grad_norm: parameter " + name + " is null");
+        check_grad("clip_grad_norm", name, *p);
+        double sq = 0;
+        for (const T& g : p->grad) sq += double(g) * double(g);
+        total_sq += sq;
+    }
+    const double total = std::sqrt(total_sq);
+    if (error_if_nonfinite && !std::isfinite(total))
+        throw Error("clip_grad_norm: the total gradient norm is " + num(total) + " (a gradient holds NaN or Inf)");
+    const double coef = max_norm / (total + 1e-6);
+    if (coef < 1 || std::isnan(coef)) {
+        for (const auto& e : params) e.second->grad *= T(coef);
+    }
+    return total;
+}
+
+template <class T>
+double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm, bool error_if_nonfinite)
+{
+    return clip_grad_norm(unnamed(params), max_norm, error_if_nonfinite);
+}
+
+template <class T>
+void clip_grad_value(const NamedParameters<T>& params, double clip_value)
+{
+    check_bound("clip_grad_value", "clip_value", clip_value);
+    for (const auto& [name, p] : params) {
+        if (!p) throw Error("clip_grad_value: parameter " + name + " is null");
+        check_grad("clip_grad_value", name, *p);
+    }
+    const T c = T(clip_value);
+    for (const auto& e : params)
+        for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
+}
+
+template <class T>
+void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value)
+{
+    clip_grad_value(unnamed(params), clip_value);
+}
+
+// --- constraints ---
+
+template <class T>
+double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations)
+{
+    check_matrix("spectral_norm_estimate", W);
+    if (iterations == 0) throw Error("spectral_norm_estimate: iterations must be at least 1");
+    return top_singular(to_matrix(W), iterations, {}).sigma;
+}
+
+template <class T>
+bool project_frobenius_norm(Parameter<T>& W, double c)
+{
+    check_bound("project_frobenius_norm", "c", c);
+    double sq = 0;
+    for (const T& x : W.value) sq += double(x) * double(x);
+    const double f = std::sqrt(sq);
+    if (f <= c) return false;
+    W.value *= T(c / f);
+    W.mark_modified();
+    return true;
+}
+
+template <class T>
+bool project_elementwise(Parameter<T>& W, double c)
+{
+    check_bound("project_elementwise", "c", c);
+    check_matrix("project_elementwise", W.value);
+    const double n = double(W.value.shape()[0]) * double(W.value.shape()[1]);
+    const T b = T(c / std::sqrt(n));
+    bool changed = false;
+    for (T& x : W.value) {
+        const T y = std::min(std::max(x, -b), b);
+        changed |= y != x;
+        x = y;
+    }
+    if (changed) W.mark_modified();
+    return changed;
+}
+
+template <class T>
+bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
+{
+    check_bound("project_spectral_norm", "c", c);
+    check_matrix("project_spectral_norm", W.value);
+    if (iterations == 0) throw Error("project_spectral_norm: iterations must be at least 1");
+    double sq = 0;
+    for (const T& x : W.value) sq += double(x) * double(x);
+    if (std::sqrt(sq) <= c) return false;
+
+    Matrix A = to_matrix(W.value);  // becomes the projection
+    Matrix R = A;                   // W with the triples found so far removed
+    std::vector<std::vector<double>> found;
+    const std::size_t rank_bound = std::min(A.m, A.n);
+    bool changed = false;
+    for (std::size_t r = 0; r < rank_bound; ++r) {
+        const Triple t = top_singular(R, iterations, found);
+        if (t.sigma <= c) break;
+        for (std::size_t i = 0; i < A.m; ++i)
+            for (std::size_t j = 0; j < A.n; ++j) {
+                A(i, j) -= (t.sigma - c) * t.u[i] * t.v[j];
+                R(i, j) -= t.sigma * t.u[i] * t.v[j];
+            }
+        found.push_back(t.v);
+        changed = true;
+    }
+    if (!changed) return false;
+    std::size_t k = 0;
+    for (T& x : W.value) x = T(A.a[k++]);
+    W.mark_modified();
+    return true;
+}
+
+template <class T>
+void project_spectral_norm(const NamedParameters<T>& params, double c, std::size_t iterations)
+{
+    for (const auto& [name, p] : params)
+        if (p && is_weight_matrix(name, *p)) project_spectral_norm(*p, c, iterations);
+}
+
+template <class T>
+void project_frobenius_norm(const NamedParameters<T>& params, double c)
+{
+    for (const auto& [name, p] : params)
+        if (p && is_weight_matrix(name, *p)) project_frobenius_norm(*p, c);
+}
+
+template <class T>
+void project_elementwise(const NamedParameters<T>& params, double c)
+{
+    for (const auto& [name, p] : params)
+        if (p && is_weight_matrix(name, *p)) project_elementwise(*p, c);
+}
+
+#define AD_CLIP_INSTANTIATE(T)                                                                 \
+    template bool is_weight_matrix<T>(const std::string&, const Parameter<T>&);               \
+    template double clip_grad_norm<T>(const NamedParameters<T>&, double, bool);               \
+    template double clip_grad_norm<T>(const std::vector<Parameter<T>*>&, double, bool);       \
+    template void clip_grad_value<T>(const NamedParameters<T>&, double);                      \
+    template void clip_grad_value<T>(const std::vector<Parameter<T>*>&, double);              \
+    template double spectral_norm_estimate<T>(const Tensor<T>&, std::size_t);                 \
+    template bool project_spectral_norm<T>(Parameter<T>&, double, std::size_t);               \
+    template bool project_frobenius_norm<T>(Parameter<T>&, double);                           \
+    template bool project_elementwise<T>(Parameter<T>&, double);                              \
+    template void project_spectral_norm<T>(const NamedParameters<T>&, double, std::size_t);   \
+    template void project_frobenius_norm<T>(const NamedParameters<T>&, double);               \
+    template void project_elementwise<T>(const NamedParameters<T>&, double);
+
+AD_CLIP_INSTANTIATE(float)
+AD_CLIP_INSTANTIATE(double)
+
+}  // namespace ad::nn
