@@ -41,7 +41,7 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
         if (shape[i] == -1 && infer < 0) { infer = std::ptrdiff_t(i); continue; }
         if (shape[i] < 0)
             throw Error("reshape: bad target shape (each entry must be >= 0, with at most one -1), "
-                        "got " + shape_str(shape));
+                        "got " + shape_str(shape) + " for input shape " + shape_str(x.shape()));
         s[i] = std::size_t(shape[i]);
         known *= s[i];
     }
