@@ -39,7 +39,9 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
     }
 
     auto& has = tape.has_adjoint();
-    std::fill(has.begin(), has.begin() + static_cast<std::ptrdiff_t>(out) + 1, 0);
+    // Clear the marks of the whole tape, not only up to the output: grad() and vjp() read them for
+    // inputs that may have been recorded after the output (and were reached by an earlier sweep).
+    std::fill(has.begin(), has.begin() + static_cast<std::ptrdiff_t>(tape.size()), 0);
     tape.into_params = into_params;
     if (!tape.record(out).needs_grad) return;  // nothing upstream wants a gradient
 
