@@ -138,6 +138,33 @@ TEST_CASE("grad(y, inputs) returns dy/dinput for parameters, variables and inter
     CHECK_THAT(ad::grad(y, {unused})[0], Equals(Tensor<double>{{0.0, 0.0, 0.0}}));
 }
 
+TEST_CASE("a value recorded after the output does not reach it: its gradient is 0, even after another sweep reached it", "[backward]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{1.0, 2.0});
+    const auto y1 = ad::sum(x);
+    const auto z = x * 2.0;  // recorded after y1
+    const auto y2 = ad::sum(z);
+    CHECK_THAT(ad::grad(y2, {z})[0], Equals({1.0, 1.0}));
+    CHECK_THAT(ad::grad(y1, {z, x})[0], Equals({0.0, 0.0}));
+    CHECK_THAT(ad::grad(y1, {z, x})[1], Equals({1.0, 1.0}));
+
+    // The same across clear(): the new, shorter forward pass must not see the old sweep's marks.
+    tape.clear();
+    const auto u = tape.variable(Tensor<double>{3.0});
+    const auto su = ad::sum(u);
+    const auto w = tape.variable(Tensor<double>{4.0, 5.0});  // where z was
+    CHECK_THAT(ad::grad(su, {w})[0], Equals({0.0, 0.0}));
+}
+
+TEST_CASE("a parameter read twice on one tape gets both contributions: d sum(p p) = 2 p", "[backward]")
+{
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{1.5, -0.5});
+    ad::backward(ad::sum(tape.param(p) * tape.param(p)));
+    CHECK_THAT(p.grad, Equals({3.0, -1.0}));
+}
+
 TEST_CASE("vjp(y, c) = c^T J: for y = A x it is A^T c, and backward(y, c) adds the same into parameters", "[backward]")
 {
     Tape<double> tape;
