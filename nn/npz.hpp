@@ -1,0 +1,86 @@
+// Reading and writing .npz files: NumPy's format for several named arrays, which numpy.load
+// reads and numpy.savez / numpy.savez_compressed write.
+//
+// An .npz file is a zip archive with one entry "<name>.npy" per array. Each .npy holds the magic
+// "\x93NUMPY", a version, a header that is a Python dict literal
+//     {'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }
+// padded with spaces to a multiple of 64 bytes and ended by '\n', then the elements.
+//
+// Writing: stored (uncompressed) zip entries with zlib's CRC-32, .npy version 1.0, dtype '<f4'
+// for float and '<f8' for double, C order. No zip64, so an archive is limited to 65535 arrays
+// and 4 GiB. The file is written to a temporary file in the target's directory and renamed over
+// the target, so a write that fails midway leaves any previous file untouched.
+//
+// Reading: stored or deflated entries (savez and savez_compressed), zip64 fields as numpy
+// writes them, .npy versions 1.0, 2.0 and 3.0, dtypes '<f4' and '<f8' (converted to the
+// requested type), C or Fortran order. Every offset, size, CRC and header field is checked
+// against the bytes actually present: a truncated or corrupt file raises ad::Error naming the
+// file, the entry and what is wrong; nothing is read out of bounds.
+#pragma once
+
+#include "autodiff/tensor.hpp"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ad::nn {
+
+// One array of an archive. The elements are kept in double, which holds every float exactly.
+struct NpyArray {
+    std::string dtype;           // "<f4" or "<f8", as stored in the file
+    Shape shape;                 // () for a scalar
+    std::vector<double> data;    // row-major (C order)
+
+    // The array as a tensor of T (a '<f8' array read as float is rounded to nearest).
+    template <class T>
+    Tensor<T> to_tensor() const;
+};
+
+// The arrays of an archive in the order they are stored, named without the ".npy" suffix.
+using NpzArchive = std::vector<std::pair<std::string, NpyArray>>;
+
+// Builds an archive in memory; add() checks the name, write() puts it on disk.
+class NpzWriter {
+public:
+    // Names must be non-empty, unique and at most 65000 bytes; "<name>.npy" is the entry.
+    void add(const std::string& name, const Tensor<float>& t);
+    void add(const std::string& name, const Tensor<double>& t);
+    // A one-element array of shape () in '<f8', for counters and hyperparameters.
+    void add_scalar(const std::string& name, double value);
+
+    std::vector<std::uint8_t> bytes() const;  // the whole .npz file
+    // Temporary file in the same directory, then rename over `path`. On failure the temporary
+    // file is removed, `path` is as it was, and ad::Error names the path and the reason.
+    void write(const std::string& path) const;
+
+private:
+    struct Entry {
+        std::string name;
+        std::vector<std::uint8_t> npy;
+    };
+    void add_npy(const std::string& name, std::vector<std::uint8_t> npy);
+    std::vector<Entry> entries_;
+};
+
+// Parses the bytes of an .npz file; `name` is used in error messages.
+NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& name);
+// Parses the bytes of one .npy file.
+NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& name);
+// Reads a file and decodes it; a missing file, a directory or a read error raise ad::Error.
+NpzArchive read_npz(const std::string& path);
+
+// Writes `path` atomically (temporary file in the same directory, fsync, rename).
+void write_file_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes);
+
+// Convenience forms: named tensors to one file, and back.
+template <class T>
+void save_npz(const std::string& path, const std::vector<std::pair<std::string, Tensor<T>>>& arrays);
+template <class T>
+std::vector<std::pair<std::string, Tensor<T>>> load_npz(const std::string& path);
+
+extern template Tensor<float> NpyArray::to_tensor<float>() const;
+extern template Tensor<double> NpyArray::to_tensor<double>() const;
+
+}  // namespace ad::nn
