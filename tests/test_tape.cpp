@@ -6,6 +6,7 @@
 #include <xtensor/xmath.hpp>
 
 #include <stdexcept>
+#include <tuple>
 
 using namespace adtest;
 using ad::Parameter;
@@ -118,6 +119,33 @@ TEST_CASE("a tape cleared and reused gives the same step again, with the same si
     CHECK(second.hidden_buffer == first.hidden_buffer);
     CHECK(third.hidden_buffer == first.hidden_buffer);
     CHECK(second.hidden_adjoint == first.hidden_adjoint);
+}
+
+TEST_CASE("after clear() a step with another batch size gives the gradients a fresh tape gives", "[tape][clear]")
+{
+    Parameter<double> W(randn({3, 4}, 30)), b(randn({3}, 31));
+    const auto step = [&](Tape<double>& tape, const Tensor<double>& x, const std::vector<std::int64_t>& labels) {
+        W.zero_grad();
+        b.zero_grad();
+        const auto z = ad::matmul(tape.constant(x), tape.param(W), false, true) + tape.param(b);
+        const auto loss = ad::cross_entropy(ad::relu(z), labels) + ad::mean(ad::max(z, 0));
+        ad::backward(loss);
+        return std::make_tuple(loss.item(), Tensor<double>(W.grad), Tensor<double>(b.grad));
+    };
+    Tape<double> reused;
+    for (std::size_t batch : {5, 2, 7, 5}) {
+        CAPTURE(batch);
+        const Tensor<double> x = randn({batch, 4}, 32 + batch);
+        std::vector<std::int64_t> labels;
+        for (std::size_t i = 0; i < batch; ++i) labels.push_back(std::int64_t(i % 3));
+        reused.clear();
+        const auto [loss, dW, db] = step(reused, x, labels);
+        Tape<double> fresh;
+        const auto [loss0, dW0, db0] = step(fresh, x, labels);
+        CHECK(loss == loss0);
+        CHECK_THAT(dW, Equals(dW0));
+        CHECK_THAT(db, Equals(db0));
+    }
 }
 
 TEST_CASE("a handle kept past clear() raises ad::Error instead of reading reused memory", "[tape][clear][errors]")
