@@ -8,8 +8,9 @@
 //     l(W, b, sigma^2) = -1/2 [ m log 2 pi + log det C + (1/N) sum_i (x_i - b)^T C^{-1} (x_i - b) ].
 //
 // The engine evaluates it with the decomposition ops of autodiff/linalg.hpp: logdet(C), and the
-// quadratic form as |L^{-1} (x_i - b)|^2 with L = cholesky(C) and a triangular solve. Gradient
-// ascent on W, b and log sigma^2 (log keeps sigma^2 positive) then fits the model.
+// quadratic form as |L^{-1} (x_i - b)|^2 with L = cholesky(C) and a triangular solve. The
+// model is fitted twice from the same start, over W, b and log sigma^2 (log keeps sigma^2
+// positive): by plain gradient ascent, and by nn::Adam with a cosine learning-rate schedule.
 //
 // Tipping and Bishop's closed form: b = the sample mean; with S the sample covariance (1/N) and
 // its eigenvalues lambda_1 >= ... >= lambda_m, eigenvectors U,
@@ -20,14 +21,16 @@
 // C = W W^T + sigma^2 I (to 1e-4 relative), and R = (Lambda_q - sigma^2 I)^{-1/2} U_q^T W must
 // come out orthogonal.
 //
-// The data are synthetic with a known rank-q structure and a fixed seed. Writes ppca.csv (the
-// ascent's progress) and ppca.png.
+// The data are synthetic with a known rank-q structure and a fixed seed. Writes ppca.csv (both
+// fits' progress) and ppca.png.
 //
 // Usage: ppca [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
 #include "autodiff/autodiff.hpp"
 #include "autodiff/linalg.hpp"
+#include "nn/optim.hpp"
+#include "nn/schedule.hpp"
 
 #include <xtensor-blas/xlinalg.hpp>
 #include <xtensor/xmanipulation.hpp>
@@ -45,6 +48,7 @@
 using ad::Tensor;
 using ad::Var;
 using T = double;
+namespace nn = ad::nn;
 
 namespace {
 
@@ -127,6 +131,115 @@ ClosedForm closed_form(const Tensor<T>& X, std::size_t q)
 
 T frobenius(const Tensor<T>& a) { return std::sqrt(xt::sum(xt::square(a))()); }
 
+enum class Method { gradient_ascent, adam };
+
+struct Fit {
+    Tensor<T> W, b;
+    T sigma2 = 0, loglik = 0, rel = 1;  // rel: ||C - C_ML||_F / ||C_ML||_F
+    int steps = 0;
+    bool converged = false;
+    double seconds = 0;
+    std::vector<std::pair<T, T>> trace;  // every 10 steps: (log-likelihood gap, rel)
+};
+
+// C = W W^T + sigma^2 I from the parameters' values.
+Tensor<T> covariance(const Tensor<T>& W, T sigma2)
+{
+    return xt::linalg::dot(W, xt::transpose(W)) + sigma2 * xt::eye<T>(W.shape()[0]);
+}
+
+// Maximises l over W, b and log sigma^2 (the log keeps sigma^2 positive).
+//
+// Gradient ascent takes a fixed step. It must stay below 2 / (the largest curvature of -l):
+// along b the Hessian is C^{-1}, whose largest eigenvalue is 1/sigma^2 (about 4 here), and near
+// the maximum the curvature along log sigma^2 is about (m - q)/2. It then converges linearly,
+// at a rate set by the spread of the eigenvalues, and stops when the gradient norm is 1e-10.
+// Adam (nn::Adam) rescales each coordinate's step by its running gradient size; with a fixed
+// rate it would hover around the maximum, so the rate follows a cosine schedule down to 0 over
+// a fixed budget of steps.
+Fit fit(const Tensor<T>& X, const ClosedForm& cf, Method method)
+{
+    const std::size_t m = X.shape()[1], q = cf.W.shape()[1];
+    std::mt19937_64 rng(5);
+    std::normal_distribution<T> normal(0, 0.1);
+    ad::Parameter<T> W(Tensor<T>::from_shape({m, q})), b(Tensor<T>(xt::zeros<T>({m}))), log_s2(Tensor<T>(T(0)));
+    for (auto& v : W.value) v = normal(rng);
+    const std::vector<ad::Parameter<T>*> params{&W, &b, &log_s2};
+
+    const bool adam = method == Method::adam;
+    const int max_steps = adam ? 4000 : 20000;
+    const T lr = 0.1;
+    nn::AdamOptions ao;
+    ao.lr = 0.05;
+    nn::Adam<T> opt({{"W", &W}, {"b", &b}, {"log_sigma2", &log_s2}}, ao);
+    nn::CosineLR<T> schedule(opt, std::uint64_t(max_steps));
+
+    Fit f;
+    ad::Tape<T> tape;
+    auto evaluate = [&] {
+        tape.clear();
+        for (auto* p : params) p->zero_grad();
+        const auto L = log_likelihood(tape.constant(X), tape.param(W), tape.param(b), tape.param(log_s2));
+        f.loglik = L.item();
+        f.rel = frobenius(covariance(W.value, std::exp(log_s2.value())) - cf.C) / frobenius(cf.C);
+        return L;
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    for (; f.steps < max_steps; ++f.steps) {
+        ad::backward(-evaluate());  // the gradient of -l: ascent on l is descent on -l
+        if (f.steps % 10 == 0) f.trace.emplace_back(cf.loglik - f.loglik, f.rel);
+        if (adam) {
+            opt.step();
+            schedule.step();
+            continue;
+        }
+        T g2 = 0;
+        for (auto* p : params) g2 += xt::sum(xt::square(p->grad))();
+        if (std::sqrt(g2) < 1e-10) {
+            f.converged = true;
+            break;
+        }
+        for (auto* p : params) {
+            p->value -= lr * p->grad;
+            p->mark_modified();
+        }
+    }
+    if (adam) evaluate();  // the values after the last step
+    f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    f.W = W.value;
+    f.b = b.value;
+    f.sigma2 = std::exp(log_s2.value());
+    return f;
+}
+
+// The fit against the closed form.
+void report(const Fit& f, const ClosedForm& cf, const std::string& name, bool needs_convergence)
+{
+    const std::size_t m = f.W.shape()[0], q = f.W.shape()[1];
+    std::printf("\n  %s: %d steps in %.2f s; sigma^2 = %.6f, average log-likelihood = %.8f\n", name.c_str(), f.steps,
+                f.seconds, f.sigma2, f.loglik);
+    if (needs_convergence) check(f.converged, name + " converged (gradient norm below 1e-10)");
+    check(f.rel < 1e-4, name + ": fitted W W^T + sigma^2 I equals the closed form (relative Frobenius error " +
+                            num("%.1e", f.rel) + ")");
+    check(std::abs(f.sigma2 - cf.sigma2) < 1e-4 * cf.sigma2,
+          name + ": sigma^2 is the mean of the discarded eigenvalues (" + num("%.6f", f.sigma2) + " vs " +
+              num("%.6f", cf.sigma2) + ")");
+    check(frobenius(f.b - cf.b) < 1e-4 * frobenius(cf.b), name + ": b is the sample mean");
+    check(f.loglik <= cf.loglik + 1e-12 && cf.loglik - f.loglik < 1e-8,
+          name + ": the fit's log-likelihood is the maximum, to " + num("%.1e", cf.loglik - f.loglik));
+    // W = U_q (Lambda_q - sigma^2)^{1/2} R: recover R = (Lambda_q - sigma^2)^{-1/2} U_q^T W and
+    // check that it is a rotation. (cf.W's column j is U_q's column j times sqrt(lambda_j - sigma^2).)
+    Tensor<T> scaled = Tensor<T>::from_shape({m, q});
+    for (std::size_t j = 0; j < q; ++j) {
+        const T d = cf.lambda(j) - cf.sigma2;
+        for (std::size_t i = 0; i < m; ++i) scaled(i, j) = cf.W(i, j) / d;
+    }
+    const Tensor<T> R = xt::linalg::dot(xt::transpose(scaled), f.W);
+    const T orth = frobenius(xt::linalg::dot(xt::transpose(R), R) - xt::eye<T>(q));
+    check(orth < 1e-3, name + ": the fitted W is the closed form times a rotation R (||R^T R - I||_F = " +
+                           num("%.1e", orth) + ")");
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -168,66 +281,22 @@ int main(int argc, char** argv)
                   num("%.10f", at_cf) + ")");
     }
 
-    // Gradient ascent from a small random W, b = 0, sigma^2 = 1.
-    std::mt19937_64 rng(5);
-    std::normal_distribution<T> normal(0, 0.1);
-    ad::Parameter<T> W(Tensor<T>::from_shape({m, q})), b(Tensor<T>(xt::zeros<T>({m}))), log_s2(Tensor<T>(T(0)));
-    for (auto& v : W.value) v = normal(rng);
-    // A fixed step. It must stay below 2 / (the largest curvature of -l): along b the Hessian
-    // is C^{-1}, whose largest eigenvalue is 1/sigma^2 (about 4 here), and near the maximum the
-    // curvature along log sigma^2 is about (m - q)/2. Plain ascent then converges linearly, at
-    // a rate set by the spread of the eigenvalues.
-    const T lr = 0.1;
-    const int max_steps = 20000;
-    ad::Tape<T> tape;
+    // Both fits start from the same small random W, b = 0, sigma^2 = 1.
+    const Fit ga = fit(X, cf, Method::gradient_ascent);
+    report(ga, cf, "gradient ascent", true);
+    const Fit adam = fit(X, cf, Method::adam);
+    report(adam, cf, "Adam", false);
     std::ofstream csv(out + "/ppca.csv");
-    csv << "step,loglik_gap,C_rel_error\n";
-    T ll = 0, rel = 1;
-    int steps = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (; steps < max_steps; ++steps) {
-        tape.clear();
-        for (auto* p : {&W, &b, &log_s2}) p->zero_grad();
-        const auto L = log_likelihood(tape.constant(X), tape.param(W), tape.param(b), tape.param(log_s2));
-        ll = L.item();
-        ad::backward(-L);  // the gradient of -l: ascent on l is descent on -l
-        const Tensor<T> C = xt::linalg::dot(W.value, xt::transpose(W.value)) + std::exp(log_s2.value()) * xt::eye<T>(m);
-        rel = frobenius(C - cf.C) / frobenius(cf.C);
-        if (steps % 10 == 0) csv << steps << ',' << cf.loglik - ll << ',' << rel << '\n';
-        T g2 = 0;
-        for (auto* p : {&W, &b, &log_s2}) g2 += xt::sum(xt::square(p->grad))();
-        if (std::sqrt(g2) < 1e-10) break;
-        for (auto* p : {&W, &b, &log_s2}) {
-            p->value -= lr * p->grad;
-            p->mark_modified();
+    csv << "step,loglik_gap_gradient_ascent,C_rel_error_gradient_ascent,loglik_gap_adam,C_rel_error_adam\n";
+    for (std::size_t i = 0; i < std::max(ga.trace.size(), adam.trace.size()); ++i) {
+        csv << 10 * i;
+        for (const Fit* f : {&ga, &adam}) {
+            if (i < f->trace.size()) csv << ',' << f->trace[i].first << ',' << f->trace[i].second;
+            else csv << ",,";
         }
+        csv << '\n';
     }
-    csv << steps << ',' << cf.loglik - ll << ',' << rel << '\n';
     csv.close();
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const T sigma2 = std::exp(log_s2.value());
-    std::printf("  gradient ascent: %d steps in %.2f s; sigma^2 = %.6f, average log-likelihood = %.8f\n", steps, secs,
-                sigma2, ll);
-
-    check(steps < max_steps, "the ascent converged (gradient norm below 1e-10)");
-    check(rel < 1e-4, "fitted W W^T + sigma^2 I equals the closed form (relative Frobenius error " + num("%.1e", rel) + ")");
-    check(std::abs(sigma2 - cf.sigma2) < 1e-4 * cf.sigma2,
-          "sigma^2 is the mean of the discarded eigenvalues (" + num("%.6f", sigma2) + " vs " + num("%.6f", cf.sigma2) + ")");
-    check(frobenius(b.value - cf.b) < 1e-4 * frobenius(cf.b), "b is the sample mean");
-    check(ll <= cf.loglik + 1e-12 && cf.loglik - ll < 1e-8,
-          "the fit's log-likelihood is the maximum, to " + num("%.1e", cf.loglik - ll));
-    // W = U_q (Lambda_q - sigma^2)^{1/2} R: recover R and check that it is a rotation.
-    Tensor<T> R = Tensor<T>::from_shape({q, q});
-    {
-        Tensor<T> Uq_scaled = Tensor<T>::from_shape({m, q});  // U_q (Lambda_q - sigma^2)^{-1/2}
-        for (std::size_t j = 0; j < q; ++j) {
-            const T s = std::sqrt(cf.lambda(j) - cf.sigma2);
-            for (std::size_t i = 0; i < m; ++i) Uq_scaled(i, j) = cf.W(i, j) / (s * s);
-        }
-        R = xt::linalg::dot(xt::transpose(Uq_scaled), W.value);
-    }
-    const T orth = frobenius(xt::linalg::dot(xt::transpose(R), R) - xt::eye<T>(q));
-    check(orth < 1e-3, "the fitted W is the closed form times a rotation R (||R^T R - I||_F = " + num("%.1e", orth) + ")");
 
     if (plot) {
         std::ofstream gp(out + "/ppca.gp");
@@ -237,11 +306,15 @@ int main(int argc, char** argv)
               "set output 'ppca.png'\n"
               "set datafile separator ','\n"
               "set multiplot layout 1,2 title 'Probabilistic PCA by gradient ascent on the log-likelihood'\n"
-              "set logscale y\nset format y '10^{%L}'\nset grid\nset xlabel 'step'\nunset key\n"
+              "set logscale y\nset format y '10^{%L}'\nset grid\nset xlabel 'step'\n"
               "set title 'log-likelihood below the closed-form maximum (per point)'\n"
-              "plot 'ppca.csv' skip 1 using 1:($2 > 0 ? $2 : NaN) with lines lw 2\n"
+              "set key top right\n"
+              "plot 'ppca.csv' skip 1 using 1:($2 > 0 ? $2 : NaN) with lines lw 2 title 'gradient ascent', "
+              "'' skip 1 using 1:($4 > 0 ? $4 : NaN) with lines lw 2 title 'Adam, cosine schedule'\n"
               "set title '||C - C_{ML}||_F / ||C_{ML}||_F,  C = W W^T + {/Symbol s}^2 I'\n"
-              "plot 'ppca.csv' skip 1 using 1:3 with lines lw 2, 1e-4 with lines dt 2 lc 'gray'\n"
+              "plot 'ppca.csv' skip 1 using 1:3 with lines lw 2 title 'gradient ascent', "
+              "'' skip 1 using 1:5 with lines lw 2 title 'Adam, cosine schedule', "
+              "1e-4 with lines dt 2 lc 'gray' title 'required'\n"
               "unset multiplot\n";
         gp.close();
         const std::string cmd = "cd '" + out + "' && gnuplot ppca.gp";
