@@ -73,7 +73,9 @@ struct Sizes {
 
 const std::vector<nn::Activation> activations{nn::Activation::sigmoid, nn::Activation::tanh, nn::Activation::relu};
 const std::vector<std::pair<nn::InitScheme, std::string>> inits{
-    {nn::InitScheme::standard_normal, "N(0 1)"}, {nn::InitScheme::xavier_normal, "Xavier"}, {nn::InitScheme::he_normal, "He"}};
+    {nn::InitScheme::standard_normal, "N(0 1)"},  // no comma: it is a CSV field
+    {nn::InitScheme::xavier_normal, "Xavier"},
+    {nn::InitScheme::he_normal, "He"}};
 struct Arch {
     bool residual, layer_norm;
     std::string name;
@@ -426,7 +428,8 @@ int main(int argc, char** argv)
             for (const auto& init : inits) {
                 const auto& c = curves.at(key(act, init.second, arch));
                 std::printf("  %-22s %-8s %-8s %12.3e %12.3e %12.3e\n", arch.name.c_str(), nn::activation_name(act).c_str(),
-                            init.second.c_str(), c.front(), c[s.depth - 1], c.front() / c[s.depth - 1]);
+                            init.first == nn::InitScheme::standard_normal ? "N(0,1)" : init.second.c_str(), c.front(),
+                            c[s.depth - 1], c.front() / c[s.depth - 1]);
             }
     check_gradient_norms(curves, s);
     std::printf("\n2. Layer Jacobians against the bound ||diag A'||_2 ||W||_2 (seed 000)\n");
