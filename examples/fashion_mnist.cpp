@@ -1,0 +1,399 @@
+// Fashion-MNIST: an MLP with residual blocks, layer norm and dropout, trained with AdamW.
+//
+// What it does, in order:
+//   1. loads the gzipped IDX files (Debian's dataset-fashion-mnist);
+//   2. gradchecks the architecture: a double-precision copy (same depth, layer norm, dropout
+//      with a fixed mask; narrower, so that finite differences over every weight take a second)
+//      against central differences on a batch of four images;
+//   3. trains in float, printing epoch, step, loss, examples per second and time left, and the
+//      test accuracy after each epoch;
+//   4. saves a checkpoint (.npz, which numpy.load reads), checks that a fresh model loaded from it
+//      predicts the same, and draws a PNG of the loss and accuracy curves (gnuplot).
+// The same seed gives the same run. --min-accuracy makes it exit non-zero below a bound, for CI.
+//
+// ctest-args: --limit 2000 --epochs 3 --min-accuracy 0.70 --out fashion_mnist_ci
+#include "autodiff/autodiff.hpp"
+#include "nn/idx.hpp"
+#include "nn/nn.hpp"
+
+#include <xtensor/xview.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+    int epochs = 8;
+    std::size_t batch = 128;
+    double lr = 1e-3;
+    double weight_decay = 0.01;
+    bool cosine = true;
+    std::size_t width = 256;
+    std::size_t depth = 2;  // residual blocks
+    double dropout = 0.1;
+    std::uint64_t seed = 1;
+    std::string data_dir = "/usr/share/datasets/fashion-mnist";
+    std::string out_dir = ".";
+    std::size_t limit = 0;       // training examples (0: all 60000)
+    std::size_t test_limit = 0;  // test examples (0: all 10000)
+    std::size_t gradcheck_width = 16;
+    double min_accuracy = 0;
+    bool plot = true;
+};
+
+const char* usage = R"(usage: fashion_mnist [options]
+Trains an MLP with residual blocks, layer norm and dropout on Fashion-MNIST.
+
+  --epochs N          passes over the training set (8)
+  --batch N           minibatch size (128)
+  --lr X              AdamW learning rate (0.001)
+  --weight-decay X    AdamW decoupled weight decay, biases and norms excluded (0.01)
+  --constant-lr       keep the learning rate fixed (default: cosine schedule from lr to 0)
+  --width N           width of the hidden layers (256)
+  --depth N           number of residual blocks (2)
+  --dropout P         dropout probability (0.1)
+  --seed N            seed for initialisation, shuffling and dropout (1)
+  --data DIR          directory of the gzipped IDX files (/usr/share/datasets/fashion-mnist)
+  --out DIR           where the checkpoint, curves and plot go (.)
+  --limit N           train on the first N examples only (all)
+  --test-limit N      evaluate on the first N test examples only (all)
+  --gradcheck-width N width of the double-precision copy that is gradchecked (16; 0 skips)
+  --min-accuracy A    exit with status 3 if the final test accuracy is below A (0..1)
+  --no-plot           do not run gnuplot
+  --help              this text
+
+Default: 784-256, two residual blocks, 10 outputs, 8 epochs: about 89% test accuracy.
+Longer: --epochs 16 --width 512 --dropout 0.2 reaches about 90%.
+)";
+
+[[noreturn]] void bad_usage(const std::string& what)
+{
+    std::fprintf(stderr, "fashion_mnist: %s\n\n%s", what.c_str(), usage);
+    std::exit(2);
+}
+
+Options parse(int argc, char** argv)
+{
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) bad_usage(a + " needs a value");
+            return argv[++i];
+        };
+        auto number = [&]() -> double {
+            const std::string v = value();
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end != '\0' || !std::isfinite(x)) bad_usage(a + " needs a number, got '" + v + "'");
+            return x;
+        };
+        auto count = [&]() -> std::size_t {
+            const double x = number();
+            if (x < 0 || x != std::floor(x)) bad_usage(a + " needs a whole number >= 0");
+            return static_cast<std::size_t>(x);
+        };
+        if (a == "--help" || a == "-h") {
+            std::printf("%s", usage);
+            std::exit(0);
+        }
+        else if (a == "--epochs") o.epochs = static_cast<int>(count());
+        else if (a == "--batch") o.batch = count();
+        else if (a == "--lr") o.lr = number();
+        else if (a == "--weight-decay") o.weight_decay = number();
+        else if (a == "--constant-lr") o.cosine = false;
+        else if (a == "--width") o.width = count();
+        else if (a == "--depth") o.depth = count();
+        else if (a == "--dropout") o.dropout = number();
+        else if (a == "--seed") o.seed = count();
+        else if (a == "--data") o.data_dir = value();
+        else if (a == "--out") o.out_dir = value();
+        else if (a == "--limit") o.limit = count();
+        else if (a == "--test-limit") o.test_limit = count();
+        else if (a == "--gradcheck-width") o.gradcheck_width = count();
+        else if (a == "--min-accuracy") o.min_accuracy = number();
+        else if (a == "--no-plot") o.plot = false;
+        else bad_usage("unknown option " + a);
+    }
+    if (o.epochs < 1 || o.batch < 1 || o.width < 1) bad_usage("--epochs, --batch and --width must be at least 1");
+    if (!(o.lr > 0)) bad_usage("--lr must be positive");
+    if (o.dropout < 0 || o.dropout >= 1) bad_usage("--dropout must be in [0, 1)");
+    return o;
+}
+
+// 784 -> width, `depth` residual blocks of width, -> 10.
+template <class T>
+std::shared_ptr<ad::nn::Sequential<T>> make_model(std::size_t width, const Options& o, ad::nn::Rng& rng)
+{
+    ad::nn::MLPOptions m;
+    m.sizes = {784};
+    for (std::size_t i = 0; i <= o.depth; ++i) m.sizes.push_back(width);
+    m.sizes.push_back(10);
+    m.activation = ad::nn::Activation::relu;
+    m.residual = true;
+    m.layer_norm = true;
+    m.dropout = o.dropout;
+    return ad::nn::mlp<T>(m, rng);
+}
+
+template <class T>
+void reseed_dropout(ad::nn::Module<T>& model, std::uint64_t seed)
+{
+    std::uint64_t k = 0;
+    for (auto& [name, m] : model.named_modules())
+        if (auto* d = dynamic_cast<ad::nn::Dropout<T>*>(m)) d->seed(seed + k++);
+}
+
+// Every parameter of a double-precision copy of the architecture, gradchecked on four images
+// with dropout on (each evaluation reseeds the masks, so the function is deterministic).
+bool gradcheck_model(const ad::nn::LabelledImages<float>& train, const Options& o)
+{
+    const auto t0 = Clock::now();
+    ad::nn::Rng rng(o.seed);
+    auto model = make_model<double>(o.gradcheck_width, o, rng);
+    model->train();
+    auto named = model->named_parameters();
+    const std::size_t n = std::min<std::size_t>(4, train.size());
+    const ad::Tensor<double> x = xt::cast<double>(xt::view(train.images, xt::range(0, n), xt::all()));
+    const std::vector<std::int64_t> y(train.labels.begin(), train.labels.begin() + static_cast<std::ptrdiff_t>(n));
+
+    std::vector<ad::Tensor<double>> values, grads;
+    ad::GradcheckOptions opts;
+    for (auto& [name, p] : named) {
+        values.push_back(p->value);
+        opts.names.push_back(name);
+    }
+    ad::Tape<double> tape;
+    auto loss_at = [&](const std::vector<ad::Tensor<double>>& v) {
+        for (std::size_t i = 0; i < named.size(); ++i) {
+            named[i].second->value = v[i];
+            named[i].second->mark_modified();
+        }
+        reseed_dropout(*model, o.seed);
+        tape.clear();
+        ad::NoGrad no_grad;
+        return ad::nn::cross_entropy_loss((*model)(tape.constant(x)), y).item();
+    };
+    reseed_dropout(*model, o.seed);
+    model->zero_grad();
+    tape.clear();
+    ad::backward(ad::nn::cross_entropy_loss((*model)(tape.constant(x)), y));
+    for (auto& [name, p] : named) grads.push_back(p->grad);
+
+    const auto r = ad::check_gradient(loss_at, values, grads, opts);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("gradcheck: %s %zu-%zu with %zu residual blocks, layer norm and dropout (fixed mask), "
+                "double precision, %zu images: %zu gradient elements against central differences in %.1f s\n"
+                "  %s\n",
+                r.ok ? "passed," : "FAILED,", std::size_t(784), o.gradcheck_width, o.depth, n, r.checked, secs,
+                r.report().c_str());
+    return r.ok;
+}
+
+struct EvalResult {
+    double loss = 0, accuracy = 0;
+};
+
+EvalResult evaluate(ad::nn::Module<float>& model, const ad::nn::LabelledImages<float>& data)
+{
+    model.eval();
+    ad::NoGrad no_grad;
+    ad::Tape<float> tape;
+    EvalResult r;
+    std::size_t correct = 0;
+    const std::size_t chunk = 1000;
+    for (std::size_t s = 0; s < data.size(); s += chunk) {
+        const std::size_t e = std::min(s + chunk, data.size());
+        tape.clear();
+        auto logits = model(tape.constant(xt::view(data.images, xt::range(s, e), xt::all())));
+        const std::vector<std::int64_t> y(data.labels.begin() + static_cast<std::ptrdiff_t>(s),
+                                          data.labels.begin() + static_cast<std::ptrdiff_t>(e));
+        r.loss += ad::nn::cross_entropy_loss(logits, y, ad::nn::Reduction::sum).item();
+        const auto& v = logits.value();
+        for (std::size_t i = 0; i < e - s; ++i) {
+            std::size_t best = 0;
+            for (std::size_t k = 1; k < 10; ++k)
+                if (v(i, k) > v(i, best)) best = k;
+            correct += static_cast<std::int64_t>(best) == y[i];
+        }
+    }
+    model.train();
+    r.loss /= double(data.size());
+    r.accuracy = double(correct) / double(data.size());
+    return r;
+}
+
+std::string duration(double s)
+{
+    char buf[32];
+    if (s < 60) std::snprintf(buf, sizeof buf, "%.0f s", s);
+    else std::snprintf(buf, sizeof buf, "%d min %02d s", int(s) / 60, int(s) % 60);
+    return buf;
+}
+
+// A PNG with two panels: training loss against epochs, and test accuracy after each epoch.
+bool plot(const std::string& out_dir)
+{
+    const std::string gp = out_dir + "/fashion_mnist_curves.gp";
+    std::ofstream f(gp);
+    f << "# Plots the curves fashion_mnist wrote. Run from " << out_dir << ": gnuplot fashion_mnist_curves.gp\n"
+      << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,420 font 'sans,10' } "
+         "else { set terminal png size 1100,420 }\n"
+      << "set output 'fashion_mnist_curves.png'\n"
+      << "set datafile separator ','\n"
+      << "set key top right\n"
+      << "set grid\n"
+      << "set multiplot layout 1,2 title 'Fashion-MNIST: residual MLP with layer norm and dropout'\n"
+      << "set xlabel 'epoch'\nset ylabel 'cross-entropy'\nset title 'loss'\n"
+      << "set yrange [0:1]  # the first steps, near log(10) = 2.3, are cut off\n"
+      << "plot 'fashion_mnist_loss.csv' skip 1 using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'training (per step)', \\\n"
+      << "     '' skip 1 using 1:3 with lines lw 2 lc rgb '#08519c' title 'training (running mean)', \\\n"
+      << "     'fashion_mnist_epochs.csv' skip 1 using 1:3 with linespoints lw 2 pt 7 lc rgb '#e6550d' title 'test'\n"
+      << "set ylabel 'accuracy (%)'\nset title 'test accuracy'\nset key bottom right\nset yrange [*:*]\n"
+      << "plot 'fashion_mnist_epochs.csv' skip 1 using 1:($4*100) with linespoints lw 2 pt 7 lc rgb '#31a354' "
+         "title 'test accuracy'\n"
+      << "unset multiplot\n";
+    f.close();
+    const std::string cmd = "cd '" + out_dir + "' && gnuplot fashion_mnist_curves.gp";
+    return f && std::system(cmd.c_str()) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    const Options o = parse(argc, argv);
+    const auto start = Clock::now();
+    try {
+        std::filesystem::create_directories(o.out_dir);
+
+        const auto train = ad::nn::load_mnist_split<float>(o.data_dir, "train", o.limit);
+        const auto test = ad::nn::load_mnist_split<float>(o.data_dir, "t10k", o.test_limit);
+        std::printf("data: %zu training and %zu test images of %zux%zu from %s\n", train.size(), test.size(),
+                    train.rows, train.cols, o.data_dir.c_str());
+
+        if (o.gradcheck_width > 0 && !gradcheck_model(train, o)) return 1;
+
+        ad::nn::Rng rng(o.seed);
+        auto model = make_model<float>(o.width, o, rng);
+        std::printf("model: 784-%zu, %zu residual blocks (Linear, LayerNorm, ReLU, Dropout %.2g), 10 outputs: "
+                    "%zu parameters\n",
+                    o.width, o.depth, o.dropout, model->parameter_count());
+        ad::nn::AdamWOptions ao;
+        ao.lr = o.lr;
+        ao.weight_decay = o.weight_decay;
+        ad::nn::AdamW<float> opt(*model, ao);
+        const std::size_t steps_per_epoch = (train.size() + o.batch - 1) / o.batch;
+        const std::size_t total_steps = steps_per_epoch * std::size_t(o.epochs);
+        // Annealed per step, from lr at the first step to 0 after the last.
+        ad::nn::CosineLR<float> cosine(opt, total_steps);
+        std::printf("training: %d epochs of %zu steps, batch %zu, AdamW lr %g%s, weight decay %g, seed %llu\n",
+                    o.epochs, steps_per_epoch, o.batch, o.lr, o.cosine ? " with a cosine schedule" : " (constant)",
+                    o.weight_decay, static_cast<unsigned long long>(o.seed));
+
+        std::ofstream loss_csv(o.out_dir + "/fashion_mnist_loss.csv");
+        std::ofstream epoch_csv(o.out_dir + "/fashion_mnist_epochs.csv");
+        loss_csv << "epoch,loss,running_mean\n";
+        epoch_csv << "epoch,train_loss,test_loss,test_accuracy,seconds\n";
+
+        const bool tty = isatty(fileno(stdout));
+        const std::size_t report_every = tty ? 10 : std::max<std::size_t>(1, steps_per_epoch / 4);
+        ad::Tape<float> tape;
+        ad::Tensor<float> xb;
+        std::vector<std::int64_t> yb;
+        std::vector<std::size_t> order(train.size());
+        std::iota(order.begin(), order.end(), 0);
+        const auto train_start = Clock::now();
+        std::size_t step = 0;
+        double running = 0;
+        EvalResult last;
+        for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+            std::shuffle(order.begin(), order.end(), rng);
+            double epoch_loss = 0;
+            for (std::size_t b = 0; b < steps_per_epoch; ++b, ++step) {
+                const std::size_t s = b * o.batch, e = std::min(s + o.batch, train.size());
+                xb.resize({e - s, std::size_t(784)});
+                yb.resize(e - s);
+                for (std::size_t i = s; i < e; ++i) {
+                    std::copy_n(train.images.data() + order[i] * 784, 784, xb.data() + (i - s) * 784);
+                    yb[i - s] = train.labels[order[i]];
+                }
+                tape.clear();
+                opt.zero_grad();
+                auto loss = ad::nn::cross_entropy_loss((*model)(tape.constant(xb)), yb);
+                ad::backward(loss);
+                opt.step();
+                if (o.cosine) cosine.step();
+
+                const double l = loss.item();
+                epoch_loss += l * double(e - s);
+                running = step == 0 ? l : 0.98 * running + 0.02 * l;
+                loss_csv << double(step + 1) / double(steps_per_epoch) << ',' << l << ',' << running << '\n';
+                if ((b + 1) % report_every == 0 || (tty && b + 1 == steps_per_epoch)) {
+                    const double elapsed = std::chrono::duration<double>(Clock::now() - train_start).count();
+                    const double per_step = elapsed / double(step + 1);
+                    const double rate = double(step * o.batch + (e - s)) / elapsed;
+                    std::printf("%sepoch %d/%d  step %zu/%zu  loss %.4f  %.0f examples/s  %s left%s",
+                                tty ? "\r" : "", epoch, o.epochs, b + 1, steps_per_epoch, running, rate,
+                                duration(per_step * double(total_steps - step - 1)).c_str(), tty ? "   " : "\n");
+                    std::fflush(stdout);
+                }
+            }
+            last = evaluate(*model, test);
+            const double elapsed = std::chrono::duration<double>(Clock::now() - train_start).count();
+            std::printf("%sepoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%.1f s)\n",
+                        tty ? "\n" : "", epoch, o.epochs, epoch_loss / double(train.size()), last.loss,
+                        100 * last.accuracy, elapsed);
+            epoch_csv << epoch << ',' << epoch_loss / double(train.size()) << ',' << last.loss << ','
+                      << last.accuracy << ',' << elapsed << '\n';
+            std::fflush(stdout);
+        }
+        loss_csv.close();
+        epoch_csv.close();
+
+        const std::string checkpoint = o.out_dir + "/fashion_mnist.npz";
+        ad::nn::save(*model, opt, checkpoint);
+        {
+            // A model built from another seed, loaded from the file, must predict the same.
+            ad::nn::Rng other(o.seed + 1);
+            auto reloaded = make_model<float>(o.width, o, other);
+            ad::nn::load(*reloaded, checkpoint);
+            const double again = evaluate(*reloaded, test).accuracy;
+            std::printf("checkpoint: %s (reloaded into a fresh model: test accuracy %.2f%%)\n", checkpoint.c_str(),
+                        100 * again);
+            if (again != last.accuracy) {
+                std::printf("FAILED: the reloaded model's accuracy differs from the trained model's\n");
+                return 1;
+            }
+        }
+        if (o.plot) {
+            if (plot(o.out_dir)) std::printf("curves: %s/fashion_mnist_curves.png\n", o.out_dir.c_str());
+            else std::printf("curves: gnuplot failed; the data are in %s/fashion_mnist_*.csv\n", o.out_dir.c_str());
+        }
+        const double total = std::chrono::duration<double>(Clock::now() - start).count();
+        std::printf("test accuracy %.2f%% after %d epochs; %.1f s in all\n", 100 * last.accuracy, o.epochs, total);
+        if (last.accuracy < o.min_accuracy) {
+            std::printf("FAILED: test accuracy %.2f%% is below --min-accuracy %.2f%%\n", 100 * last.accuracy,
+                        100 * o.min_accuracy);
+            return 3;
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
+        return 1;
+    }
+}
