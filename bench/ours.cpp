@@ -1,0 +1,85 @@
+// The benchmark's models in this engine, written as a user would: nn::Linear and nn::LayerNorm
+// recorded on one tape that is cleared every step, ad::mse / ad::cross_entropy, and plain SGD
+// on the parameters.
+#include "configs.hpp"
+
+#include "autodiff/autodiff.hpp"
+#include "nn/layer_norm.hpp"
+#include "nn/linear.hpp"
+
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xnoalias.hpp>
+
+namespace bench {
+
+namespace {
+
+ad::Tensor<float> tensor(const std::vector<float>& data, ad::Shape shape)
+{
+    return xt::adapt(data, shape);
+}
+
+class Ours : public Trainer {
+public:
+    Ours(const Config& c, const Init& init) : c_(c), labels_(init.labels)
+    {
+        const auto shapes = c.linear_shapes();
+        for (std::size_t l = 0; l < shapes.size(); ++l) {
+            const auto [in, out] = shapes[l];
+            linear_.push_back(std::make_unique<ad::nn::Linear<float>>(
+                tensor(init.weight[l], {out, in}), tensor(init.bias[l], {out})));
+            if (c.residual()) norm_.push_back(std::make_unique<ad::nn::LayerNorm<float>>(out));
+        }
+        for (auto& m : linear_)
+            for (auto* p : m->parameters()) params_.push_back(p);
+        for (auto& m : norm_)
+            for (auto* p : m->parameters()) params_.push_back(p);
+        x_ = tensor(init.x, {c.batch, c.inputs()});
+        if (c.loss == Loss::mse) target_ = tensor(init.target, {c.batch, c.outputs()});
+    }
+
+    void step() override
+    {
+        for (auto* p : params_) p->zero_grad();
+        tape_.clear();
+        ad::Var<float> h = tape_.constant(x_);
+        const std::size_t n = linear_.size();
+        for (std::size_t l = 0; l < n; ++l) {
+            if (c_.residual()) {
+                h = h + ad::relu((*norm_[l])((*linear_[l])(h)));
+            } else {
+                h = (*linear_[l])(h);
+                if (l + 1 < n) h = c_.activation == Activation::tanh ? ad::tanh(h) : ad::relu(h);
+            }
+        }
+        const ad::Var<float> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.constant(target_))
+                                                         : ad::cross_entropy(h, labels_);
+        ad::backward(loss);
+        loss_ = loss.item();
+        for (auto* p : params_) {
+            xt::noalias(p->value) -= c_.lr * p->grad;
+            p->mark_modified();
+        }
+    }
+
+    double loss() override { return loss_; }
+
+private:
+    const Config& c_;
+    ad::Tape<float> tape_;
+    std::vector<std::unique_ptr<ad::nn::Linear<float>>> linear_;
+    std::vector<std::unique_ptr<ad::nn::LayerNorm<float>>> norm_;
+    std::vector<ad::Parameter<float>*> params_;
+    ad::Tensor<float> x_, target_;
+    std::vector<std::int64_t> labels_;
+    double loss_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init)
+{
+    return std::make_unique<Ours>(c, init);
+}
+
+}  // namespace bench
