@@ -2,6 +2,7 @@
 // same numbers: layer sizes, batch, activation, loss, and one set of initial weights and data.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -55,6 +56,9 @@ public:
 };
 
 std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init);
+// This engine's step split in phases, microseconds per step over `steps` steps: zero the
+// gradients, forward and loss, backward, SGD update.
+std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps);
 std::unique_ptr<Trainer> make_libtorch(const Config& c, const Init& init);
 // The same matrix products the step needs, back to back, through xt::blas::gemm.
 std::unique_ptr<Trainer> make_gemm_only(const Config& c);

@@ -10,6 +10,8 @@
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
 
+#include <chrono>
+
 namespace bench {
 
 namespace {
@@ -40,7 +42,16 @@ public:
 
     void step() override
     {
+        step_marked([](int) {});
+    }
+
+    // The step, calling mark(k) after phase k: 0 zero the gradients, 1 forward and loss,
+    // 2 backward, 3 update.
+    template <class Mark>
+    void step_marked(Mark mark)
+    {
         for (auto* p : params_) p->zero_grad();
+        mark(0);
         tape_.clear();
         ad::Var<float> h = tape_.constant(x_);
         const std::size_t n = linear_.size();
@@ -54,12 +65,15 @@ public:
         }
         const ad::Var<float> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.constant(target_))
                                                          : ad::cross_entropy(h, labels_);
+        mark(1);
         ad::backward(loss);
         loss_ = loss.item();
+        mark(2);
         for (auto* p : params_) {
             xt::noalias(p->value) -= c_.lr * p->grad;
             p->mark_modified();
         }
+        mark(3);
     }
 
     double loss() override { return loss_; }
@@ -80,6 +94,24 @@ private:
 std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init)
 {
     return std::make_unique<Ours>(c, init);
+}
+
+std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps)
+{
+    using Clock = std::chrono::steady_clock;
+    Ours t(c, init);
+    for (int s = 0; s < 5; ++s) t.step();
+    std::array<double, 4> total{};
+    for (long s = 0; s < steps; ++s) {
+        auto t0 = Clock::now();
+        t.step_marked([&](int k) {
+            const auto t1 = Clock::now();
+            total[std::size_t(k)] += std::chrono::duration<double, std::micro>(t1 - t0).count();
+            t0 = t1;
+        });
+    }
+    for (auto& v : total) v /= double(steps);
+    return total;
 }
 
 }  // namespace bench
