@@ -47,6 +47,62 @@ void drop_axis(Tensor<T>& y, const Shape& kept, std::size_t axis, bool keepdims)
     y.reshape(s);
 }
 
+// y = (sum of x along `axis`) / divisor, the axis kept (size 1) or dropped. A direct loop over
+// the outer x n x inner view: xtensor's reducers allocate their shapes and step element by element.
+template <class T>
+void reduce_axis(const Tensor<T>& x, std::size_t axis, bool keepdims, T divisor, Tensor<T>& y)
+{
+    const AxisLoop d(x.shape(), axis);
+    typename Tensor<T>::shape_type s(x.shape().begin(), x.shape().end());
+    if (keepdims) s[axis] = 1;
+    else s.erase(s.begin() + static_cast<std::ptrdiff_t>(axis));
+    y.resize(s);
+    const T* xp = x.data();
+    T* yp = y.data();
+    for (std::size_t o = 0; o < d.outer; ++o) {
+        T* yo = yp + o * d.inner;
+        if (d.inner == 1) {
+            yo[0] = sum_all(xp + o * d.n, d.n) / divisor;
+            continue;
+        }
+        std::fill_n(yo, d.inner, T(0));
+        for (std::size_t j = 0; j < d.n; ++j)
+            for (std::size_t i = 0; i < d.inner; ++i) yo[i] += xp[d.at(o, j, i)];
+        for (std::size_t i = 0; i < d.inner; ++i) yo[i] /= divisor;
+    }
+}
+
+// adjoint(x) += g / divisor spread along the reduced axis r.ints[0]: the VJP of sum and mean over
+// one axis. g is laid out as outer x inner whether or not the axis was kept.
+template <class T>
+void spread_axis(Vjp<T>& v, T divisor)
+{
+    if (!v.wants(0)) return;
+    const AxisLoop d(v.x(0).shape(), std::size_t(v.r.ints[0]));
+    bool first;
+    T* dx = v.slot(0, first).data();
+    const T* g = v.g.data();
+    if (d.inner == 1) {  // the last axis: one value per row
+        for (std::size_t o = 0; o < d.outer; ++o) {
+            const T value = g[o] / divisor;
+            T* row = dx + o * d.n;
+            if (first) std::fill_n(row, d.n, value);
+            else
+                for (std::size_t j = 0; j < d.n; ++j) row[j] += value;
+        }
+        return;
+    }
+    for (std::size_t o = 0; o < d.outer; ++o)
+        for (std::size_t j = 0; j < d.n; ++j) {
+            T* row = dx + d.at(o, j, 0);
+            const T* go = g + o * d.inner;
+            if (first)
+                for (std::size_t i = 0; i < d.inner; ++i) row[i] = go[i] / divisor;
+            else
+                for (std::size_t i = 0; i < d.inner; ++i) row[i] += go[i] / divisor;
+        }
+}
+
 // adjoint(x) += c at every element: the VJP of a full reduction.
 template <class T>
 void spread_scalar(Vjp<T>& v, T c)
@@ -82,10 +138,9 @@ template <class T>
 Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
     const std::size_t ax = normalize_axis("sum", axis, x);
-    Op<T> op("sum_axis", {x}, [](Vjp<T>& v) { v.acc(0, spread(v.g, v.r, v.x(0))); });
+    Op<T> op("sum_axis", {x}, [](Vjp<T>& v) { spread_axis(v, T(1)); });
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    xt::noalias(op.out()) = xt::sum(x.value(), {ax}, xt::keep_dims);
-    drop_axis(op.out(), kept_shape(x.shape(), ax), ax, keepdims);
+    reduce_axis(x.value(), ax, keepdims, T(1), op.out());
     return op.done();
 }
 
@@ -107,12 +162,10 @@ Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
     const std::size_t ax = normalize_axis("mean", axis, x);
     check_not_empty("mean", x, ax);
     Op<T> op("mean_axis", {x}, [](Vjp<T>& v) {
-        const T n = T(v.x(0).shape()[std::size_t(v.r.ints[0])]);
-        v.acc(0, spread(v.g, v.r, v.x(0)) / n);
+        spread_axis(v, T(v.x(0).shape()[std::size_t(v.r.ints[0])]));
     });
     op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    xt::noalias(op.out()) = xt::mean(x.value(), {ax}, xt::keep_dims);
-    drop_axis(op.out(), kept_shape(x.shape(), ax), ax, keepdims);
+    reduce_axis(x.value(), ax, keepdims, T(x.shape()[ax]), op.out());
     return op.done();
 }
 
