@@ -81,7 +81,7 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
                     std::to_string(k) + " and " + std::to_string(kb) + " must be equal");
     Op<T> op("matmul", {A, B}, matmul_vjp<T>);
     op.record().ints = {ta, tb};
-    Shape out;
+    typename Tensor<T>::shape_type out;  // inline storage: no allocation per product
     if (as.size() == 2) out.push_back(m);
     if (bs.size() == 2) out.push_back(n);
     op.out().resize(out);

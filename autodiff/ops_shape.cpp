@@ -127,7 +127,7 @@ Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 {
     check_handles("broadcast_to", {x});
     const auto b = broadcast_shape("broadcast_to", x.shape(), shape);
-    if (b != shape)
+    if (!std::equal(b.begin(), b.end(), shape.begin(), shape.end()))
         throw Error("broadcast_to: cannot broadcast shape " + shape_str(x.shape()) + " to " +
                     shape_str(shape) + " (aligned from the right, each dimension of the input "
                     "must equal the target's or be 1)");

@@ -50,6 +50,20 @@ void sum_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
         for (std::size_t j = 0; j < inner; ++j) dst[j] += src[i * inner + j];
 }
 
+// dst[j] += sum_i src[i * inner + j], as sum_rows but adding into dst.
+template <class T>
+void add_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
+{
+    if (inner == 1) {
+        T total;
+        sum_rows(src, outer, 1, &total);
+        *dst += total;
+        return;
+    }
+    for (std::size_t i = 0; i < outer; ++i)
+        for (std::size_t j = 0; j < inner; ++j) dst[j] += src[i * inner + j];
+}
+
 template <class T>
 T sum_all(const T* src, std::size_t n)
 {
@@ -104,20 +118,27 @@ struct Vjp {
             else xt::noalias(a) += e;
             return;
         }
-        auto& s = tape.scratch;
-        sum_to(e, xs, s);
-        if (first) xt::noalias(a) = s;
-        else xt::noalias(a) += s;
+        sum_to(e, xs, a, !first);
     }
 
     // out = e summed over the axes that broadcasting added or stretched to reach e's shape
-    // from `shape` (broadcast's VJP: a sum in reverse). The usual case, a bias broadcast over
-    // leading axes, is a contiguous sum of rows; anything else goes through xt::sum.
+    // from `shape` (broadcast's VJP: a sum in reverse); out += that sum when `accumulate` (out
+    // then has `shape` already). The usual cases, a bias broadcast over leading axes and one
+    // axis stretched from size 1 (a statistic per row), are direct loops written straight into
+    // out; anything else goes through xt::sum.
     template <class E, class S>
-    void sum_to(const E& e, const S& shape, Tensor<T>& out)
+    void sum_to(const E& e, const S& shape, Tensor<T>& out, bool accumulate)
     {
         const auto& es = e.shape();
         const std::size_t lead = es.size() - shape.size();
+        auto contiguous = [&]() -> const T* {
+            if constexpr (std::is_same<std::decay_t<E>, Tensor<T>>::value) {
+                return e.data();
+            } else {
+                xt::noalias(tape.scratch2) = e;
+                return tape.scratch2.data();
+            }
+        };
         std::size_t k = es.size();  // e's axes from k on are kept whole
         while (k > lead && shape[k - 1 - lead] == es[k - 1]) --k;
         bool leading_only = true;
@@ -125,22 +146,46 @@ struct Vjp {
         if (leading_only) {
             std::size_t outer = 1, inner = 1;
             for (std::size_t i = 0; i < es.size(); ++i) (i < k ? outer : inner) *= es[i];
-            const T* src;
-            if constexpr (std::is_same<std::decay_t<E>, Tensor<T>>::value) {
-                src = e.data();
+            const T* src = contiguous();
+            if (accumulate) {
+                add_rows(src, outer, inner, out.data());
             } else {
-                xt::noalias(tape.scratch2) = e;
-                src = tape.scratch2.data();
+                out.resize(shape);
+                sum_rows(src, outer, inner, out.data());
             }
-            out.resize(shape);
-            sum_rows(src, outer, inner, out.data());
+            return;
+        }
+        std::size_t stretched = 0, count = 0;  // with no leading axes added: which axis, how many
+        for (std::size_t i = 0; lead == 0 && i < es.size(); ++i)
+            if (shape[i] != es[i]) stretched = i, ++count;
+        if (lead == 0 && count == 1) {
+            std::size_t outer = 1, n = es[stretched], inner = 1;
+            for (std::size_t i = 0; i < es.size(); ++i)
+                if (i != stretched) (i < stretched ? outer : inner) *= es[i];
+            const T* src = contiguous();
+            if (!accumulate) out.resize(shape);
+            T* dst = out.data();
+            for (std::size_t o = 0; o < outer; ++o) {
+                T* d = dst + o * inner;
+                const T* s = src + o * n * inner;
+                if (inner == 1) {
+                    d[0] = (accumulate ? d[0] : T(0)) + sum_all(s, n);
+                    continue;
+                }
+                if (!accumulate) std::fill_n(d, inner, T(0));
+                for (std::size_t j = 0; j < n; ++j)
+                    for (std::size_t i = 0; i < inner; ++i) d[i] += s[j * inner + i];
+            }
             return;
         }
         std::vector<std::size_t> axes;
         for (std::size_t i = 0; i < es.size(); ++i)
             if (i < lead || (shape[i - lead] == 1 && es[i] != 1)) axes.push_back(i);
-        xt::noalias(out) = xt::sum(e, axes, xt::keep_dims | xt::evaluation_strategy::lazy);
-        out.reshape(shape);
+        auto& sum = tape.scratch;
+        xt::noalias(sum) = xt::sum(e, axes, xt::keep_dims | xt::evaluation_strategy::lazy);
+        sum.reshape(shape);
+        if (accumulate) xt::noalias(out) += sum;
+        else xt::noalias(out) = sum;
     }
 };
 
@@ -181,12 +226,13 @@ private:
     bool done_ = false;
 };
 
-// Shape checks shared by the ops. Each throws ad::Error naming the op.
+// Shape checks shared by the ops. Each throws ad::Error naming the op. (The result has inline
+// storage, so checking a binary op allocates nothing.)
 template <class S1, class S2>
-std::vector<std::size_t> broadcast_shape(const char* op, const S1& a, const S2& b)
+xt::svector<std::size_t, 4> broadcast_shape(const char* op, const S1& a, const S2& b)
 {
     const std::size_t n = std::max(a.size(), b.size());
-    std::vector<std::size_t> out(n);
+    xt::svector<std::size_t, 4> out(n);
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t da = i + a.size() >= n ? a[i + a.size() - n] : 1;
         const std::size_t db = i + b.size() >= n ? b[i + b.size() - n] : 1;
