@@ -4,6 +4,7 @@
 #include "autodiff/anomaly.hpp"
 #include "autodiff/backward.hpp"
 #include "autodiff/gradcheck.hpp"
+#include "autodiff/graph.hpp"
 #include "autodiff/linalg.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/tape.hpp"
