@@ -1,12 +1,13 @@
 // The benchmark: one training step (zero grads, forward, loss, backward, SGD update) of five
-// models in this engine and in libtorch, and the step's matrix products alone through BLAS,
-// interleaved in one process, float32, with 1 and 2 threads. Prints a table and writes JSON.
+// models in this engine and in libtorch, the same step written by hand without a tape, and the
+// step's matrix products alone through BLAS, interleaved in one process, float32, with 1 and 2
+// threads. Prints a table and writes JSON.
 //
 //   ad_bench [--json FILE] [--configs abcde] [--threads 1,2] [--seconds S]
-//            [--libraries ours,libtorch,gemm]
+//            [--libraries ours,libtorch,handwritten,gemm]
 //
 // Each library's time is the median of many single-step timings taken after a warm-up, in
-// rounds that alternate the three (and rotate which goes first), so that a drift in the
+// rounds that alternate them (and rotate which goes first), so that a drift in the
 // machine's speed reaches all of them alike. Before timing, every configuration checks that
 // both libraries compute the same loss from the same weights, before and after one SGD step.
 //
@@ -190,14 +191,14 @@ std::string cpu_model()
 struct Row {
     char config;
     int threads;
-    double ours_us, libtorch_us, gemm_us;
+    double ours_us, libtorch_us, handwritten_us, gemm_us;
 };
 
 int run(int argc, char** argv)
 {
     std::string json = "results.json", which = "abcde";
     std::vector<int> threads = {1, 2};
-    std::string libraries = "ours,libtorch,gemm";
+    std::string libraries = "ours,libtorch,handwritten,gemm";
     double budget = 3.0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -226,7 +227,7 @@ int run(int argc, char** argv)
             return 0;
         } else {
             std::fprintf(stderr, "usage: %s [--json FILE] [--configs abcde] [--threads 1,2] [--seconds S] "
-                                 "[--libraries ours,libtorch,gemm]\n",
+                                 "[--libraries ours,libtorch,handwritten,gemm]\n",
                          argv[0]);
             return 2;
         }
@@ -255,6 +256,7 @@ int run(int argc, char** argv)
 
         auto ours = make_ours(c, init);
         auto torch = make_libtorch(c, init);
+        auto hand = make_handwritten(c, init);
         auto gemm = make_gemm_only(c);
         const std::size_t n1 = name == 'd' ? 5 : 100;
         allocs[name] = count_allocations(*ours, n1, 4 * n1);
@@ -264,7 +266,8 @@ int run(int argc, char** argv)
         for (int t : threads) {
             set_threads(t);
             std::vector<Runner> all = {{"ours", ours.get(), {}}, {"libtorch", torch.get(), {}},
-                                       {"gemm", gemm.get(), {}}}, runners;
+                                       {"handwritten", hand.get(), {}}, {"gemm", gemm.get(), {}}},
+                                runners;
             for (auto& r : all)
                 if (libraries.find(r.name) != std::string::npos) runners.push_back(r);
             measure(runners, budget);
@@ -272,11 +275,12 @@ int run(int argc, char** argv)
             for (auto& r : runners) by_name[r.name] = &r;
             auto us = [&](const char* n) { return by_name.count(n) ? median(by_name[n]->us) : 0.0; };
             auto steps = [&](const char* n) { return by_name.count(n) ? by_name[n]->us.size() : std::size_t(0); };
-            Row row{name, t, us("ours"), us("libtorch"), us("gemm")};
+            Row row{name, t, us("ours"), us("libtorch"), us("handwritten"), us("gemm")};
             rows.push_back(row);
-            std::printf("    %d thread%s: ours %10.1f us  libtorch %10.1f us  gemm alone %10.1f us"
-                        "   (%zu / %zu / %zu steps)\n", t, t == 1 ? " " : "s", row.ours_us,
-                        row.libtorch_us, row.gemm_us, steps("ours"), steps("libtorch"), steps("gemm"));
+            std::printf("    %d thread%s: ours %10.1f us  libtorch %10.1f us  hand-written %10.1f us  gemm "
+                        "alone %10.1f us   (%zu / %zu / %zu / %zu steps)\n", t, t == 1 ? " " : "s",
+                        row.ours_us, row.libtorch_us, row.handwritten_us, row.gemm_us, steps("ours"),
+                        steps("libtorch"), steps("handwritten"), steps("gemm"));
             std::fflush(stdout);
         }
     }
@@ -298,11 +302,13 @@ int run(int argc, char** argv)
             torch_best_threads[r.config] = r.threads;
         }
 
-    std::printf("\n| config | threads | ours (us) | libtorch (us) | GEMM alone (us) | ours / libtorch best "
-                "| ours / GEMM |\n|---|---|---|---|---|---|---|\n");
+    std::printf("\n| config | threads | ours (us) | libtorch (us) | hand-written (us) | GEMM alone (us) "
+                "| ours / libtorch best | ours / hand-written | ours / GEMM |\n"
+                "|---|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows)
-        std::printf("| %c | %d | %.1f | %.1f | %.1f | %.3f | %.2f |\n", r.config, r.threads, r.ours_us,
-                    r.libtorch_us, r.gemm_us, r.ours_us / torch_best[r.config], r.ours_us / r.gemm_us);
+        std::printf("| %c | %d | %.1f | %.1f | %.1f | %.1f | %.3f | %.2f | %.2f |\n", r.config, r.threads,
+                    r.ours_us, r.libtorch_us, r.handwritten_us, r.gemm_us, r.ours_us / torch_best[r.config],
+                    r.ours_us / r.handwritten_us, r.ours_us / r.gemm_us);
     std::printf("\nlibtorch best:");
     for (const auto& [c, us] : torch_best)
         std::printf(" (%c) %.1f us at %d thread%s;", c, us, torch_best_threads[c],
@@ -317,10 +323,12 @@ int run(int argc, char** argv)
         char buf[1024];
         std::snprintf(buf, sizeof buf,
                       "  {\"config\": \"%c\", \"threads\": %d, \"ours_us\": %.2f, \"libtorch_us\": %.2f, "
-                      "\"gemm_us\": %.2f, \"libtorch_best_us\": %.2f, \"libtorch_best_threads\": %d, "
+                      "\"gemm_us\": %.2f, \"handwritten_us\": %.2f, \"libtorch_best_us\": %.2f, "
+                      "\"libtorch_best_threads\": %d, "
                       "\"ours_over_libtorch_best\": %.4f, \"ours_over_gemm\": %.4f, \"allocs_per_step\": %.2f, "
                       "\"allocs_grow\": %s, \"same_loss_as_libtorch\": %s",
-                      r.config, r.threads, r.ours_us, r.libtorch_us, r.gemm_us, torch_best[r.config],
+                      r.config, r.threads, r.ours_us, r.libtorch_us, r.gemm_us, r.handwritten_us,
+                      torch_best[r.config],
                       torch_best_threads[r.config], r.ours_us / torch_best[r.config], r.ours_us / r.gemm_us,
                       a.per_step_n2, a.per_step_n2 > a.per_step_n1 ? "true" : "false",
                       agreement[r.config].ok ? "true" : "false");

@@ -60,6 +60,8 @@ std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init);
 // gradients, forward and loss, backward, SGD update.
 std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps);
 std::unique_ptr<Trainer> make_libtorch(const Config& c, const Init& init);
+// The same step written by hand without a tape (handwritten.cpp): the floor a tape could reach.
+std::unique_ptr<Trainer> make_handwritten(const Config& c, const Init& init);
 // The same matrix products the step needs, back to back, through xt::blas::gemm.
 std::unique_ptr<Trainer> make_gemm_only(const Config& c);
 

@@ -1,37 +1,66 @@
-// This engine's training step alone, for profilers (valgrind --tool=callgrind, perf record):
-// builds one configuration, takes a few warm-up steps, then STEPS timed steps on one thread;
-// then as many again with a clock read between the phases of the step.
+// This engine's training step alone, for profilers (valgrind --tool=callgrind, perf record), and
+// beside it the same step written by hand without a tape (handwritten.cpp), the floor a tape
+// could reach. One thread.
 //
-//   ad_bench_profile CONFIG STEPS     e.g. ad_bench_profile e 200
+//   ad_bench_profile CONFIG STEPS          e.g. ad_bench_profile e 200
+//       this engine's step: time per step, time per phase (zero grads, forward and loss,
+//       backward, update), then the hand-written step's time and its loss beside ours
+//   ad_bench_profile CONFIG STEPS hand     only the hand-written step (to profile it)
 #include "configs.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 
 extern "C" void openblas_set_num_threads(int);
 
+namespace {
+
+// Microseconds per step over `steps` steps, after five warm-up steps.
+double time_steps(bench::Trainer& t, long steps)
+{
+    for (int s = 0; s < 5; ++s) t.step();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long s = 0; s < steps; ++s) t.step();
+    const std::chrono::duration<double, std::micro> dt = std::chrono::steady_clock::now() - t0;
+    return dt.count() / double(steps);
+}
+
+}  // namespace
+
 int main(int argc, char** argv)
 {
     try {
-        if (argc != 3) {
-            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS\n", argv[0]);
+        if (argc != 3 && !(argc == 4 && std::strcmp(argv[3], "hand") == 0)) {
+            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS [hand]\n", argv[0]);
             return 2;
         }
         openblas_set_num_threads(1);
         const bench::Config& c = bench::config(argv[1][0]);
+        const bench::Init init = bench::make_init(c);
         const long steps = std::atol(argv[2]);
-        auto t = bench::make_ours(c, bench::make_init(c));
-        for (int s = 0; s < 5; ++s) t->step();
-        const auto t0 = std::chrono::steady_clock::now();
-        for (long s = 0; s < steps; ++s) t->step();
-        const std::chrono::duration<double, std::micro> dt = std::chrono::steady_clock::now() - t0;
-        std::printf("(%c) %.2f us per step over %ld steps, loss %.6g\n", c.name, dt.count() / double(steps),
-                    steps, t->loss());
-        const auto phase = bench::ours_phase_us(c, bench::make_init(c), steps);
+        if (argc == 4) {
+            auto hand = bench::make_handwritten(c, init);
+            std::printf("(%c) hand-written: %.2f us per step\n", c.name, time_steps(*hand, steps));
+            return 0;
+        }
+        auto ours = bench::make_ours(c, init);
+        std::printf("(%c) %.2f us per step over %ld steps\n", c.name, time_steps(*ours, steps), steps);
+        const auto phase = bench::ours_phase_us(c, init, steps);
         std::printf("    by phase (us): zero grads %.2f, forward and loss %.2f, backward %.2f, update %.2f\n",
                     phase[0], phase[1], phase[2], phase[3]);
+
+        auto hand = bench::make_handwritten(c, init);
+        auto fresh = bench::make_ours(c, init);
+        hand->step();
+        fresh->step();
+        std::printf("    first loss: ours %.7g, hand-written %.7g;", fresh->loss(), hand->loss());
+        hand->step();
+        fresh->step();
+        std::printf(" after one SGD step: %.7g, %.7g\n", fresh->loss(), hand->loss());
+        std::printf("    hand-written step without a tape: %.2f us\n", time_steps(*hand, steps));
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ad_bench_profile: %s\n", e.what());
