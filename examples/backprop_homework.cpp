@@ -277,7 +277,7 @@ int main(int argc, char** argv)
         check(!res.ok, "the checker rejects it");
         check(flagged == expected, "exactly the wrong parameters are flagged");
         const std::size_t k = res.input;
-        const auto& h = hand.list()[k];
+        const Tensor<T> h = hand.list()[k];  // a copy: list() returns a temporary vector
         const auto& e = engine[k];
         const double at_reported = std::abs(h[res.element] - e[res.element]);
         check(expected.count(res.name) && at_reported > 1e-5,
