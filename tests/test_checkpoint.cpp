@@ -76,7 +76,9 @@ bool same_arrays(const nn::NpzArchive& a, const nn::NpzArchive& b)
         const auto& [na, x] = a[i];
         const auto& [nb, y] = b[i];
         if (na != nb || x.dtype != y.dtype || x.shape != y.shape || x.data.size() != y.data.size()) return false;
-        if (std::memcmp(x.data.data(), y.data.data(), x.data.size() * sizeof(double)) != 0) return false;
+        // Bitwise, so NaNs and signed zeros count; an empty vector's data() may be null, which memcmp may not get.
+        if (!x.data.empty() && std::memcmp(x.data.data(), y.data.data(), x.data.size() * sizeof(double)) != 0)
+            return false;
     }
     return true;
 }
