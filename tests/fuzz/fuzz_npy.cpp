@@ -1,0 +1,13 @@
+// libFuzzer target: the .npy array reader (header dict, dtype, shape, Fortran order); through an .npz the CRC check stops most mutations before they reach it.
+// Any input must give a result or an ad::Error.
+#include "fuzz_inputs.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
+{
+    const std::vector<std::uint8_t> bytes(data, data + size);
+    try {
+        ad::fuzz::feed_npy(bytes);
+    } catch (const ad::Error&) {
+    }
+    return 0;
+}
