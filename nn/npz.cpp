@@ -284,10 +284,14 @@ NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& w
         throw Error(where + ": dtype '" + h.descr +
                     "' is not supported (only little-endian float32 '<f4' and float64 '<f8')");
 
-    std::uint64_t count = 1;
+    // The strides of an array of this shape multiply its dimensions with zeros counted as ones:
+    // (0, 2^48, 2^48) holds nothing, yet its strides would overflow.
+    std::uint64_t count = 1, span = 1;
     for (std::size_t d : h.shape) {
-        if (d != 0 && count > (std::uint64_t(1) << 60) / d)
+        const std::uint64_t e = d ? d : 1;
+        if (span > (std::uint64_t(1) << 60) / e)
             throw Error(where + ": shape " + shape_str(h.shape) + " is too large");
+        span *= e;
         count *= d;
     }
     const std::size_t data_start = header_start + header_len;
