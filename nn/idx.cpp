@@ -95,12 +95,15 @@ IdxArray parse(const std::vector<std::uint8_t>& b, const std::string& name)
     if (b.size() < header)
         fail(name, "truncated header: " + std::to_string(nd) + " dimensions need " + std::to_string(header) +
                        " bytes, the file has " + std::to_string(b.size()));
-    std::size_t count = 1;
+    // Zeros count as ones in the bound: [0, 2^32-1, 2^32-1] holds nothing, but rows * cols of
+    // such an images file would overflow.
+    std::size_t count = 1, span = 1;
     for (std::size_t i = 0; i < nd; ++i) {
         const std::size_t d = be32(b.data() + 4 + 4 * i);
         a.shape.push_back(d);
-        if (d != 0 && count > max_decoded_bytes / d)
-            fail(name, "shape " + shape_str(a.shape) + "... is too large");
+        const std::size_t e = d ? d : 1;
+        if (span > max_decoded_bytes / e) fail(name, "shape " + shape_str(a.shape) + "... is too large");
+        span *= e;
         count *= d;
     }
     const std::size_t have = b.size() - header;
