@@ -93,6 +93,29 @@ TEST_CASE("fuzz corpus: the valid seeds are read, the truncated ones refused", "
     }
 }
 
+TEST_CASE("fuzz corpus: each regression input is refused by the reader it broke", "[fuzz]")
+{
+    // Named <reader>-<what> (tests/fuzz/make_corpus.py writes them): npy-, npz- or idx-.
+    const auto files = files_in(fuzz_dir / "regressions");
+    CHECK(files.size() >= 4);
+    ad::fuzz::CheckpointModel model;
+    for (const auto& path : files) {
+        INFO(path.string());
+        const std::string name = path.filename().string();
+        const auto bytes = read_bytes(path);
+        if (name.rfind("npy-", 0) == 0) {
+            CHECK_FALSE(accepted([&] { ad::fuzz::feed_npy(bytes); }));
+        } else if (name.rfind("npz-", 0) == 0) {
+            CHECK_FALSE(accepted([&] { ad::fuzz::feed_npz(bytes); }));
+            CHECK_FALSE(accepted([&] { ad::fuzz::feed_checkpoint(model, path.string()); }));
+        } else if (name.rfind("idx-", 0) == 0) {
+            CHECK_FALSE(accepted([&] { ad::fuzz::feed_idx(bytes); }));
+        } else {
+            FAIL("a regression input is named <reader>-<what>, reader npy, npz or idx");
+        }
+    }
+}
+
 TEST_CASE("fuzz corpus: the seed checkpoints load into the fuzzed model", "[fuzz]")
 {
     const fs::path npz = fuzz_dir / "corpus" / "npz";

@@ -110,6 +110,33 @@ def idx_seeds():
     truncations("idx", "images-idx3-ubyte.gz", [10, -4])
 
 
+def npy_header(header):
+    """An .npy file (version 1.0) with this header text and no data."""
+    pad = (64 - (10 + len(header) + 1) % 64) % 64
+    text = (header + " " * pad + "\n").encode()
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+def regression_inputs():
+    """Inputs that found bugs, in tests/fuzz/regressions as <reader>-<what>; each must be refused.
+    Arrays with a zero dimension before huge ones hold no data, so the element count passed the
+    size check, but their strides (and an IDX file's rows * cols) overflowed."""
+    out = os.path.join(HERE, "regressions")
+    os.makedirs(out, exist_ok=True)
+    huge = "{'descr': '<f8', 'fortran_order': %s, 'shape': (0, 281474976710656, 281474976710656), }"
+    for order in ["False", "True"]:
+        name = f"npy-zero-then-huge-dims{'-fortran' if order == 'True' else ''}.npy"
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(npy_header(huge % order))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(zipfile.ZipInfo("0.weight.npy", date_time=(1980, 1, 1, 0, 0, 0)), npy_header(huge % "False"))
+    with open(os.path.join(out, "npz-zero-then-huge-dims.npz"), "wb") as f:
+        f.write(buf.getvalue())
+    with open(os.path.join(out, "idx-images-zero-then-huge-dims"), "wb") as f:
+        f.write(b"\x00\x00\x08\x03" + struct.pack(">3I", 0, 0xFFFFFFFF, 0xFFFFFFFF))
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -120,6 +147,7 @@ def main():
     npz_seeds()
     npy_seeds()
     idx_seeds()
+    regression_inputs()
     for kind in ["npz", "npy", "idx"]:
         files = os.listdir(os.path.join(CORPUS, kind))
         size = sum(os.path.getsize(os.path.join(CORPUS, kind, f)) for f in files)
