@@ -118,9 +118,11 @@ def npy_header(header):
 
 
 def regression_inputs():
-    """Inputs that found bugs, in tests/fuzz/regressions as <reader>-<what>; each must be refused.
+    """Inputs that exposed bugs, in tests/fuzz/regressions as <reader>-<what>; each must be refused.
     Arrays with a zero dimension before huge ones hold no data, so the element count passed the
-    size check, but their strides (and an IDX file's rows * cols) overflowed."""
+    size check, but their strides (and an IDX file's rows * cols) overflowed: UBSan reports the
+    overflow when the fuzz targets run these. Written here because they were made by hand; an
+    input a fuzzer finds is copied into tests/fuzz/regressions as it is."""
     out = os.path.join(HERE, "regressions")
     os.makedirs(out, exist_ok=True)
     huge = "{'descr': '<f8', 'fortran_order': %s, 'shape': (0, 281474976710656, 281474976710656), }"
