@@ -56,6 +56,9 @@ template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
 // op(a) op(b) for matrices, op transposing where asked: BLAS reads the transpose in place, so
 // x W^T for a [out, in] weight costs no copy of W.
 template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose_b);
+// x W^T + b, one op (a linear layer): x [batch, in] or [in], W [out, in], b [out]. The bias is
+// written into the output and the product added to it, so it costs no pass of its own.
+template <class T> Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b);
 template <class T> Var<T> transpose(const Var<T>& x);  // reverses the axes, like NumPy's .T
 
 // --- reductions (ops_reduce.cpp); a negative axis counts from the end ---
@@ -88,6 +91,10 @@ template <class T> Var<T> mse(const Var<T>& pred, const Var<T>& target);
 // x * mask / (1 - p): mask holds 0 (dropped) or 1 (kept), shaped like x; inverted scaling keeps
 // the expectation equal to x.
 template <class T> Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p);
+
+// Layer normalisation over the last axis, one op: (x - mean) / sqrt(var + eps) * gamma + beta,
+// mean and the biased (1/n) variance taken per row of n features; gamma and beta of shape [n].
+template <class T> Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scalar<T> eps = T(1e-5));
 
 // detach: the same value as a constant, cut from the graph.
 template <class T> Var<T> detach(const Var<T>& x);

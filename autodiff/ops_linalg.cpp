@@ -1,5 +1,5 @@
 // Matrix products through BLAS (xt::blas::gemm), writing straight into the output and adjoint
-// buffers, and transpose.
+// buffers, the affine map of a linear layer, and transpose.
 #include "autodiff/ops.hpp"
 
 #include "autodiff/detail/op.hpp"
@@ -103,6 +103,52 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose
     return matmul_impl(a, b, transpose_a, transpose_b);
 }
 
+// y = x W^T + b for x [batch, in] (or [in]), W [out, in], b [out]: the bias rows are written
+// into y first and the GEMM adds into them (beta = 1). dx = G W, dW = G^T x, db = sum_rows G.
+template <class T>
+Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
+{
+    check_handles("affine", {x, W, b});
+    const auto& xs = x.shape();
+    const auto& ws = W.shape();
+    const auto& bs = b.shape();
+    if (ws.size() != 2 || (xs.size() != 1 && xs.size() != 2) || xs.back() != ws[1] || bs.size() != 1 ||
+        bs[0] != ws[0])
+        throw Error("affine: x " + shape_str(xs) + ", W " + shape_str(ws) + " and b " + shape_str(bs) +
+                    " do not fit x W^T + b; expected x [batch, in] or [in], W [out, in], b [out]");
+    Op<T> op("affine", {x, W, b}, [](Vjp<T>& v) {
+        const Dims w{v.x(1).shape()[0], v.x(1).shape()[1]};
+        const std::size_t rows = v.x(0).size() / w[1];
+        const Dims xd{rows, w[1]}, gd{rows, w[0]};
+        const T* G = v.g.data();
+        bool first;
+        if (v.wants(0)) {
+            T* dx = v.slot(0, first).data();
+            gemm(G, gd, false, v.x(1).data(), w, false, dx, xd, !first);
+        }
+        if (v.wants(1)) {
+            T* dW = v.slot(1, first).data();
+            gemm(G, gd, true, v.x(0).data(), xd, false, dW, w, !first);
+        }
+        if (v.wants(2)) {
+            T* db = v.slot(2, first).data();
+            if (first) sum_rows(G, rows, w[0], db);
+            else add_rows(G, rows, w[0], db);
+        }
+    });
+    const std::size_t out = ws[0], rows = xs.size() == 2 ? xs[0] : 1;
+    typename Tensor<T>::shape_type shape;  // inline storage: no allocation per product
+    if (xs.size() == 2) shape.push_back(rows);
+    shape.push_back(out);
+    auto& y = op.out();
+    y.resize(shape);
+    const T* bp = b.value().data();
+    for (std::size_t r = 0; r < rows; ++r) std::copy_n(bp, out, y.data() + r * out);
+    gemm(x.value().data(), Dims{rows, ws[1]}, false, W.value().data(), Dims{out, ws[1]}, true, y.data(),
+         Dims{rows, out}, true);
+    return op.done();
+}
+
 // d(x^T) = g^T
 template <class T>
 Var<T> transpose(const Var<T>& x)
@@ -115,6 +161,7 @@ Var<T> transpose(const Var<T>& x)
 #define AD_INSTANTIATE(T)                                                   \
     template Var<T> matmul(const Var<T>&, const Var<T>&);                   \
     template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);       \
+    template Var<T> affine(const Var<T>&, const Var<T>&, const Var<T>&); \
     template Var<T> transpose(const Var<T>&);
 AD_INSTANTIATE(float)
 AD_INSTANTIATE(double)

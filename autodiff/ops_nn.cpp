@@ -171,6 +171,89 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
     return op.done();
 }
 
+// Over the last axis of n features, per row: mu = mean x, rstd = 1 / sqrt(mean (x - mu)^2 + eps),
+// xhat = (x - mu) rstd, y = xhat gamma + beta. With dxhat = g gamma:
+//   dx = rstd (dxhat - mean dxhat - xhat mean(dxhat xhat)), dgamma = sum_rows g xhat,
+//   dbeta = sum_rows g.
+// r.saved = [rows, 2]: mu and rstd of every row; xhat is recomputed from x in the VJP.
+template <class T>
+Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scalar<T> eps)
+{
+    check_handles("layer_norm", {x, gamma, beta});
+    const auto& s = x.shape();
+    if (s.empty() || s.back() == 0)
+        throw Error("layer_norm: input has shape " + shape_str(s) +
+                    "; expected at least one axis, the last (features) non-empty");
+    const std::size_t n = s.back();
+    if (gamma.shape().size() != 1 || gamma.shape()[0] != n || beta.shape().size() != 1 || beta.shape()[0] != n)
+        throw Error("layer_norm: gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
+                    " must both have shape [" + std::to_string(n) + "], the last axis of the input " +
+                    shape_str(s));
+    if (!(eps >= T(0))) throw Error("layer_norm: eps = " + std::to_string(eps) + " must be >= 0");
+    Op<T> op("layer_norm", {x, gamma, beta}, [](Vjp<T>& v) {
+        const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
+        const T *x = v.x(0).data(), *gamma = v.x(1).data(), *g = v.g.data(), *stat = v.r.saved.data();
+        bool first;
+        T* dgamma = nullptr;
+        T* dbeta = nullptr;
+        if (v.wants(1)) {
+            dgamma = v.slot(1, first).data();
+            if (first) std::fill_n(dgamma, n, T(0));
+        }
+        if (v.wants(2)) {
+            dbeta = v.slot(2, first).data();
+            if (first) std::fill_n(dbeta, n, T(0));
+        }
+        T* dx = nullptr;
+        bool dx_first = false;
+        if (v.wants(0)) dx = v.slot(0, dx_first).data();
+        const T inv_n = T(1) / T(n);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const T* xr = x + r * n;
+            const T* gr = g + r * n;
+            const T mu = stat[2 * r], rstd = stat[2 * r + 1];
+            if (dgamma)
+                for (std::size_t j = 0; j < n; ++j) dgamma[j] += gr[j] * (xr[j] - mu) * rstd;
+            if (dbeta)
+                for (std::size_t j = 0; j < n; ++j) dbeta[j] += gr[j];
+            if (!dx) continue;
+            T m1 = 0, m2 = 0;  // mean dxhat, mean dxhat xhat
+            for (std::size_t j = 0; j < n; ++j) {
+                const T d = gr[j] * gamma[j];
+                m1 += d;
+                m2 += d * (xr[j] - mu) * rstd;
+            }
+            m1 *= inv_n;
+            m2 *= inv_n;
+            T* dr = dx + r * n;
+            for (std::size_t j = 0; j < n; ++j) {
+                const T xhat = (xr[j] - mu) * rstd;
+                put(dr[j], rstd * (gr[j] * gamma[j] - m1 - xhat * m2), dx_first);
+            }
+        }
+    });
+    auto& r = op.record();
+    const std::size_t rows = x.size() / n;
+    r.saved.resize({rows, std::size_t(2)});
+    auto& y = op.out();
+    y.resize(s);
+    const T *xp = x.value().data(), *gp = gamma.value().data(), *bp = beta.value().data();
+    T* stat = r.saved.data();
+    T* yp = y.data();
+    const T inv_n = T(1) / T(n);
+    for (std::size_t i = 0; i < rows; ++i) {
+        const T* xr = xp + i * n;
+        T* yr = yp + i * n;
+        const T mu = sum_all(xr, n) * inv_n;
+        for (std::size_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * (xr[j] - mu);
+        const T rstd = T(1) / std::sqrt(sum_all(yr, n) * inv_n + eps);
+        stat[2 * i] = mu;
+        stat[2 * i + 1] = rstd;
+        for (std::size_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rstd * gp[j] + bp[j];
+    }
+    return op.done();
+}
+
 // y = x m / (1 - p); dx = g m / (1 - p). r.saved = m / (1 - p)
 template <class T>
 Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
@@ -195,7 +278,8 @@ Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
     template Var<T> log_softmax(const Var<T>&, std::ptrdiff_t);                        \
     template Var<T> cross_entropy(const Var<T>&, const std::vector<std::int64_t>&);    \
     template Var<T> mse(const Var<T>&, const Var<T>&);                                 \
-    template Var<T> dropout(const Var<T>&, const Tensor<T>&, Scalar<T>);
+    template Var<T> dropout(const Var<T>&, const Tensor<T>&, Scalar<T>);                \
+    template Var<T> layer_norm(const Var<T>&, const Var<T>&, const Var<T>&, Scalar<T>);
 AD_INSTANTIATE(float)
 AD_INSTANTIATE(double)
 

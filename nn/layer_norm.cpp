@@ -19,10 +19,7 @@ Var<T> LayerNorm<T>::forward(const Var<T>& x)
     if (x.dimension() == 0 || x.shape()[x.dimension() - 1] != features_)
         throw Error("LayerNorm: input has shape " + shape_str(x.shape()) + ", expected the last axis to be " +
                     std::to_string(features_) + " features");
-    const Var<T> centred = x - mean(x, -1, true);
-    const Var<T> var = mean(square(centred), -1, true);
-    const Var<T> normalised = centred / sqrt(var + eps_);
-    return normalised * this->use(*gain_, x) + this->use(*bias_, x);
+    return layer_norm(x, this->use(*gain_, x), this->use(*bias_, x), eps_);
 }
 
 template class LayerNorm<float>;

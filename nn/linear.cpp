@@ -56,9 +56,8 @@ Var<T> Linear<T>::forward(const Var<T>& x)
         throw Error("Linear: input has shape " + shape_str(x.shape()) + ", expected [batch, " +
                     std::to_string(in_) + "] or [" + std::to_string(in_) + "]");
     const Var<T> W = this->use(*weight_, x);
-    Var<T> y = d == 2 ? matmul(x, W, false, true) : matmul(W, x);  // x W^T, or W x
-    if (bias_) y = y + this->use(*bias_, x);
-    return y;
+    if (bias_) return affine(x, W, this->use(*bias_, x));  // x W^T + b (or W x + b) as one op
+    return d == 2 ? matmul(x, W, false, true) : matmul(W, x);  // x W^T, or W x
 }
 
 template class Linear<float>;

@@ -201,3 +201,169 @@ TEMPLATE_TEST_CASE("at inputs of magnitude 1e4 softmax, log_softmax, logsumexp, 
         check_values(g, {{1, 0, 0.5}, {0, 1, 1}});
     }
 }
+
+namespace {
+
+// Layer norm written out per row: (x - mean) / sqrt(mean (x - mean)^2 + eps) * gamma + beta.
+Tensor<double> layer_norm_by_rows(const Tensor<double>& x, const Tensor<double>& gamma, const Tensor<double>& beta,
+                                  double eps)
+{
+    const std::size_t n = x.shape().back();
+    Tensor<double> y = x;
+    for (std::size_t r = 0; r < x.size() / n; ++r) {
+        double mu = 0, var = 0;
+        for (std::size_t j = 0; j < n; ++j) mu += x.flat(r * n + j) / double(n);
+        for (std::size_t j = 0; j < n; ++j) var += (x.flat(r * n + j) - mu) * (x.flat(r * n + j) - mu) / double(n);
+        for (std::size_t j = 0; j < n; ++j)
+            y.flat(r * n + j) = (x.flat(r * n + j) - mu) / std::sqrt(var + eps) * gamma(j) + beta(j);
+    }
+    return y;
+}
+
+// The same map composed from primitive ops.
+Var<double> layer_norm_composed(const Var<double>& x, const Var<double>& gamma, const Var<double>& beta, double eps)
+{
+    const auto centred = x - ad::mean(x, -1, true);
+    const auto var = ad::mean(ad::square(centred), -1, true);
+    return centred / ad::sqrt(var + eps) * gamma + beta;
+}
+
+void check_close_to(const Tensor<double>& got, const Tensor<double>& want, double tol)
+{
+    CAPTURE(got, want);
+    REQUIRE(got.shape() == want.shape());
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got.flat(i) == Approx(want.flat(i)).epsilon(tol).margin(tol));
+}
+
+}  // namespace
+
+TEST_CASE("layer_norm(x, gamma, beta) = (x - mean) / sqrt(var + eps) gamma + beta over the last axis, "
+          "equal to its composition from primitive ops",
+          "[ops][nn][layer_norm]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{3, 4}, Shape{2, 3, 4}, Shape{3, 1});
+    const double eps = GENERATE(1e-5, 0.5);
+    CAPTURE(shape, eps);
+    const std::size_t n = shape.back();
+    const Tensor<double> x = randn(shape, 21, 3.0) + 2.0;
+    const Tensor<double> gamma = randn({n}, 22) + 1.0, beta = randn({n}, 23);
+    Tape<double> tape;
+    const auto xv = tape.variable(x), gv = tape.variable(gamma), bv = tape.variable(beta);
+    const auto y = ad::layer_norm(xv, gv, bv, eps);
+    check_close_to(y.value(), layer_norm_by_rows(x, gamma, beta, eps), 1e-12);
+    const auto z = layer_norm_composed(xv, gv, bv, eps);
+    check_close_to(y.value(), z.value(), 1e-12);
+    // The same gradients as the composition, for a random cotangent.
+    const Tensor<double> c = randn(shape, 24);
+    const auto fused = ad::vjp(y, c, {xv, gv, bv});
+    const auto composed = ad::vjp(z, c, {xv, gv, bv});
+    for (std::size_t k = 0; k < 3; ++k) check_close_to(fused[k], composed[k], 1e-10);
+}
+
+TEST_CASE("layer_norm with eps = 0 is seed 001's sqrt(m) / s v (z - zbar) + u", "[ops][nn][layer_norm][seeds]")
+{
+    const std::size_t m = 6;
+    const Tensor<double> z = randn({4, m}, 25, 3.0), v = randn({m}, 26) + 1.0, u = randn({m}, 27);
+    Tape<double> tape;
+    const auto y = ad::layer_norm(tape.constant(z), tape.constant(v), tape.constant(u), 0.0);
+    for (std::size_t r = 0; r < 4; ++r) {
+        double zbar = 0, s2 = 0;
+        for (std::size_t i = 0; i < m; ++i) zbar += z(r, i) / double(m);
+        for (std::size_t i = 0; i < m; ++i) s2 += (z(r, i) - zbar) * (z(r, i) - zbar);
+        for (std::size_t i = 0; i < m; ++i)
+            CHECK(y.value()(r, i) == Approx(std::sqrt(double(m)) / std::sqrt(s2) * v(i) * (z(r, i) - zbar) + u(i)).epsilon(1e-13));
+    }
+}
+
+TEST_CASE("layer_norm is gradchecked in x, gamma and beta, gamma and beta broadcast over every row",
+          "[ops][nn][layer_norm][gradcheck]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{4, 5}, Shape{2, 3, 4}, Shape{3, 1}, Shape{2, 2});
+    CAPTURE(shape);
+    const std::size_t n = shape.back();
+    const Tensor<double> x = randn(shape, 31, 2.0), gamma = randn({n}, 32) + 1.0, beta = randn({n}, 33);
+    require_gradcheck([](const Vars& v) { return ad::layer_norm(v[0], v[1], v[2], 1e-5); }, {x, gamma, beta});
+    require_gradcheck([](const Vars& v) { return ad::layer_norm(v[0], v[1], v[2], 0.25); }, {x, gamma, beta});
+}
+
+TEST_CASE("layer_norm of a feature axis of size 1 is beta, with zero gradient for x and gamma",
+          "[ops][nn][layer_norm]")
+{
+    const Tensor<double> x = randn({3, 1}, 34), gamma{1.5}, beta{-0.25};
+    Tape<double> tape;
+    const auto xv = tape.variable(x), gv = tape.variable(gamma), bv = tape.variable(beta);
+    const auto y = ad::layer_norm(xv, gv, bv);
+    CHECK_THAT(y.value(), Equals(Tensor<double>(xt::xarray<double>::shape_type{3, 1}, -0.25)));
+    const auto g = ad::grad(ad::sum(y), {xv, gv, bv});
+    CHECK_THAT(g[0], Equals(Tensor<double>(xt::xarray<double>::shape_type{3, 1}, 0.0)));
+    CHECK_THAT(g[1], Equals({0}));
+    CHECK_THAT(g[2], Equals({3}));
+}
+
+TEST_CASE("layer_norm in float agrees with double to float precision", "[ops][nn][layer_norm]")
+{
+    const Tensor<double> x = randn({4, 7}, 35, 2.0), gamma = randn({7}, 36) + 1.0, beta = randn({7}, 37);
+    const Tensor<double> c = randn({4, 7}, 38);
+    Tape<double> td;
+    const auto xd = td.variable(x), gd = td.variable(gamma), bd = td.variable(beta);
+    const auto yd = ad::layer_norm(xd, gd, bd);
+    const auto grads_d = ad::vjp(yd, c, {xd, gd, bd});
+    Tape<float> tf;
+    const auto xf = tf.variable(Tensor<float>(xt::cast<float>(x))), gf = tf.variable(Tensor<float>(xt::cast<float>(gamma)));
+    const auto bf = tf.variable(Tensor<float>(xt::cast<float>(beta)));
+    const auto yf = ad::layer_norm(xf, gf, bf);
+    const auto grads_f = ad::vjp(yf, Tensor<float>(xt::cast<float>(c)), {xf, gf, bf});
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(yf.value().flat(i) == Approx(yd.value().flat(i)).epsilon(1e-5).margin(1e-5));
+    for (std::size_t k = 0; k < 3; ++k)
+        for (std::size_t i = 0; i < grads_d[k].size(); ++i)
+            CHECK(grads_f[k].flat(i) == Approx(grads_d[k].flat(i)).epsilon(1e-4).margin(1e-4));
+}
+
+TEST_CASE("layer_norm refuses gamma or beta not of shape [features], and an input without axes",
+          "[ops][nn][layer_norm][errors]")
+{
+    Tape<double> tape;
+    const auto x = tape.constant(randn({4, 5}, 39));
+    const auto g5 = tape.constant(randn({5}, 40)), b5 = tape.constant(randn({5}, 41));
+    CHECK_THROWS_AS(ad::layer_norm(x, tape.constant(randn({4}, 1)), b5), ad::Error);
+    CHECK_THROWS_WITH(ad::layer_norm(x, tape.constant(randn({4}, 1)), b5),
+                      Catch::Contains("layer_norm") && Catch::Contains("[4]") && Catch::Contains("[5]") &&
+                          Catch::Contains("[4, 5]"));
+    CHECK_THROWS_WITH(ad::layer_norm(x, g5, tape.constant(randn({1, 5}, 2))),
+                      Catch::Contains("layer_norm") && Catch::Contains("beta [1, 5]") && Catch::Contains("[5]"));
+    CHECK_THROWS_WITH(ad::layer_norm(tape.constant(Tensor<double>(3.0)), g5, b5),
+                      Catch::Contains("layer_norm") && Catch::Contains("input has shape []"));
+    CHECK_THROWS_WITH(ad::layer_norm(x, g5, b5, -1.0), Catch::Contains("layer_norm") && Catch::Contains("eps"));
+}
+
+TEST_CASE("affine(x, W, b) = x W^T + b, equal to matmul and a broadcast add, gradchecked", "[ops][nn][affine]")
+{
+    const Shape xs = GENERATE(Shape{4, 3}, Shape{3}, Shape{1, 3});
+    CAPTURE(xs);
+    const Tensor<double> x = randn(xs, 42), W = randn({5, 3}, 43), b = randn({5}, 44);
+    Tape<double> tape;
+    const auto xv = tape.variable(x), Wv = tape.variable(W), bv = tape.variable(b);
+    const auto y = ad::affine(xv, Wv, bv);
+    const auto z = xs.size() == 2 ? ad::matmul(xv, Wv, false, true) + bv : ad::matmul(Wv, xv) + bv;
+    check_close_to(y.value(), z.value(), 1e-14);
+    const Tensor<double> c = randn(Shape(y.shape().begin(), y.shape().end()), 45);
+    const auto fused = ad::vjp(y, c, {xv, Wv, bv});
+    const auto composed = ad::vjp(z, c, {xv, Wv, bv});
+    for (std::size_t k = 0; k < 3; ++k) check_close_to(fused[k], composed[k], 1e-13);
+    require_gradcheck([](const Vars& v) { return ad::affine(v[0], v[1], v[2]); }, {x, W, b});
+    // x used twice: both contributions reach its gradient.
+    require_gradcheck([&](const Vars& v) { return ad::affine(v[0], v[1], v[2]) + ad::affine(v[0], v[1], v[2]); },
+                      {x, W, b});
+}
+
+TEST_CASE("affine refuses shapes that do not fit x W^T + b", "[ops][nn][affine][errors]")
+{
+    Tape<double> tape;
+    const auto x = tape.constant(randn({4, 3}, 46)), W = tape.constant(randn({5, 3}, 47));
+    CHECK_THROWS_WITH(ad::affine(x, W, tape.constant(randn({4}, 48))),
+                      Catch::Contains("affine") && Catch::Contains("[4, 3]") && Catch::Contains("[5, 3]") &&
+                          Catch::Contains("b [4]"));
+    CHECK_THROWS_WITH(ad::affine(tape.constant(randn({4, 2}, 49)), W, tape.constant(randn({5}, 50))),
+                      Catch::Contains("affine") && Catch::Contains("x [4, 2]") && Catch::Contains("[out, in]"));
+    CHECK_THROWS_AS(ad::affine(tape.constant(randn({2, 4, 3}, 51)), W, tape.constant(randn({5}, 52))), ad::Error);
+}
