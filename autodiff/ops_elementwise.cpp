@@ -38,7 +38,17 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
         v.acc(0, v.g);
         v.acc(1, v.g);
     });
-    xt::noalias(op.out()) = a.value() + b.value();
+    const auto& av = a.value();
+    const auto& bv = b.value();
+    if (av.shape() == bv.shape()) {  // the common case (a residual sum) as a plain loop
+        auto& y = op.out();
+        y.resize(av.shape());
+        const T *ap = av.data(), *bp = bv.data();
+        T* yp = y.data();
+        for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = ap[i] + bp[i];
+    } else {
+        xt::noalias(op.out()) = av + bv;
+    }
     return op.done();
 }
 
@@ -256,8 +266,22 @@ Var<T> sigmoid(const Var<T>& x)
 template <class T>
 Var<T> relu(const Var<T>& x)
 {
-    Op<T> op("relu", {x}, [](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, T(0))); });
-    xt::noalias(op.out()) = xt::maximum(x.value(), T(0));
+    Op<T> op("relu", {x}, [](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        bool first;
+        T* dx = v.slot(0, first).data();
+        const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
+        const std::size_t n = v.y.size();
+        if (first)
+            for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? g[i] : T(0);
+        else
+            for (std::size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? g[i] : T(0);
+    });
+    auto& y = op.out();
+    y.resize(x.shape());
+    const T* xp = x.value().data();
+    T* yp = y.data();
+    for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
     return op.done();
 }
 
