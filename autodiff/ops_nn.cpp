@@ -4,6 +4,8 @@
 
 #include "autodiff/detail/op.hpp"
 
+#include <xsimd/xsimd.hpp>
+
 #include <cmath>
 #include <limits>
 
@@ -171,6 +173,79 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
     return op.done();
 }
 
+namespace {
+
+// Row kernels of layer_norm. Their sums run in SIMD lanes (xsimd) and add the lanes at the end:
+// left to itself the compiler keeps a float sum in one serial chain, or vectorises across rows
+// of 16 only when a row has 256 elements or more.
+template <class T>
+using Batch = xsimd::batch<T>;
+
+// sum_j (x_j - c)^k over one row, k = 1 or 2.
+template <class T, int k>
+T sum_centred(const T* x, T c, std::size_t n)
+{
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vc(c);
+    Batch<T> acc(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> d = Batch<T>::load_unaligned(x + j) - vc;
+        acc += k == 1 ? d : d * d;
+    }
+    T total = xsimd::hadd(acc);
+    for (; j < n; ++j) total += k == 1 ? x[j] - c : (x[j] - c) * (x[j] - c);
+    return total;
+}
+
+// y = (x - mu) rstd gamma + beta for one row; returns {mu, rstd}.
+template <class T>
+std::pair<T, T> layer_norm_row(const T* __restrict x, const T* __restrict gamma, const T* __restrict beta,
+                               T* __restrict y, std::size_t n, T eps)
+{
+    const T mu = sum_centred<T, 1>(x, T(0), n) / T(n);
+    const T rstd = T(1) / std::sqrt(sum_centred<T, 2>(x, mu, n) / T(n) + eps);
+    for (std::size_t j = 0; j < n; ++j) y[j] = (x[j] - mu) * rstd * gamma[j] + beta[j];
+    return {mu, rstd};
+}
+
+// One row of layer_norm's VJP for x: dx (+)= rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat)).
+template <class T>
+void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T* __restrict g, T mu, T rstd,
+                       T* __restrict dx, bool first, std::size_t n)
+{
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vmu(mu), vrstd(rstd);
+    Batch<T> a1(T(0)), a2(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> d = Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
+        a1 += d;
+        a2 += d * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
+    }
+    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
+    for (; j < n; ++j) {
+        const T d = g[j] * gamma[j];
+        t1 += d;
+        t2 += d * ((x[j] - mu) * rstd);
+    }
+    const T m1 = t1 / T(n), m2 = t2 / T(n);
+    if (first)
+        for (j = 0; j < n; ++j) dx[j] = rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+    else
+        for (j = 0; j < n; ++j) dx[j] += rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+}
+
+// dgamma += g xhat over one row.
+template <class T>
+void layer_norm_row_dgamma(const T* __restrict x, const T* __restrict g, T mu, T rstd, T* __restrict dgamma,
+                           std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) dgamma[j] += g[j] * ((x[j] - mu) * rstd);
+}
+
+}  // namespace
+
 // Over the last axis of n features, per row: mu = mean x, rstd = 1 / sqrt(mean (x - mu)^2 + eps),
 // xhat = (x - mu) rstd, y = xhat gamma + beta. With dxhat = g gamma:
 //   dx = rstd (dxhat - mean dxhat - xhat mean(dxhat xhat)), dgamma = sum_rows g xhat,
@@ -192,7 +267,6 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
     if (!(eps >= T(0))) throw Error("layer_norm: eps = " + std::to_string(eps) + " must be >= 0");
     Op<T> op("layer_norm", {x, gamma, beta}, [](Vjp<T>& v) {
         const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
-        const T *x = v.x(0).data(), *gamma = v.x(1).data(), *g = v.g.data(), *stat = v.r.saved.data();
         bool first;
         T* dgamma = nullptr;
         T* dbeta = nullptr;
@@ -207,30 +281,12 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
         T* dx = nullptr;
         bool dx_first = false;
         if (v.wants(0)) dx = v.slot(0, dx_first).data();
-        const T inv_n = T(1) / T(n);
+        const T *x = v.x(0).data(), *gamma = v.x(1).data(), *g = v.g.data(), *stat = v.r.saved.data();
         for (std::size_t r = 0; r < rows; ++r) {
-            const T* xr = x + r * n;
-            const T* gr = g + r * n;
-            const T mu = stat[2 * r], rstd = stat[2 * r + 1];
-            if (dgamma)
-                for (std::size_t j = 0; j < n; ++j) dgamma[j] += gr[j] * (xr[j] - mu) * rstd;
-            if (dbeta)
-                for (std::size_t j = 0; j < n; ++j) dbeta[j] += gr[j];
-            if (!dx) continue;
-            T m1 = 0, m2 = 0;  // mean dxhat, mean dxhat xhat
-            for (std::size_t j = 0; j < n; ++j) {
-                const T d = gr[j] * gamma[j];
-                m1 += d;
-                m2 += d * (xr[j] - mu) * rstd;
-            }
-            m1 *= inv_n;
-            m2 *= inv_n;
-            T* dr = dx + r * n;
-            for (std::size_t j = 0; j < n; ++j) {
-                const T xhat = (xr[j] - mu) * rstd;
-                put(dr[j], rstd * (gr[j] * gamma[j] - m1 - xhat * m2), dx_first);
-            }
+            if (dgamma) layer_norm_row_dgamma(x + r * n, g + r * n, stat[2 * r], stat[2 * r + 1], dgamma, n);
+            if (dx) layer_norm_row_dx(x + r * n, gamma, g + r * n, stat[2 * r], stat[2 * r + 1], dx + r * n, dx_first, n);
         }
+        if (dbeta) add_rows(g, rows, n, dbeta);
     });
     auto& r = op.record();
     const std::size_t rows = x.size() / n;
@@ -238,18 +294,10 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
     auto& y = op.out();
     y.resize(s);
     const T *xp = x.value().data(), *gp = gamma.value().data(), *bp = beta.value().data();
-    T* stat = r.saved.data();
-    T* yp = y.data();
-    const T inv_n = T(1) / T(n);
     for (std::size_t i = 0; i < rows; ++i) {
-        const T* xr = xp + i * n;
-        T* yr = yp + i * n;
-        const T mu = sum_all(xr, n) * inv_n;
-        for (std::size_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * (xr[j] - mu);
-        const T rstd = T(1) / std::sqrt(sum_all(yr, n) * inv_n + eps);
-        stat[2 * i] = mu;
-        stat[2 * i + 1] = rstd;
-        for (std::size_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rstd * gp[j] + bp[j];
+        const auto [mu, rstd] = layer_norm_row(xp + i * n, gp, bp, y.data() + i * n, n, T(eps));
+        r.saved.data()[2 * i] = mu;
+        r.saved.data()[2 * i + 1] = rstd;
     }
     return op.done();
 }
