@@ -4,7 +4,10 @@
 // threads. Prints a table and writes JSON.
 //
 //   ad_bench [--json FILE] [--configs abcde] [--threads 1,2] [--seconds S]
-//            [--libraries ours,libtorch,handwritten,gemm]
+//            [--libraries ours,libtorch,handwritten,gemm] [--anomaly ce]
+//
+// For the configurations named by --anomaly (c and e unless told), this engine's step is also
+// timed with anomaly mode on (ad::DetectAnomaly), in the same rounds: off is the plain "ours".
 //
 // Each library's time is the median of many single-step timings taken after a warm-up, in
 // rounds that alternate them (and rotate which goes first), so that a drift in the
@@ -192,6 +195,7 @@ struct Row {
     char config;
     int threads;
     double ours_us, libtorch_us, handwritten_us, gemm_us;
+    double anomaly_us;  // ours with anomaly mode on; 0 if not measured
 };
 
 int run(int argc, char** argv)
@@ -199,6 +203,7 @@ int run(int argc, char** argv)
     std::string json = "results.json", which = "abcde";
     std::vector<int> threads = {1, 2};
     std::string libraries = "ours,libtorch,handwritten,gemm";
+    std::string anomaly = "ce";
     double budget = 3.0;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -207,6 +212,7 @@ int run(int argc, char** argv)
         else if (a == "--configs" && has_value) which = argv[++i];
         else if (a == "--seconds" && has_value) budget = std::atof(argv[++i]);
         else if (a == "--libraries" && has_value) libraries = argv[++i];
+        else if (a == "--anomaly" && has_value) anomaly = argv[++i];
         else if (a == "--openblas-core") {
             std::printf("%s\n", openblas_get_corename());
             return 0;
@@ -227,7 +233,7 @@ int run(int argc, char** argv)
             return 0;
         } else {
             std::fprintf(stderr, "usage: %s [--json FILE] [--configs abcde] [--threads 1,2] [--seconds S] "
-                                 "[--libraries ours,libtorch,handwritten,gemm]\n",
+                                 "[--libraries ours,libtorch,handwritten,gemm] [--anomaly ce]\n",
                          argv[0]);
             return 2;
         }
@@ -258,6 +264,8 @@ int run(int argc, char** argv)
         auto torch = make_libtorch(c, init);
         auto hand = make_handwritten(c, init);
         auto gemm = make_gemm_only(c);
+        const bool with_anomaly = anomaly.find(name) != std::string::npos;
+        auto ours_anomaly = with_anomaly ? make_ours_anomaly(c, init) : nullptr;
         const std::size_t n1 = name == 'd' ? 5 : 100;
         allocs[name] = count_allocations(*ours, n1, 4 * n1);
         std::printf("    heap allocations per step (ours, steady state): %.2f over %zu steps, %.2f over "
@@ -270,17 +278,21 @@ int run(int argc, char** argv)
                                 runners;
             for (auto& r : all)
                 if (libraries.find(r.name) != std::string::npos) runners.push_back(r);
+            if (with_anomaly) runners.push_back({"ours_anomaly", ours_anomaly.get(), {}});
             measure(runners, budget);
             std::map<std::string, Runner*> by_name;
             for (auto& r : runners) by_name[r.name] = &r;
             auto us = [&](const char* n) { return by_name.count(n) ? median(by_name[n]->us) : 0.0; };
             auto steps = [&](const char* n) { return by_name.count(n) ? by_name[n]->us.size() : std::size_t(0); };
-            Row row{name, t, us("ours"), us("libtorch"), us("handwritten"), us("gemm")};
+            Row row{name, t, us("ours"), us("libtorch"), us("handwritten"), us("gemm"), us("ours_anomaly")};
             rows.push_back(row);
             std::printf("    %d thread%s: ours %10.1f us  libtorch %10.1f us  hand-written %10.1f us  gemm "
                         "alone %10.1f us   (%zu / %zu / %zu / %zu steps)\n", t, t == 1 ? " " : "s",
                         row.ours_us, row.libtorch_us, row.handwritten_us, row.gemm_us, steps("ours"),
                         steps("libtorch"), steps("handwritten"), steps("gemm"));
+            if (with_anomaly)
+                std::printf("               ours with anomaly mode on %10.1f us (%zu steps): %.2f x off\n",
+                            row.anomaly_us, steps("ours_anomaly"), row.anomaly_us / row.ours_us);
             std::fflush(stdout);
         }
     }
@@ -333,6 +345,11 @@ int run(int argc, char** argv)
                       a.per_step_n2, a.per_step_n2 > a.per_step_n1 ? "true" : "false",
                       agreement[r.config].ok ? "true" : "false");
         out << buf;
+        if (r.anomaly_us > 0) {
+            std::snprintf(buf, sizeof buf, ", \"ours_anomaly_us\": %.2f, \"anomaly_over_off\": %.4f", r.anomaly_us,
+                          r.anomaly_us / r.ours_us);
+            out << buf;
+        }
         if (r.config == 'd' && rss_ours.first > 0) {
             std::snprintf(buf, sizeof buf, ", \"peak_rss_mb\": {\"ours\": %.1f, \"libtorch\": %.1f}",
                           rss_ours.first, rss_torch.first);

@@ -56,6 +56,9 @@ public:
 };
 
 std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init);
+// The same step with anomaly mode on (ad::DetectAnomaly): every op's output and every gradient
+// checked for NaN and Inf.
+std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init);
 // This engine's step split in phases, microseconds per step over `steps` steps: zero the
 // gradients, forward and loss, backward, SGD update.
 std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps);

@@ -89,11 +89,30 @@ private:
     double loss_ = 0;
 };
 
+class OursAnomaly : public Trainer {
+public:
+    OursAnomaly(const Config& c, const Init& init) : ours_(c, init) {}
+    void step() override
+    {
+        const ad::DetectAnomaly on;
+        ours_.step();
+    }
+    double loss() override { return ours_.loss(); }
+
+private:
+    Ours ours_;
+};
+
 }  // namespace
 
 std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init)
 {
     return std::make_unique<Ours>(c, init);
+}
+
+std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init)
+{
+    return std::make_unique<OursAnomaly>(c, init);
 }
 
 std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps)
