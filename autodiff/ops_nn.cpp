@@ -157,8 +157,18 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
     if (pred.size() == 0) throw Error("mse: empty tensors (shape " + shape_str(pred.shape()) + ")");
     Op<T> op("mse", {pred, target}, [](Vjp<T>& v) {
         const T c = T(2) * v.g() / T(v.x(0).size());
-        v.acc(0, c * (v.x(0) - v.x(1)));
-        v.acc(1, -c * (v.x(0) - v.x(1)));
+        const T *p = v.x(0).data(), *t = v.x(1).data();
+        const std::size_t n = v.x(0).size();
+        bool first;
+        for (std::size_t k = 0; k < 2; ++k) {
+            if (!v.wants(k)) continue;
+            T* d = v.slot(k, first).data();
+            const T ck = k == 0 ? c : -c;
+            if (first)
+                for (std::size_t i = 0; i < n; ++i) d[i] = ck * (p[i] - t[i]);
+            else
+                for (std::size_t i = 0; i < n; ++i) d[i] += ck * (p[i] - t[i]);
+        }
     });
     const T *p = pred.value().data(), *t = target.value().data();
     T total = 0;  // sum of squares in blocks of 256, each summed with independent partial sums
