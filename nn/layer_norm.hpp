@@ -2,7 +2,8 @@
 //
 //   y = (x - mean(x)) / sqrt(var(x) + eps) * gain + bias,
 //
-// mean and var taken over the last axis, var the biased (1/n) variance, as in PyTorch.
+// mean and var taken over the last axis, var the biased (1/n) variance, as in PyTorch. It records
+// one ad::layer_norm op.
 // Parameters "gain" (ones) and "bias" (zeros), of shape [features].
 //
 // Seed 001 writes it with n_{l+1} counting a constant bias unit, so a layer of m = n_{l+1} - 1

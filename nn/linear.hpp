@@ -2,8 +2,9 @@
 //
 // Weight layout: W has shape [out, in] (PyTorch's layout), bias b has shape [out].
 // - For a batch x of shape [batch, in] (one example per row) the output is x W^T + b, of shape
-//   [batch, out]. The product goes through ad::matmul(x, W, false, true): BLAS reads W^T in
-//   place, nothing is transposed in memory.
+//   [batch, out]. With a bias it is one ad::affine op (the bias written into the output, the
+//   product added by BLAS), without one ad::matmul(x, W, false, true): BLAS reads W^T in place,
+//   nothing is transposed in memory.
 // - For a single example x of shape [in] the output is W x + b, of shape [out]: exactly the
 //   seeds' z = W x + b with x a column vector (seeds 002, 003). Each row of the batched form is
 //   this map applied to one example.
