@@ -161,7 +161,7 @@ Var<T> transpose(const Var<T>& x)
 #define AD_INSTANTIATE(T)                                                   \
     template Var<T> matmul(const Var<T>&, const Var<T>&);                   \
     template Var<T> matmul(const Var<T>&, const Var<T>&, bool, bool);       \
-    template Var<T> affine(const Var<T>&, const Var<T>&, const Var<T>&); \
+    template Var<T> affine(const Var<T>&, const Var<T>&, const Var<T>&);   \
     template Var<T> transpose(const Var<T>&);
 AD_INSTANTIATE(float)
 AD_INSTANTIATE(double)

@@ -336,7 +336,7 @@ Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
     template Var<T> log_softmax(const Var<T>&, std::ptrdiff_t);                        \
     template Var<T> cross_entropy(const Var<T>&, const std::vector<std::int64_t>&);    \
     template Var<T> mse(const Var<T>&, const Var<T>&);                                 \
-    template Var<T> dropout(const Var<T>&, const Tensor<T>&, Scalar<T>);                \
+    template Var<T> dropout(const Var<T>&, const Tensor<T>&, Scalar<T>);               \
     template Var<T> layer_norm(const Var<T>&, const Var<T>&, const Var<T>&, Scalar<T>);
 AD_INSTANTIATE(float)
 AD_INSTANTIATE(double)
