@@ -1,5 +1,8 @@
 #include "nn/loss.hpp"
 
+#include <cmath>
+#include <sstream>
+
 namespace ad::nn {
 
 namespace {
@@ -60,6 +63,27 @@ Var<T> cross_entropy_loss(const Var<T>& logits, const std::vector<std::int64_t>&
 }
 
 template <class T>
+std::vector<std::int64_t> labels_from(const Tensor<T>& labels)
+{
+    const auto& s = labels.shape();
+    if (!(s.size() == 1 || (s.size() == 2 && s[1] == 1)))
+        throw Error("labels_from: labels of shape " + shape_str(s) + "; expected [n] or [n, 1]");
+    std::vector<std::int64_t> out(labels.size());
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+        const T v = labels.flat(i);
+        // 2^53 bounds every integer a double holds exactly, and is far past any class count.
+        if (!(v >= 0) || v != std::floor(v) || v > T(9007199254740992.0)) {
+            std::ostringstream msg;
+            msg << "labels_from: label " << i << " is " << v
+                << "; expected a non-negative whole number (a class index)";
+            throw Error(msg.str());
+        }
+        out[i] = static_cast<std::int64_t>(v);
+    }
+    return out;
+}
+
+template <class T>
 Var<T> soft_cross_entropy_loss(const Var<T>& logits, const Var<T>& targets, Reduction r)
 {
     if (logits.dimension() != 2 || logits.shape()[0] == 0 || logits.shape()[1] == 0)
@@ -99,6 +123,7 @@ Var<T> bce_with_logits_loss(const Var<T>& logits, const Tensor<T>& targets, Redu
     template Var<T> half_mse(const Var<T>&, const Var<T>&);                                 \
     template Var<T> half_mse(const Var<T>&, const Tensor<T>&);                              \
     template Var<T> cross_entropy_loss(const Var<T>&, const std::vector<std::int64_t>&, Reduction); \
+    template std::vector<std::int64_t> labels_from(const Tensor<T>&);                        \
     template Var<T> soft_cross_entropy_loss(const Var<T>&, const Var<T>&, Reduction);       \
     template Var<T> soft_cross_entropy_loss(const Var<T>&, const Tensor<T>&, Reduction);    \
     template Var<T> bce_with_logits_loss(const Var<T>&, const Var<T>&, Reduction);          \

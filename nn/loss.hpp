@@ -28,6 +28,13 @@ template <class T>
 Var<T> cross_entropy_loss(const Var<T>& logits, const std::vector<std::int64_t>& labels,
                           Reduction r = Reduction::mean);
 
+// Class labels held as floating-point numbers (read from a CSV, a one-column tensor), as the
+// integers cross_entropy_loss takes. Any entry that is NaN, infinite, negative or not a whole
+// number raises ad::Error naming its position and value; the range against the number of
+// classes is checked by the loss. `labels` has rank 1, or rank 2 with one column.
+template <class T>
+std::vector<std::int64_t> labels_from(const Tensor<T>& labels);
+
 // Cross-entropy with probability targets: -sum_k p_bk log softmax(logits_b)_k, targets shaped
 // like the logits [batch, classes] (each row a distribution); mean over the batch or sum.
 template <class T>
@@ -49,6 +56,7 @@ Var<T> bce_with_logits_loss(const Var<T>& logits, const Tensor<T>& targets, Redu
     extern template Var<T> half_mse(const Var<T>&, const Var<T>&);                                 \
     extern template Var<T> half_mse(const Var<T>&, const Tensor<T>&);                              \
     extern template Var<T> cross_entropy_loss(const Var<T>&, const std::vector<std::int64_t>&, Reduction); \
+    extern template std::vector<std::int64_t> labels_from(const Tensor<T>&);                        \
     extern template Var<T> soft_cross_entropy_loss(const Var<T>&, const Var<T>&, Reduction);       \
     extern template Var<T> soft_cross_entropy_loss(const Var<T>&, const Tensor<T>&, Reduction);    \
     extern template Var<T> bce_with_logits_loss(const Var<T>&, const Var<T>&, Reduction);          \

@@ -9,6 +9,7 @@
 #include <xtensor/xview.hpp>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 using ad::Tape;
@@ -234,4 +235,23 @@ TEST_CASE("losses name the function and the shapes when the shapes disagree", "[
                       Contains("[batch, classes]"));
     CHECK_THROWS_WITH(nn::cross_entropy_loss(a, {0, 1, 3, 0}, Reduction::sum), Contains("label 3"));
     CHECK_THROWS_AS(nn::cross_entropy_loss(a, {0, 1}), ad::Error);
+}
+
+TEST_CASE("labels_from turns whole-number labels into class indices and refuses any other number",
+          "[nn][loss][errors]")
+{
+    CHECK(nn::labels_from(Tensor<double>{2, 0, 1}) == std::vector<std::int64_t>{2, 0, 1});
+    Tensor<float> column = {3, 1};
+    column.reshape({2, 1});
+    CHECK(nn::labels_from(column) == std::vector<std::int64_t>{3, 1});
+    const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_WITH(nn::labels_from(Tensor<double>{0, 1.5, 2}), Contains("label 1 is 1.5") && Contains("whole number"));
+    CHECK_THROWS_WITH(nn::labels_from(Tensor<double>{0, -1}), Contains("label 1 is -1") && Contains("non-negative"));
+    CHECK_THROWS_WITH(nn::labels_from(Tensor<double>{1, nan}), Contains("label 1 is nan"));
+    CHECK_THROWS_WITH(nn::labels_from(Tensor<double>{inf, 0}), Contains("label 0 is inf"));
+    CHECK_THROWS_WITH(nn::labels_from(Tensor<double>{{0, 1}, {1, 0}}), Contains("[2, 2]") && Contains("[n] or [n, 1]"));
+    // The range is the loss's to check: it knows the number of classes.
+    Tape<double> tape;
+    const auto z = tape.variable(randn({2, 3}, 5));
+    CHECK_THROWS_WITH(nn::cross_entropy_loss(z, nn::labels_from(Tensor<double>{0, 3})), Contains("label 3"));
 }
