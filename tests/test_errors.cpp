@@ -180,3 +180,44 @@ TEST_CASE("item, clamp and reductions of empty tensors say what they need", "[er
     REQUIRE_ERROR(ad::max(empty, 0), Contains("max") && Contains("empty") && Contains("[0, 3]"));
     REQUIRE_ERROR(ad::mse(empty, empty), Contains("mse") && Contains("empty") && Contains("[0, 3]"));
 }
+
+// An empty batch is a legitimate tensor: ops whose result is defined on it (elementwise, sums,
+// products with a zero dimension) compute it, as NumPy and PyTorch do, and the rest refuse it
+// by name. None reads past an empty buffer; the sanitizer build runs this too.
+TEST_CASE("empty tensors go through every op that defines a result for them, forward and backward", "[errors][empty]")
+{
+    Tape<double> tape;
+    const auto e = tape.variable(Tensor<double>::from_shape({0, 3}));
+    const auto W = tape.variable(randn({4, 3}, 1));
+    const auto b = tape.variable(randn({4}, 2));
+    const auto g = tape.variable(randn({3}, 3));
+
+    const auto elementwise = ad::sum(ad::tanh(e) * ad::relu(e) + ad::exp(e) / (ad::sigmoid(e) + 1.0));
+    CHECK(elementwise.item() == 0.0);
+    CHECK(ad::grad(elementwise, {e})[0].shape() == ad::Shape{0, 3});
+
+    const auto y = ad::affine(e, W, b);  // [0, 4]
+    CHECK(y.shape() == ad::Shape{0, 4});
+    const auto m = ad::matmul(e, W, false, true);
+    CHECK(m.shape() == ad::Shape{0, 4});
+    const auto gw = ad::grad(ad::sum(y) + ad::sum(m), {W, b});
+    CHECK(gw[0] == xt::zeros<double>({4, 3}));  // no rows, no contribution
+    CHECK(gw[1] == xt::zeros<double>({4}));
+
+    CHECK(ad::sum(e, 0).shape() == ad::Shape{3});
+    CHECK(ad::sum(e, 0).value() == xt::zeros<double>({3}));
+    CHECK(ad::sum(e, 1).shape() == ad::Shape{0});
+    CHECK(ad::softmax(e, -1).shape() == ad::Shape{0, 3});
+    CHECK(ad::log_softmax(tape.variable(Tensor<double>::from_shape({2, 0})), 1).shape() == ad::Shape{2, 0});
+    CHECK(ad::layer_norm(e, g, g).shape() == ad::Shape{0, 3});
+    CHECK(ad::concat<double>({e, tape.variable(randn({2, 3}, 4))}, 0).shape() == ad::Shape{2, 3});
+    CHECK(ad::reshape(e, {-1, 3}).shape() == ad::Shape{0, 3});
+    CHECK(ad::gather_rows(e, {}).shape() == ad::Shape{0, 3});
+    const auto z = tape.variable(Tensor<double>::from_shape({2, 0}));
+    CHECK(ad::matmul(z, tape.variable(Tensor<double>::from_shape({0, 5}))).value() == xt::zeros<double>({2, 5}));
+
+    // A mean, a maximum and a loss over nothing have no value: each is refused by name.
+    REQUIRE_ERROR(ad::mean(e, 0), Contains("mean") && Contains("[0, 3]"));
+    REQUIRE_ERROR(ad::logsumexp(z, 1), Contains("logsumexp") && Contains("[2, 0]"));
+    REQUIRE_ERROR(ad::cross_entropy(e, {}), Contains("cross_entropy") && Contains("[0, 3]"));
+}
