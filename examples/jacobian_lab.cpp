@@ -19,6 +19,8 @@
 // Usage: jacobian_lab [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
+#include "output_files.hpp"
+
 #include "autodiff/autodiff.hpp"
 #include "nn/init.hpp"
 #include "nn/linear.hpp"
@@ -202,8 +204,8 @@ void spectra(std::size_t width, std::size_t depth, const std::string& out, bool 
         {"normal", [](const ad::Shape& s, nn::Rng& r) { return nn::normal<T>(s, 0, 1, r); }},
         {"Xavier", nn::xavier_normal<T>},
         {"orthogonal", [](const ad::Shape& s, nn::Rng& r) { return nn::orthogonal<T>(s, r); }}};
-    std::ofstream layers(out + "/jacobian_layer_singular_values.csv");
-    std::ofstream products(out + "/jacobian_product_singular_values.csv");
+    std::ofstream layers = examples::open_output(out + "/jacobian_layer_singular_values.csv", "jacobian_lab");
+    std::ofstream products = examples::open_output(out + "/jacobian_product_singular_values.csv", "jacobian_lab");
     layers << "init,layer,index,singular_value\n";
     products << "init,depth,sigma_max,sigma_min\n";
     std::printf("  %-11s %12s %12s   (of dz(%zu)/dx)\n", "init", "sigma_max", "sigma_min", depth);
@@ -231,7 +233,7 @@ void spectra(std::size_t width, std::size_t depth, const std::string& out, bool 
     layers.close();
     products.close();
     if (!plot) return;
-    std::ofstream gp(out + "/jacobian_lab.gp");
+    std::ofstream gp = examples::open_output(out + "/jacobian_lab.gp", "jacobian_lab");
     gp << "# Plots the CSV files jacobian_lab wrote. Run from their directory: gnuplot jacobian_lab.gp\n"
           "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,440 font 'sans,10' } "
           "else { set terminal png size 1100,440 }\n"
@@ -280,6 +282,7 @@ int main(int argc, char** argv)
             return a == "--help" || a == "-h" ? 0 : 2;
         }
     }
+    examples::make_output_dir(out, "jacobian_lab");
     small_network(5, 4);
     spectra(small ? 16 : 64, small ? 8 : 24, out, plot);
     if (failures) {

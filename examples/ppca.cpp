@@ -27,6 +27,8 @@
 // Usage: ppca [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
+#include "output_files.hpp"
+
 #include "autodiff/autodiff.hpp"
 #include "autodiff/linalg.hpp"
 #include "nn/optim.hpp"
@@ -259,6 +261,7 @@ int main(int argc, char** argv)
             return a == "--help" || a == "-h" ? 0 : 2;
         }
     }
+    examples::make_output_dir(out, "ppca");
     const std::size_t m = 10, q = 3, n = small ? 500 : 2000;
     const T sigma_true = 0.5;
     const Tensor<T> X = make_data(n, m, q, sigma_true, 3);
@@ -286,7 +289,7 @@ int main(int argc, char** argv)
     report(ga, cf, "gradient ascent", true);
     const Fit adam = fit(X, cf, Method::adam);
     report(adam, cf, "Adam", false);
-    std::ofstream csv(out + "/ppca.csv");
+    std::ofstream csv = examples::open_output(out + "/ppca.csv", "ppca");
     csv << "step,loglik_gap_gradient_ascent,C_rel_error_gradient_ascent,loglik_gap_adam,C_rel_error_adam\n";
     for (std::size_t i = 0; i < std::max(ga.trace.size(), adam.trace.size()); ++i) {
         csv << 10 * i;
@@ -299,7 +302,7 @@ int main(int argc, char** argv)
     csv.close();
 
     if (plot) {
-        std::ofstream gp(out + "/ppca.gp");
+        std::ofstream gp = examples::open_output(out + "/ppca.gp", "ppca");
         gp << "# Plots ppca.csv. Run from its directory: gnuplot ppca.gp\n"
               "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1000,400 font 'sans,10' } "
               "else { set terminal png size 1000,400 }\n"

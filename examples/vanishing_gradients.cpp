@@ -27,6 +27,8 @@
 // Usage: vanishing_gradients [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
+#include "output_files.hpp"
+
 #include "autodiff/autodiff.hpp"
 #include "nn/init.hpp"
 #include "nn/linear.hpp"
@@ -354,7 +356,7 @@ std::vector<EpflRow> epfl(const Sizes& s, std::ofstream& csv)
 
 void write_plots(const std::string& out, std::size_t depth)
 {
-    std::ofstream gp(out + "/vanishing_gradients.gp");
+    std::ofstream gp = examples::open_output(out + "/vanishing_gradients.gp", "vanishing_gradients");
     gp << "# Plots the CSV files vanishing_gradients wrote. Run from their directory: gnuplot vanishing_gradients.gp\n"
           "pngcairo = strstrt(GPVAL_TERMINALS, 'pngcairo') > 0\n"
           "if (pngcairo) { set terminal pngcairo size 1200,900 font 'sans,10' } else { set terminal png size 1200,900 }\n"
@@ -414,12 +416,13 @@ int main(int argc, char** argv)
             return a == "--help" || a == "-h" ? 0 : 2;
         }
     }
+    examples::make_output_dir(out, "vanishing_gradients");
     const Sizes s = small ? Sizes{16, 12, 8, 2, 12, 200} : Sizes{64, 40, 32, 5, 40, 2000};
     const auto t0 = std::chrono::steady_clock::now();
 
     std::printf("1. Gradient norms per layer: %zu hidden layers of width %zu, batch %zu, %zu draws each\n", s.depth,
                 s.width, s.batch, s.draws);
-    std::ofstream csv1(out + "/vanishing_gradients.csv");
+    std::ofstream csv1 = examples::open_output(out + "/vanishing_gradients.csv", "vanishing_gradients");
     const Curves curves = gradient_norms(s, csv1);
     csv1.close();
     std::printf("  %-22s %-8s %-8s %12s %12s %12s\n", "architecture", "act", "init", "layer 1", "last hidden", "ratio");
@@ -433,13 +436,13 @@ int main(int argc, char** argv)
             }
     check_gradient_norms(curves, s);
     std::printf("\n2. Layer Jacobians against the bound ||diag A'||_2 ||W||_2 (seed 000)\n");
-    std::ofstream csv2(out + "/layer_jacobians.csv");
+    std::ofstream csv2 = examples::open_output(out + "/layer_jacobians.csv", "vanishing_gradients");
     jacobian_bounds(s, csv2);
     csv2.close();
 
     std::printf("\n3. The EPFL bound (seed 004): %zu random networks of depth %zu; the depth-L network is the first L\n"
                 "   layers of one of them with the output layer on top\n", s.epfl_draws, s.epfl_depth);
-    std::ofstream csv3(out + "/epfl_bound.csv");
+    std::ofstream csv3 = examples::open_output(out + "/epfl_bound.csv", "vanishing_gradients");
     epfl(s, csv3);
     csv3.close();
 

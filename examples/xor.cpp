@@ -15,6 +15,8 @@
 // 4. The recorded tape of the hand-solved net is written as Graphviz DOT and rendered.
 //
 // ctest-args: --seeds 5
+#include "output_files.hpp"
+
 #include "autodiff/autodiff.hpp"
 #include "autodiff/graph.hpp"
 #include "nn/linear.hpp"
@@ -224,7 +226,13 @@ int main(int argc, char** argv)
         labels.parameters.push_back({std::string(seed_names[i]) + " (" + named[i].first + ")", named[i].second});
     labels.values = {{"x", x}, {"y", y}, {"J", J}};
     const std::string dot = out_dir + "/xor_graph.dot";
-    ad::write_dot(dot, J, labels);
+    examples::make_output_dir(out_dir, "xor");
+    try {
+        ad::write_dot(dot, J, labels);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "xor: %s\n", e.what());
+        return 1;
+    }
     std::printf("  wrote %s\n", dot.c_str());
     if (std::system("dot -V >/dev/null 2>&1") == 0) {
         for (const char* fmt : {"svg", "png"}) {
