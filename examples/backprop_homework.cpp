@@ -27,6 +27,8 @@
 // Usage: backprop_homework [--small]
 //
 // ctest-args: --small
+#include "lab.hpp"
+
 #include "autodiff/autodiff.hpp"
 
 #include <algorithm>
@@ -43,14 +45,10 @@ using ad::Tensor;
 using ad::Var;
 using T = double;
 
-namespace {
+using examples::check;
+using examples::failures;
 
-int failures = 0;
-void check(bool ok, const std::string& what)
-{
-    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failures;
-}
+namespace {
 
 const std::vector<std::string> names{"W1", "b1", "W2", "b2"};
 

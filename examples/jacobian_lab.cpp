@@ -19,7 +19,7 @@
 // Usage: jacobian_lab [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
-#include "output_files.hpp"
+#include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "nn/init.hpp"
@@ -43,21 +43,11 @@ using ad::Var;
 using T = double;
 namespace nn = ad::nn;
 
+using examples::check;
+using examples::failures;
+using examples::num;
+
 namespace {
-
-int failures = 0;
-void check(bool ok, const std::string& what)
-{
-    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failures;
-}
-
-std::string fmt(const char* f, double v)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, v);
-    return buf;
-}
 
 // z -> tanh(W z + b) for hidden layers, z -> W z + b for the last: a layer of the seeds' form
 // acting on one example, a vector.
@@ -151,7 +141,7 @@ void small_network(std::size_t width, std::size_t depth)
     const Tensor<T> Jfd = jacobian_fd(net, x, 1e-6);
     const T fd_err = max_abs(J - Jfd);
     check(J.shape() == ad::Shape{width, width} && fd_err < 1e-8,
-          "Jacobian from VJP rows matches central differences (max |difference| " + fmt("%.2e", fd_err) + ")");
+          "Jacobian from VJP rows matches central differences (max |difference| " + num("%.2e", fd_err) + ")");
 
     // 2. Each layer Jacobian is diag(A'(v)) W.
     const Chain c = chain(net, x);
@@ -165,11 +155,11 @@ void small_network(std::size_t width, std::size_t depth)
         formula_err = std::max(formula_err, max_abs(c.layer[j] - expected));
     }
     check(formula_err < 1e-13, "each layer Jacobian equals diag(A'(W z + b)) W (max |difference| " +
-                                   fmt("%.2e", formula_err) + ")");
+                                   num("%.2e", formula_err) + ")");
 
     // 3. The chain rule as a matrix product.
     const T chain_err = max_abs(c.partial.back() - J);
-    check(chain_err < 1e-12, "J_K ... J_1 equals the end-to-end Jacobian (max |difference| " + fmt("%.2e", chain_err) + ")");
+    check(chain_err < 1e-12, "J_K ... J_1 equals the end-to-end Jacobian (max |difference| " + num("%.2e", chain_err) + ")");
 
     // 4. Singular values.
     T prod_max = 1, prod_min = 1;
@@ -186,9 +176,9 @@ void small_network(std::size_t width, std::size_t depth)
     std::printf("  whole  ");
     for (auto v : s) std::printf(" %.3f", v);
     std::printf("\n");
-    check(s(0) <= prod_max * (1 + 1e-12), "||J||_2 = " + fmt("%.4f", s(0)) + " <= prod ||J_j||_2 = " + fmt("%.4f", prod_max));
-    check(s(s.size() - 1) >= prod_min * (1 - 1e-12), "sigma_min(J) = " + fmt("%.3e", s(s.size() - 1)) +
-                                                         " >= prod sigma_min(J_j) = " + fmt("%.3e", prod_min));
+    check(s(0) <= prod_max * (1 + 1e-12), "||J||_2 = " + num("%.4f", s(0)) + " <= prod ||J_j||_2 = " + num("%.4f", prod_max));
+    check(s(s.size() - 1) >= prod_min * (1 - 1e-12), "sigma_min(J) = " + num("%.3e", s(s.size() - 1)) +
+                                                         " >= prod sigma_min(J_j) = " + num("%.3e", prod_min));
 }
 
 struct InitCase {
@@ -229,7 +219,7 @@ void spectra(std::size_t width, std::size_t depth, const std::string& out, bool 
     }
     const T worst = *std::max_element(chain_errors.begin(), chain_errors.end());
     check(worst < 1e-12, "for each init, the product of layer Jacobians equals the end-to-end Jacobian "
-                         "(largest relative difference " + fmt("%.1e", worst) + ")");
+                         "(largest relative difference " + num("%.1e", worst) + ")");
     layers.close();
     products.close();
     if (!plot) return;
@@ -267,22 +257,11 @@ void spectra(std::size_t width, std::size_t depth, const std::string& out, bool 
 
 int main(int argc, char** argv)
 {
-    bool small = false, plot = true;
-    std::string out = ".";
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--small") small = true;
-        else if (a == "--no-plot") plot = false;
-        else if (a == "--out" && i + 1 < argc) out = argv[++i];
-        else {
-            std::printf("usage: jacobian_lab [--small] [--out DIR] [--no-plot]\n"
-                        "  --small    a narrower, shallower network for part 5 (CI)\n"
-                        "  --out DIR  where the CSV files and the PNG go (default: .)\n"
-                        "  --no-plot  do not run gnuplot\n");
-            return a == "--help" || a == "-h" ? 0 : 2;
-        }
-    }
-    examples::make_output_dir(out, "jacobian_lab");
+    const auto options = examples::parse_lab_options(
+        argc, argv, "jacobian_lab", "a narrower, shallower network for part 5",
+        "the CSV files and the PNG");
+    const bool small = options.small, plot = options.plot;
+    const std::string& out = options.out;
     small_network(5, 4);
     spectra(small ? 16 : 64, small ? 8 : 24, out, plot);
     if (failures) {

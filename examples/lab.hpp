@@ -1,6 +1,7 @@
-// Where the examples write their CSV, gnuplot and DOT files: a directory made on demand, and
-// files opened for writing. Either failure ends the program with a message naming the path,
-// rather than a plot step that silently finds no data.
+// What the labs share: checks printed as they run and counted, number formatting, the common
+// command line (--small, --out DIR, --no-plot), and their output files. A directory or file
+// that cannot be made ends the program with a message naming the path, rather than a plot step
+// that silently finds no data.
 #pragma once
 
 #include <cerrno>
@@ -13,6 +14,23 @@
 #include <system_error>
 
 namespace examples {
+
+inline int failures = 0;
+
+// Prints "[ok] what" or "[FAILED] what"; main returns non-zero if any check failed.
+inline void check(bool ok, const std::string& what)
+{
+    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
+    if (!ok) ++failures;
+}
+
+// One number through a printf format, e.g. num("%.2e", x).
+inline std::string num(const char* format, double v)
+{
+    char buf[64];
+    std::snprintf(buf, sizeof buf, format, v);
+    return buf;
+}
 
 inline void make_output_dir(const std::string& dir, const char* program)
 {
@@ -33,6 +51,37 @@ inline std::ofstream open_output(const std::string& path, const char* program)
         std::exit(1);
     }
     return f;
+}
+
+struct LabOptions {
+    bool small = false;  // the size CI runs
+    bool plot = true;
+    std::string out = ".";
+};
+
+// Parses --small, --out DIR and --no-plot, and makes the output directory. Anything else prints
+// the usage (`small` says what --small changes, `outputs` what --out receives) and exits: with 0
+// for --help or -h, 2 otherwise.
+inline LabOptions parse_lab_options(int argc, char** argv, const char* program, const char* small,
+                                    const char* outputs)
+{
+    LabOptions o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--small") o.small = true;
+        else if (a == "--no-plot") o.plot = false;
+        else if (a == "--out" && i + 1 < argc) o.out = argv[++i];
+        else {
+            std::printf("usage: %s [--small] [--out DIR] [--no-plot]\n"
+                        "  --small    %s (CI)\n"
+                        "  --out DIR  where %s go (default: .)\n"
+                        "  --no-plot  do not run gnuplot\n",
+                        program, small, outputs);
+            std::exit(a == "--help" || a == "-h" ? 0 : 2);
+        }
+    }
+    make_output_dir(o.out, program);
+    return o;
 }
 
 }  // namespace examples

@@ -27,7 +27,7 @@
 // Usage: ppca [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
-#include "output_files.hpp"
+#include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "autodiff/linalg.hpp"
@@ -52,21 +52,11 @@ using ad::Var;
 using T = double;
 namespace nn = ad::nn;
 
+using examples::check;
+using examples::failures;
+using examples::num;
+
 namespace {
-
-int failures = 0;
-void check(bool ok, const std::string& what)
-{
-    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failures;
-}
-
-std::string num(const char* f, double v)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, v);
-    return buf;
-}
 
 const T log_2pi = std::log(2 * M_PI);
 
@@ -246,22 +236,11 @@ void report(const Fit& f, const ClosedForm& cf, const std::string& name, bool ne
 
 int main(int argc, char** argv)
 {
-    bool small = false, plot = true;
-    std::string out = ".";
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--small") small = true;
-        else if (a == "--no-plot") plot = false;
-        else if (a == "--out" && i + 1 < argc) out = argv[++i];
-        else {
-            std::printf("usage: ppca [--small] [--out DIR] [--no-plot]\n"
-                        "  --small    fewer data points (CI)\n"
-                        "  --out DIR  where ppca.csv and ppca.png go (default: .)\n"
-                        "  --no-plot  do not run gnuplot\n");
-            return a == "--help" || a == "-h" ? 0 : 2;
-        }
-    }
-    examples::make_output_dir(out, "ppca");
+    const auto options = examples::parse_lab_options(
+        argc, argv, "ppca", "fewer data points",
+        "ppca.csv and ppca.png");
+    const bool small = options.small, plot = options.plot;
+    const std::string& out = options.out;
     const std::size_t m = 10, q = 3, n = small ? 500 : 2000;
     const T sigma_true = 0.5;
     const Tensor<T> X = make_data(n, m, q, sigma_true, 3);

@@ -27,7 +27,7 @@
 // Usage: vanishing_gradients [--small] [--out DIR] [--no-plot]
 //
 // ctest-args: --small
-#include "output_files.hpp"
+#include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "nn/init.hpp"
@@ -52,21 +52,11 @@ using ad::Var;
 using T = double;
 namespace nn = ad::nn;
 
+using examples::check;
+using examples::failures;
+using examples::num;
+
 namespace {
-
-int failures = 0;
-void check(bool ok, const std::string& what)
-{
-    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failures;
-}
-
-std::string num(const char* f, double v)
-{
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, v);
-    return buf;
-}
 
 struct Sizes {
     std::size_t width, depth, batch, draws;       // part 1
@@ -401,22 +391,11 @@ void write_plots(const std::string& out, std::size_t depth)
 
 int main(int argc, char** argv)
 {
-    bool small = false, plot = true;
-    std::string out = ".";
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        if (a == "--small") small = true;
-        else if (a == "--no-plot") plot = false;
-        else if (a == "--out" && i + 1 < argc) out = argv[++i];
-        else {
-            std::printf("usage: vanishing_gradients [--small] [--out DIR] [--no-plot]\n"
-                        "  --small    shallower, narrower networks and fewer draws (CI)\n"
-                        "  --out DIR  where the CSV files and PNGs go (default: .)\n"
-                        "  --no-plot  do not run gnuplot\n");
-            return a == "--help" || a == "-h" ? 0 : 2;
-        }
-    }
-    examples::make_output_dir(out, "vanishing_gradients");
+    const auto options = examples::parse_lab_options(
+        argc, argv, "vanishing_gradients", "shallower, narrower networks and fewer draws",
+        "the CSV files and PNGs");
+    const bool small = options.small, plot = options.plot;
+    const std::string& out = options.out;
     const Sizes s = small ? Sizes{16, 12, 8, 2, 12, 200} : Sizes{64, 40, 32, 5, 40, 2000};
     const auto t0 = std::chrono::steady_clock::now();
 

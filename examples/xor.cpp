@@ -15,7 +15,7 @@
 // 4. The recorded tape of the hand-solved net is written as Graphviz DOT and rendered.
 //
 // ctest-args: --seeds 5
-#include "output_files.hpp"
+#include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "autodiff/graph.hpp"
@@ -33,14 +33,10 @@ using ad::Tensor;
 using ad::Var;
 using T = double;
 
-namespace {
+using examples::check;
+using examples::failures;
 
-int failures = 0;
-void check(bool ok, const std::string& what)
-{
-    std::printf("  [%s] %s\n", ok ? "ok" : "FAILED", what.c_str());
-    if (!ok) ++failures;
-}
+namespace {
 
 const Tensor<T> X = {{0., 0.}, {0., 1.}, {1., 0.}, {1., 1.}};
 const Tensor<T> Y = [] {
