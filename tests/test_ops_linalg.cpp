@@ -2,6 +2,8 @@
 // plain triple loop and central differences; transpose as a reversal of axes.
 #include "gradcheck_helpers.hpp"
 
+#include <xtensor/xview.hpp>
+
 using namespace adtest;
 using ad::Tape;
 
@@ -126,4 +128,33 @@ TEST_CASE("transpose reverses the axes: y(i, j, k) = x(k, j, i), and d x^T = g^T
             for (std::size_t j = 0; j < 3; ++j)
                 for (std::size_t k = 0; k < 4; ++k) CHECK(y.value()(k, j, i) == x(i, j, k));
     require_gradcheck([](const Vars& v) { return ad::transpose(v[0]); }, {x});
+}
+
+// A product with one output row or column runs as GEMV, in row blocks small enough for OpenBLAS
+// to keep on the calling thread: sizes here span several blocks (rows * cols > 9215).
+TEST_CASE("matrix-vector products large enough to run in blocks equal the sum they define", "[ops][linalg][matmul]")
+{
+    auto naive = [](const Tensor<double>& A, const Tensor<double>& B) {  // [m, k] x [k, n]
+        Tensor<double> C = xt::zeros<double>({A.shape()[0], B.shape()[1]});
+        for (std::size_t i = 0; i < A.shape()[0]; ++i)
+            for (std::size_t j = 0; j < B.shape()[1]; ++j)
+                for (std::size_t l = 0; l < A.shape()[1]; ++l) C(i, j) += A(i, l) * B(l, j);
+        return C;
+    };
+    const Tensor<double> x = randn({1, 300}, 1), W = randn({300, 50}, 2), Wt = xt::transpose(W);
+    const Tensor<double> M = randn({60, 200}, 3), v = randn({200, 1}, 4);
+    Tape<double> tape;
+    const auto X = tape.variable(x);
+    CHECK(xt::allclose(ad::matmul(X, tape.variable(W)).value(), naive(x, W), 1e-12, 1e-12));
+    CHECK(xt::allclose(ad::matmul(X, tape.variable(Wt), false, true).value(), naive(x, W), 1e-12, 1e-12));
+    CHECK(xt::allclose(ad::matmul(tape.variable(M), tape.variable(v)).value(), naive(M, v), 1e-12, 1e-12));
+    const Tensor<double> Mt = xt::transpose(M);
+    CHECK(xt::allclose(ad::matmul(tape.variable(Mt), tape.variable(v), true, false).value(), naive(M, v), 1e-12, 1e-12));
+
+    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1]))); }, {x, W});
+    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], false, true))); }, {x, Wt});
+    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], true, false))); }, {Mt, v});
+    Tensor<double> row = xt::view(x, 0, xt::all());
+    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::affine(in[0], in[1], in[2]))); },
+                      {row, Wt, randn({50}, 5)});
 }
