@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -17,8 +19,8 @@ namespace nn = ad::nn;
 
 namespace {
 
-// A residual MLP with layer norm and dropout, trained for `steps` Adam steps on a fixed random
-// regression batch and a classification batch; returns every parameter after training.
+// A residual MLP with layer norm and dropout, trained for `steps` AdamW steps (gradients
+// clipped) on one fixed random classification batch; returns every parameter after training.
 template <class T>
 std::vector<Tensor<T>> train(std::uint64_t seed, int steps)
 {
