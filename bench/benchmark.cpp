@@ -10,7 +10,8 @@
 //    This engine's best thread count is compared with libtorch's best setting, and with the
 //    hand-written step and GEMM alone at the same thread count.
 // 2. The cost of one op (chain.hpp): a chain of 100,000 one-element ops recorded and swept, in
-//    this engine, ADOL-C and libtorch, in ns per op.
+//    this engine, ADOL-C and libtorch, in ns per op of the thread's CPU time (all three run on
+//    the calling thread; on a shared machine the wall clock would add the waits for a core).
 // 3. Memory per recorded op and a cold against a warm recording: a long chain in a process of
 //    its own per library (ad_bench_op_memory).
 // Also: peak resident memory of (d) per library in a process of its own, and this engine's heap
@@ -46,6 +47,7 @@
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <vector>
 
@@ -85,10 +87,20 @@ void set_threads(Threads t)
     set_libtorch_threads(t.intra);
 }
 
+// CPU time of the calling thread in microseconds: for single-threaded work on a loaded machine,
+// it leaves out the time the thread waited for a core.
+double thread_cpu_us()
+{
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return double(t.tv_sec) * 1e6 + double(t.tv_nsec) * 1e-3;
+}
+
 struct Runner {
     std::string name;
     Trainer* trainer;
     Threads threads;
+    bool cpu_time = false;   // time with the thread's CPU clock instead of the wall clock
     std::vector<double> us;  // one entry per timed step
     std::size_t per_round = 1;
 
@@ -96,6 +108,12 @@ struct Runner {
     {
         set_threads(threads);
         for (std::size_t i = 0; i < steps; ++i) {
+            if (cpu_time) {
+                const double t0 = thread_cpu_us();
+                trainer->step();
+                us.push_back(thread_cpu_us() - t0);
+                continue;
+            }
             const auto t0 = Clock::now();
             trainer->step();
             us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
@@ -337,6 +355,7 @@ struct ChainRow {
     std::size_t ops = 0;
     double ours_ns = 0, adolc_ns = 0, torch_ns = 0;
     double ours_record_ns = 0, ours_sweep_ns = 0, adolc_record_ns = 0, adolc_sweep_ns = 0;
+    double ours_allocs = 0;  // heap allocations of one recording and sweep, steady state
     bool agree = false;
 };
 
@@ -369,27 +388,34 @@ ChainRow measure_chain(std::size_t n, double budget)
                     r.db, r.dx, ok ? "agree" : "DISAGREE");
     }
     std::printf("    ADOL-C tape: %s\n", adolc->tape_stats().c_str());
-    std::vector<Runner> runners = {{"ours", ours.get(), {1, 1}}, {"adolc", adolc.get(), {1, 1}},
-                                   {"libtorch", torch.get(), {1, 1}}};
+    // All three run on the calling thread (libtorch's autograd runs CPU work on the thread that
+    // calls it), so the thread's CPU time is the measure: it leaves out waits for a core.
+    std::vector<Runner> runners = {{"ours", ours.get(), {1, 1}, true}, {"adolc", adolc.get(), {1, 1}, true},
+                                   {"libtorch", torch.get(), {1, 1}, true}};
     measure(runners, budget, 10);
     const double per_op = 1000.0 / double(n);  // us per step -> ns per op
     out.ours_ns = median(runners[0].us) * per_op;
     out.adolc_ns = median(runners[1].us) * per_op;
     out.torch_ns = median(runners[2].us) * per_op;
 
-    // The two halves apart, alternating the two libraries.
+    // The two halves apart, alternating the two libraries, without libtorch's steps between them
+    // (in the interleaved rounds, libtorch's large graphs are freed between the others' steps, so
+    // memory that ADOL-C's trace_on allocates may have to be faulted in again).
     std::vector<double> rec[2], swp[2];
     Chain* both[2] = {ours.get(), adolc.get()};
-    for (int rep = 0; rep < 15; ++rep)
+    for (int rep = 0; rep < 21; ++rep)
         for (int k = 0; k < 2; ++k) {
-            auto t0 = Clock::now();
+            const double t0 = thread_cpu_us();
             both[k]->record();
-            auto t1 = Clock::now();
+            const double t1 = thread_cpu_us();
             both[k]->sweep();
-            auto t2 = Clock::now();
-            rec[k].push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
-            swp[k].push_back(std::chrono::duration<double, std::micro>(t2 - t1).count());
+            const double t2 = thread_cpu_us();
+            rec[k].push_back(t1 - t0);
+            swp[k].push_back(t2 - t1);
         }
+    const auto a0 = allocations();
+    ours->step();
+    out.ours_allocs = double(allocations() - a0);
     out.ours_record_ns = median(rec[0]) * per_op;
     out.ours_sweep_ns = median(swp[0]) * per_op;
     out.adolc_record_ns = median(rec[1]) * per_op;
@@ -399,6 +425,7 @@ ChainRow measure_chain(std::size_t n, double budget)
                 out.ours_ns / out.torch_ns);
     std::printf("    record alone: ours %.1f, ADOL-C %.1f ns per op; sweep alone: ours %.1f, ADOL-C %.1f\n",
                 out.ours_record_ns, out.adolc_record_ns, out.ours_sweep_ns, out.adolc_sweep_ns);
+    std::printf("    heap allocations of one recording and sweep (ours, steady state): %.0f\n", out.ours_allocs);
     std::fflush(stdout);
     return out;
 }
@@ -569,10 +596,15 @@ int run(int argc, char** argv)
     }
     std::printf("(* libtorch's best setting; hand-written and GEMM alone at ours' best thread count; libtorch "
                 "best / GEMM at that setting's BLAS threads)\n");
-    if (do_chain)
-        std::printf("\nop chain (%zu ops, float64): ours %.1f ns/op, ADOL-C %.1f, libtorch %.1f; ours / ADOL-C "
-                    "%.2f, ours / libtorch %.4f\n", chain.ops, chain.ours_ns, chain.adolc_ns, chain.torch_ns,
-                    chain.ours_ns / chain.adolc_ns, chain.ours_ns / chain.torch_ns);
+    if (do_chain) {
+        const double ours_apart = chain.ours_record_ns + chain.ours_sweep_ns;
+        const double adolc_apart = chain.adolc_record_ns + chain.adolc_sweep_ns;
+        std::printf("\nop chain (%zu ops, float64, thread CPU time): interleaved ours %.1f ns/op, ADOL-C %.1f, "
+                    "libtorch %.1f: ours / ADOL-C %.2f, ours / libtorch %.4f; record + sweep timed apart: ours "
+                    "%.1f, ADOL-C %.1f: ours / ADOL-C %.2f\n", chain.ops, chain.ours_ns, chain.adolc_ns,
+                    chain.torch_ns, chain.ours_ns / chain.adolc_ns, chain.ours_ns / chain.torch_ns, ours_apart,
+                    adolc_apart, ours_apart / adolc_apart);
+    }
     if (do_memory && !memory.ours.empty() && !memory.adolc.empty())
         std::printf("memory (%zu-op chain): ours %.1f bytes/op, ADOL-C %.1f (ours / ADOL-C %.1f); cold / warm "
                     "recording: ours %.2f, ADOL-C %.2f\n", memory.ops, memory.ours["record_bytes_per_op"],
@@ -633,7 +665,10 @@ int run(int argc, char** argv)
             << ", \"adolc\": " << fmt("%.2f", chain.adolc_record_ns) << "}, \"sweep_ns_per_op\": {\"ours\": "
             << fmt("%.2f", chain.ours_sweep_ns) << ", \"adolc\": " << fmt("%.2f", chain.adolc_sweep_ns)
             << "}, \"ours_over_adolc\": " << fmt("%.4f", chain.ours_ns / chain.adolc_ns)
+            << ", \"ours_over_adolc_timed_apart\": "
+            << fmt("%.4f", (chain.ours_record_ns + chain.ours_sweep_ns) / (chain.adolc_record_ns + chain.adolc_sweep_ns))
             << ", \"ours_over_libtorch\": " << fmt("%.5f", chain.ours_ns / chain.torch_ns)
+            << ", \"ours_allocs_per_step\": " << chain.ours_allocs << ", \"timing\": \"thread CPU time\""
             << ", \"derivatives_agree\": " << (chain.agree ? "true" : "false") << "}";
     if (do_memory) {
         out << ",\n  \"op_memory\": {\"ops\": " << memory.ops;

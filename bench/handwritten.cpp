@@ -5,6 +5,8 @@
 #include "configs.hpp"
 
 #include <xtensor-blas/xblas.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xnoalias.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include <algorithm>
@@ -177,8 +179,8 @@ private:
                                    L.xhat.data() + r * out, L.n.data() + r * out, h + r * out,
                                    L.inv_std[r], out);
             } else if (l + 1 < n) {
-                if (c_.activation == Activation::tanh)
-                    for (std::size_t k = 0; k < B * out; ++k) h[k] = std::tanh(z[k]);
+                if (c_.activation == Activation::tanh)  // vectorised (xsimd), as the engine's tanh
+                    xt::noalias(L.h) = xt::tanh(L.z);
                 else
                     for (std::size_t k = 0; k < B * out; ++k) h[k] = std::max(z[k], T(0));
             } else {
