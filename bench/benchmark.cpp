@@ -96,27 +96,46 @@ double thread_cpu_us()
     return double(t.tv_sec) * 1e6 + double(t.tv_nsec) * 1e-3;
 }
 
+// What the CPU-time bracket around a step costs by itself (reading the thread's CPU clock is a
+// system call here, about a microsecond): the median over empty brackets, subtracted from
+// every CPU-time sample.
+double cpu_clock_overhead_us()
+{
+    static const double overhead = [] {
+        std::vector<double> v;
+        for (int i = 0; i < 2001; ++i) {
+            const double c0 = thread_cpu_us();
+            const auto t0 = Clock::now();
+            const auto t1 = Clock::now();
+            const double c1 = thread_cpu_us();
+            v.push_back(c1 - c0 + 0 * std::chrono::duration<double>(t1 - t0).count());
+        }
+        return median(v);
+    }();
+    return overhead;
+}
+
+// Each step is timed with the wall clock and with the calling thread's CPU clock. With one
+// thread (OpenBLAS and libtorch's intra-op pool both at 1) all the work runs on the calling
+// thread, so its CPU time is the step's cost without the waits for a core on a loaded machine.
 struct Runner {
     std::string name;
     Trainer* trainer;
     Threads threads;
-    bool cpu_time = false;   // time with the thread's CPU clock instead of the wall clock
-    std::vector<double> us;  // one entry per timed step
+    std::vector<double> us, cpu_us;  // one entry per timed step
     std::size_t per_round = 1;
 
     void run(std::size_t steps)
     {
         set_threads(threads);
         for (std::size_t i = 0; i < steps; ++i) {
-            if (cpu_time) {
-                const double t0 = thread_cpu_us();
-                trainer->step();
-                us.push_back(thread_cpu_us() - t0);
-                continue;
-            }
+            const double c0 = thread_cpu_us();
             const auto t0 = Clock::now();
             trainer->step();
-            us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+            const auto t1 = Clock::now();
+            const double c1 = thread_cpu_us();
+            us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+            cpu_us.push_back(c1 - c0 - cpu_clock_overhead_us());
         }
     }
 };
@@ -135,6 +154,7 @@ void measure(std::vector<Runner>& runners, double budget, std::size_t min_steps 
         const double est = median(r.us);
         r.per_round = std::clamp<std::size_t>(std::size_t(20000.0 / std::max(est, 0.01)), 1, 2000);
         r.us.clear();
+        r.cpu_us.clear();
     }
     const auto t0 = Clock::now();
     for (std::size_t round = 0;; ++round) {
@@ -271,6 +291,8 @@ struct Row {
     std::map<int, double> ours, hand, gemm;  // by OpenBLAS threads
     std::map<std::string, double> torch;      // by setting "intra x blas"
     double anomaly_us = 0;                    // ours with anomaly mode on, 1 thread; 0 if not run
+    // At one thread (1x1): the thread's CPU time per step of ours, hand-written, GEMM alone, libtorch.
+    double cpu_ours = 0, cpu_hand = 0, cpu_gemm = 0, cpu_torch = 0;
     AllocCount alloc;
     Agreement agree;
 
@@ -299,7 +321,7 @@ Row measure_config(const Config& c, Precision p, const std::vector<int>& blas_th
                    const std::vector<Threads>& torch_settings, bool with_anomaly, double budget)
 {
     const Init init = make_init(c);
-    Row row{c.name, p, {}, {}, {}, {}, 0, {}, {}};
+    Row row{c.name, p, {}, {}, {}, {}, 0, 0, 0, 0, 0, {}, {}};
     set_threads({1, 1});
     row.agree = check_agreement(c, init, p);
     const auto& a = row.agree;
@@ -328,6 +350,13 @@ Row measure_config(const Config& c, Precision p, const std::vector<int>& blas_th
     measure(runners, budget);
     for (const auto& r : runners) {
         const double us = median(r.us);
+        if (r.threads.intra == 1 && r.threads.blas == 1) {
+            const double cpu = median(r.cpu_us);
+            if (r.name == "ours") row.cpu_ours = cpu;
+            else if (r.name == "hand") row.cpu_hand = cpu;
+            else if (r.name == "gemm") row.cpu_gemm = cpu;
+            else if (r.name == "libtorch") row.cpu_torch = cpu;
+        }
         if (r.name == "ours") row.ours[r.threads.blas] = us;
         else if (r.name == "hand") row.hand[r.threads.blas] = us;
         else if (r.name == "gemm") row.gemm[r.threads.blas] = us;
@@ -339,6 +368,11 @@ Row measure_config(const Config& c, Precision p, const std::vector<int>& blas_th
                     t, t == 1 ? " " : "s", row.ours[t], row.hand[t], row.gemm[t]);
     std::printf("    libtorch (intra-op x BLAS threads):");
     for (const auto& [s, us] : row.torch) std::printf("  %s %.1f us", s.c_str(), us);
+    if (row.cpu_ours > 0 && row.cpu_hand > 0 && row.cpu_gemm > 0 && row.cpu_torch > 0)
+        std::printf("\n    1 thread, thread CPU time: ours %.1f us  hand-written %.1f  GEMM alone %.1f  libtorch %.1f: "
+                    "ours / hand-written %.2f, ours / GEMM %.2f, ours / libtorch %.3f", row.cpu_ours, row.cpu_hand,
+                    row.cpu_gemm, row.cpu_torch, row.cpu_ours / row.cpu_hand, row.cpu_ours / row.cpu_gemm,
+                    row.cpu_ours / row.cpu_torch);
     std::printf("\n    steps timed per runner: ");
     for (const auto& r : runners) std::printf("%zu ", r.us.size());
     std::printf("\n");
@@ -390,13 +424,13 @@ ChainRow measure_chain(std::size_t n, double budget)
     std::printf("    ADOL-C tape: %s\n", adolc->tape_stats().c_str());
     // All three run on the calling thread (libtorch's autograd runs CPU work on the thread that
     // calls it), so the thread's CPU time is the measure: it leaves out waits for a core.
-    std::vector<Runner> runners = {{"ours", ours.get(), {1, 1}, true}, {"adolc", adolc.get(), {1, 1}, true},
-                                   {"libtorch", torch.get(), {1, 1}, true}};
+    std::vector<Runner> runners = {{"ours", ours.get(), {1, 1}}, {"adolc", adolc.get(), {1, 1}},
+                                   {"libtorch", torch.get(), {1, 1}}};
     measure(runners, budget, 10);
     const double per_op = 1000.0 / double(n);  // us per step -> ns per op
-    out.ours_ns = median(runners[0].us) * per_op;
-    out.adolc_ns = median(runners[1].us) * per_op;
-    out.torch_ns = median(runners[2].us) * per_op;
+    out.ours_ns = median(runners[0].cpu_us) * per_op;
+    out.adolc_ns = median(runners[1].cpu_us) * per_op;
+    out.torch_ns = median(runners[2].cpu_us) * per_op;
 
     // The two halves apart, alternating the two libraries, without libtorch's steps between them
     // (in the interleaved rounds, libtorch's large graphs are freed between the others' steps, so
@@ -596,6 +630,14 @@ int run(int argc, char** argv)
     }
     std::printf("(* libtorch's best setting; hand-written and GEMM alone at ours' best thread count; libtorch "
                 "best / GEMM at that setting's BLAS threads)\n");
+    std::printf("\nOne thread (OpenBLAS 1, libtorch 1x1), CPU time of the calling thread per step (leaves out the waits "
+                "for a core; steps under 50 us left out, the thread clock costs about a microsecond to read):\n\n| config | dtype | ours (us) | hand-written (us) | GEMM alone (us) | libtorch (us) "
+                "| ours / hand-written | ours / GEMM | ours / libtorch |\n|---|---|---|---|---|---|---|---|---|\n");
+    for (const auto& r : rows)
+        if (r.cpu_ours > 50)
+            std::printf("| %c | %s | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.3f |\n", r.config,
+                        r.precision == Precision::f64 ? "f64" : "f32", r.cpu_ours, r.cpu_hand, r.cpu_gemm, r.cpu_torch,
+                        r.cpu_ours / r.cpu_hand, r.cpu_ours / r.cpu_gemm, r.cpu_ours / r.cpu_torch);
     if (do_chain) {
         const double ours_apart = chain.ours_record_ns + chain.ours_sweep_ns;
         const double adolc_apart = chain.adolc_record_ns + chain.adolc_sweep_ns;
@@ -649,6 +691,10 @@ int run(int argc, char** argv)
             << ", \"allocs_per_step\": " << fmt("%.2f", r.alloc.per_step_n2)
             << ", \"allocs_grow\": " << (r.alloc.per_step_n2 > r.alloc.per_step_n1 ? "true" : "false")
             << ", \"same_loss_as_libtorch\": " << (r.agree.ok ? "true" : "false");
+        if (r.cpu_ours > 0)
+            out << ", \"thread_cpu_us_1x1\": {\"ours\": " << fmt("%.2f", r.cpu_ours) << ", \"handwritten\": "
+                << fmt("%.2f", r.cpu_hand) << ", \"gemm\": " << fmt("%.2f", r.cpu_gemm) << ", \"libtorch\": "
+                << fmt("%.2f", r.cpu_torch) << "}";
         if (r.anomaly_us > 0)
             out << ", \"ours_anomaly_us_1_thread\": " << fmt("%.2f", r.anomaly_us)
                 << ", \"anomaly_over_off\": " << fmt("%.4f", r.anomaly_us / r.ours.at(1));
