@@ -6,6 +6,8 @@
 #include "nn/checkpoint.hpp"
 #include "nn/clip.hpp"
 #include "nn/dropout.hpp"
+#include "nn/gradcheck.hpp"
+#include "nn/idx.hpp"
 #include "nn/init.hpp"
 #include "nn/layer_norm.hpp"
 #include "nn/linear.hpp"
