@@ -666,10 +666,10 @@ void NpzWriter::add_npy(const std::string& name, std::vector<std::uint8_t> npy)
 {
     if (name.empty()) throw Error("NpzWriter::add: empty array name");
     if (name.size() > 65000) throw Error("NpzWriter::add: array name longer than 65000 bytes");
-    for (const auto& e : entries_)
-        if (e.name == name) throw Error("NpzWriter::add: array name '" + name + "' used twice");
+    if (names_.count(name)) throw Error("NpzWriter::add: array name '" + name + "' used twice");
     if (entries_.size() >= 0xffff) throw Error("NpzWriter::add: more than 65534 arrays need zip64, not written");
     entries_.push_back({name, std::move(npy)});
+    names_.insert(name);
 }
 
 void NpzWriter::add(const std::string& name, const Tensor<float>& t) { add_npy(name, encode_npy(t, "<f4")); }

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -64,6 +65,7 @@ private:
     };
     void add_npy(const std::string& name, std::vector<std::uint8_t> npy);
     std::vector<Entry> entries_;
+    std::set<std::string> names_;  // for the check of repeated names: 10,000 arrays in O(n log n)
 };
 
 // Limits of a read, checked before anything is inflated or allocated for an array's data.
