@@ -12,6 +12,8 @@
 // The same seed gives the same run. --min-accuracy makes it exit non-zero below a bound, for CI.
 //
 // ctest-args: --limit 2000 --epochs 3 --min-accuracy 0.70 --out fashion_mnist_ci
+#include "lab.hpp"
+
 #include "autodiff/autodiff.hpp"
 #include "nn/idx.hpp"
 #include "nn/nn.hpp"
@@ -28,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -82,6 +85,14 @@ Default: 784-256, two residual blocks, 10 outputs, 8 epochs: 89.21% test accurac
 --long: 784-512, 24 epochs, dropout 0.2: 90.45% (seed 1), about two minutes on two cores.
 )";
 
+// The ranges of the numeric options: far beyond any sensible run, and small enough that a
+// typo fails at once instead of allocating gigabytes or starting a run of months.
+constexpr std::uint64_t max_epochs = 100000;
+constexpr std::uint64_t max_examples = 100000000;
+constexpr std::uint64_t max_width = 65536;  // a 784 x 65536 float layer is 205 MB
+constexpr std::uint64_t max_depth = 1000;
+constexpr std::uint64_t max_gradcheck_width = 1024;
+
 [[noreturn]] void bad_usage(const std::string& what)
 {
     std::fprintf(stderr, "fashion_mnist: %s\n\n%s", what.c_str(), usage);
@@ -97,48 +108,39 @@ Options parse(int argc, char** argv)
             if (i + 1 >= argc) bad_usage(a + " needs a value");
             return argv[++i];
         };
-        auto number = [&]() -> double {
-            const std::string v = value();
-            char* end = nullptr;
-            const double x = std::strtod(v.c_str(), &end);
-            if (v.empty() || *end != '\0' || !std::isfinite(x)) bad_usage(a + " needs a number, got '" + v + "'");
-            return x;
-        };
-        auto count = [&]() -> std::size_t {
-            const double x = number();
-            if (x < 0 || x != std::floor(x)) bad_usage(a + " needs a whole number >= 0");
-            return static_cast<std::size_t>(x);
+        // Each numeric option has a range; a value outside it (or not a number of its kind:
+        // --epochs 1e10) ends the program with the option, the value and the range, status 2.
+        auto number = [&](double lo, double hi) { return examples::parse_real("fashion_mnist", a, value(), lo, hi); };
+        auto count = [&](std::uint64_t lo, std::uint64_t hi) {
+            return examples::parse_whole("fashion_mnist", a, value(), lo, hi);
         };
         if (a == "--help" || a == "-h") {
             std::printf("%s", usage);
             std::exit(0);
         }
-        else if (a == "--epochs") o.epochs = static_cast<int>(count());
-        else if (a == "--batch") o.batch = count();
-        else if (a == "--lr") o.lr = number();
-        else if (a == "--weight-decay") o.weight_decay = number();
+        else if (a == "--epochs") o.epochs = static_cast<int>(count(1, max_epochs));
+        else if (a == "--batch") o.batch = count(1, max_examples);
+        else if (a == "--lr") o.lr = number(1e-12, 1e300);
+        else if (a == "--weight-decay") o.weight_decay = number(0, 1e6);
         else if (a == "--constant-lr") o.cosine = false;
         else if (a == "--long") {
             o.epochs = 24;
             o.width = 512;
             o.dropout = 0.2;
         }
-        else if (a == "--width") o.width = count();
-        else if (a == "--depth") o.depth = count();
-        else if (a == "--dropout") o.dropout = number();
-        else if (a == "--seed") o.seed = count();
+        else if (a == "--width") o.width = count(1, max_width);
+        else if (a == "--depth") o.depth = count(0, max_depth);
+        else if (a == "--dropout") o.dropout = number(0, 0.99);
+        else if (a == "--seed") o.seed = count(0, UINT64_MAX);
         else if (a == "--data") o.data_dir = value();
         else if (a == "--out") o.out_dir = value();
-        else if (a == "--limit") o.limit = count();
-        else if (a == "--test-limit") o.test_limit = count();
-        else if (a == "--gradcheck-width") o.gradcheck_width = count();
-        else if (a == "--min-accuracy") o.min_accuracy = number();
+        else if (a == "--limit") o.limit = count(0, max_examples);
+        else if (a == "--test-limit") o.test_limit = count(0, max_examples);
+        else if (a == "--gradcheck-width") o.gradcheck_width = count(0, max_gradcheck_width);
+        else if (a == "--min-accuracy") o.min_accuracy = number(0, 1);
         else if (a == "--no-plot") o.plot = false;
         else bad_usage("unknown option " + a);
     }
-    if (o.epochs < 1 || o.batch < 1 || o.width < 1) bad_usage("--epochs, --batch and --width must be at least 1");
-    if (!(o.lr > 0)) bad_usage("--lr must be positive");
-    if (o.dropout < 0 || o.dropout >= 1) bad_usage("--dropout must be in [0, 1)");
     return o;
 }
 
@@ -257,7 +259,8 @@ bool plot(const std::string& out_dir)
 {
     const std::string gp = out_dir + "/fashion_mnist_curves.gp";
     std::ofstream f(gp);
-    f << "# Plots the curves fashion_mnist wrote. Run from " << out_dir << ": gnuplot fashion_mnist_curves.gp\n"
+    // Fixed relative names only: gnuplot runs in out_dir, whose name never enters the script.
+    f << "# Plots the curves fashion_mnist wrote. Run from their directory: gnuplot fashion_mnist_curves.gp\n"
       << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,420 font 'sans,10' } "
          "else { set terminal png size 1100,420 }\n"
       << "set output 'fashion_mnist_curves.png'\n"
@@ -275,8 +278,7 @@ bool plot(const std::string& out_dir)
          "title 'test accuracy'\n"
       << "unset multiplot\n";
     f.close();
-    const std::string cmd = "cd '" + out_dir + "' && gnuplot fashion_mnist_curves.gp";
-    return f && std::system(cmd.c_str()) == 0;
+    return f && examples::run_gnuplot(out_dir, "fashion_mnist_curves.gp");
 }
 
 }  // namespace
@@ -286,7 +288,8 @@ int main(int argc, char** argv)
     const Options o = parse(argc, argv);
     const auto start = Clock::now();
     try {
-        std::filesystem::create_directories(o.out_dir);
+        // Before the data are loaded: an unusable --out stops the run now, not after training.
+        examples::make_writable_output_dir(o.out_dir, "fashion_mnist");
 
         const auto train = ad::nn::load_mnist_split<float>(o.data_dir, "train", o.limit);
         const auto test = ad::nn::load_mnist_split<float>(o.data_dir, "t10k", o.test_limit);
@@ -347,6 +350,13 @@ int main(int argc, char** argv)
                 if (o.cosine) cosine.step();
 
                 const double l = loss.item();
+                if (!std::isfinite(l)) {
+                    std::fprintf(stderr,
+                                 "fashion_mnist: training diverged: the loss is %s at epoch %d, step %zu (--lr %g); "
+                                 "stopped, no checkpoint saved (try a smaller --lr)\n",
+                                 std::isnan(l) ? "NaN" : "infinite", epoch, b + 1, o.lr);
+                    return 4;
+                }
                 epoch_loss += l * double(e - s);
                 running = step == 0 ? l : 0.98 * running + 0.02 * l;
                 loss_csv << double(step + 1) / double(steps_per_epoch) << ',' << l << ',' << running << '\n';
@@ -361,6 +371,13 @@ int main(int argc, char** argv)
                 }
             }
             last = evaluate(*model, test);
+            if (!std::isfinite(last.loss)) {
+                std::fprintf(stderr,
+                             "fashion_mnist: training diverged: the test loss is %s after epoch %d (--lr %g); "
+                             "stopped, no checkpoint saved (try a smaller --lr)\n",
+                             std::isnan(last.loss) ? "NaN" : "infinite", epoch, o.lr);
+                return 4;
+            }
             const double elapsed = std::chrono::duration<double>(Clock::now() - train_start).count();
             std::printf("%sepoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%.1f s)\n",
                         tty ? "\n" : "", epoch, o.epochs, epoch_loss / double(train.size()), last.loss,

@@ -248,8 +248,7 @@ void spectra(std::size_t width, std::size_t depth, const std::string& out, bool 
           "with linespoints pt 6 ps 0.5 dt 2 lc i title label(word(inits,i)).' min'\n"
           "unset multiplot\n";
     gp.close();
-    const std::string cmd = "cd '" + out + "' && gnuplot jacobian_lab.gp";
-    if (std::system(cmd.c_str()) == 0) std::printf("plot: %s/jacobian_lab.png\n", out.c_str());
+    if (examples::run_gnuplot(out, "jacobian_lab.gp")) std::printf("plot: %s/jacobian_lab.png\n", out.c_str());
     else std::printf("plot: gnuplot failed; the data are in %s/jacobian_*.csv\n", out.c_str());
 }
 

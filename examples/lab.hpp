@@ -1,10 +1,23 @@
-// What the labs share: checks printed as they run and counted, number formatting, the common
-// command line (--small, --out DIR, --no-plot), and their output files. A directory or file
-// that cannot be made ends the program with a message naming the path, rather than a plot step
-// that silently finds no data.
+// What the examples share: checks printed as they run and counted, number formatting, the
+// common command line (--small, --out DIR, --no-plot), numeric options parsed with their ranges,
+// their output files, and running gnuplot and dot. A directory or file that cannot be made ends
+// the program with a message naming the path, rather than a plot step that silently finds no
+// data.
+//
+// External programs run without a shell: run_program() forks and execs an argument vector, in
+// the output directory, so no file or directory name is ever interpreted by a shell. The gnuplot
+// scripts name their data and images relative to that directory (fixed names, no user text), so
+// a directory called `Bob's runs` or `$(rm -rf ~)` is only ever a path.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +25,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace examples {
 
@@ -53,6 +67,100 @@ inline std::ofstream open_output(const std::string& path, const char* program)
     return f;
 }
 
+// Makes `dir` (and its parents) and checks that a file can be created in it, by creating and
+// removing one: an unusable --out is reported before any work, not after it.
+inline void make_writable_output_dir(const std::string& dir, const char* program)
+{
+    make_output_dir(dir, program);
+    std::string probe = (std::filesystem::path(dir) / ".write-test-XXXXXX").string();
+    const int fd = ::mkstemp(probe.data());
+    if (fd < 0) {
+        std::fprintf(stderr, "%s: cannot write in the output directory %s: %s\n", program, dir.c_str(),
+                     std::strerror(errno));
+        std::exit(1);
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
+}
+
+// Runs argv[0] (looked up in PATH) with the arguments argv[1..] in directory `dir`, without a
+// shell, and waits for it. `quiet` sends its output to /dev/null. Returns its exit status, or -1
+// if it could not be started or did not exit normally (127 from the child: not found).
+inline int run_program(const std::vector<std::string>& argv, const std::string& dir, bool quiet = false)
+{
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::fflush(nullptr);  // the child must not print this process's buffered output again
+    const pid_t pid = ::fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        // Only async-signal-safe calls between fork and exec: the parent may have other threads.
+        if (!dir.empty() && ::chdir(dir.c_str()) != 0) ::_exit(126);
+        if (quiet) {
+            const int null = ::open("/dev/null", O_WRONLY);
+            if (null >= 0) {
+                ::dup2(null, 1);
+                ::dup2(null, 2);
+            }
+        }
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// gnuplot SCRIPT run in `dir` (the script's relative names resolve there). True on success.
+inline bool run_gnuplot(const std::string& dir, const std::string& script)
+{
+    return run_program({"gnuplot", script}, dir) == 0;
+}
+
+// Whether `program` can be run (e.g. "dot" with "-V").
+inline bool have_program(const std::vector<std::string>& probe)
+{
+    return run_program(probe, "", true) == 0;
+}
+
+// A whole number option: decimal digits only (no sign, exponent or fraction), within [lo, hi];
+// anything else prints the option, the value and the allowed range, and exits with status 2.
+inline std::uint64_t parse_whole(const char* program, const std::string& option, const std::string& text,
+                                 std::uint64_t lo, std::uint64_t hi)
+{
+    bool ok = !text.empty() && text.size() <= 20;
+    std::uint64_t v = 0;
+    for (char c : text) {
+        if (!ok) break;
+        if (c < '0' || c > '9') ok = false;
+        else if (v > (UINT64_MAX - std::uint64_t(c - '0')) / 10) ok = false;  // past 2^64 - 1
+        else v = v * 10 + std::uint64_t(c - '0');
+    }
+    if (!ok || v < lo || v > hi) {
+        std::fprintf(stderr, "%s: %s %s: expected a whole number in [%" PRIu64 ", %" PRIu64 "]\n",
+                     program, option.c_str(), text.c_str(), lo, hi);
+        std::exit(2);
+    }
+    return v;
+}
+
+// A real number option within [lo, hi] (finite); otherwise a message and exit status 2.
+inline double parse_real(const char* program, const std::string& option, const std::string& text, double lo,
+                         double hi)
+{
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v) || v < lo || v > hi) {
+        std::fprintf(stderr, "%s: %s %s: expected a number in [%g, %g]\n", program, option.c_str(),
+                     text.c_str(), lo, hi);
+        std::exit(2);
+    }
+    return v;
+}
+
 struct LabOptions {
     bool small = false;  // the size CI runs
     bool plot = true;
@@ -80,7 +188,7 @@ inline LabOptions parse_lab_options(int argc, char** argv, const char* program, 
             std::exit(a == "--help" || a == "-h" ? 0 : 2);
         }
     }
-    make_output_dir(o.out, program);
+    make_writable_output_dir(o.out, program);
     return o;
 }
 

@@ -299,8 +299,7 @@ int main(int argc, char** argv)
               "1e-4 with lines dt 2 lc 'gray' title 'required'\n"
               "unset multiplot\n";
         gp.close();
-        const std::string cmd = "cd '" + out + "' && gnuplot ppca.gp";
-        if (std::system(cmd.c_str()) == 0) std::printf("plot: %s/ppca.png\n", out.c_str());
+        if (examples::run_gnuplot(out, "ppca.gp")) std::printf("plot: %s/ppca.png\n", out.c_str());
         else std::printf("plot: gnuplot failed; the data are in %s/ppca.csv\n", out.c_str());
     }
 

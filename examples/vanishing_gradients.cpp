@@ -380,8 +380,7 @@ void write_plots(const std::string& out, std::size_t depth)
           "'' skip 1 using 1:2 with linespoints pt 7 ps 0.6 lc 1 title 'largest over the draws', "
           "'' skip 1 using 1:3 with linespoints pt 6 ps 0.6 lc 2 title 'median over the draws'\n";
     gp.close();
-    const std::string cmd = "cd '" + out + "' && gnuplot vanishing_gradients.gp";
-    if (std::system(cmd.c_str()) == 0)
+    if (examples::run_gnuplot(out, "vanishing_gradients.gp"))
         std::printf("plots: %s/vanishing_gradients.png, %s/epfl_bound.png\n", out.c_str(), out.c_str());
     else
         std::printf("plots: gnuplot failed; the data are in %s/*.csv\n", out.c_str());

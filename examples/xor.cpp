@@ -141,11 +141,11 @@ int main(int argc, char** argv)
     std::string out_dir = ".";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--seeds" && i + 1 < argc) seeds = std::atoi(argv[++i]);
-        else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
+        if (a == "--seeds" && i + 1 < argc) seeds = int(examples::parse_whole("xor", a, argv[++i], 1, 1000));
+        else if (a == "--steps" && i + 1 < argc) steps = int(examples::parse_whole("xor", a, argv[++i], 1, 10000000));
         else if (a == "--out" && i + 1 < argc) out_dir = argv[++i];
-        else if (a == "--width" && i + 1 < argc) width = std::atoi(argv[++i]);
-        else if (a == "--lr" && i + 1 < argc) lr = std::atof(argv[++i]);
+        else if (a == "--width" && i + 1 < argc) width = int(examples::parse_whole("xor", a, argv[++i], 1, 4096));
+        else if (a == "--lr" && i + 1 < argc) lr = T(examples::parse_real("xor", a, argv[++i], 0, 100));
         else {
             std::printf("usage: xor [--seeds N (20)] [--steps N (5000)] [--out DIR (.)]\n"
                         "Checks the seed 003 hand solution of XOR, trains 2-8-1 nets with and without ReLU\n"
@@ -153,6 +153,8 @@ int main(int argc, char** argv)
             return a == "--help" || a == "-h" ? 0 : 2;
         }
     }
+
+    examples::make_writable_output_dir(out_dir, "xor");  // before the work, not after it
 
     std::printf("1. The hand solution of seed 003\n");
     TwoLayerNet hand(std::make_shared<ad::nn::Linear<T>>(Tensor<T>{{2., 2.}, {1., 1.}}, Tensor<T>{-1., -1.}),
@@ -222,7 +224,6 @@ int main(int argc, char** argv)
         labels.parameters.push_back({std::string(seed_names[i]) + " (" + named[i].first + ")", named[i].second});
     labels.values = {{"x", x}, {"y", y}, {"J", J}};
     const std::string dot = out_dir + "/xor_graph.dot";
-    examples::make_output_dir(out_dir, "xor");
     try {
         ad::write_dot(dot, J, labels);
     } catch (const std::exception& e) {
@@ -230,12 +231,12 @@ int main(int argc, char** argv)
         return 1;
     }
     std::printf("  wrote %s\n", dot.c_str());
-    if (std::system("dot -V >/dev/null 2>&1") == 0) {
-        for (const char* fmt : {"svg", "png"}) {
-            const std::string file = out_dir + "/xor_graph." + fmt;
-            const std::string cmd = std::string("dot -T") + fmt + (std::string(fmt) == "png" ? " -Gdpi=110" : "") +
-                                    " '" + dot + "' -o '" + file + "'";
-            check(std::system(cmd.c_str()) == 0, "rendered " + file);
+    if (examples::have_program({"dot", "-V"})) {
+        for (const std::string fmt : {"svg", "png"}) {
+            // Run in the output directory with fixed relative names: no path reaches dot's options.
+            std::vector<std::string> cmd = {"dot", "-T" + fmt, "xor_graph.dot", "-o", "xor_graph." + fmt};
+            if (fmt == "png") cmd.insert(cmd.begin() + 2, "-Gdpi=110");
+            check(examples::run_program(cmd, out_dir) == 0, "rendered " + out_dir + "/xor_graph." + fmt);
         }
     } else {
         std::printf("  (Graphviz dot not found: render with dot -Tsvg %s -o xor_graph.svg)\n", dot.c_str());

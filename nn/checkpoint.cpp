@@ -3,7 +3,9 @@
 #include "nn/npz.hpp"
 
 #include <cmath>
+#include <limits>
 #include <map>
+#include <set>
 
 namespace ad::nn {
 
@@ -63,26 +65,91 @@ void save_slots(const Slots<T>& s, const std::string& path)
     w.write(path);
 }
 
+// "1,234,567": counts in messages.
+std::string grouped(std::size_t n)
+{
+    std::string digits = std::to_string(n), out;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+        if (i && (digits.size() - i) % 3 == 0) out += ',';
+        out += digits[i];
+    }
+    return out;
+}
+
+// The first `shown` problems joined by "; ", then how many more there are: a file of 10,000
+// stray arrays gets a message of ten lines' worth, not half a megabyte.
+std::string join_bounded(const std::vector<std::string>& problems, std::size_t shown = 10)
+{
+    std::string msg;
+    for (std::size_t i = 0; i < problems.size() && i < shown; ++i) msg += (i ? "; " : "") + problems[i];
+    if (problems.size() > shown) msg += "; ... and " + grouped(problems.size() - shown) + " more";
+    return msg;
+}
+
+// "[1, 2]": the multi-index of flat position k in a C-order array of `shape`.
+std::string position(std::size_t k, const Shape& shape)
+{
+    std::vector<std::size_t> idx(shape.size());
+    for (std::size_t d = shape.size(); d-- > 0;) {
+        idx[d] = shape[d] ? k % shape[d] : 0;
+        k = shape[d] ? k / shape[d] : 0;
+    }
+    std::string s = "[";
+    for (std::size_t d = 0; d < idx.size(); ++d) s += (d ? ", " : "") + std::to_string(idx[d]);
+    return s + "]";
+}
+
+std::string value_str(double v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
+// NaN, an infinity, or a finite value that T cannot hold (1e300 into float): the first such
+// element, described, or "" when there is none.
+template <class T>
+std::string first_bad_value(const std::string& key, const NpyArray& a)
+{
+    const double top = double(std::numeric_limits<T>::max());
+    for (std::size_t k = 0; k < a.data.size(); ++k) {
+        const double v = a.data[k];
+        if (!std::isfinite(v))
+            return key + " holds " + value_str(v) + " at " + position(k, a.shape) + "; a checkpoint must hold finite values";
+        if (std::abs(v) > top)
+            return key + " holds " + value_str(v) + " at " + position(k, a.shape) + ", outside the range of " +
+                   (sizeof(T) == 4 ? "float" : "double") + " (largest " + value_str(top) + ")";
+    }
+    return "";
+}
+
 template <class T>
 void load_slots(const Slots<T>& s, const std::string& path)
 {
-    const NpzArchive archive = read_npz(path);  // a corrupt file stops here
+    // Each array's shape is compared with the model's as soon as its header is read: only the
+    // arrays the model takes, at their own shapes, are inflated. The limit on the whole read is
+    // what the model can hold (in float64) plus room for the scalars.
+    std::map<std::string, const Tensor<T>*> wanted;
+    std::uint64_t model_bytes = 4096;
+    for (const auto& slot : s.tensors) {
+        wanted.emplace(slot.key, slot.tensor);
+        model_bytes += 8 * std::uint64_t(slot.tensor->size());
+    }
+    NpzReadOptions options;
+    options.max_bytes = model_bytes;
+    options.filter = [&](const std::string& name, const std::string&, const Shape& shape) {
+        if (s.optimizer && (name == step_key || name == lr_key)) return shape.empty();
+        const auto it = wanted.find(name);
+        return it != wanted.end() && detail::same_shape(shape, it->second->shape());
+    };
+    const NpzArchive archive = read_npz(path, options);  // a corrupt file stops here
 
     std::map<std::string, const NpyArray*> in_file;
     for (const auto& [name, a] : archive) in_file.emplace(name, &a);
 
     std::vector<std::string> problems;
     std::map<std::string, bool> expected;
-    for (const auto& slot : s.tensors) {
-        expected[slot.key] = true;
-        const auto it = in_file.find(slot.key);
-        if (it == in_file.end()) {
-            problems.push_back("missing " + slot.key + " " + shape_str(slot.tensor->shape()));
-        } else if (!detail::same_shape(it->second->shape, slot.tensor->shape())) {
-            problems.push_back(slot.key + " has shape " + shape_str(it->second->shape) + " in the file but " +
-                               shape_str(slot.tensor->shape()) + " in the model");
-        }
-    }
+    // The optimiser's scalars first: a bounded message still shows them.
     double step = 0, lr = 0;
     if (s.optimizer) {
         auto scalar = [&](const std::string& key, double& out, bool integer) {
@@ -93,7 +160,7 @@ void load_slots(const Slots<T>& s, const std::string& path)
                 return;
             }
             const NpyArray& a = *it->second;
-            if (a.data.size() != 1 || !a.shape.empty()) {
+            if (!a.has_data || a.data.size() != 1 || !a.shape.empty()) {
                 problems.push_back(key + " has shape " + shape_str(a.shape) + ", expected a scalar ()");
                 return;
             }
@@ -105,15 +172,29 @@ void load_slots(const Slots<T>& s, const std::string& path)
         scalar(step_key, step, true);
         scalar(lr_key, lr, false);
     }
+    for (const auto& slot : s.tensors) {
+        expected[slot.key] = true;
+        const auto it = in_file.find(slot.key);
+        if (it == in_file.end()) {
+            problems.push_back("missing " + slot.key + " " + shape_str(slot.tensor->shape()));
+        } else if (!detail::same_shape(it->second->shape, slot.tensor->shape())) {
+            problems.push_back(slot.key + " has shape " + shape_str(it->second->shape) + " in the file but " +
+                               shape_str(slot.tensor->shape()) + " in the model");
+        }
+    }
     for (const auto& [name, a] : archive)
         if (!expected.count(name) && !(s.optimizer == nullptr && has_prefix(name, optim_prefix)))
             problems.push_back("unexpected " + name + " " + shape_str(a.shape) + " (the model has no such tensor)");
 
-    if (!problems.empty()) {
-        std::string msg = "checkpoint " + path + " does not match the model (nothing was loaded): ";
-        for (std::size_t i = 0; i < problems.size(); ++i) msg += (i ? "; " : "") + problems[i];
-        throw Error(msg);
+    if (!problems.empty())
+        throw Error("checkpoint " + path + " does not match the model (nothing was loaded): " + join_bounded(problems));
+    for (const auto& slot : s.tensors) {
+        const std::string bad = first_bad_value<T>(slot.key, *in_file.at(slot.key));
+        if (!bad.empty()) problems.push_back(bad);
     }
+    if (!problems.empty())
+        throw Error("checkpoint " + path + " holds values the model cannot take (nothing was loaded): " +
+                    join_bounded(problems));
 
     // Everything checked: convert first (the only step left that can fail, by running out of
     // memory), then assign.

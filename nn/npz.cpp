@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <set>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -34,6 +36,10 @@ constexpr std::size_t max_dims = 32;
 // Deflate cannot expand data by more than about 1032:1; a larger claim is a corrupt header (or
 // a bomb), refused before any memory is reserved for it.
 constexpr std::uint64_t max_deflate_ratio = 1032;
+// numpy writes headers of a few hundred bytes (and itself refuses more than 10000 by default).
+constexpr std::size_t max_header_bytes = std::size_t(1) << 20;
+// Room for the zip structure and the .npy headers around the arrays' data.
+constexpr std::uint64_t max_file_overhead = std::uint64_t(64) << 20;
 
 [[noreturn]] void fail(const std::string& file, const std::string& what)
 {
@@ -250,29 +256,141 @@ std::vector<std::uint8_t> encode_npy(const Tensor<E>& t, const char* descr)
 
 // --- reading ---
 
-NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& where)
+namespace {
+
+// The bytes of one entry, read front to back: a range of the file (stored) or inflated as they
+// are asked for (deflated), so nothing is inflated before the .npy header has been checked, and
+// never more than the entry's declared size. A running CRC-32 covers what was read.
+class EntryStream {
+public:
+    EntryStream(const std::uint8_t* src, std::uint64_t csize, std::uint64_t usize, bool deflated,
+                const std::string& where)
+        : src_(src), csize_(csize), usize_(usize), deflated_(deflated), where_(where)
+    {
+        if (deflated_ && inflateInit2(&zs_, -15) != Z_OK) throw Error(where_ + ": zlib could not start inflating");
+        zs_.next_in = const_cast<Bytef*>(src_);
+    }
+    ~EntryStream()
+    {
+        if (deflated_) inflateEnd(&zs_);
+    }
+    EntryStream(const EntryStream&) = delete;
+    EntryStream& operator=(const EntryStream&) = delete;
+
+    std::uint64_t size() const { return usize_; }
+    std::uint64_t remaining() const { return usize_ - done_; }
+
+    // Exactly n more bytes, or ad::Error saying the entry ends before them.
+    void read(std::uint8_t* out, std::size_t n, const char* what)
+    {
+        if (n > remaining())
+            throw Error(where_ + ": truncated: " + what + " needs " + std::to_string(n) + " bytes at offset " +
+                        std::to_string(done_) + ", the entry has " + std::to_string(usize_));
+        if (!deflated_) {
+            std::memcpy(out, src_ + done_, n);
+        } else {
+            std::size_t got = 0;
+            while (got < n) {
+                const int rc = pump(out + got, n - got, got);
+                if (rc == Z_STREAM_END && got < n)
+                    throw Error(where_ + ": corrupt: the deflate stream ends after " + std::to_string(done_ + got) +
+                                " bytes, the directory says " + std::to_string(usize_));
+            }
+        }
+        crc_ = crc32(crc_, out, uInt(n));
+        done_ += n;
+    }
+
+    // After the last byte: the stream must end exactly here, use every compressed byte, and
+    // match the directory's CRC-32.
+    void finish(std::uint32_t expected_crc)
+    {
+        if (deflated_ && !ended_) {
+            std::uint8_t extra;
+            std::size_t got = 0;
+            const int rc = pump(&extra, 1, got);
+            if (got != 0)
+                throw Error(where_ + ": corrupt deflate data: more data than its stated size " + std::to_string(usize_));
+            if (rc != Z_STREAM_END) throw Error(where_ + ": corrupt deflate data: the stream does not end");
+        }
+        if (deflated_ && in_used_ != csize_)
+            throw Error(where_ + ": corrupt: inflates to " + std::to_string(usize_) + " bytes from " +
+                        std::to_string(in_used_) + " compressed, the directory says " + std::to_string(usize_) +
+                        " from " + std::to_string(csize_));
+        if (crc_ != expected_crc) {
+            char msg[80];
+            std::snprintf(msg, sizeof msg, ": CRC-32 mismatch (stored %08x, computed %08x): corrupt data",
+                          unsigned(expected_crc), unsigned(crc_));
+            throw Error(where_ + msg);
+        }
+    }
+
+private:
+    // One inflate call into out[0, n); adds what it produced to `got`. zlib counts in uInt, so
+    // the input is fed in chunks.
+    int pump(std::uint8_t* out, std::size_t n, std::size_t& got)
+    {
+        const uInt in_chunk = uInt(std::min<std::uint64_t>(csize_ - in_used_, 1u << 30));
+        zs_.next_in = const_cast<Bytef*>(src_ + in_used_);
+        zs_.avail_in = in_chunk;
+        zs_.next_out = out;
+        zs_.avail_out = uInt(std::min<std::size_t>(n, 1u << 30));
+        const uInt out_room = zs_.avail_out;
+        const int rc = inflate(&zs_, Z_NO_FLUSH);
+        in_used_ += in_chunk - zs_.avail_in;
+        got += out_room - zs_.avail_out;
+        if (rc == Z_STREAM_END) ended_ = true;
+        if (rc == Z_BUF_ERROR && out_room - zs_.avail_out == 0)
+            throw Error(where_ + ": corrupt deflate data: the stream ends early, after " +
+                        std::to_string(done_ + got) + " of " + std::to_string(usize_) + " bytes");
+        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
+            throw Error(where_ + ": corrupt deflate data" + (zs_.msg ? std::string(" (") + zs_.msg + ")" : std::string()));
+        return rc;
+    }
+
+    const std::uint8_t* src_;
+    std::uint64_t csize_, usize_;
+    bool deflated_;
+    const std::string& where_;
+    z_stream zs_{};
+    bool ended_ = false;
+    std::uint64_t in_used_ = 0, done_ = 0;
+    uLong crc_ = crc32(0L, Z_NULL, 0);
+};
+
+// One .npy from a stream. `budget` is what is left of NpzReadOptions::max_bytes; the filter may
+// skip the data (the array then has no data, and its bytes are neither inflated nor checked).
+NpyArray decode_npy_stream(EntryStream& s, const std::string& where, const std::string& name,
+                           const NpzReadOptions& options, std::uint64_t& budget, bool& skipped)
 {
     static const std::uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-    if (bytes.size() < 10 || std::memcmp(bytes.data(), magic, 6) != 0)
-        throw Error(where + ": not a .npy array (no \\x93NUMPY magic)");
-    const unsigned major = bytes[6], minor = bytes[7];
+    std::uint8_t pre[12];
+    if (s.size() < 10) throw Error(where + ": not a .npy array (no \\x93NUMPY magic)");
+    s.read(pre, 10, "the .npy magic");
+    if (std::memcmp(pre, magic, 6) != 0) throw Error(where + ": not a .npy array (no \\x93NUMPY magic)");
+    const unsigned major = pre[6], minor = pre[7];
     std::size_t header_len, header_start;
     if (major == 1) {
-        header_len = std::size_t(bytes[8]) | std::size_t(bytes[9]) << 8;
+        header_len = std::size_t(pre[8]) | std::size_t(pre[9]) << 8;
         header_start = 10;
     } else if (major == 2 || major == 3) {
-        if (bytes.size() < 12) throw Error(where + ": .npy file truncated in its header length");
-        header_len = std::size_t(bytes[8]) | std::size_t(bytes[9]) << 8 | std::size_t(bytes[10]) << 16 |
-                     std::size_t(bytes[11]) << 24;
+        if (s.remaining() < 2) throw Error(where + ": .npy file truncated in its header length");
+        s.read(pre + 10, 2, "the .npy header length");
+        header_len = std::size_t(pre[8]) | std::size_t(pre[9]) << 8 | std::size_t(pre[10]) << 16 |
+                     std::size_t(pre[11]) << 24;
         header_start = 12;
     } else {
         throw Error(where + ": .npy format version " + std::to_string(major) + "." + std::to_string(minor) +
                     " is not supported (1.0, 2.0 and 3.0 are)");
     }
-    if (header_len > bytes.size() - header_start)
+    if (header_len > max_header_bytes)
+        throw Error(where + ": .npy header of " + std::to_string(header_len) + " bytes is longer than the " +
+                    std::to_string(max_header_bytes) + " a header may have");
+    if (header_len > s.remaining())
         throw Error(where + ": .npy header of " + std::to_string(header_len) + " bytes runs past the end (" +
-                    std::to_string(bytes.size()) + " bytes in all)");
-    const std::string text(reinterpret_cast<const char*>(bytes.data()) + header_start, header_len);
+                    std::to_string(s.size()) + " bytes in all)");
+    std::string text(header_len, '\0');
+    s.read(reinterpret_cast<std::uint8_t*>(text.data()), header_len, "the .npy header");
     const NpyHeader h = HeaderParser(text, where).parse();
 
     std::size_t item;
@@ -294,24 +412,41 @@ NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& w
         span *= e;
         count *= d;
     }
-    const std::size_t data_start = header_start + header_len;
-    const std::uint64_t have = bytes.size() - data_start;
+    const std::uint64_t have = s.remaining();
     if (have != count * item)
         throw Error(where + ": shape " + shape_str(h.shape) + " of " + h.descr + " needs " +
                     std::to_string(count * item) + " bytes of data, the array has " + std::to_string(have));
+    (void)header_start;
 
     NpyArray a;
     a.dtype = h.descr;
     a.shape = h.shape;
+    if (options.filter && !options.filter(name, a.dtype, a.shape)) {
+        a.has_data = false;
+        skipped = true;
+        return a;
+    }
+    // Compared before anything is allocated or inflated for the data.
+    if (count * item > budget)
+        throw Error(where + ": shape " + shape_str(h.shape) + " of " + h.descr + " declares " +
+                    std::to_string(count * item) + " bytes of data; with the arrays before it that is more than the " +
+                    std::to_string(options.max_bytes) + " bytes a read may hold (NpzReadOptions::max_bytes)");
+    budget -= count * item;
+
     a.data.resize(std::size_t(count));
-    const std::uint8_t* src = bytes.data() + data_start;
-    for (std::size_t i = 0; i < a.data.size(); ++i) {
-        if (item == 8) {
-            std::memcpy(&a.data[i], src + 8 * i, 8);
-        } else {
-            float f;
-            std::memcpy(&f, src + 4 * i, 4);
-            a.data[i] = f;
+    std::uint8_t chunk[1 << 16];
+    const std::size_t per_chunk = sizeof chunk / item;
+    for (std::size_t i = 0; i < a.data.size();) {
+        const std::size_t k = std::min(per_chunk, a.data.size() - i);
+        s.read(chunk, k * item, "the array data");
+        for (std::size_t j = 0; j < k; ++j, ++i) {
+            if (item == 8) {
+                std::memcpy(&a.data[i], chunk + 8 * j, 8);
+            } else {
+                float f;
+                std::memcpy(&f, chunk + 4 * j, 4);
+                a.data[i] = f;
+            }
         }
     }
     if (h.fortran_order && h.shape.size() > 1) {
@@ -324,8 +459,19 @@ NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& w
     return a;
 }
 
-NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& file)
+}  // namespace
+
+NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& where, const NpzReadOptions& options)
 {
+    EntryStream s(bytes.data(), bytes.size(), bytes.size(), false, where);
+    std::uint64_t budget = options.max_bytes;
+    bool skipped = false;
+    return decode_npy_stream(s, where, where, options, budget, skipped);
+}
+
+NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& file, const NpzReadOptions& options)
+{
+    std::uint64_t budget = options.max_bytes;
     const Bytes b{bytes.data(), bytes.size(), file};
     const std::size_t n = bytes.size();
     if (n < 22) fail(file, "too short to be a zip archive (" + std::to_string(n) + " bytes)");
@@ -439,76 +585,72 @@ NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string&
         if (lname_len != name_len || std::memcmp(bytes.data() + local + 30, entry.data(), name_len) != 0)
             throw Error(where + ": the local header names a different entry");
 
-        std::vector<std::uint8_t> npy;
-        const std::uint8_t* src = bytes.data() + data;
-        if (method == 0) {
-            if (csize != usize)
-                throw Error(where + ": stored entry with compressed size " + std::to_string(csize) +
-                            " != size " + std::to_string(usize));
-            npy.assign(src, src + csize);
-        } else {
-            if (usize > csize * max_deflate_ratio + 64)
-                throw Error(where + ": corrupt: claims " + std::to_string(usize) + " bytes from " +
-                            std::to_string(csize) + " compressed bytes, more than deflate can produce");
-            npy.resize(std::size_t(usize));
-            z_stream zs{};
-            if (inflateInit2(&zs, -15) != Z_OK) throw Error(where + ": zlib could not start inflating");
-            std::uint64_t in_left = csize, out_done = 0;
-            int rc = Z_OK;
-            zs.next_in = const_cast<Bytef*>(src);
-            zs.next_out = npy.data();
-            // zlib counts in uInt: feed both sides in chunks.
-            while (rc == Z_OK) {
-                const uInt in_chunk = uInt(std::min<std::uint64_t>(in_left, 1u << 30));
-                const uInt out_chunk = uInt(std::min<std::uint64_t>(usize - out_done, 1u << 30));
-                zs.avail_in = in_chunk;
-                zs.avail_out = out_chunk;
-                rc = inflate(&zs, Z_NO_FLUSH);
-                in_left -= in_chunk - zs.avail_in;
-                out_done += out_chunk - zs.avail_out;
-            }  // Z_BUF_ERROR: no progress possible (input exhausted or output full)
-            const char* msg = zs.msg;
-            inflateEnd(&zs);
-            if (rc != Z_STREAM_END)
-                throw Error(where + ": corrupt deflate data" + (msg ? std::string(" (") + msg + ")" : std::string()) +
-                            (out_done == usize ? ": more data than its stated size " + std::to_string(usize)
-                                               : ": the stream ends early"));
-            if (out_done != usize || in_left != 0)
-                throw Error(where + ": corrupt: inflates to " + std::to_string(out_done) + " bytes from " +
-                            std::to_string(csize - in_left) + " compressed, the directory says " +
-                            std::to_string(usize) + " from " + std::to_string(csize));
-        }
-        const std::uint32_t actual = crc_of(npy.data(), npy.size());
-        if (actual != crc) {
-            char msg[80];
-            std::snprintf(msg, sizeof msg, ": CRC-32 mismatch (stored %08x, computed %08x): corrupt data",
-                          unsigned(crc), unsigned(actual));
-            throw Error(where + msg);
-        }
-        out.emplace_back(name, decode_npy(npy, where));
+        if (method == 0 && csize != usize)
+            throw Error(where + ": stored entry with compressed size " + std::to_string(csize) + " != size " +
+                        std::to_string(usize));
+        if (method == 8 && usize > csize * max_deflate_ratio + 64)
+            throw Error(where + ": corrupt: claims " + std::to_string(usize) + " bytes from " + std::to_string(csize) +
+                        " compressed bytes, more than deflate can produce");
+        EntryStream stream(bytes.data() + data, csize, usize, method == 8, where);
+        bool skipped = false;
+        NpyArray a = decode_npy_stream(stream, where, name, options, budget, skipped);
+        if (!skipped) stream.finish(crc);
+        out.emplace_back(name, std::move(a));
     }
     if (pos != cd_end)
         fail(file, "corrupt: the central directory has " + std::to_string(cd_end - pos) + " unexplained bytes");
     return out;
 }
 
-NpzArchive read_npz(const std::string& path)
+std::vector<std::uint8_t> read_regular_file(const std::string& path, std::uint64_t max_bytes, const std::string& what)
 {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    const auto st = fs::status(path, ec);
-    if (!fs::exists(st)) fail(path, "does not exist");
-    if (fs::is_directory(st)) fail(path, "is a directory, not a file");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(path, "cannot be opened for reading");
-    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) fail(path, "read error");
-    return decode_npz(bytes, path);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        const int err = errno;
+        throw Error(what + " " + path + ": " + (err == ENOENT ? std::string("does not exist") : std::strerror(err)));
+    }
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw Error(what + " " + path + ": cannot stat: " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) throw Error(what + " " + path + ": is a directory, not a file");
+    if (!S_ISREG(st.st_mode))
+        throw Error(what + " " + path + ": is not a regular file (" +
+                    (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) ? "a character device"
+                                                   : S_ISBLK(st.st_mode) ? "a block device"
+                                                   : S_ISSOCK(st.st_mode) ? "a socket" : "not a plain file") +
+                    "); only regular files are read");
+    const std::uint64_t size = std::uint64_t(st.st_size);
+    if (size > max_bytes)
+        throw Error(what + " " + path + ": the file has " + std::to_string(size) + " bytes, more than the " +
+                    std::to_string(max_bytes) + " it may have");
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+    std::size_t done = 0;
+    while (done < bytes.size()) {  // a file that shrinks meanwhile ends the loop; one that grows is cut
+        const ssize_t r = ::read(fd, bytes.data() + done, bytes.size() - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw Error(what + " " + path + ": read error: " + std::strerror(errno));
+        if (r == 0) break;
+        done += std::size_t(r);
+    }
+    bytes.resize(done);
+    return bytes;
+}
+
+NpzArchive read_npz(const std::string& path, const NpzReadOptions& options)
+{
+    const std::uint64_t cap = options.max_bytes > UINT64_MAX - max_file_overhead ? UINT64_MAX
+                                                                                : options.max_bytes + max_file_overhead;
+    return decode_npz(read_regular_file(path, cap, "npz file"), path, options);
 }
 
 template <class T>
 Tensor<T> NpyArray::to_tensor() const
 {
+    if (!has_data) throw Error("npz: the data of an array of shape " + shape_str(shape) + " were not read (filtered out)");
     Tensor<T> t = Tensor<T>::from_shape(shape);
     std::size_t k = 0;
     for (T& v : t) v = static_cast<T>(data[k++]);
@@ -524,10 +666,10 @@ void NpzWriter::add_npy(const std::string& name, std::vector<std::uint8_t> npy)
 {
     if (name.empty()) throw Error("NpzWriter::add: empty array name");
     if (name.size() > 65000) throw Error("NpzWriter::add: array name longer than 65000 bytes");
-    for (const auto& e : entries_)
-        if (e.name == name) throw Error("NpzWriter::add: array name '" + name + "' used twice");
+    if (names_.count(name)) throw Error("NpzWriter::add: array name '" + name + "' used twice");
     if (entries_.size() >= 0xffff) throw Error("NpzWriter::add: more than 65534 arrays need zip64, not written");
     entries_.push_back({name, std::move(npy)});
+    names_.insert(name);
 }
 
 void NpzWriter::add(const std::string& name, const Tensor<float>& t) { add_npy(name, encode_npy(t, "<f4")); }
@@ -599,25 +741,85 @@ std::vector<std::uint8_t> NpzWriter::bytes() const
     return out;
 }
 
-void write_file_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes)
+namespace {
+
+// Temporary files are named ".<target name, at most 200 bytes>.tmp-<pid>-<random>" in the
+// target's directory: the same file system, so rename() replaces the target atomically, and a
+// name that fits NAME_MAX (255) even for a 255-byte target. A save killed before its rename
+// leaves its temporary behind (O_TMPFILE would avoid that, but linkat cannot replace an existing
+// file, so a named step remains, and not every file system has O_TMPFILE); the next save of the
+// same file removes every such leftover whose process no longer exists, so a save running at
+// the same time in another process keeps its own.
+std::string temp_prefix(const std::string& filename) { return "." + filename.substr(0, 200) + ".tmp-"; }
+
+void remove_stale_temps(const std::filesystem::path& dir, const std::string& filename)
 {
     namespace fs = std::filesystem;
-    const fs::path target(path);
-    if (target.filename().empty()) throw Error("cannot write " + path + ": the path names no file");
+    const std::string prefix = temp_prefix(filename);
     std::error_code ec;
-    if (fs::is_directory(target, ec)) throw Error("cannot write " + path + ": it is a directory");
-    const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
-    std::string tmp = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string n = it->path().filename().string();
+        if (n.compare(0, prefix.size(), prefix) != 0) continue;
+        const char* p = n.c_str() + prefix.size();
+        char* stop = nullptr;
+        const long pid = std::strtol(p, &stop, 10);
+        if (stop == p || *stop != '-' || pid <= 0) continue;
+        if (::kill(pid_t(pid), 0) != 0 && errno == ESRCH) ::unlink(it->path().c_str());
+    }
+}
 
-    const int fd = ::mkstemp(tmp.data());
-    if (fd < 0)
-        throw Error("cannot write " + path + ": cannot create a temporary file in " + dir.string() + ": " +
-                    std::strerror(errno));
+// The file a path finally names: symbolic links are followed (as open() would), so saving
+// through a link replaces the link's target and keeps the link.
+std::string resolve_links(const std::string& path)
+{
+    namespace fs = std::filesystem;
+    fs::path p(path);
+    for (int depth = 0; depth < 40; ++depth) {
+        std::error_code ec;
+        if (!fs::is_symlink(fs::symlink_status(p, ec))) return p.string();
+        const fs::path to = fs::read_symlink(p, ec);
+        if (ec) throw Error("cannot write " + path + ": cannot read the symbolic link " + p.string() + ": " + ec.message());
+        p = to.is_absolute() ? to : p.parent_path() / to;
+    }
+    throw Error("cannot write " + path + ": too many levels of symbolic links");
+}
+
+}  // namespace
+
+void write_file_atomically(const std::string& requested, const std::vector<std::uint8_t>& bytes)
+{
+    namespace fs = std::filesystem;
+    if (fs::path(requested).filename().empty()) throw Error("cannot write " + requested + ": the path names no file");
+    const std::string path = resolve_links(requested);
+    const fs::path target(path);
+    std::error_code ec;
+    if (fs::is_directory(target, ec)) throw Error("cannot write " + requested + ": it is a directory");
+    const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+    const std::string filename = target.filename().string();
+    remove_stale_temps(dir, filename);
+
+    // Created by open() with mode 0666, so the umask applies as to any new file; an existing
+    // target's permissions are kept, as a plain overwrite would keep them.
+    struct stat old {};
+    const bool replacing = ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode);
+    std::string tmp;
+    int fd = -1;
+    for (int attempt = 0; fd < 0; ++attempt) {
+        char suffix[48];
+        std::snprintf(suffix, sizeof suffix, "%ld-%08lx", long(::getpid()),
+                      static_cast<unsigned long>(std::random_device{}()) & 0xffffffffUL);
+        tmp = (dir / (temp_prefix(filename) + suffix)).string();
+        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && (errno != EEXIST || attempt > 100))
+            throw Error("cannot write " + requested + ": cannot create a temporary file in " + dir.string() + ": " +
+                        std::strerror(errno));
+    }
     auto abandon = [&](const std::string& what) {
         const int err = errno;
         ::close(fd);
         ::unlink(tmp.c_str());
-        throw Error("cannot write " + path + ": " + what + ": " + std::strerror(err) + " (the previous file, if any, is unchanged)");
+        throw Error("cannot write " + requested + ": " + what + ": " + std::strerror(err) +
+                    " (the previous file, if any, is unchanged)");
     };
     std::size_t done = 0;
     while (done < bytes.size()) {
@@ -628,18 +830,17 @@ void write_file_atomically(const std::string& path, const std::vector<std::uint8
         }
         done += std::size_t(w);
     }
-    // mkstemp makes the file rw-------; a saved file gets the usual rw-r--r--.
-    if (::fchmod(fd, 0644) != 0) abandon("cannot set permissions");
+    if (replacing && ::fchmod(fd, old.st_mode & 07777) != 0) abandon("cannot keep the file's permissions");
     if (::fsync(fd) != 0) abandon("fsync failed");
     if (::close(fd) != 0) {
         const int err = errno;
         ::unlink(tmp.c_str());
-        throw Error("cannot write " + path + ": close failed: " + std::strerror(err));
+        throw Error("cannot write " + requested + ": close failed: " + std::strerror(err));
     }
     if (::rename(tmp.c_str(), path.c_str()) != 0) {
         const int err = errno;
         ::unlink(tmp.c_str());
-        throw Error("cannot write " + path + ": rename from " + tmp + " failed: " + std::strerror(err));
+        throw Error("cannot write " + requested + ": rename from " + tmp + " failed: " + std::strerror(err));
     }
     // Make the rename itself durable; a failure here leaves a complete file either way.
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);

@@ -21,6 +21,8 @@
 #include "autodiff/tensor.hpp"
 
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +34,7 @@ struct NpyArray {
     std::string dtype;           // "<f4" or "<f8", as stored in the file
     Shape shape;                 // () for a scalar
     std::vector<double> data;    // row-major (C order)
+    bool has_data = true;        // false: NpzReadOptions::filter skipped it (shape and dtype only)
 
     // The array as a tensor of T (a '<f8' array read as float is rounded to nearest).
     template <class T>
@@ -62,16 +65,42 @@ private:
     };
     void add_npy(const std::string& name, std::vector<std::uint8_t> npy);
     std::vector<Entry> entries_;
+    std::set<std::string> names_;  // for the check of repeated names: 10,000 arrays in O(n log n)
+};
+
+// Limits of a read, checked before anything is inflated or allocated for an array's data.
+struct NpzReadOptions {
+    // Largest total size of the arrays' data as declared by their .npy headers (4 or 8 bytes an
+    // element; in memory each element takes 8). The default, 1 GiB, is far above any model of
+    // this project and keeps a decompression bomb from exhausting memory. read_npz also refuses a
+    // file larger than this plus 64 MiB for the zip structure and headers.
+    std::uint64_t max_bytes = std::uint64_t(1) << 30;
+    // Called with each array's name, dtype and shape once its .npy header is read, before its
+    // data: false skips the data (the array is returned with has_data false; its bytes are
+    // neither inflated nor CRC-checked). Checkpoint loading uses it to compare with the model.
+    std::function<bool(const std::string& name, const std::string& dtype, const Shape& shape)> filter;
 };
 
 // Parses the bytes of an .npz file; `name` is used in error messages.
-NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& name);
+NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& name,
+                      const NpzReadOptions& options = {});
 // Parses the bytes of one .npy file.
-NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& name);
-// Reads a file and decodes it; a missing file, a directory or a read error raise ad::Error.
-NpzArchive read_npz(const std::string& path);
+NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& name,
+                    const NpzReadOptions& options = {});
+// Reads a file and decodes it; a missing file, a directory, anything but a regular file (a FIFO,
+// /dev/zero: refused without reading, never waited on), a file over the limit or a read error
+// raise ad::Error naming the path.
+NpzArchive read_npz(const std::string& path, const NpzReadOptions& options = {});
 
-// Writes `path` atomically (temporary file in the same directory, fsync, rename).
+// The whole of a regular file of at most max_bytes; anything else raises ad::Error starting with
+// `what` and the path. Opened with O_NONBLOCK, so a FIFO is refused rather than waited on.
+std::vector<std::uint8_t> read_regular_file(const std::string& path, std::uint64_t max_bytes,
+                                            const std::string& what);
+
+// Writes `path` atomically (temporary file in the same directory, fsync, rename). A symbolic
+// link is followed: its target is replaced, the link stays. A new file gets mode 0666 less the
+// umask, an existing one keeps its mode. Temporaries left by a killed save are removed by the
+// next save of the same file.
 void write_file_atomically(const std::string& path, const std::vector<std::uint8_t>& bytes);
 
 // Convenience forms: named tensors to one file, and back.

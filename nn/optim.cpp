@@ -82,11 +82,24 @@ void Optimizer<T>::step()
             throw Error(std::string(name_) + "::step: parameter '" + pname + "' has value of shape " +
                         shape_str(p->value.shape()) + " but gradient of shape " + shape_str(p->grad.shape()) +
                         "; expected equal shapes");
+    for (std::size_t i = 0; i < params_.size(); ++i) check_state(i);
     ++steps_;
     for (std::size_t i = 0; i < params_.size(); ++i) {
         update(i, *params_[i].second, decay_[i] != 0);
         params_[i].second->mark_modified();
     }
+}
+
+template <class T>
+void Optimizer<T>::check_state_shape(std::size_t i, const char* state, const Tensor<T>& t) const
+{
+    const Parameter<T>& p = *params_[i].second;
+    if (!detail::same_shape(t.shape(), p.value.shape()))
+        throw Error(std::string(name_) + "::step: parameter " + std::to_string(i) + " ('" + params_[i].first +
+                    "') has value of shape " + shape_str(p.value.shape()) + " but its " + state +
+                    " state has shape " + shape_str(t.shape()) +
+                    "; a parameter must keep its shape after the optimiser is built (build a new optimiser "
+                    "after resizing it)");
 }
 
 template <class T>
@@ -116,6 +129,12 @@ std::vector<std::pair<std::string, Tensor<T>*>> SGD<T>::named_state()
     std::vector<std::pair<std::string, Tensor<T>*>> out;
     for (std::size_t i = 0; i < buf_.size(); ++i) out.emplace_back("momentum_buffer." + this->params_[i].first, &buf_[i]);
     return out;
+}
+
+template <class T>
+void SGD<T>::check_state(std::size_t i) const
+{
+    if (!buf_.empty()) this->check_state_shape(i, "momentum_buffer", buf_[i]);
 }
 
 template <class T>
@@ -169,6 +188,14 @@ std::vector<std::pair<std::string, Tensor<T>*>> Adam<T>::named_state()
     for (std::size_t i = 0; i < vmax_.size(); ++i)
         out.emplace_back("max_exp_avg_sq." + this->params_[i].first, &vmax_[i]);
     return out;
+}
+
+template <class T>
+void Adam<T>::check_state(std::size_t i) const
+{
+    this->check_state_shape(i, "exp_avg", m_[i]);
+    this->check_state_shape(i, "exp_avg_sq", v_[i]);
+    if (!vmax_.empty()) this->check_state_shape(i, "max_exp_avg_sq", vmax_[i]);
 }
 
 template <class T>

@@ -18,6 +18,10 @@
 // For SGD and Adam the decay is the L2 term (wd/2) ||W||_F^2 added to the loss, i.e. wd W added to
 // the gradient; AdamW shrinks the weights directly. Pass decay_all<T> (or any predicate) to choose.
 //
+// A parameter's value must keep its shape for the optimiser's lifetime: step() checks every
+// parameter's gradient and state shapes against its value before updating any, and a resized
+// parameter raises ad::Error naming the optimiser, the parameter and both shapes.
+//
 // step() reads each parameter's .grad, updates .value in place and calls mark_modified(), so a
 // tape recorded before the step refuses to run backward through the old values.
 #pragma once
@@ -78,6 +82,11 @@ protected:
     // Zero-filled state, one tensor per parameter, shaped like it.
     std::vector<Tensor<T>> zeros_like_parameters() const;
     void check_hyper(const char* what, double v, double lo, double hi, bool hi_inclusive) const;
+    // Throws unless parameter i's state tensors still have its value's shape: a parameter
+    // resized after the optimiser was built would otherwise be stepped past (or short of) its
+    // state. Called by step() for every parameter before any is updated; compares shapes only.
+    virtual void check_state(std::size_t i) const { (void)i; }
+    void check_state_shape(std::size_t i, const char* state, const Tensor<T>& t) const;
 
     const char* name_;
     NamedParameters<T> params_;
@@ -107,6 +116,7 @@ public:
 
 private:
     void update(std::size_t i, Parameter<T>& p, bool decay) override;
+    void check_state(std::size_t i) const override;
     SGDOptions o_;
     std::vector<Tensor<T>> buf_;
 };
@@ -142,6 +152,7 @@ protected:
 
 private:
     void update(std::size_t i, Parameter<T>& p, bool decay) override;
+    void check_state(std::size_t i) const override;
     AdamOptions o_;
     bool decoupled_;
     std::vector<Tensor<T>> m_, v_, vmax_;

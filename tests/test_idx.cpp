@@ -146,7 +146,7 @@ TEST_CASE("bad IDX files give an error naming the file and the fault", "[idx][er
     {
         const auto p = (dir.path / "absent.gz").string();
         CHECK_THROWS_AS(read_idx(p), ad::Error);
-        CHECK_THROWS_WITH(read_idx(p), Contains("absent.gz") && Contains("no such file"));
+        CHECK_THROWS_WITH(read_idx(p), Contains("absent.gz") && Contains("does not exist"));
     }
     SECTION("a directory where a file is expected")
     {

@@ -461,3 +461,57 @@ TEST_CASE("zero_grad clears every gradient the optimiser holds", "[optim]")
     CHECK((m.w.grad == Tensor<float>(xt::zeros<float>({2, 2}))));
     CHECK((m.b.grad == Tensor<float>(xt::zeros<float>({2}))));
 }
+
+TEST_CASE("a parameter resized after the optimiser was built is refused by name, both shapes given", "[optim][errors]")
+{
+    // Without the check, SGD's momentum and Adam's moments are indexed by the new value's size:
+    // a grown parameter runs past its state (a heap overflow), a shrunk one is stepped with
+    // another element's state.
+    Model2<double> m;
+    const auto grow = GENERATE(true, false);
+    const Tensor<double> resized = xt::ones<double>({grow ? std::size_t(3) : std::size_t(1), grow ? std::size_t(4) : std::size_t(1)});
+    const std::string new_shape = grow ? "[3, 4]" : "[1, 1]";
+    INFO((grow ? "grown" : "shrunk"));
+
+    auto resize_and_step = [&](nn::Optimizer<double>& opt, const char* state) {
+        m.w.grad.fill(1.0);
+        m.b.grad.fill(1.0);
+        opt.step();  // state now holds values
+        m.w.value = resized;
+        m.w.grad = resized;  // a gradient that matches the new value: only the state is stale
+        const Tensor<double> b0 = m.b.value;
+        CHECK_THROWS_WITH(opt.step(), Contains(std::string(opt.name()) + "::step") && Contains("parameter 0") &&
+                                          Contains("'layer.weight'") && Contains(new_shape) &&
+                                          Contains("[2, 2]") && Contains(state));
+        CHECK((m.w.value == resized));  // nothing was stepped
+        CHECK((m.b.value == b0));
+        CHECK(opt.step_count() == 1);
+    };
+    SECTION("SGD with momentum")
+    {
+        nn::SGDOptions o;
+        o.momentum = 0.9;
+        nn::SGD<double> opt(m.named(), o);
+        resize_and_step(opt, "momentum_buffer");
+    }
+    SECTION("Adam")
+    {
+        nn::Adam<double> opt(m.named(), nn::AdamOptions{});
+        resize_and_step(opt, "exp_avg");
+    }
+    SECTION("AdamW with AMSGrad")
+    {
+        nn::AdamWOptions o;
+        o.amsgrad = true;
+        nn::AdamW<double> opt(m.named(), o);
+        resize_and_step(opt, "exp_avg");
+    }
+    SECTION("SGD without momentum has no state: the new shape is simply stepped")
+    {
+        nn::SGD<double> opt(m.named(), nn::SGDOptions{});
+        m.w.value = resized;
+        m.w.grad = resized;
+        opt.step();
+        CHECK(m.w.value(0, 0) == Approx(1.0 - 1e-2));
+    }
+}
