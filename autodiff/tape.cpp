@@ -105,7 +105,7 @@ bool Var<T>::valid() const
 template <class T>
 const Tensor<T>& Var<T>::value() const
 {
-    Tape<T>& t = tape();
+    Tape<T>& t = tape_of(*this, "value");
     t.check(*this, "value");
     return t.value(index_);
 }
@@ -122,7 +122,7 @@ T Var<T>::item() const
 template <class T>
 bool Var<T>::requires_grad() const
 {
-    Tape<T>& t = tape();
+    Tape<T>& t = tape_of(*this, "requires_grad");
     t.check(*this, "requires_grad");
     return t.record(index_).needs_grad;
 }

@@ -20,7 +20,7 @@ TEST_CASE("a Var used after its tape was destroyed is refused, not read", "[tape
         stale = ad::exp(tape.variable(Tensor<double>{1.0, 2.0}));
     }
     CHECK_FALSE(stale.valid());
-    CHECK_THROWS_WITH(stale.value(), Contains("cleared or destroyed"));
+    CHECK_THROWS_WITH(stale.value(), Contains("value") && Contains("tape since destroyed"));
     // a new tape that reuses the dead one's anchor still refuses it
     Tape<double> other;
     const auto x = other.variable(Tensor<double>{1.0});
