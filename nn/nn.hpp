@@ -5,6 +5,7 @@
 #include "nn/batch_norm.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/clip.hpp"
+#include "nn/conv.hpp"
 #include "nn/dropout.hpp"
 #include "nn/init.hpp"
 #include "nn/layer_norm.hpp"
