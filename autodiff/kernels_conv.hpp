@@ -72,6 +72,17 @@ void gemm(const T* A, bool ta, const T* B, bool tb, T* C, std::size_t m, std::si
     xt::blas::gemm(Am, Bm, Cm, ta, tb, T(1), beta);
 }
 
+// The output columns ow whose input column ow s + d lies inside [0, W): ow0 <= ow < ow1.
+inline void valid_range(std::ptrdiff_t d, std::size_t s, std::size_t W, std::size_t Wo, std::size_t& ow0,
+                        std::size_t& ow1)
+{
+    const std::ptrdiff_t S = std::ptrdiff_t(s);
+    const std::ptrdiff_t lo = d >= 0 ? 0 : (-d + S - 1) / S;              // first ow with ow s + d >= 0
+    const std::ptrdiff_t hi = std::ptrdiff_t(W) - d <= 0 ? 0 : (std::ptrdiff_t(W) - d + S - 1) / S;  // ow s + d < W
+    ow1 = std::size_t(std::min<std::ptrdiff_t>(hi, std::ptrdiff_t(Wo)));
+    ow0 = std::min(std::size_t(lo), ow1);
+}
+
 // cols [C kh kw, N Ho Wo] from x [N, C, H, W].
 template <class T>
 void im2col(const T* __restrict x, const ConvGeometry& g, T* __restrict cols)
@@ -83,6 +94,8 @@ void im2col(const T* __restrict x, const ConvGeometry& g, T* __restrict cols)
                 T* row = cols + ((c * g.kh + i) * g.kw + j) * NP;
                 const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
                 const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
+                std::size_t ow0, ow1;
+                valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
                 for (std::size_t n = 0; n < g.N; ++n) {
                     const T* plane = x + (n * g.C + c) * g.H * g.W;
                     T* out = row + n * P;
@@ -94,17 +107,14 @@ void im2col(const T* __restrict x, const ConvGeometry& g, T* __restrict cols)
                             continue;
                         }
                         const T* src = plane + std::size_t(ih) * g.W;
-                        if (g.sw == 1) {  // a run of consecutive input columns between zeros
-                            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                                const std::ptrdiff_t iw = std::ptrdiff_t(ow) + dj;
-                                o[ow] = iw >= 0 && iw < std::ptrdiff_t(g.W) ? src[iw] : T(0);
-                            }
-                        } else {
-                            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                                const std::ptrdiff_t iw = std::ptrdiff_t(ow * g.sw) + dj;
-                                o[ow] = iw >= 0 && iw < std::ptrdiff_t(g.W) ? src[iw] : T(0);
-                            }
+                        std::fill_n(o, ow0, T(0));
+                        if (ow0 < ow1) {
+                            const T* first = src + (std::ptrdiff_t(ow0 * g.sw) + dj);  // x(ih, ow0 s + dj)
+                            if (g.sw == 1) std::copy_n(first, ow1 - ow0, o + ow0);
+                            else
+                                for (std::size_t ow = ow0; ow < ow1; ++ow) o[ow] = first[(ow - ow0) * g.sw];
                         }
+                        std::fill(o + ow1, o + g.Wo, T(0));
                     }
                 }
             }
@@ -122,13 +132,8 @@ void col2im_add(const T* __restrict cols, const ConvGeometry& g, T* __restrict d
                 const T* row = cols + ((c * g.kh + i) * g.kw + j) * NP;
                 const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
                 const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
-                // The output columns whose input column lies inside [0, W): ow0 <= ow < ow1.
-                std::size_t ow0 = 0, ow1 = 0;
-                for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                    const std::ptrdiff_t iw = std::ptrdiff_t(ow * g.sw) + dj;
-                    if (iw < 0) ow0 = ow + 1;
-                    if (iw < std::ptrdiff_t(g.W)) ow1 = ow + 1;
-                }
+                std::size_t ow0, ow1;
+                valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
                 for (std::size_t n = 0; n < g.N; ++n) {
                     T* plane = dx + (n * g.C + c) * g.H * g.W;
                     const T* in = row + n * P;
