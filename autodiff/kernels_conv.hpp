@@ -234,6 +234,32 @@ struct PoolGeometry {
 template <class T>
 void max_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restrict y, std::ptrdiff_t* __restrict arg)
 {
+    // v replaces the running maximum if larger, or if it is the first NaN.
+    auto better = [](T v, T best) { return v > best || (v != v && best == best); };
+    if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0) {
+        // The usual 2x2 window moved by 2: the four candidates in row-major order.
+        for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
+            const T* plane = x + nc * g.H * g.W;
+            T* yo = y + nc * g.Ho * g.Wo;
+            std::ptrdiff_t* ao = arg + nc * g.Ho * g.Wo;
+            for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+                const T* r0 = plane + 2 * oh * g.W;
+                const T* r1 = r0 + g.W;
+                const std::ptrdiff_t base = std::ptrdiff_t(2 * oh * g.W);
+                for (std::size_t ow = 0; ow < g.Wo; ++ow) {
+                    const std::size_t j = 2 * ow;
+                    T best = r0[j];
+                    std::ptrdiff_t at = base + std::ptrdiff_t(j);
+                    if (better(r0[j + 1], best)) best = r0[j + 1], at = base + std::ptrdiff_t(j + 1);
+                    if (better(r1[j], best)) best = r1[j], at = base + std::ptrdiff_t(g.W + j);
+                    if (better(r1[j + 1], best)) best = r1[j + 1], at = base + std::ptrdiff_t(g.W + j + 1);
+                    yo[oh * g.Wo + ow] = best;
+                    ao[oh * g.Wo + ow] = at;
+                }
+            }
+        }
+        return;
+    }
     for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
         const T* plane = x + nc * g.H * g.W;
         for (std::size_t oh = 0; oh < g.Ho; ++oh) {
@@ -250,7 +276,7 @@ void max_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restr
                 for (std::size_t i = i0; i < i1; ++i)
                     for (std::size_t j = j0; j < j1; ++j) {
                         const T v = plane[i * g.W + j];
-                        if (v > best || (v != v && best == best)) {  // the first NaN wins, as in PyTorch
+                        if (better(v, best)) {  // the first NaN wins, as in PyTorch
                             best = v;
                             at = std::ptrdiff_t(i * g.W + j);
                         }

@@ -63,26 +63,27 @@ ConvGeometry geometry(const S1& xs, const S2& ws, const Conv2dOptions& o)
 template <class S1, class S2>
 ConvGeometry check_conv(const char* op, const S1& xs, const S2& ws, const Conv2dOptions& o)
 {
-    const std::string shapes = "input " + shape_str(xs) + ", weight " + shape_str(ws);
+    // Built only when an error is raised: a valid call allocates nothing.
+    auto shapes = [&] { return "input " + shape_str(xs) + ", weight " + shape_str(ws); };
     if (xs.size() != 4)
         throw Error(std::string(op) + ": input must be [N, C, H, W] (rank 4), got shape " + shape_str(xs));
     if (ws.size() != 4)
         throw Error(std::string(op) + ": weight must be [F, C / groups, kh, kw] (rank 4), got shape " +
                     shape_str(ws));
     if (o.stride[0] == 0 || o.stride[1] == 0)
-        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (" + shapes + ")");
+        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (" + shapes() + ")");
     if (o.dilation[0] == 0 || o.dilation[1] == 0)
-        throw Error(std::string(op) + ": dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes + ")");
+        throw Error(std::string(op) + ": dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes() + ")");
     if (o.groups == 0 || xs[1] % o.groups != 0 || ws[0] % o.groups != 0)
         throw Error(std::string(op) + ": groups = " + std::to_string(o.groups) +
                     " must be >= 1 and divide both the input channels C = " + std::to_string(xs[1]) +
-                    " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes + ")");
+                    " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes() + ")");
     if (ws[1] * o.groups != xs[1])
         throw Error(std::string(op) + ": channel mismatch: the weight " + shape_str(ws) + " with groups = " +
                     std::to_string(o.groups) + " takes " + std::to_string(ws[1] * o.groups) +
                     " input channels, the input " + shape_str(xs) + " has " + std::to_string(xs[1]));
     if (ws[2] == 0 || ws[3] == 0)
-        throw Error(std::string(op) + ": the kernel is empty (" + shapes + ")");
+        throw Error(std::string(op) + ": the kernel is empty (" + shapes() + ")");
     for (int a = 0; a < 2; ++a) {
         const std::size_t in = xs[2 + a], k = ws[2 + a], pad = o.padding[a], dil = o.dilation[a];
         const std::size_t span = dil * (k - 1) + 1;
@@ -90,7 +91,7 @@ ConvGeometry check_conv(const char* op, const S1& xs, const S2& ws, const Conv2d
             throw Error(std::string(op) + ": the kernel (" + std::to_string(k) + " taps, dilation " +
                         std::to_string(dil) + ": spans " + std::to_string(span) + ") is larger than the padded " +
                         (a == 0 ? "height " : "width ") + std::to_string(in) + " + 2 x " + std::to_string(pad) +
-                        " = " + std::to_string(in + 2 * pad) + " (" + shapes + ")");
+                        " = " + std::to_string(in + 2 * pad) + " (" + shapes() + ")");
     }
     return geometry(xs, ws, o);
 }
