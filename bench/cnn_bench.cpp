@@ -142,29 +142,36 @@ int main(int argc, char** argv)
     double torch_best = 1e300;
     for (const auto& r : rows) torch_best = std::min(torch_best, r.torch);
 
-    // Allocations per step in steady state, at the last thread setting.
-    for (int i = 0; i < 5; ++i) ours->step();
-    const auto a0 = allocations();
-    for (int i = 0; i < 50; ++i) ours->step();
-    const auto a1 = allocations();
-    const double allocs = double(a1 - a0) / 50;
+    // Allocations per step of this engine in steady state, at each thread setting.
+    std::vector<double> allocs;
+    for (int t : threads) {
+        openblas_set_num_threads(t);
+        for (int i = 0; i < 5; ++i) ours->step();
+        const auto a0 = allocations();
+        for (int i = 0; i < 50; ++i) ours->step();
+        allocs.push_back(double(allocations() - a0) / 50);
+    }
 
     std::printf("\n| model | threads | this engine (us) | libtorch (us) | GEMM alone (us) | ours / libtorch best | "
                 "ours / GEMM alone |\n|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows)
         std::printf("| f | %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch, r.gemm,
                     r.ours / torch_best, r.ours / r.gemm);
-    std::printf("\nheap allocations per step of this engine in steady state (50 steps): %.2f\n", allocs);
+    for (std::size_t i = 0; i < threads.size(); ++i)
+        std::printf("\nheap allocations per step of this engine in steady state (50 steps, %d threads): %.2f", threads[i],
+                    allocs[i]);
+    std::printf("\n");
 
     if (!json.empty()) {
         std::ofstream f(json);
         f << "{\n  \"config\": \"f\",\n  \"openblas_core\": \"" << openblas_get_corename() << "\",\n  \"libtorch\": \""
-          << cnn::torch_version() << "\",\n  \"allocations_per_step\": " << allocs << ",\n  \"rows\": [\n";
+          << cnn::torch_version() << "\",\n  \"rows\": [\n";
         for (std::size_t i = 0; i < rows.size(); ++i)
             f << "    {\"threads\": " << rows[i].threads << ", \"ours_us\": " << rows[i].ours
               << ", \"libtorch_us\": " << rows[i].torch << ", \"gemm_us\": " << rows[i].gemm
               << ", \"ours_over_libtorch_best\": " << rows[i].ours / torch_best
-              << ", \"ours_over_gemm\": " << rows[i].ours / rows[i].gemm << "}" << (i + 1 < rows.size() ? "," : "")
+              << ", \"ours_over_gemm\": " << rows[i].ours / rows[i].gemm
+              << ", \"allocations_per_step\": " << allocs[i] << "}" << (i + 1 < rows.size() ? "," : "")
               << "\n";
         f << "  ]\n}\n";
         std::printf("wrote %s\n", json.c_str());
