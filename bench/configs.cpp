@@ -70,6 +70,11 @@ Init make_init(const Config& c, std::uint64_t seed)
     return init;
 }
 
+const char* precision_name(Precision p)
+{
+    return p == Precision::f64 ? "float64" : "float32";
+}
+
 double peak_rss_mb()
 {
     std::ifstream status("/proc/self/status");

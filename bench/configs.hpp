@@ -45,6 +45,11 @@ struct Init {
 };
 Init make_init(const Config& c, std::uint64_t seed = 5);
 
+// The element type a step computes in. float32 is the default; float64 rows exist for the
+// configurations gradient checks and course work run in double (c and e).
+enum class Precision { f32, f64 };
+const char* precision_name(Precision p);  // "float32", "float64"
+
 // One library's training step for one configuration.
 class Trainer {
 public:
@@ -55,18 +60,20 @@ public:
     virtual double loss() = 0;
 };
 
-std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init);
+std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init, Precision p = Precision::f32);
 // The same step with anomaly mode on (ad::DetectAnomaly): every op's output and every gradient
 // checked for NaN and Inf.
-std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init);
+std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init,
+                                           Precision p = Precision::f32);
 // This engine's step split in phases, microseconds per step over `steps` steps: zero the
 // gradients, forward and loss, backward, SGD update.
 std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps);
-std::unique_ptr<Trainer> make_libtorch(const Config& c, const Init& init);
+std::unique_ptr<Trainer> make_libtorch(const Config& c, const Init& init, Precision p = Precision::f32);
 // The same step written by hand without a tape (handwritten.cpp): the floor a tape could reach.
-std::unique_ptr<Trainer> make_handwritten(const Config& c, const Init& init);
+std::unique_ptr<Trainer> make_handwritten(const Config& c, const Init& init,
+                                          Precision p = Precision::f32);
 // The same matrix products the step needs, back to back, through xt::blas::gemm.
-std::unique_ptr<Trainer> make_gemm_only(const Config& c);
+std::unique_ptr<Trainer> make_gemm_only(const Config& c, Precision p = Precision::f32);
 
 // VmHWM of this process in MiB (peak resident set), from /proc/self/status.
 double peak_rss_mb();
@@ -77,6 +84,7 @@ namespace bench {
 // libtorch's thread settings (intra-op: its OpenMP pool; inter-op: settable once, before any work)
 // and its version string, kept here so that only libtorch.cpp includes torch's headers.
 void set_libtorch_threads(int n);
+int libtorch_threads();
 void set_libtorch_interop_threads(int n);
 std::string libtorch_version();
 }  // namespace bench

@@ -11,12 +11,12 @@ namespace bench {
 
 namespace {
 
-using Matrix = xt::xtensor<float, 2>;
-
+template <class T>
 class GemmOnly : public Trainer {
 public:
     explicit GemmOnly(const Config& c)
     {
+        using Matrix = xt::xtensor<T, 2>;
         for (auto [in, out] : c.linear_shapes()) {
             Layer l;
             l.X = Matrix::from_shape({c.batch, in});
@@ -25,7 +25,7 @@ public:
             l.G = Matrix::from_shape({c.batch, out});
             l.dW = Matrix::from_shape({out, in});
             l.dX = Matrix::from_shape({c.batch, in});
-            for (Matrix* m : {&l.X, &l.W, &l.Y, &l.G, &l.dW, &l.dX}) m->fill(0.01f);
+            for (Matrix* m : {&l.X, &l.W, &l.Y, &l.G, &l.dW, &l.dX}) m->fill(T(0.01));
             layers_.push_back(std::move(l));
         }
     }
@@ -35,7 +35,7 @@ public:
         for (auto& l : layers_) xt::blas::gemm(l.X, l.W, l.Y, false, true);
         for (std::size_t i = layers_.size(); i-- > 0;) {
             auto& l = layers_[i];
-            xt::blas::gemm(l.G, l.X, l.dW, true, false, 1.0f, 1.0f);
+            xt::blas::gemm(l.G, l.X, l.dW, true, false, T(1), T(1));
             if (i > 0) xt::blas::gemm(l.G, l.W, l.dX, false, false);
         }
     }
@@ -44,16 +44,17 @@ public:
 
 private:
     struct Layer {
-        Matrix X, W, Y, G, dW, dX;
+        xt::xtensor<T, 2> X, W, Y, G, dW, dX;
     };
     std::vector<Layer> layers_;
 };
 
 }  // namespace
 
-std::unique_ptr<Trainer> make_gemm_only(const Config& c)
+std::unique_ptr<Trainer> make_gemm_only(const Config& c, Precision p)
 {
-    return std::make_unique<GemmOnly>(c);
+    if (p == Precision::f64) return std::make_unique<GemmOnly<double>>(c);
+    return std::make_unique<GemmOnly<float>>(c);
 }
 
 }  // namespace bench

@@ -5,6 +5,8 @@
 #include "configs.hpp"
 
 #include <xtensor-blas/xblas.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xnoalias.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include <algorithm>
@@ -14,98 +16,108 @@ namespace bench {
 
 namespace {
 
-using Matrix = xt::xtensor<float, 2>;
-using Vector = xt::xtensor<float, 1>;
+template <class T>
+using Matrix = xt::xtensor<T, 2>;
+template <class T>
+using Vector = xt::xtensor<T, 1>;
 
-Matrix matrix(const std::vector<float>& data, std::size_t rows, std::size_t cols)
+template <class T>
+Matrix<T> matrix(const std::vector<float>& data, std::size_t rows, std::size_t cols)
 {
-    Matrix m = Matrix::from_shape({rows, cols});
+    Matrix<T> m = Matrix<T>::from_shape({rows, cols});
     std::copy(data.begin(), data.end(), m.begin());
     return m;
 }
 
-Vector vector(const std::vector<float>& data)
+template <class T>
+Vector<T> vector(const std::vector<float>& data)
 {
-    Vector v = Vector::from_shape({data.size()});
+    Vector<T> v = Vector<T>::from_shape({data.size()});
     std::copy(data.begin(), data.end(), v.begin());
     return v;
 }
 
 // sum_j a[j] b[j] with eight independent partial sums, so the loop is not one long chain of
-// dependent float additions.
-float dot(const float* a, const float* b, std::size_t n)
+// dependent additions.
+template <class T>
+T dot(const T* a, const T* b, std::size_t n)
 {
-    float part[8] = {};
+    T part[8] = {};
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8)
         for (std::size_t l = 0; l < 8; ++l) part[l] += a[j + l] * b[j + l];
-    float total = 0;
+    T total = 0;
     for (; j < n; ++j) total += a[j] * b[j];
-    for (float p : part) total += p;
+    for (T p : part) total += p;
     return total;
 }
 
-float sum(const float* a, std::size_t n)
+template <class T>
+T sum(const T* a, std::size_t n)
 {
-    float part[8] = {};
+    T part[8] = {};
     std::size_t j = 0;
     for (; j + 8 <= n; j += 8)
         for (std::size_t l = 0; l < 8; ++l) part[l] += a[j + l];
-    float total = 0;
+    T total = 0;
     for (; j < n; ++j) total += a[j];
-    for (float p : part) total += p;
+    for (T p : part) total += p;
     return total;
 }
 
 // One row of layer norm, residual and ReLU, forward: xhat = (z - mean) inv, n = xhat gain + beta,
 // h = x + relu(n). (Loops over rows live in functions whose pointers are __restrict, so the
 // compiler vectorises them without run-time alias checks.)
-void layer_norm_row(const float* __restrict z, const float* __restrict x, const float* __restrict gain,
-                    const float* __restrict beta, float* __restrict xhat, float* __restrict n,
-                    float* __restrict h, float& inv_std, std::size_t width)
+template <class T>
+void layer_norm_row(const T* __restrict z, const T* __restrict x, const T* __restrict gain,
+                    const T* __restrict beta, T* __restrict xhat, T* __restrict n,
+                    T* __restrict h, T& inv_std, std::size_t width)
 {
-    const float mean = sum(z, width) / float(width);
+    const T mean = sum(z, width) / T(width);
     for (std::size_t j = 0; j < width; ++j) xhat[j] = z[j] - mean;
-    const float inv = 1.0f / std::sqrt(dot(xhat, xhat, width) / float(width) + 1e-5f);
+    const T inv = T(1) / std::sqrt(dot(xhat, xhat, width) / T(width) + T(1e-5));
     inv_std = inv;
     for (std::size_t j = 0; j < width; ++j) {
-        const float xh = xhat[j] * inv;
-        const float v = xh * gain[j] + beta[j];
+        const T xh = xhat[j] * inv;
+        const T v = xh * gain[j] + beta[j];
         xhat[j] = xh;
         n[j] = v;
-        h[j] = x[j] + (v > 0.0f ? v : 0.0f);
+        h[j] = x[j] + (v > T(0) ? v : T(0));
     }
 }
 
 // The same row backward from dh: dn = dh [n > 0], dgain += dn xhat, dbeta += dn,
 // dz = inv (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = dn gain.
-void layer_norm_row_backward(const float* __restrict dh, const float* __restrict n,
-                             const float* __restrict xhat, const float* __restrict gain, float inv_std,
-                             float* __restrict dgain, float* __restrict dbeta, float* __restrict dz,
+template <class T>
+void layer_norm_row_backward(const T* __restrict dh, const T* __restrict n,
+                             const T* __restrict xhat, const T* __restrict gain, T inv_std,
+                             T* __restrict dgain, T* __restrict dbeta, T* __restrict dz,
                              std::size_t width)
 {
     for (std::size_t j = 0; j < width; ++j) {
-        const float dn = n[j] > 0.0f ? dh[j] : 0.0f;
+        const T dn = n[j] > T(0) ? dh[j] : T(0);
         dgain[j] += dn * xhat[j];
         dbeta[j] += dn;
         dz[j] = dn * gain[j];
     }
-    const float m1 = sum(dz, width) / float(width);
-    const float m2 = dot(dz, xhat, width) / float(width);
+    const T m1 = sum(dz, width) / T(width);
+    const T m2 = dot(dz, xhat, width) / T(width);
     for (std::size_t j = 0; j < width; ++j) dz[j] = inv_std * (dz[j] - m1 - xhat[j] * m2);
 }
 
+template <class T>
 struct Layer {
-    Matrix W, dW;          // [out, in]
-    Vector b, db;          // [out]
-    Matrix z, dz;          // pre-activation and its gradient, [batch, out]
-    Matrix h, dh;          // the layer's output after activation (or residual sum), [batch, out]
+    Matrix<T> W, dW;       // [out, in]
+    Vector<T> b, db;       // [out]
+    Matrix<T> z, dz;       // pre-activation and its gradient, [batch, out]
+    Matrix<T> h, dh;          // the layer's output after activation (or residual sum), [batch, out]
     // layer norm (residual blocks only)
-    Vector gain, dgain, beta, dbeta;
-    Matrix xhat, n;        // normalised z and gain * xhat + beta
-    std::vector<float> inv_std;  // per row
+    Vector<T> gain, dgain, beta, dbeta;
+    Matrix<T> xhat, n;        // normalised z and gain * xhat + beta
+    std::vector<T> inv_std;  // per row
 };
 
+template <class T>
 class Handwritten : public Trainer {
 public:
     Handwritten(const Config& c, const Init& init) : c_(c), labels_(init.labels)
@@ -113,27 +125,27 @@ public:
         const auto shapes = c.linear_shapes();
         for (std::size_t l = 0; l < shapes.size(); ++l) {
             const auto [in, out] = shapes[l];
-            Layer L;
-            L.W = matrix(init.weight[l], out, in);
-            L.dW = Matrix::from_shape({out, in});
-            L.b = vector(init.bias[l]);
-            L.db = Vector::from_shape({out});
-            for (Matrix* m : {&L.z, &L.dz, &L.h, &L.dh}) *m = Matrix::from_shape({c.batch, out});
+            Layer<T> L;
+            L.W = matrix<T>(init.weight[l], out, in);
+            L.dW = Matrix<T>::from_shape({out, in});
+            L.b = vector<T>(init.bias[l]);
+            L.db = Vector<T>::from_shape({out});
+            for (Matrix<T>* m : {&L.z, &L.dz, &L.h, &L.dh}) *m = Matrix<T>::from_shape({c.batch, out});
             if (c.residual()) {
-                L.gain = Vector::from_shape({out});
-                L.gain.fill(1.0f);
-                L.beta = Vector::from_shape({out});
-                L.beta.fill(0.0f);
-                L.dgain = Vector::from_shape({out});
-                L.dbeta = Vector::from_shape({out});
-                L.xhat = Matrix::from_shape({c.batch, out});
-                L.n = Matrix::from_shape({c.batch, out});
+                L.gain = Vector<T>::from_shape({out});
+                L.gain.fill(T(1));
+                L.beta = Vector<T>::from_shape({out});
+                L.beta.fill(T(0));
+                L.dgain = Vector<T>::from_shape({out});
+                L.dbeta = Vector<T>::from_shape({out});
+                L.xhat = Matrix<T>::from_shape({c.batch, out});
+                L.n = Matrix<T>::from_shape({c.batch, out});
                 L.inv_std.resize(c.batch);
             }
             layers_.push_back(std::move(L));
         }
-        x_ = matrix(init.x, c.batch, c.inputs());
-        if (c.loss == Loss::mse) target_ = matrix(init.target, c.batch, c.outputs());
+        x_ = matrix<T>(init.x, c.batch, c.inputs());
+        if (c.loss == Loss::mse) target_ = matrix<T>(init.target, c.batch, c.outputs());
     }
 
     void step() override
@@ -146,59 +158,59 @@ public:
     double loss() override { return loss_; }
 
 private:
-    const Matrix& input(std::size_t l) const { return l == 0 ? x_ : layers_[l - 1].h; }
+    const Matrix<T>& input(std::size_t l) const { return l == 0 ? x_ : layers_[l - 1].h; }
 
     void forward()
     {
         const std::size_t n = layers_.size(), B = c_.batch;
         for (std::size_t l = 0; l < n; ++l) {
-            Layer& L = layers_[l];
+            Layer<T>& L = layers_[l];
             const std::size_t out = L.b.size();
             xt::blas::gemm(input(l), L.W, L.z, false, true);
-            float* z = L.z.data();
-            const float* b = L.b.data();
+            T* z = L.z.data();
+            const T* b = L.b.data();
             for (std::size_t r = 0; r < B; ++r)
                 for (std::size_t j = 0; j < out; ++j) z[r * out + j] += b[j];
-            float* h = L.h.data();
+            T* h = L.h.data();
             if (c_.residual()) {
-                const float* x = input(l).data();
+                const T* x = input(l).data();
                 for (std::size_t r = 0; r < B; ++r)
                     layer_norm_row(z + r * out, x + r * out, L.gain.data(), L.beta.data(),
                                    L.xhat.data() + r * out, L.n.data() + r * out, h + r * out,
                                    L.inv_std[r], out);
             } else if (l + 1 < n) {
-                if (c_.activation == Activation::tanh)
-                    for (std::size_t k = 0; k < B * out; ++k) h[k] = std::tanh(z[k]);
+                if (c_.activation == Activation::tanh)  // vectorised (xsimd), as the engine's tanh
+                    xt::noalias(L.h) = xt::tanh(L.z);
                 else
-                    for (std::size_t k = 0; k < B * out; ++k) h[k] = std::max(z[k], 0.0f);
+                    for (std::size_t k = 0; k < B * out; ++k) h[k] = std::max(z[k], T(0));
             } else {
                 std::copy(z, z + B * out, h);
             }
         }
         // loss and its gradient with respect to the last output
-        Layer& last = layers_.back();
+        Layer<T>& last = layers_.back();
         const std::size_t out = last.b.size();
-        const float* y = last.h.data();
-        float* dy = last.dh.data();
+        const T* y = last.h.data();
+        T* dy = last.dh.data();
         double total = 0;
         if (c_.loss == Loss::mse) {
             const std::size_t N = B * out;
-            const float* t = target_.data();
+            const T* t = target_.data();
             for (std::size_t k = 0; k < N; ++k) {
-                const float d = y[k] - t[k];
+                const T d = y[k] - t[k];
                 total += double(d) * d;
-                dy[k] = 2.0f * d / float(N);
+                dy[k] = T(2) * d / T(N);
             }
             loss_ = total / double(N);
         } else {
             for (std::size_t r = 0; r < B; ++r) {
-                const float* yr = y + r * out;
-                const float m = *std::max_element(yr, yr + out);
-                float s = 0;
+                const T* yr = y + r * out;
+                const T m = *std::max_element(yr, yr + out);
+                T s = 0;
                 for (std::size_t j = 0; j < out; ++j) s += std::exp(yr[j] - m);
                 total += m + std::log(s) - yr[std::size_t(labels_[r])];
                 for (std::size_t j = 0; j < out; ++j)
-                    dy[r * out + j] = (std::exp(yr[j] - m) / s - (std::size_t(labels_[r]) == j ? 1.0f : 0.0f)) / float(B);
+                    dy[r * out + j] = (std::exp(yr[j] - m) / s - (std::size_t(labels_[r]) == j ? T(1) : T(0))) / T(B);
             }
             loss_ = total / double(B);
         }
@@ -208,33 +220,33 @@ private:
     {
         const std::size_t n = layers_.size(), B = c_.batch;
         for (std::size_t l = n; l-- > 0;) {
-            Layer& L = layers_[l];
+            Layer<T>& L = layers_[l];
             const std::size_t out = L.b.size();
-            const float* dh = L.dh.data();
-            float* dz = L.dz.data();
+            const T* dh = L.dh.data();
+            T* dz = L.dz.data();
             if (c_.residual()) {
-                L.dgain.fill(0.0f);
-                L.dbeta.fill(0.0f);
+                L.dgain.fill(T(0));
+                L.dbeta.fill(T(0));
                 for (std::size_t r = 0; r < B; ++r)
                     layer_norm_row_backward(dh + r * out, L.n.data() + r * out, L.xhat.data() + r * out,
                                             L.gain.data(), L.inv_std[r], L.dgain.data(), L.dbeta.data(),
                                             dz + r * out, out);
             } else if (l + 1 < n) {
-                const float* h = L.h.data();
+                const T* h = L.h.data();
                 if (c_.activation == Activation::tanh)
-                    for (std::size_t k = 0; k < B * out; ++k) dz[k] = dh[k] * (1.0f - h[k] * h[k]);
+                    for (std::size_t k = 0; k < B * out; ++k) dz[k] = dh[k] * (T(1) - h[k] * h[k]);
                 else
-                    for (std::size_t k = 0; k < B * out; ++k) dz[k] = h[k] > 0.0f ? dh[k] : 0.0f;
+                    for (std::size_t k = 0; k < B * out; ++k) dz[k] = h[k] > T(0) ? dh[k] : T(0);
             } else {
                 std::copy(dh, dh + B * out, dz);
             }
             xt::blas::gemm(L.dz, input(l), L.dW, true, false);
-            float* db = L.db.data();
-            std::fill(db, db + out, 0.0f);
+            T* db = L.db.data();
+            std::fill(db, db + out, T(0));
             for (std::size_t r = 0; r < B; ++r)
                 for (std::size_t j = 0; j < out; ++j) db[j] += dz[r * out + j];
             if (l > 0) {
-                Matrix& dx = layers_[l - 1].dh;
+                Matrix<T>& dx = layers_[l - 1].dh;
                 xt::blas::gemm(L.dz, L.W, dx, false, false);
                 if (c_.residual())  // x flows past the block unchanged: its gradient adds dh
                     for (std::size_t k = 0; k < B * out; ++k) dx.data()[k] += dh[k];
@@ -244,10 +256,10 @@ private:
 
     void update()
     {
-        const float lr = c_.lr;
+        const T lr = T(c_.lr);
         auto sgd = [lr](auto& p, const auto& g) {
-            float* pp = p.data();
-            const float* gp = g.data();
+            T* pp = p.data();
+            const T* gp = g.data();
             for (std::size_t k = 0; k < p.size(); ++k) pp[k] -= lr * gp[k];
         };
         for (auto& L : layers_) {
@@ -261,17 +273,18 @@ private:
     }
 
     const Config& c_;
-    std::vector<Layer> layers_;
-    Matrix x_, target_;
+    std::vector<Layer<T>> layers_;
+    Matrix<T> x_, target_;
     std::vector<std::int64_t> labels_;
     double loss_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<Trainer> make_handwritten(const Config& c, const Init& init)
+std::unique_ptr<Trainer> make_handwritten(const Config& c, const Init& init, Precision p)
 {
-    return std::make_unique<Handwritten>(c, init);
+    if (p == Precision::f64) return std::make_unique<Handwritten<double>>(c, init);
+    return std::make_unique<Handwritten<float>>(c, init);
 }
 
 }  // namespace bench

@@ -7,20 +7,24 @@
 #include "nn/layer_norm.hpp"
 #include "nn/linear.hpp"
 
-#include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
 
+#include <algorithm>
 #include <chrono>
 
 namespace bench {
 
 namespace {
 
-ad::Tensor<float> tensor(const std::vector<float>& data, ad::Shape shape)
+template <class T>
+ad::Tensor<T> tensor(const std::vector<float>& data, ad::Shape shape)
 {
-    return xt::adapt(data, shape);
+    ad::Tensor<T> out = ad::Tensor<T>::from_shape(shape);
+    std::copy(data.begin(), data.end(), out.begin());
+    return out;
 }
 
+template <class T>
 class Ours : public Trainer {
 public:
     Ours(const Config& c, const Init& init) : c_(c), labels_(init.labels)
@@ -28,16 +32,16 @@ public:
         const auto shapes = c.linear_shapes();
         for (std::size_t l = 0; l < shapes.size(); ++l) {
             const auto [in, out] = shapes[l];
-            linear_.push_back(std::make_unique<ad::nn::Linear<float>>(
-                tensor(init.weight[l], {out, in}), tensor(init.bias[l], {out})));
-            if (c.residual()) norm_.push_back(std::make_unique<ad::nn::LayerNorm<float>>(out));
+            linear_.push_back(std::make_unique<ad::nn::Linear<T>>(
+                tensor<T>(init.weight[l], {out, in}), tensor<T>(init.bias[l], {out})));
+            if (c.residual()) norm_.push_back(std::make_unique<ad::nn::LayerNorm<T>>(out));
         }
         for (auto& m : linear_)
             for (auto* p : m->parameters()) params_.push_back(p);
         for (auto& m : norm_)
             for (auto* p : m->parameters()) params_.push_back(p);
-        x_ = tensor(init.x, {c.batch, c.inputs()});
-        if (c.loss == Loss::mse) target_ = tensor(init.target, {c.batch, c.outputs()});
+        x_ = tensor<T>(init.x, {c.batch, c.inputs()});
+        if (c.loss == Loss::mse) target_ = tensor<T>(init.target, {c.batch, c.outputs()});
     }
 
     void step() override
@@ -53,7 +57,7 @@ public:
         for (auto* p : params_) p->zero_grad();
         mark(0);
         tape_.clear();
-        ad::Var<float> h = tape_.constant(x_);
+        ad::Var<T> h = tape_.constant(x_);
         const std::size_t n = linear_.size();
         for (std::size_t l = 0; l < n; ++l) {
             if (c_.residual()) {
@@ -63,14 +67,14 @@ public:
                 if (l + 1 < n) h = c_.activation == Activation::tanh ? ad::tanh(h) : ad::relu(h);
             }
         }
-        const ad::Var<float> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.constant(target_))
+        const ad::Var<T> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.constant(target_))
                                                          : ad::cross_entropy(h, labels_);
         mark(1);
         ad::backward(loss);
         loss_ = loss.item();
         mark(2);
         for (auto* p : params_) {
-            xt::noalias(p->value) -= c_.lr * p->grad;
+            xt::noalias(p->value) -= T(c_.lr) * p->grad;
             p->mark_modified();
         }
         mark(3);
@@ -80,15 +84,16 @@ public:
 
 private:
     const Config& c_;
-    ad::Tape<float> tape_;
-    std::vector<std::unique_ptr<ad::nn::Linear<float>>> linear_;
-    std::vector<std::unique_ptr<ad::nn::LayerNorm<float>>> norm_;
-    std::vector<ad::Parameter<float>*> params_;
-    ad::Tensor<float> x_, target_;
+    ad::Tape<T> tape_;
+    std::vector<std::unique_ptr<ad::nn::Linear<T>>> linear_;
+    std::vector<std::unique_ptr<ad::nn::LayerNorm<T>>> norm_;
+    std::vector<ad::Parameter<T>*> params_;
+    ad::Tensor<T> x_, target_;
     std::vector<std::int64_t> labels_;
     double loss_ = 0;
 };
 
+template <class T>
 class OursAnomaly : public Trainer {
 public:
     OursAnomaly(const Config& c, const Init& init) : ours_(c, init) {}
@@ -100,25 +105,27 @@ public:
     double loss() override { return ours_.loss(); }
 
 private:
-    Ours ours_;
+    Ours<T> ours_;
 };
 
 }  // namespace
 
-std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init)
+std::unique_ptr<Trainer> make_ours(const Config& c, const Init& init, Precision p)
 {
-    return std::make_unique<Ours>(c, init);
+    if (p == Precision::f64) return std::make_unique<Ours<double>>(c, init);
+    return std::make_unique<Ours<float>>(c, init);
 }
 
-std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init)
+std::unique_ptr<Trainer> make_ours_anomaly(const Config& c, const Init& init, Precision p)
 {
-    return std::make_unique<OursAnomaly>(c, init);
+    if (p == Precision::f64) return std::make_unique<OursAnomaly<double>>(c, init);
+    return std::make_unique<OursAnomaly<float>>(c, init);
 }
 
 std::array<double, 4> ours_phase_us(const Config& c, const Init& init, long steps)
 {
     using Clock = std::chrono::steady_clock;
-    Ours t(c, init);
+    Ours<float> t(c, init);
     for (int s = 0; s < 5; ++s) t.step();
     std::array<double, 4> total{};
     for (long s = 0; s < steps; ++s) {

@@ -6,6 +6,10 @@
 //       this engine's step: time per step, time per phase (zero grads, forward and loss,
 //       backward, update), then the hand-written step's time and its loss beside ours
 //   ad_bench_profile CONFIG STEPS hand     only the hand-written step (to profile it)
+//   ad_bench_profile CONFIG STEPS ours     only this engine's step (to profile it)
+//   ad_bench_profile chain STEPS           this engine's op chain of 100,000 ops (chain.hpp),
+//       recorded and swept STEPS times: ns per op of the record and of the sweep
+#include "chain.hpp"
 #include "configs.hpp"
 
 #include <chrono>
@@ -33,15 +37,41 @@ double time_steps(bench::Trainer& t, long steps)
 int main(int argc, char** argv)
 {
     try {
-        if (argc != 3 && !(argc == 4 && std::strcmp(argv[3], "hand") == 0)) {
-            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS [hand]\n", argv[0]);
+        if (argc == 3 && std::strcmp(argv[1], "chain") == 0) {
+            const std::size_t n = 100000;
+            auto chain = bench::make_chain_ours(n);
+            chain->step();
+            double record = 0, sweep = 0;
+            const long steps = std::atol(argv[2]);
+            for (long s = 0; s < steps; ++s) {
+                const auto t0 = std::chrono::steady_clock::now();
+                chain->record();
+                const auto t1 = std::chrono::steady_clock::now();
+                chain->sweep();
+                const auto t2 = std::chrono::steady_clock::now();
+                record += std::chrono::duration<double, std::nano>(t1 - t0).count();
+                sweep += std::chrono::duration<double, std::nano>(t2 - t1).count();
+            }
+            std::printf("op chain: record %.1f ns per op, sweep %.1f ns per op\n", record / double(steps * n),
+                        sweep / double(steps * n));
+            return 0;
+        }
+        const bool only_hand = argc == 4 && std::strcmp(argv[3], "hand") == 0;
+        const bool only_ours = argc == 4 && std::strcmp(argv[3], "ours") == 0;
+        if (argc != 3 && !only_hand && !only_ours) {
+            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS [hand|ours]\n", argv[0]);
             return 2;
         }
         openblas_set_num_threads(1);
         const bench::Config& c = bench::config(argv[1][0]);
         const bench::Init init = bench::make_init(c);
         const long steps = std::atol(argv[2]);
-        if (argc == 4) {
+        if (only_ours) {
+            auto ours = bench::make_ours(c, init);
+            std::printf("(%c) ours: %.2f us per step\n", c.name, time_steps(*ours, steps));
+            return 0;
+        }
+        if (only_hand) {
             auto hand = bench::make_handwritten(c, init);
             std::printf("(%c) hand-written: %.2f us per step\n", c.name, time_steps(*hand, steps));
             return 0;
