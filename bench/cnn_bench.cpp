@@ -36,10 +36,13 @@ double median(std::vector<double> v)
 struct Runner {
     const char* name;
     Trainer* trainer;
+    int intra = 1, blas = 1;  // libtorch's intra-op threads, OpenBLAS's threads while it runs
     std::vector<double> us;
     std::size_t per_round = 1;
     void run(std::size_t steps)
     {
+        openblas_set_num_threads(blas);
+        cnn::set_torch_threads(intra);
         for (std::size_t i = 0; i < steps; ++i) {
             const auto t0 = Clock::now();
             trainer->step();
@@ -127,20 +130,25 @@ int main(int argc, char** argv)
     struct Row {
         int threads;
         double ours, torch, gemm;
+        double torch_1xt;  // libtorch with one intra-op thread and OpenBLAS at `threads` (0: not run)
     };
     std::vector<Row> rows;
     auto ours = cnn::make_cnn_ours(init);
     auto torch = cnn::make_cnn_libtorch(init);
     auto gemm = cnn::make_cnn_gemm_only();
     for (int t : threads) {
-        openblas_set_num_threads(t);
-        cnn::set_torch_threads(t);
-        std::vector<Runner> runners{{"ours", ours.get()}, {"libtorch", torch.get()}, {"gemm", gemm.get()}};
+        std::vector<Runner> runners{
+            {"ours", ours.get(), 1, t}, {"libtorch", torch.get(), t, t}, {"gemm", gemm.get(), 1, t}};
+        if (t > 1) runners.push_back({"libtorch 1 x t", torch.get(), 1, t});
         measure(runners, seconds);
-        rows.push_back({t, median(runners[0].us), median(runners[1].us), median(runners[2].us)});
+        rows.push_back({t, median(runners[0].us), median(runners[1].us), median(runners[2].us),
+                        t > 1 ? median(runners[3].us) : 0.0});
     }
     double torch_best = 1e300;
-    for (const auto& r : rows) torch_best = std::min(torch_best, r.torch);
+    for (const auto& r : rows) {
+        torch_best = std::min(torch_best, r.torch);
+        if (r.torch_1xt > 0) torch_best = std::min(torch_best, r.torch_1xt);
+    }
 
     // Allocations per step in steady state, at each thread setting: this engine's, and those of
     // the GEMMs alone (OpenBLAS's threaded GEMM driver allocates its job table on the heap).
@@ -157,11 +165,13 @@ int main(int argc, char** argv)
         gemm_allocs.push_back(per_step(*gemm));
     }
 
-    std::printf("\n| model | threads | this engine (us) | libtorch (us) | GEMM alone (us) | ours / libtorch best | "
-                "ours / GEMM alone |\n|---|---|---|---|---|---|---|\n");
+    std::printf("\nlibtorch t x t: t intra-op threads and t OpenBLAS threads; 1 x t: one intra-op thread.\n"
+                "| model | threads | this engine (us) | libtorch t x t (us) | libtorch 1 x t (us) | GEMM alone (us) | "
+                "ours / libtorch best | ours / GEMM alone |\n|---|---|---|---|---|---|---|---|\n");
     for (const auto& r : rows)
-        std::printf("| f | %d | %.1f | %.1f | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch, r.gemm,
-                    r.ours / torch_best, r.ours / r.gemm);
+        std::printf("| f | %d | %.1f | %.1f | %s | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch,
+                    r.torch_1xt > 0 ? std::to_string(r.torch_1xt).substr(0, std::to_string(r.torch_1xt).find('.') + 2).c_str() : "-",
+                    r.gemm, r.ours / torch_best, r.ours / r.gemm);
     for (std::size_t i = 0; i < threads.size(); ++i)
         std::printf("\nheap allocations per step in steady state (50 steps, %d threads): this engine %.2f, the GEMMs "
                     "alone %.2f",
@@ -174,7 +184,7 @@ int main(int argc, char** argv)
           << cnn::torch_version() << "\",\n  \"rows\": [\n";
         for (std::size_t i = 0; i < rows.size(); ++i)
             f << "    {\"threads\": " << rows[i].threads << ", \"ours_us\": " << rows[i].ours
-              << ", \"libtorch_us\": " << rows[i].torch << ", \"gemm_us\": " << rows[i].gemm
+              << ", \"libtorch_us\": " << rows[i].torch << ", \"libtorch_1_intra_us\": " << rows[i].torch_1xt << ", \"gemm_us\": " << rows[i].gemm
               << ", \"ours_over_libtorch_best\": " << rows[i].ours / torch_best
               << ", \"ours_over_gemm\": " << rows[i].ours / rows[i].gemm
               << ", \"allocations_per_step\": " << allocs[i] << ", \"gemm_allocations_per_step\": " << gemm_allocs[i]
