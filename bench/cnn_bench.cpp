@@ -168,10 +168,12 @@ int main(int argc, char** argv)
     std::printf("\nlibtorch t x t: t intra-op threads and t OpenBLAS threads; 1 x t: one intra-op thread.\n"
                 "| model | threads | this engine (us) | libtorch t x t (us) | libtorch 1 x t (us) | GEMM alone (us) | "
                 "ours / libtorch best | ours / GEMM alone |\n|---|---|---|---|---|---|---|---|\n");
-    for (const auto& r : rows)
-        std::printf("| f | %d | %.1f | %.1f | %s | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch,
-                    r.torch_1xt > 0 ? std::to_string(r.torch_1xt).substr(0, std::to_string(r.torch_1xt).find('.') + 2).c_str() : "-",
-                    r.gemm, r.ours / torch_best, r.ours / r.gemm);
+    for (const auto& r : rows) {
+        char one[32] = "-";
+        if (r.torch_1xt > 0) std::snprintf(one, sizeof one, "%.1f", r.torch_1xt);
+        std::printf("| f | %d | %.1f | %.1f | %s | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch, one, r.gemm,
+                    r.ours / torch_best, r.ours / r.gemm);
+    }
     for (std::size_t i = 0; i < threads.size(); ++i)
         std::printf("\nheap allocations per step in steady state (50 steps, %d threads): this engine %.2f, the GEMMs "
                     "alone %.2f",
