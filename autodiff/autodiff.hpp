@@ -8,5 +8,6 @@
 #include "autodiff/graph.hpp"
 #include "autodiff/linalg.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/print.hpp"
 #include "autodiff/tape.hpp"
 #include "autodiff/tensor.hpp"

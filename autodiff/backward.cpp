@@ -1,42 +1,88 @@
 // The one reverse sweep. It knows nothing about particular ops: it seeds the output's adjoint,
 // then walks the records from last to first and calls each one's VJP. Tape order puts every
 // record after its inputs, so each VJP runs once, after all of its consumers have added into
-// its adjoint.
+// its adjoint. The graph-building sweep is the same loop over Vars: the VJPs it calls record
+// ops, appended past the output, so the loop never meets them.
 #include "autodiff/backward.hpp"
 
-#include "autodiff/detail/op.hpp"
+#include "autodiff/op.hpp"
 
 #include <xtensor/xbuilder.hpp>
+
+#include <algorithm>
 
 namespace ad {
 
 namespace {
 
+// Refuses a sweep through a parameter changed since the forward pass read it.
 template <class T>
-void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who)
+void check_versions(const Tape<T>& tape, std::size_t out, const char* who)
 {
-    Tape<T>& tape = output.tape();
+    for (const auto i : tape.param_leaves()) {
+        if (i > out) break;
+        const auto& r = tape.record(i);
+        if (r.param->version == r.param_version) continue;
+        std::size_t reads = 0;
+        for (const auto j : tape.param_leaves()) reads += tape.record(j).param == r.param;
+        const std::string shape = shape_str(r.param->value.shape());
+        if (reads > 1)
+            throw Error(std::string(who) + ": a parameter of shape " + shape +
+                        " was modified after the forward pass recorded it, and the tape holds " +
+                        std::to_string(reads) + " reads of it since its last clear(): tape.clear() "
+                        "was probably forgotten between training steps");
+        throw Error(std::string(who) + ": a parameter of shape " + shape +
+                    " was modified after the forward pass recorded it (an optimiser step between "
+                    "forward and backward?); run the forward pass again");
+    }
+}
+
+template <class T>
+void check_output(Tape<T>& tape, const Var<T>& output, const Shape* cotangent, const char* who)
+{
     tape.check(output, who);
-    const std::size_t out = output.index();
-    const auto& shape = tape.value(out).shape();
+    tape.check_thread(who);
+    const auto& shape = tape.value(output.index()).shape();
     if (cotangent) {
-        if (cotangent->shape() != shape)
-            throw Error(std::string(who) + ": cotangent has shape " +
-                        shape_str(cotangent->shape()) + " but the output has shape " +
-                        shape_str(shape) + "; they must be equal");
-    } else if (tape.value(out).size() != 1) {
+        if (!std::equal(cotangent->begin(), cotangent->end(), shape.begin(), shape.end()))
+            throw Error(std::string(who) + ": cotangent has shape " + shape_str(*cotangent) +
+                        " but the output has shape " + shape_str(shape) + "; they must be equal");
+    } else if (tape.value(output.index()).size() != 1) {
         throw Error(std::string(who) + ": output has shape " + shape_str(shape) +
                     "; without a cotangent the output must have one element (reduce it with "
                     "sum or mean, or pass a cotangent of its shape)");
     }
-    for (std::size_t i = 0; i <= out; ++i) {
-        const auto& r = tape.record(i);
-        if (r.param && r.param->version != r.param_version)
-            throw Error(std::string(who) + ": a parameter of shape " +
-                        shape_str(r.param->value.shape()) +
-                        " was modified after the forward pass recorded it (an optimiser step "
-                        "between forward and backward?); run the forward pass again");
-    }
+}
+
+// An output that needs no gradient while an input does: the gradient is zero by construction,
+// which is almost always a mistake.
+template <class T>
+void check_differentiable(Tape<T>& tape, const Var<T>& output, const std::vector<Var<T>>& inputs,
+                          const char* who)
+{
+    if (tape.record(output.index()).needs_grad) return;
+    for (const auto& x : inputs)
+        if (tape.record(x.index()).needs_grad)
+            throw Error(std::string(who) + ": the output (op '" + tape.record(output.index()).op +
+                        "', tape position " + std::to_string(output.index()) +
+                        ") depends on nothing that needs a gradient: it was built from constants, "
+                        "detached values, or a gradient computed without ad::create_graph (pass "
+                        "ad::create_graph to the grad() that computed it to differentiate it again)");
+}
+
+template <class T>
+using Hook = std::function<void(Parameter<T>&)>;
+
+// The sweep on tensors. `hook`, if given, is called for each parameter reached, at its earliest leaf.
+template <class T>
+void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who,
+           const Hook<T>* hook = nullptr)
+{
+    Tape<T>& tape = tape_of(output, who);
+    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
+    check_output(tape, output, cotangent ? &cshape : nullptr, who);
+    const std::size_t out = output.index();
+    check_versions(tape, out, who);
 
     auto& has = tape.has_adjoint();
     // Clear the marks of the whole tape, not only up to the output: grad() and vjp() read them for
@@ -45,19 +91,43 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
     tape.into_params = into_params;
     if (!tape.record(out).needs_grad) return;  // nothing upstream wants a gradient
 
+    // With a hook: each parameter's earliest leaf, and whether any of its leaves was reached.
+    std::vector<std::pair<std::uint32_t, Parameter<T>*>> earliest;
+    if (hook) {
+        for (const auto i : tape.param_leaves()) {
+            if (i > out) break;
+            auto* p = tape.record(i).param;
+            bool seen = false;
+            for (const auto& e : earliest) seen = seen || e.second == p;
+            if (!seen) earliest.emplace_back(i, p);
+        }
+    }
+    auto fire = [&](std::size_t i) {
+        while (!earliest.empty() && earliest.back().first >= i) {
+            auto* p = earliest.back().second;
+            bool reached = false;
+            for (const auto j : tape.param_leaves())
+                reached = reached || (j <= out && tape.record(j).param == p && has[j]);
+            earliest.pop_back();
+            if (reached) (*hook)(*p);
+        }
+    };
+
     auto& seed = tape.adjoint(out);
     if (cotangent) seed = *cotangent;
-    else xt::noalias(seed) = xt::ones<T>(shape);
+    else xt::noalias(seed) = xt::ones<T>(tape.value(out).shape());
     has[out] = 1;
     // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
     if (auto& r = tape.record(out); r.param && into_params) xt::noalias(r.param->grad) += seed;
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
-        if (!has[i] || !r.vjp) continue;
-        Vjp<T> v{tape, r, i, tape.adjoint(i), tape.value(i)};
-        r.vjp(v);
-        if (check) check_backward_anomaly(tape, i);
+        if (has[i] && r.vjp) {
+            Vjp<T> v{tape, r, i, tape.adjoint(i), tape.value(i)};
+            r.vjp(v);
+            if (check) check_backward_anomaly(tape, i);
+        }
+        if (hook) fire(i);
     }
 }
 
@@ -72,6 +142,50 @@ std::vector<Tensor<T>> collect(Tape<T>& tape, const std::vector<Var<T>>& inputs,
         else out.push_back(xt::zeros<T>(v.shape()));
     }
     return out;
+}
+
+// The sweep on Vars: every VJP is the op's differentiable one, recorded on the tape.
+template <class T>
+std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, const std::vector<Var<T>>& inputs,
+                                const char* who)
+{
+    Tape<T>& tape = tape_of(output, who);
+    if (!grad_enabled())
+        throw Error(std::string(who) + ": ad::create_graph inside NoGrad: a graph of the gradient cannot be "
+                                       "recorded while recording is off (leave the NoGrad scope first)");
+    for (const auto& x : inputs) tape.check(x, who);
+    Shape cshape;
+    if (cotangent) {
+        tape.check(*cotangent, who);
+        cshape.assign(cotangent->shape().begin(), cotangent->shape().end());
+    }
+    check_output(tape, output, cotangent ? &cshape : nullptr, who);
+    check_differentiable(tape, output, inputs, who);
+    const std::size_t out = output.index();
+    check_versions(tape, out, who);
+
+    std::vector<Var<T>> adjoints(out + 1);
+    std::vector<char> reached(out + 1, 0);
+    adjoints[out] = cotangent ? *cotangent : tape.constant(xt::ones<T>(tape.value(out).shape()));
+    reached[out] = 1;
+    for (std::size_t i = out + 1; tape.record(out).needs_grad && i-- > 0;) {
+        const auto& r = tape.record(i);
+        if (!reached[i] || !r.vjp) continue;
+        if (!r.vjp.differentiable())
+            throw Error(std::string(who) + ": op '" + r.op + "' at tape position " + std::to_string(i) +
+                        " has no differentiable VJP, so its gradient cannot be differentiated again "
+                        "(it was written with Op::done(vjp) alone; state the VJP in tape ops too: "
+                        "Op::done(vjp, graph_vjp))");
+        GradVjp<T> v{tape, i, adjoints[i], tape.handle(i), adjoints, reached};
+        r.vjp(v);
+    }
+    std::vector<Var<T>> result;
+    result.reserve(inputs.size());
+    for (const auto& x : inputs) {
+        const std::size_t i = x.index();
+        result.push_back(i <= out && reached[i] ? adjoints[i] : tape.constant(xt::zeros<T>(x.shape())));
+    }
+    return result;
 }
 
 }  // namespace
@@ -89,50 +203,195 @@ void backward(const Var<T>& output, const Tensor<T>& cotangent)
 }
 
 template <class T>
+void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready)
+{
+    sweep<T>(output, nullptr, true, "backward", &on_grad_ready);
+}
+
+template <class T>
 std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs)
 {
-    for (const auto& v : inputs) output.tape().check(v, "grad");
+    Tape<T>& tape = tape_of(output, "grad");
+    for (const auto& v : inputs) tape.check(v, "grad");
+    check_differentiable(tape, output, inputs, "grad");
     sweep<T>(output, nullptr, false, "grad");
-    return collect(output.tape(), inputs, "grad");
+    return collect(tape, inputs, "grad");
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph)
+{
+    return graph_sweep<T>(output, nullptr, inputs, "grad");
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph)
+{
+    Tape<T>& tape = tape_of(output, "grad");
+    tape.check(output, "grad");
+    std::vector<Var<T>> leaves;
+    std::vector<std::size_t> owner;  // which parameter each leaf reads
+    for (const auto i : tape.param_leaves()) {
+        if (i > output.index()) break;
+        for (std::size_t k = 0; k < params.size(); ++k)
+            if (tape.record(i).param == params[k]) {
+                leaves.push_back(tape.handle(i));
+                owner.push_back(k);
+            }
+    }
+    const auto per_leaf = graph_sweep<T>(output, nullptr, leaves, "grad");
+    std::vector<Var<T>> result(params.size());
+    std::vector<char> set(params.size(), 0);
+    for (std::size_t j = 0; j < leaves.size(); ++j) {
+        const std::size_t k = owner[j];
+        result[k] = set[k] ? add(result[k], per_leaf[j]) : per_leaf[j];
+        set[k] = 1;
+    }
+    for (std::size_t k = 0; k < params.size(); ++k)
+        if (!set[k]) result[k] = tape.constant(xt::zeros<T>(params[k]->value.shape()));
+    return result;
 }
 
 template <class T>
 std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
                            const std::vector<Var<T>>& inputs)
 {
-    for (const auto& v : inputs) output.tape().check(v, "vjp");
+    Tape<T>& tape = tape_of(output, "vjp");
+    for (const auto& v : inputs) tape.check(v, "vjp");
     sweep<T>(output, &cotangent, false, "vjp");
-    return collect(output.tape(), inputs, "vjp");
+    return collect(tape, inputs, "vjp");
 }
 
 template <class T>
-Tensor<T> jacobian(const std::function<Var<T>(const Var<T>&)>& f, const Tensor<T>& x)
+std::vector<Var<T>> vjp(const Var<T>& output, const Var<T>& cotangent, const std::vector<Var<T>>& inputs,
+                        CreateGraph)
+{
+    return graph_sweep<T>(output, &cotangent, inputs, "vjp");
+}
+
+namespace {
+
+template <class T>
+Shape joined(const Tensor<T>& a, const Tensor<T>& b)
+{
+    Shape s(a.shape().begin(), a.shape().end());
+    s.insert(s.end(), b.shape().begin(), b.shape().end());
+    return s;
+}
+
+template <class T>
+void check_like(const char* who, const Tensor<T>& x, const Tensor<T>& v)
+{
+    if (x.shape() != v.shape())
+        throw Error(std::string(who) + ": the vector has shape " + shape_str(v.shape()) + " but x has shape " +
+                    shape_str(x.shape()) + "; they must be equal");
+}
+
+template <class T>
+Var<T> scalar_output(const char* who, const Fn<T>& f, const Var<T>& x)
+{
+    const Var<T> y = f(x);
+    x.tape().check(y, who);
+    if (y.size() != 1)
+        throw Error(std::string(who) + ": f must return one element, got shape " + shape_str(y.shape()));
+    return y;
+}
+
+}  // namespace
+
+template <class T>
+Tensor<T> jacobian(const Fn<T>& f, const Tensor<T>& x)
 {
     Tape<T> tape;
     const Var<T> xv = tape.variable(x);
     const Var<T> y = f(xv);
     tape.check(y, "jacobian");
-    Shape shape(y.shape().begin(), y.shape().end());
-    shape.insert(shape.end(), x.shape().begin(), x.shape().end());
-    Tensor<T> J = xt::zeros<T>(shape);
-    Tensor<T> e = xt::zeros<T>(y.shape());
-    for (std::size_t k = 0; k < y.size(); ++k) {
-        e.flat(k) = T(1);
-        const auto row = vjp<T>(y, e, {xv})[0];
-        std::copy(row.begin(), row.end(), J.begin() + static_cast<std::ptrdiff_t>(k * x.size()));
-        e.flat(k) = T(0);
+    Tensor<T> J = xt::zeros<T>(joined(y.value(), x));
+    if (!tape.record(y.index()).needs_grad) return J;  // f does not depend on x
+    const std::size_t m = y.size(), n = x.size();
+    if (m <= n) {  // reverse mode: row i is e_i^T J
+        Tensor<T> e = xt::zeros<T>(y.shape());
+        for (std::size_t i = 0; i < m; ++i) {
+            e.flat(i) = T(1);
+            const auto row = vjp<T>(y, e, {xv})[0];
+            std::copy(row.begin(), row.end(), J.begin() + static_cast<std::ptrdiff_t>(i * n));
+            e.flat(i) = T(0);
+        }
+        return J;
+    }
+    // forward mode: g(u) = J^T u recorded once; column j is the VJP of g with cotangent e_j
+    const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
+    const Var<T> g = vjp<T>(y, u, {xv}, create_graph)[0];
+    Tensor<T> e = xt::zeros<T>(x.shape());
+    for (std::size_t j = 0; j < n; ++j) {
+        e.flat(j) = T(1);
+        const auto column = vjp<T>(g, e, {u})[0];
+        for (std::size_t i = 0; i < m; ++i) J.flat(i * n + j) = column.flat(i);
+        e.flat(j) = T(0);
     }
     return J;
 }
 
-#define AD_INSTANTIATE(T)                                                                      \
-    template void backward(const Var<T>&);                                                      \
-    template void backward(const Var<T>&, const Tensor<T>&);                                    \
-    template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);            \
-    template std::vector<Tensor<T>> vjp(const Var<T>&, const Tensor<T>&,                       \
-                                        const std::vector<Var<T>>&);                            \
-    template Tensor<T> jacobian(const std::function<Var<T>(const Var<T>&)>&, const Tensor<T>&);
-AD_INSTANTIATE(float)
-AD_INSTANTIATE(double)
+template <class T>
+Tensor<T> hvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
+{
+    check_like("hvp", x, v);
+    Tape<T> tape;
+    const Var<T> xv = tape.variable(x);
+    const Var<T> y = scalar_output("hvp", f, xv);
+    if (!tape.record(y.index()).needs_grad) return xt::zeros<T>(x.shape());
+    const Var<T> g = grad<T>(y, {xv}, create_graph)[0];
+    return vjp<T>(g, v, {xv})[0];
+}
+
+template <class T>
+Tensor<T> hessian(const Fn<T>& f, const Tensor<T>& x)
+{
+    Tape<T> tape;
+    const Var<T> xv = tape.variable(x);
+    const Var<T> y = scalar_output("hessian", f, xv);
+    Tensor<T> H = xt::zeros<T>(joined(x, x));
+    if (!tape.record(y.index()).needs_grad) return H;
+    const Var<T> g = grad<T>(y, {xv}, create_graph)[0];
+    const std::size_t n = x.size();
+    Tensor<T> e = xt::zeros<T>(x.shape());
+    for (std::size_t i = 0; i < n; ++i) {
+        e.flat(i) = T(1);
+        const auto row = vjp<T>(g, e, {xv})[0];  // d g_i / dx
+        std::copy(row.begin(), row.end(), H.begin() + static_cast<std::ptrdiff_t>(i * n));
+        e.flat(i) = T(0);
+    }
+    return H;
+}
+
+template <class T>
+std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
+{
+    check_like("jvp", x, v);
+    Tape<T> tape;
+    const Var<T> xv = tape.variable(x);
+    const Var<T> y = f(xv);
+    tape.check(y, "jvp");
+    if (!tape.record(y.index()).needs_grad) return {y.value(), xt::zeros<T>(y.shape())};
+    const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
+    const Var<T> g = vjp<T>(y, u, {xv}, create_graph)[0];  // J^T u, linear in u
+    return {y.value(), vjp<T>(g, v, {u})[0]};
+}
+
+#define AD_INSTANTIATE_SWEEPS(T)                                                                            \
+    template void backward(const Var<T>&);                                                                  \
+    template void backward(const Var<T>&, const Tensor<T>&);                                                \
+    template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);                       \
+    template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);                        \
+    template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Var<T>>&, CreateGraph);              \
+    template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Parameter<T>*>&, CreateGraph);       \
+    template std::vector<Tensor<T>> vjp(const Var<T>&, const Tensor<T>&, const std::vector<Var<T>>&);       \
+    template std::vector<Var<T>> vjp(const Var<T>&, const Var<T>&, const std::vector<Var<T>>&, CreateGraph); \
+    template Tensor<T> jacobian(const Fn<T>&, const Tensor<T>&);                                            \
+    template Tensor<T> hvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);                               \
+    template Tensor<T> hessian(const Fn<T>&, const Tensor<T>&);                                             \
+    template std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);
+AD_INSTANTIATE_SWEEPS(float)
+AD_INSTANTIATE_SWEEPS(double)
 
 }  // namespace ad

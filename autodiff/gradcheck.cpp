@@ -24,17 +24,24 @@ Shape unravel(std::size_t flat, const Tensor<double>::shape_type& shape)
     return idx;
 }
 
+std::string input_name(const GradcheckOptions& o, std::size_t k)
+{
+    return k < o.names.size() ? o.names[k] : "input " + std::to_string(k);
+}
+
 // Central differences of the scalar function f, compared element by element with `claimed`.
-GradcheckResult compare(const std::function<double(const Tensors&)>& f, Tensors x,
+GradcheckResult compare(const char* who, const std::function<double(const Tensors&)>& f, Tensors x,
                         const Tensors& claimed, const GradcheckOptions& o)
 {
     GradcheckResult res;
     double worst = -1;  // largest |a - n| / (atol + rtol |n|)
+    const double floor = o.rtol > 0 ? o.atol / o.rtol : 0;
     for (std::size_t k = 0; k < x.size(); ++k) {
         if (claimed[k].shape() != x[k].shape())
-            throw Error("gradcheck: the gradient of input " + std::to_string(k) + " has shape " +
+            throw Error(std::string(who) + ": the gradient of " + input_name(o, k) + " has shape " +
                         shape_str(claimed[k].shape()) + " but the input has shape " +
                         shape_str(x[k].shape()));
+        bool all_zero = x[k].size() > 0;
         for (std::size_t j = 0; j < x[k].size(); ++j) {
             const double saved = x[k].flat(j);
             x[k].flat(j) = saved + o.eps;
@@ -43,12 +50,16 @@ GradcheckResult compare(const std::function<double(const Tensors&)>& f, Tensors 
             const double down = f(x);
             x[k].flat(j) = saved;
             const double n = (up - down) / (2 * o.eps), a = claimed[k].flat(j);
+            all_zero = all_zero && a == 0 && n == 0;
             const double abs_err = std::abs(a - n);
-            const double scale = std::max(std::abs(a), std::abs(n));
+            const double scale = std::max({std::abs(a), std::abs(n), floor});
             const double rel_err = scale > 0 ? abs_err / scale : 0;
             const double ratio = abs_err / (o.atol + o.rtol * std::abs(n));
-            res.max_abs_error = std::max(res.max_abs_error, abs_err);
-            res.max_rel_error = std::max(res.max_rel_error, rel_err);
+            // std::max would drop a NaN: keep it, so the report cannot read "error 0"
+            if (std::isnan(abs_err) || std::isnan(res.max_abs_error)) res.max_abs_error = NAN;
+            else res.max_abs_error = std::max(res.max_abs_error, abs_err);
+            if (std::isnan(rel_err) || std::isnan(res.max_rel_error)) res.max_rel_error = NAN;
+            else res.max_rel_error = std::max(res.max_rel_error, rel_err);
             ++res.checked;
             if (!(ratio <= 1)) res.ok = false;  // NaN fails too
             if (ratio > worst || std::isnan(ratio)) {
@@ -59,8 +70,11 @@ GradcheckResult compare(const std::function<double(const Tensors&)>& f, Tensors 
                 res.numeric = n;
             }
         }
+        if (all_zero)
+            res.warnings.push_back(input_name(o, k) + ": analytic and numeric gradients are both exactly zero "
+                                                      "everywhere, so this check proves nothing about it");
     }
-    res.name = res.input < o.names.size() ? o.names[res.input] : "input " + std::to_string(res.input);
+    res.name = input_name(o, res.input);
     return res;
 }
 
@@ -75,6 +89,7 @@ std::string GradcheckResult::report() const
         << "). " << (ok ? "Closest to the tolerance: " : "Worst: ") << name << " element "
         << shape_str(element) << ": analytic " << analytic << ", finite differences " << numeric
         << '.';
+    for (const auto& w : warnings) out << " Warning: " << w << '.';
     return out.str();
 }
 
@@ -109,7 +124,61 @@ GradcheckResult gradcheck(const MultiFn<T>& f, const std::vector<Tensor<T>>& inp
                             " to " + shape_str(out.shape()) + " when its input moved");
             return xt::sum(out.value() * c)();
         };
-        return compare(scalar, inputs, analytic, o);
+        return compare("gradcheck", scalar, inputs, analytic, o);
+    }
+}
+
+template <class T>
+GradcheckResult gradgradcheck(const MultiFn<T>& f, const std::vector<Tensor<T>>& inputs,
+                              const GradcheckOptions& o)
+{
+    if constexpr (!std::is_same_v<T, double>) {
+        throw Error("gradgradcheck: needs double precision (see gradcheck); run the function with "
+                    "Tape<double> and Tensor<double> inputs");
+    } else {
+        Tape<double> tape;
+        std::vector<Var<double>> vars;
+        auto run = [&](const Tensors& x) {
+            tape.clear();
+            vars.clear();
+            for (const auto& t : x) vars.push_back(tape.variable(t));
+            return f(vars);
+        };
+        const Var<double> y0 = run(inputs);
+        const Shape out_shape(y0.shape().begin(), y0.shape().end());
+        xt::random::default_engine_type engine(o.seed);
+        Tensors point = inputs, w;  // the inputs and the cotangent c: every argument of the VJP
+        point.push_back(xt::random::randn<double>(out_shape, 0, 1, engine));
+        for (const auto& x : inputs) w.push_back(xt::random::randn<double>(x.shape(), 0, 1, engine));
+
+        // <w, VJP(c)> by the first-order sweep: what finite differences see.
+        auto first_order = [&](const Tensors& p) {
+            const Var<double> y = run(Tensors(p.begin(), p.end() - 1));
+            if (!std::equal(out_shape.begin(), out_shape.end(), y.shape().begin(), y.shape().end()))
+                throw Error("gradgradcheck: f's output changed shape from " + shape_str(out_shape) + " to " +
+                            shape_str(y.shape()) + " when its input moved");
+            const Tensors g = vjp(y, p.back(), vars);
+            double s = 0;
+            for (std::size_t k = 0; k < g.size(); ++k) s += xt::sum(g[k] * w[k])();
+            return s;
+        };
+        // Its gradient through the graph of the VJP, for the inputs and the cotangent.
+        const Var<double> y = run(inputs);
+        const Var<double> c = tape.variable(point.back());
+        const auto g = vjp(y, c, vars, create_graph);
+        Var<double> s = sum(g[0] * tape.constant(w[0]));
+        for (std::size_t k = 1; k < g.size(); ++k) s = s + sum(g[k] * tape.constant(w[k]));
+        std::vector<Var<double>> wrt = vars;
+        wrt.push_back(c);
+        Tensors analytic;
+        if (s.requires_grad()) analytic = grad(s, wrt);
+        else
+            for (const auto& x : point) analytic.push_back(xt::zeros<double>(x.shape()));
+        GradcheckOptions named = o;
+        named.names.resize(inputs.size());
+        for (std::size_t k = 0; k < inputs.size(); ++k) named.names[k] = input_name(o, k);
+        named.names.push_back("cotangent");
+        return compare("gradgradcheck", first_order, point, analytic, named);
     }
 }
 
@@ -119,12 +188,16 @@ GradcheckResult check_gradient(const std::function<double(const Tensors&)>& f, c
     if (grads.size() != inputs.size())
         throw Error("check_gradient: " + std::to_string(inputs.size()) + " inputs but " +
                     std::to_string(grads.size()) + " gradients");
-    return compare(f, inputs, grads, o);
+    return compare("check_gradient", f, inputs, grads, o);
 }
 
 template GradcheckResult gradcheck(const MultiFn<float>&, const std::vector<Tensor<float>>&,
                                    const GradcheckOptions&);
 template GradcheckResult gradcheck(const MultiFn<double>&, const std::vector<Tensor<double>>&,
                                    const GradcheckOptions&);
+template GradcheckResult gradgradcheck(const MultiFn<float>&, const std::vector<Tensor<float>>&,
+                                       const GradcheckOptions&);
+template GradcheckResult gradgradcheck(const MultiFn<double>&, const std::vector<Tensor<double>>&,
+                                       const GradcheckOptions&);
 
 }  // namespace ad

@@ -8,6 +8,11 @@
 //
 // check_gradient does the same for a gradient computed by other means, such as a hand-written
 // backward pass, and names the input and element that disagree.
+//
+// gradgradcheck checks second derivatives the same way: the gradient of <w, VJP(c)> computed by
+// a second sweep over the graph that create_graph recorded, against central differences of the
+// first-order VJP itself, for random w and c. The cotangent c is checked as an input too (the
+// VJP must be linear in it), reported under the name "cotangent".
 #pragma once
 
 #include "autodiff/tape.hpp"
@@ -29,14 +34,18 @@ struct GradcheckOptions {
 
 struct GradcheckResult {
     bool ok = true;
-    double max_abs_error = 0;  // over every element of every input
-    double max_rel_error = 0;  // |a - n| / max(|a|, |n|)
+    double max_abs_error = 0;  // over every element of every input; NaN if any side was NaN
+    double max_rel_error = 0;  // |a - n| / max(|a|, |n|, atol / rtol): values within the
+                               // tolerance of zero do not count as 100% errors
     // The element furthest outside the tolerance (or closest to it, if all pass):
     std::size_t input = 0;
     std::string name;
     Shape element;
     double analytic = 0, numeric = 0;
     std::size_t checked = 0;  // elements compared
+    // Inputs whose analytic and numeric gradients are both exactly zero everywhere: a check
+    // that passes on zeros proves nothing about them.
+    std::vector<std::string> warnings;
     std::string report() const;  // one paragraph for a person
     explicit operator bool() const { return ok; }
 };
@@ -48,6 +57,10 @@ using MultiFn = std::function<Var<T>(const std::vector<Var<T>>&)>;
 template <class T>
 GradcheckResult gradcheck(const MultiFn<T>& f, const std::vector<Tensor<T>>& inputs,
                           const GradcheckOptions& options = {});
+
+template <class T>
+GradcheckResult gradgradcheck(const MultiFn<T>& f, const std::vector<Tensor<T>>& inputs,
+                              const GradcheckOptions& options = {});
 
 // f maps the inputs to a number; grads are the claimed gradients, shaped like the inputs.
 GradcheckResult check_gradient(const std::function<double(const std::vector<Tensor<double>>&)>& f,

@@ -25,7 +25,7 @@ std::string label2(const std::string& first, const std::string& second)
 template <class T>
 std::string to_dot(const Var<T>& output, const GraphLabels<T>& labels)
 {
-    const Tape<T>& tape = output.tape();
+    const Tape<T>& tape = tape_of(output, "to_dot");
     tape.check(output, "to_dot");
     const std::size_t out = output.index();
 

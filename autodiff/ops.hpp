@@ -7,6 +7,13 @@
 //   max along an axis with ties sends the gradient to the first maximal element;
 //   clamp passes the gradient where lo <= x <= hi, boundaries included;
 //   norm(x) at x = 0 has gradient 0; sqrt'(0) = +inf.
+// NaN propagates (as in PyTorch): relu, maximum, minimum, clamp and max along an axis give NaN
+// where an input is NaN (max: for the whole slice), and the gradient goes to the NaN.
+//
+// Second derivatives: every op here states a differentiable VJP (autodiff/op.hpp), so
+// ad::create_graph sweeps differentiate to any order. Ops whose derivative is a step function
+// (relu, leaky_relu, abs, clamp, maximum, minimum, max along an axis, dropout) have second
+// derivative exactly 0; at the kinks the first-order choices above hold.
 #pragma once
 
 #include "autodiff/tape.hpp"
@@ -49,6 +56,7 @@ template <class T> Var<T> elu(const Var<T>& x, Scalar<T> alpha = T(1));
 template <class T> Var<T> selu(const Var<T>& x);
 template <class T> Var<T> softplus(const Var<T>& x);  // log(1 + e^x), stable for large |x|
 template <class T> Var<T> gelu(const Var<T>& x);      // x Phi(x), the erf form
+template <class T> Var<T> normal_cdf(const Var<T>& x);  // Phi(x) = (1 + erf(x / sqrt 2)) / 2
 
 // --- linear algebra (ops_linalg.cpp) ---
 // matmul: [m,k]x[k,n] -> [m,n]; [m,k]x[k] -> [m]; [k]x[k,n] -> [n]; [k]x[k] -> scalar.
@@ -76,9 +84,18 @@ template <class T> Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdif
 // Elements start <= i < stop along `axis`; negative start/stop count from the end.
 template <class T> Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop);
 template <class T> Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis);
+template <class T> Var<T> concat(std::initializer_list<Var<T>> xs, std::ptrdiff_t axis)
+{
+    return concat(std::vector<Var<T>>(xs), axis);
+}
 template <class T> Var<T> broadcast_to(const Var<T>& x, const Shape& shape);
+// broadcast_to in reverse: x summed over the axes broadcasting would add or stretch to reach
+// x's shape from `shape` (the VJP of every broadcasting op).
+template <class T> Var<T> sum_to(const Var<T>& x, const Shape& shape);
 // Rows x[idx[0]], x[idx[1]], ... along axis 0; repeated indices add their gradients.
 template <class T> Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx);
+// gather_rows in reverse: a tensor of `rows` rows, zero but for row idx[i] += x[i].
+template <class T> Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, std::size_t rows);
 
 // --- neural-network functions (ops_nn.cpp) ---
 template <class T> Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis = -1);

@@ -3,7 +3,7 @@
 // buffers.
 #include "autodiff/linalg.hpp"
 
-#include "autodiff/detail/op.hpp"
+#include "autodiff/op.hpp"
 
 #include <xtensor-blas/xblas.hpp>
 #include <xtensor-blas/xlapack.hpp>
@@ -83,6 +83,25 @@ void keep_lower(Tensor<T>& M)
         for (std::size_t j = i + 1; j < n; ++j) M.data()[i * n + j] = 0;
 }
 
+// The [n, n] mask of the lower triangle, its diagonal scaled by `diagonal`: tril and Phi as
+// constant factors in the differentiable VJPs.
+template <class T>
+Tensor<T> lower_mask(std::size_t n, T diagonal)
+{
+    Tensor<T> m = xt::zeros<T>({n, n});
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t j = 0; j < i; ++j) m(i, j) = T(1);
+        m(i, i) = diagonal;
+    }
+    return m;
+}
+
+template <class T>
+Var<T> as_column(const Var<T>& x)
+{
+    return x.dimension() == 1 ? reshape(x, {std::ptrdiff_t(x.shape()[0]), 1}) : x;
+}
+
 }  // namespace
 
 // A_s = (A + A^T)/2 = L L^T. With Lbar the cotangent of L (its lower triangle; the upper is
@@ -94,7 +113,9 @@ template <class T>
 Var<T> cholesky(const Var<T>& A)
 {
     require_square("cholesky", A);
-    Op<T> op("cholesky", {A}, [](Vjp<T>& v) {
+    Op<T> op("cholesky", {A});
+    cholesky_into("cholesky", A.value(), op.out());
+    return op.done([](Vjp<T>& v) {
         const std::size_t n = v.y.shape()[0];
         const T* L = v.y.data();
         Tensor<T> Lbar = v.g;
@@ -106,16 +127,23 @@ Var<T> cholesky(const Var<T>& A)
         trsm(cxxblas::Left, true, L, n, S.data(), n, n);    // L^{-T} P
         trsm(cxxblas::Right, false, L, n, S.data(), n, n);  // ... L^{-1}
         v.acc(0, T(0.5) * (S + xt::transpose(S)));
+    },
+    [](GradVjp<T>& v) {
+        const std::size_t n = v.y.shape()[0];
+        const Var<T> L = v.y;
+        const Var<T> P = matmul(L, v.g * v.constant(lower_mask(n, T(1))), true, false) * v.constant(lower_mask(n, T(0.5)));
+        const Var<T> Y = solve_triangular(L, P, true);                          // L^{-T} P
+        const Var<T> S = ad::transpose(solve_triangular(L, ad::transpose(Y), true));  // ... L^{-1}
+        v.acc(0, (S + ad::transpose(S)) * T(0.5));
     });
-    cholesky_into("cholesky", A.value(), op.out());
-    return op.done();
 }
+AD_INSTANTIATE(cholesky, sig::Unary)
 
 // X = op(L)^{-1} B.
 //   op(L) = L:    Bbar = L^{-T} Xbar,  Lbar = -tril(Bbar X^T)
 //   op(L) = L^T:  Bbar = L^{-1} Xbar,  Lbar = -tril(X Bbar^T)
 // (dX = -op(L)^{-1} d op(L) X; only L's lower triangle is read, so Lbar is lower triangular.)
-// r.ints = {transpose}
+// Attribute: transpose.
 template <class T>
 Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
 {
@@ -129,8 +157,11 @@ Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
         if (!(L.value().data()[i * n + i] != T(0)))
             throw Error("solve_triangular: L of shape " + dims(L.shape()) + " is singular: L[" +
                         std::to_string(i) + ", " + std::to_string(i) + "] = 0");
-    Op<T> op("solve_triangular", {L, B}, [](Vjp<T>& v) {
-        const bool tr = v.r.ints[0] != 0;
+    Op<T> op("solve_triangular", {L, B});
+    xt::noalias(op.out()) = B.value();
+    trsm(cxxblas::Left, transpose, L.value().data(), n, op.out().data(), n, bs.size() == 1 ? 1 : bs[1]);
+    const bool tr = transpose;
+    return op.done([tr](Vjp<T>& v) {
         const std::size_t n = v.x(0).shape()[0];
         const std::size_t k = v.y.dimension() == 1 ? 1 : v.y.shape()[1];
         const T* Lp = v.x(0).data();
@@ -144,41 +175,50 @@ Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
             v.acc(0, -Lbar);
         }
         v.acc(1, Bbar);
+    },
+    [tr](GradVjp<T>& v) {
+        const Var<T> L = v.x(0);
+        const Var<T> Bbar = solve_triangular(L, v.g, !tr);
+        if (v.wants(0)) {
+            const Var<T> X = as_column(v.y), Bc = as_column(Bbar);
+            const Var<T> outer = !tr ? matmul(Bc, X, false, true) : matmul(X, Bc, false, true);
+            v.acc(0, -(outer * v.constant(lower_mask(L.shape()[0], T(1)))));
+        }
+        v.acc(1, Bbar);
     });
-    op.record().ints = {transpose};
-    xt::noalias(op.out()) = B.value();
-    trsm(cxxblas::Left, transpose, L.value().data(), n, op.out().data(), n, bs.size() == 1 ? 1 : bs[1]);
-    return op.done();
 }
+namespace sig {
+template <class T> using Solve = Var<T>(const Var<T>&, const Var<T>&, bool);
+}
+AD_INSTANTIATE(solve_triangular, sig::Solve)
 
-// y = log det A_s = 2 sum_i log L_ii;  Abar = g A_s^{-1} = g L^{-T} L^{-1}.  r.saved = L
+// y = log det A_s = 2 sum_i log L_ii;  Abar = g A_s^{-1} = g L^{-T} L^{-1}.  Saved: L
 template <class T>
 Var<T> logdet(const Var<T>& A)
 {
     const std::size_t n = require_square("logdet", A);
-    Op<T> op("logdet", {A}, [](Vjp<T>& v) {
-        const Tensor<T>& L = v.r.saved;
+    Op<T> op("logdet", {A});
+    auto& L = op.save(0);
+    cholesky_into("logdet", A.value(), L);
+    T y = 0;
+    for (std::size_t i = 0; i < n; ++i) y += std::log(L.data()[i * n + i]);
+    op.out().resize({});
+    op.out()() = 2 * y;
+    return op.done([](Vjp<T>& v) {
+        const Tensor<T>& L = v.saved(0);
         const std::size_t n = L.shape()[0];
         Tensor<T> Linv = xt::eye<T>(n);
         trsm(cxxblas::Left, false, L.data(), n, Linv.data(), n, n);
         Tensor<T> Ainv = Tensor<T>::from_shape({n, n});
         gemm(true, false, Linv.data(), n, n, Linv.data(), n, n, Ainv.data());
         v.acc(0, v.g() * Ainv);
+    },
+    [](GradVjp<T>& v) {  // A^{-1} = L^{-T} L^{-1}, with L recomputed as an op
+        const std::size_t n = v.x(0).shape()[0];
+        const Var<T> Linv = solve_triangular(cholesky(v.x(0)), v.constant(xt::eye<T>(n)));
+        v.acc(0, matmul(Linv, Linv, true, false) * v.g);
     });
-    auto& L = op.record().saved;
-    cholesky_into("logdet", A.value(), L);
-    T y = 0;
-    for (std::size_t i = 0; i < n; ++i) y += std::log(L.data()[i * n + i]);
-    op.out().resize({});
-    op.out()() = 2 * y;
-    return op.done();
 }
-
-#define AD_INSTANTIATE(T)                                                      \
-    template Var<T> cholesky(const Var<T>&);                                   \
-    template Var<T> solve_triangular(const Var<T>&, const Var<T>&, bool);      \
-    template Var<T> logdet(const Var<T>&);
-AD_INSTANTIATE(float)
-AD_INSTANTIATE(double)
+AD_INSTANTIATE(logdet, sig::Unary)
 
 }  // namespace ad

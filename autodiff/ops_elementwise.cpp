@@ -1,8 +1,9 @@
-// Elementwise ops. Each: the forward, and beside it the VJP as the derivative times the
-// cotangent g. Binary ops broadcast; Vjp::acc sums g back to each input's shape.
-#include "autodiff/ops.hpp"
-
-#include "autodiff/detail/op.hpp"
+// Elementwise ops. Each: the formula, the forward, and beside it the VJP as the derivative
+// times the cotangent g. Where the formula reads the same on tensors and on Vars one generic
+// lambda serves as both VJPs (first order and differentiable). Binary ops broadcast; acc sums
+// g back to each input's shape. Derivatives that are step functions (relu's, abs's) enter the
+// differentiable VJP as constant masks, so their second derivatives are exactly zero.
+#include "autodiff/op.hpp"
 
 #include <cmath>
 
@@ -11,12 +12,35 @@ namespace ad {
 namespace {
 constexpr double selu_alpha = 1.6732632423543772848170429916717;
 constexpr double selu_scale = 1.0507009873554804934193349852946;
+constexpr double inv_sqrt2 = 0.70710678118654752440;
+constexpr double inv_sqrt_2pi = 0.39894228040143267794;
 
 template <class T>
 void check_broadcast(const char* op, const Var<T>& a, const Var<T>& b)
 {
-    check_handles(op, {a, b});
-    broadcast_shape(op, a.shape(), b.shape());
+    broadcast_shape(op, a, b);
+}
+
+// A tensor shaped like t holding f(t_i), for masks and step derivatives.
+template <class T, class F>
+Tensor<T> map(const Tensor<T>& t, F f)
+{
+    Tensor<T> out = Tensor<T>::from_shape(t.shape());
+    for (std::size_t i = 0; i < t.size(); ++i) out.data()[i] = f(t.data()[i]);
+    return out;
+}
+
+// The same mask on both operands of a binary op, broadcast to the output's shape.
+template <class T, class F>
+Tensor<T> map2(const Tensor<T>& a, const Tensor<T>& b, F f)
+{
+    Tensor<T> out = xt::zeros<T>(broadcast_shape("mask", a.shape(), b.shape()));
+    auto ab = xt::broadcast(a, out.shape());
+    auto bb = xt::broadcast(b, out.shape());
+    auto ia = ab.cbegin();
+    auto ib = bb.cbegin();
+    for (auto it = out.begin(); it != out.end(); ++it, ++ia, ++ib) *it = f(*ia, *ib);
+    return out;
 }
 }  // namespace
 
@@ -24,20 +48,19 @@ void check_broadcast(const char* op, const Var<T>& a, const Var<T>& b)
 template <class T>
 Var<T> neg(const Var<T>& x)
 {
-    Op<T> op("neg", {x}, [](Vjp<T>& v) { v.acc(0, -v.g); });
+    Op<T> op("neg", {x});
     xt::noalias(op.out()) = -x.value();
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, -v.g); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(neg, sig::Unary)
 
 // d(a + b) = g, g
 template <class T>
 Var<T> add(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("add", a, b);
-    Op<T> op("add", {a, b}, [](Vjp<T>& v) {
-        v.acc(0, v.g);
-        v.acc(1, v.g);
-    });
+    Op<T> op("add", {a, b});
     const auto& av = a.value();
     const auto& bv = b.value();
     if (av.shape() == bv.shape()) {  // the common case (a residual sum) as a plain loop
@@ -49,342 +72,393 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
     } else {
         xt::noalias(op.out()) = av + bv;
     }
-    return op.done();
+    auto vjp = [](auto& v) {
+        v.acc(0, v.g);
+        v.acc(1, v.g);
+    };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(add, sig::Binary)
 
 // d(a - b) = g, -g
 template <class T>
 Var<T> sub(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("sub", a, b);
-    Op<T> op("sub", {a, b}, [](Vjp<T>& v) {
+    Op<T> op("sub", {a, b});
+    xt::noalias(op.out()) = a.value() - b.value();
+    auto vjp = [](auto& v) {
         v.acc(0, v.g);
         v.acc(1, -v.g);
-    });
-    xt::noalias(op.out()) = a.value() - b.value();
-    return op.done();
+    };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(sub, sig::Binary)
 
 // d(a b) = g b, g a
 template <class T>
 Var<T> mul(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("mul", a, b);
-    Op<T> op("mul", {a, b}, [](Vjp<T>& v) {
+    Op<T> op("mul", {a, b});
+    xt::noalias(op.out()) = a.value() * b.value();
+    auto vjp = [](auto& v) {
         v.acc(0, v.g * v.x(1));
         v.acc(1, v.g * v.x(0));
-    });
-    xt::noalias(op.out()) = a.value() * b.value();
-    return op.done();
+    };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(mul, sig::Binary)
 
 // d(a / b) = g / b, -g a / b^2 = -g y / b
 template <class T>
 Var<T> div(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("div", a, b);
-    Op<T> op("div", {a, b}, [](Vjp<T>& v) {
+    Op<T> op("div", {a, b});
+    xt::noalias(op.out()) = a.value() / b.value();
+    auto vjp = [](auto& v) {
         v.acc(0, v.g / v.x(1));
         v.acc(1, -v.g * v.y / v.x(1));
-    });
-    xt::noalias(op.out()) = a.value() / b.value();
-    return op.done();
+    };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(div, sig::Binary)
 
 // d(x + s) = g
 template <class T>
 Var<T> add(const Var<T>& x, Scalar<T> s)
 {
-    Op<T> op("add_scalar", {x}, [](Vjp<T>& v) { v.acc(0, v.g); });
-    op.record().a = s;
+    Op<T> op("add_scalar", {x});
     xt::noalias(op.out()) = x.value() + s;
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(add, sig::WithScalar)
 
 // d(s x) = s g
 template <class T>
 Var<T> mul(const Var<T>& x, Scalar<T> s)
 {
-    Op<T> op("mul_scalar", {x}, [](Vjp<T>& v) { v.acc(0, v.g * static_cast<T>(v.r.a)); });
-    op.record().a = s;
+    Op<T> op("mul_scalar", {x});
     xt::noalias(op.out()) = x.value() * s;
-    return op.done();
+    auto vjp = [s](auto& v) { v.acc(0, v.g * s); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(mul, sig::WithScalar)
 
 // d(s / x) = -s g / x^2 = -g y / x
 template <class T>
 Var<T> rdiv(Scalar<T> s, const Var<T>& x)
 {
-    Op<T> op("rdiv_scalar", {x}, [](Vjp<T>& v) { v.acc(0, -v.g * v.y / v.x(0)); });
-    op.record().a = s;
+    Op<T> op("rdiv_scalar", {x});
     xt::noalias(op.out()) = s / x.value();
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, -v.g * v.y / v.x(0)); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(rdiv, sig::ScalarFirst)
 
 // d(x^p) = p x^(p-1) g
 template <class T>
 Var<T> pow(const Var<T>& x, Scalar<T> p)
 {
-    Op<T> op("pow", {x}, [](Vjp<T>& v) {
-        const T p = static_cast<T>(v.r.a);
-        v.acc(0, v.g * p * xt::pow(v.x(0), p - T(1)));
-    });
-    op.record().a = p;
+    Op<T> op("pow", {x});
     xt::noalias(op.out()) = xt::pow(x.value(), p);
-    return op.done();
+    return op.done([p](Vjp<T>& v) { v.acc(0, v.g * p * xt::pow(v.x(0), p - T(1))); },
+                   [p](GradVjp<T>& v) { v.acc(0, v.g * p * ad::pow(v.x(0), p - T(1))); });
 }
+AD_INSTANTIATE(pow, sig::WithScalar)
 
 // d(x^2) = 2 x g
 template <class T>
 Var<T> square(const Var<T>& x)
 {
-    Op<T> op("square", {x}, [](Vjp<T>& v) { v.acc(0, T(2) * v.x(0) * v.g); });
+    Op<T> op("square", {x});
     xt::noalias(op.out()) = x.value() * x.value();
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, T(2) * v.x(0) * v.g); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(square, sig::Unary)
 
 // d sqrt(x) = g / (2 y)
 template <class T>
 Var<T> sqrt(const Var<T>& x)
 {
-    Op<T> op("sqrt", {x}, [](Vjp<T>& v) { v.acc(0, v.g / (T(2) * v.y)); });
+    Op<T> op("sqrt", {x});
     xt::noalias(op.out()) = xt::sqrt(x.value());
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g / (T(2) * v.y)); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(sqrt, sig::Unary)
 
 // d e^x = y g
 template <class T>
 Var<T> exp(const Var<T>& x)
 {
-    Op<T> op("exp", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.y); });
+    Op<T> op("exp", {x});
     xt::noalias(op.out()) = xt::exp(x.value());
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g * v.y); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(exp, sig::Unary)
 
 // d log x = g / x
 template <class T>
 Var<T> log(const Var<T>& x)
 {
-    Op<T> op("log", {x}, [](Vjp<T>& v) { v.acc(0, v.g / v.x(0)); });
+    Op<T> op("log", {x});
     xt::noalias(op.out()) = xt::log(x.value());
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g / v.x(0)); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(log, sig::Unary)
 
 // d|x| = sign(x) g, with sign(0) = 0
 template <class T>
 Var<T> abs(const Var<T>& x)
 {
-    Op<T> op("abs", {x}, [](Vjp<T>& v) { v.acc(0, v.g * xt::sign(v.x(0))); });
+    Op<T> op("abs", {x});
     xt::noalias(op.out()) = xt::abs(x.value());
-    return op.done();
+    return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::sign(v.x(0))); },
+                   [](GradVjp<T>& v) {
+                       v.acc(0, v.g * v.constant(xt::sign(v.x(0).value())));
+                   });
 }
+AD_INSTANTIATE(abs, sig::Unary)
 
 // d sin x = cos(x) g
 template <class T>
 Var<T> sin(const Var<T>& x)
 {
-    Op<T> op("sin", {x}, [](Vjp<T>& v) { v.acc(0, v.g * xt::cos(v.x(0))); });
+    Op<T> op("sin", {x});
     xt::noalias(op.out()) = xt::sin(x.value());
-    return op.done();
+    return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::cos(v.x(0))); },
+                   [](GradVjp<T>& v) { v.acc(0, v.g * ad::cos(v.x(0))); });
 }
+AD_INSTANTIATE(sin, sig::Unary)
 
 // d cos x = -sin(x) g
 template <class T>
 Var<T> cos(const Var<T>& x)
 {
-    Op<T> op("cos", {x}, [](Vjp<T>& v) { v.acc(0, -v.g * xt::sin(v.x(0))); });
+    Op<T> op("cos", {x});
     xt::noalias(op.out()) = xt::cos(x.value());
-    return op.done();
+    return op.done([](Vjp<T>& v) { v.acc(0, -v.g * xt::sin(v.x(0))); },
+                   [](GradVjp<T>& v) { v.acc(0, -v.g * ad::sin(v.x(0))); });
+}
+AD_INSTANTIATE(cos, sig::Unary)
+
+// The share of the gradient of max(a, b) that goes to a: 1 where a > b, 1/2 at a tie, 0 where
+// a < b. With a NaN the output is NaN, and the gradient goes to the NaN operand (1 if a is NaN,
+// else 0): it is NaN too whenever g is.
+template <class T>
+T max_share(T a, T b)
+{
+    if (std::isnan(a)) return T(1);
+    if (std::isnan(b)) return T(0);
+    return a > b ? T(1) : a == b ? T(0.5) : T(0);
 }
 
-// d max(a, b) = g [a > b], g [b > a]; a tie gives each g / 2
+// max_share of every pair, as a lazy expression.
+template <class A, class B>
+auto share(const A& a, const B& b)
+{
+    using T = typename std::decay_t<decltype(a + b)>::value_type;
+    return xt::where(xt::isnan(a), T(1),
+                     xt::where(xt::isnan(b), T(0), xt::where(a > b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0)))));
+}
+
+// max(a, b), NaN if either is NaN;  d = g share(a, b), g share(b, a)
 template <class T>
 Var<T> maximum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("maximum", a, b);
-    Op<T> op("maximum", {a, b}, [](Vjp<T>& v) {
-        const auto& a = v.x(0);
-        const auto& b = v.x(1);
-        v.acc(0, v.g * xt::where(a > b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
-        v.acc(1, v.g * xt::where(b > a, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
-    });
-    xt::noalias(op.out()) = xt::maximum(a.value(), b.value());
-    return op.done();
+    Op<T> op("maximum", {a, b});
+    xt::noalias(op.out()) = xt::where(a.value() != a.value() || a.value() > b.value(), a.value(),
+                                      xt::where(b.value() != b.value(), b.value(), xt::maximum(a.value(), b.value())));
+    return op.done(
+        [](Vjp<T>& v) {
+            v.acc(0, v.g * share(v.x(0), v.x(1)));
+            v.acc(1, v.g * share(v.x(1), v.x(0)));
+        },
+        [](GradVjp<T>& v) {
+            const auto &a = v.x(0).value(), &b = v.x(1).value();
+            v.acc(0, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(p, q); })));
+            v.acc(1, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(q, p); })));
+        });
 }
+AD_INSTANTIATE(maximum, sig::Binary)
 
-// d min(a, b) = g [a < b], g [b < a]; a tie gives each g / 2
+// min(a, b), NaN if either is NaN;  d = g share(-a, -b), g share(-b, -a)
 template <class T>
 Var<T> minimum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("minimum", a, b);
-    Op<T> op("minimum", {a, b}, [](Vjp<T>& v) {
-        const auto& a = v.x(0);
-        const auto& b = v.x(1);
-        v.acc(0, v.g * xt::where(a < b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
-        v.acc(1, v.g * xt::where(b < a, T(1), xt::where(xt::equal(a, b), T(0.5), T(0))));
-    });
-    xt::noalias(op.out()) = xt::minimum(a.value(), b.value());
-    return op.done();
+    Op<T> op("minimum", {a, b});
+    xt::noalias(op.out()) = xt::where(a.value() != a.value() || a.value() < b.value(), a.value(),
+                                      xt::where(b.value() != b.value(), b.value(), xt::minimum(a.value(), b.value())));
+    return op.done(
+        [](Vjp<T>& v) {
+            v.acc(0, v.g * share(-v.x(0), -v.x(1)));
+            v.acc(1, v.g * share(-v.x(1), -v.x(0)));
+        },
+        [](GradVjp<T>& v) {
+            const auto &a = v.x(0).value(), &b = v.x(1).value();
+            v.acc(0, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(-p, -q); })));
+            v.acc(1, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(-q, -p); })));
+        });
 }
+AD_INSTANTIATE(minimum, sig::Binary)
 
-// d clamp(x, lo, hi) = g [lo <= x <= hi]
+// clamp(x, lo, hi), NaN stays NaN;  d = g [lo <= x <= hi]
 template <class T>
 Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi)
 {
     if (!(lo <= hi))
-        throw Error("clamp: needs lo <= hi, got lo = " + std::to_string(lo) +
-                    ", hi = " + std::to_string(hi));
-    Op<T> op("clamp", {x}, [](Vjp<T>& v) {
-        const T lo = static_cast<T>(v.r.a), hi = static_cast<T>(v.r.b);
-        v.acc(0, xt::where(v.x(0) >= lo && v.x(0) <= hi, v.g, T(0)));
-    });
-    op.record().a = lo;
-    op.record().b = hi;
-    xt::noalias(op.out()) = xt::clip(x.value(), lo, hi);
-    return op.done();
+        fail("clamp", x, "needs lo <= hi, got lo = " + std::to_string(lo) + ", hi = " + std::to_string(hi));
+    Op<T> op("clamp", {x});
+    xt::noalias(op.out()) = xt::where(x.value() != x.value(), x.value(), xt::clip(x.value(), lo, hi));
+    auto inside = [lo, hi](const Tensor<T>& x) { return map(x, [&](T t) { return T(t >= lo && t <= hi); }); };
+    return op.done([lo, hi](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) >= lo && v.x(0) <= hi, v.g, T(0))); },
+                   [inside](GradVjp<T>& v) { v.acc(0, v.g * v.constant(inside(v.x(0).value()))); });
 }
+AD_INSTANTIATE(clamp, sig::WithTwoScalars)
 
 // d tanh x = (1 - y^2) g
 template <class T>
 Var<T> tanh(const Var<T>& x)
 {
-    Op<T> op("tanh", {x}, [](Vjp<T>& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); });
+    Op<T> op("tanh", {x});
     xt::noalias(op.out()) = xt::tanh(x.value());
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(tanh, sig::Unary)
 
 // d sigmoid x = y (1 - y) g, at most g / 4
 template <class T>
 Var<T> sigmoid(const Var<T>& x)
 {
-    Op<T> op("sigmoid", {x}, [](Vjp<T>& v) { v.acc(0, v.g * v.y * (T(1) - v.y)); });
+    Op<T> op("sigmoid", {x});
     xt::noalias(op.out()) = T(1) / (T(1) + xt::exp(-x.value()));
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g * v.y * (T(1) - v.y)); };
+    return op.done(vjp, vjp);
 }
+AD_INSTANTIATE(sigmoid, sig::Unary)
 
-// d relu x = g [x > 0]
+// relu x = max(x, 0), NaN stays NaN;  d = g [x > 0]
 template <class T>
 Var<T> relu(const Var<T>& x)
 {
-    Op<T> op("relu", {x}, [](Vjp<T>& v) {
-        if (!v.wants(0)) return;
-        bool first;
-        T* dx = v.slot(0, first).data();
-        const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
-        const std::size_t n = v.y.size();
-        if (first)
-            for (std::size_t i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? g[i] : T(0);
-        else
-            for (std::size_t i = 0; i < n; ++i) dx[i] += y[i] > T(0) ? g[i] : T(0);
-    });
+    Op<T> op("relu", {x});
     auto& y = op.out();
     y.resize(x.shape());
     const T* xp = x.value().data();
     T* yp = y.data();
-    for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = xp[i] > T(0) ? xp[i] : T(0);
-    return op.done();
+    for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = xp[i] > T(0) || xp[i] != xp[i] ? xp[i] : T(0);
+    return op.done(
+        [](Vjp<T>& v) {
+            const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
+            v.acc_each(0, [&](std::size_t i) { return y[i] > T(0) ? g[i] : T(0); });
+        },
+        [](GradVjp<T>& v) {
+            v.acc(0, v.g * v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); })));
+        });
 }
+AD_INSTANTIATE(relu, sig::Unary)
 
-// d leaky_relu x = g (x > 0 ? 1 : alpha)
+// leaky_relu x = x for x > 0, alpha x otherwise;  d = g (x > 0 ? 1 : alpha)
 template <class T>
 Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha)
 {
-    Op<T> op("leaky_relu", {x}, [](Vjp<T>& v) {
-        v.acc(0, xt::where(v.x(0) > T(0), v.g, static_cast<T>(v.r.a) * v.g));
-    });
-    op.record().a = alpha;
+    Op<T> op("leaky_relu", {x});
     xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * x.value());
-    return op.done();
+    return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, alpha * v.g)); },
+                   [alpha](GradVjp<T>& v) {
+                       v.acc(0, v.g * v.constant(map(v.x(0).value(), [&](T t) { return t > T(0) ? T(1) : alpha; })));
+                   });
 }
+AD_INSTANTIATE(leaky_relu, sig::WithScalar)
 
-// elu x = x for x > 0, alpha (e^x - 1) otherwise; d = g (x > 0 ? 1 : y + alpha)
+// elu x = x for x > 0, alpha (e^x - 1) otherwise;  d = g (x > 0 ? 1 : y + alpha)
 template <class T>
 Var<T> elu(const Var<T>& x, Scalar<T> alpha)
 {
-    Op<T> op("elu", {x}, [](Vjp<T>& v) {
-        v.acc(0, xt::where(v.x(0) > T(0), v.g, v.g * (v.y + static_cast<T>(v.r.a))));
-    });
-    op.record().a = alpha;
+    Op<T> op("elu", {x});
     xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
-    return op.done();
+    return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, v.g * (v.y + alpha))); },
+                   [alpha](GradVjp<T>& v) {
+                       const auto pos = v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); }));
+                       v.acc(0, v.g * (pos + (T(1) - pos) * (v.y + alpha)));
+                   });
 }
+AD_INSTANTIATE(elu, sig::WithScalar)
 
-// selu x = scale elu(x, alpha) with the self-normalising constants of Klambauer et al. (2017)
+// selu x = scale elu(x, alpha), the self-normalising constants of Klambauer et al. (2017);
+// d = g (x > 0 ? scale : y + scale alpha)
 template <class T>
 Var<T> selu(const Var<T>& x)
 {
-    Op<T> op("selu", {x}, [](Vjp<T>& v) {
-        const T alpha = T(selu_alpha), scale = T(selu_scale);
-        v.acc(0, xt::where(v.x(0) > T(0), scale * v.g, v.g * (v.y + scale * alpha)));
-    });
     const T alpha = T(selu_alpha), scale = T(selu_scale);
+    Op<T> op("selu", {x});
     xt::noalias(op.out()) = scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
-    return op.done();
+    return op.done(
+        [=](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), scale * v.g, v.g * (v.y + scale * alpha))); },
+        [=](GradVjp<T>& v) {
+            const auto pos = v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); }));
+            v.acc(0, v.g * (pos * scale + (T(1) - pos) * (v.y + scale * alpha)));
+        });
 }
+AD_INSTANTIATE(selu, sig::Unary)
 
-// softplus x = max(x, 0) + log(1 + e^-|x|), finite for any x; d = sigmoid(x) g
+// softplus x = max(x, 0) + log(1 + e^-|x|), finite for any x;  d = sigmoid(x) g
 template <class T>
 Var<T> softplus(const Var<T>& x)
 {
-    Op<T> op("softplus", {x}, [](Vjp<T>& v) {
-        v.acc(0, v.g / (T(1) + xt::exp(-v.x(0))));
-    });
+    Op<T> op("softplus", {x});
     xt::noalias(op.out()) = xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value())));
-    return op.done();
+    return op.done([](Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
+                   [](GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
 }
+AD_INSTANTIATE(softplus, sig::Unary)
 
-// gelu x = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2; d = (Phi(x) + x phi(x)) g
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF;  d = phi(x) g = e^(-x^2/2) / sqrt(2 pi) g
+template <class T>
+Var<T> normal_cdf(const Var<T>& x)
+{
+    Op<T> op("normal_cdf", {x});
+    xt::noalias(op.out()) = T(0.5) * (T(1) + xt::erf(x.value() * T(inv_sqrt2)));
+    return op.done([](Vjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * xt::exp(T(-0.5) * v.x(0) * v.x(0))); },
+                   [](GradVjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * ad::exp(T(-0.5) * v.x(0) * v.x(0))); });
+}
+AD_INSTANTIATE(normal_cdf, sig::Unary)
+
+// gelu x = x Phi(x);  d = (Phi(x) + x phi(x)) g
 template <class T>
 Var<T> gelu(const Var<T>& x)
 {
-    Op<T> op("gelu", {x}, [](Vjp<T>& v) {
-        const T inv_sqrt2 = T(0.70710678118654752440);
-        const T inv_sqrt_2pi = T(0.39894228040143267794);
-        const auto& x = v.x(0);
-        v.acc(0, v.g * (T(0.5) * (T(1) + xt::erf(x * inv_sqrt2)) +
-                        x * inv_sqrt_2pi * xt::exp(T(-0.5) * x * x)));
-    });
-    xt::noalias(op.out()) = T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(0.70710678118654752440)));
-    return op.done();
+    Op<T> op("gelu", {x});
+    xt::noalias(op.out()) = T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(inv_sqrt2)));
+    return op.done(
+        [](Vjp<T>& v) {
+            const auto& x = v.x(0);
+            v.acc(0, v.g * (T(0.5) * (T(1) + xt::erf(x * T(inv_sqrt2))) +
+                            x * T(inv_sqrt_2pi) * xt::exp(T(-0.5) * x * x)));
+        },
+        [](GradVjp<T>& v) {
+            const auto x = v.x(0);
+            v.acc(0, v.g * (normal_cdf(x) + x * T(inv_sqrt_2pi) * ad::exp(T(-0.5) * x * x)));
+        });
 }
+AD_INSTANTIATE(gelu, sig::Unary)
 
 // A constant with x's value: no gradient flows through it.
 template <class T>
 Var<T> detach(const Var<T>& x)
 {
+    check_handles("detach", {x});
     return x.tape().constant(x.value());
 }
-
-#define AD_INSTANTIATE(T)                                                      \
-    template Var<T> neg(const Var<T>&);                                        \
-    template Var<T> add(const Var<T>&, const Var<T>&);                         \
-    template Var<T> sub(const Var<T>&, const Var<T>&);                         \
-    template Var<T> mul(const Var<T>&, const Var<T>&);                         \
-    template Var<T> div(const Var<T>&, const Var<T>&);                         \
-    template Var<T> add(const Var<T>&, Scalar<T>);                             \
-    template Var<T> mul(const Var<T>&, Scalar<T>);                             \
-    template Var<T> rdiv(Scalar<T>, const Var<T>&);                            \
-    template Var<T> pow(const Var<T>&, Scalar<T>);                             \
-    template Var<T> square(const Var<T>&);                                     \
-    template Var<T> sqrt(const Var<T>&);                                       \
-    template Var<T> exp(const Var<T>&);                                        \
-    template Var<T> log(const Var<T>&);                                        \
-    template Var<T> abs(const Var<T>&);                                        \
-    template Var<T> sin(const Var<T>&);                                        \
-    template Var<T> cos(const Var<T>&);                                        \
-    template Var<T> maximum(const Var<T>&, const Var<T>&);                     \
-    template Var<T> minimum(const Var<T>&, const Var<T>&);                     \
-    template Var<T> clamp(const Var<T>&, Scalar<T>, Scalar<T>);                \
-    template Var<T> tanh(const Var<T>&);                                       \
-    template Var<T> sigmoid(const Var<T>&);                                    \
-    template Var<T> relu(const Var<T>&);                                       \
-    template Var<T> leaky_relu(const Var<T>&, Scalar<T>);                      \
-    template Var<T> elu(const Var<T>&, Scalar<T>);                             \
-    template Var<T> selu(const Var<T>&);                                       \
-    template Var<T> softplus(const Var<T>&);                                   \
-    template Var<T> gelu(const Var<T>&);                                       \
-    template Var<T> detach(const Var<T>&);
-AD_INSTANTIATE(float)
-AD_INSTANTIATE(double)
+AD_INSTANTIATE(detach, sig::Unary)
 
 }  // namespace ad

@@ -1,8 +1,6 @@
-// Reductions. The VJP of a reduction over an axis broadcasts g back along that axis; r.ints
-// holds {axis, keepdims}.
-#include "autodiff/ops.hpp"
-
-#include "autodiff/detail/op.hpp"
+// Reductions. The VJP of a reduction over an axis spreads g back along that axis; its
+// differentiable form is reshape (keeping the axis) and broadcast_to.
+#include "autodiff/op.hpp"
 
 #include <xtensor/xmanipulation.hpp>
 
@@ -22,41 +20,43 @@ std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t rank
 
 namespace {
 
+using kernels::sum_all;
+
 // x's shape with dimension `axis` set to 1.
 template <class S>
-Shape kept_shape(const S& xs, std::size_t axis)
+std::vector<std::ptrdiff_t> kept_shape(const S& xs, std::size_t axis)
 {
-    Shape s(xs.begin(), xs.end());
+    std::vector<std::ptrdiff_t> s(xs.begin(), xs.end());
     s[axis] = 1;
     return s;
 }
 
-// t, a reduction over r.ints[0], seen with that axis kept (size 1) and broadcast to x's shape.
+// t, the result of a reduction of x over `axis`, spread back to x's shape: the differentiable
+// form of the loops below.
 template <class T>
-auto spread(const Tensor<T>& t, const detail::Record<T>& r, const Tensor<T>& x)
+Var<T> spread(const Var<T>& t, const Var<T>& x, std::size_t axis)
 {
-    return xt::broadcast(xt::reshape_view(t, kept_shape(x.shape(), std::size_t(r.ints[0]))),
-                         x.shape());
+    const auto& xs = x.shape();
+    return broadcast_to(reshape(t, kept_shape(xs, axis)), Shape(xs.begin(), xs.end()));
 }
 
+// y resized to x's shape reduced over `axis`, the axis kept (size 1) or dropped.
 template <class T>
-void drop_axis(Tensor<T>& y, const Shape& kept, std::size_t axis, bool keepdims)
+void resize_reduced(const Tensor<T>& x, std::size_t axis, bool keepdims, Tensor<T>& y)
 {
-    Shape s = kept;
-    if (!keepdims) s.erase(s.begin() + static_cast<std::ptrdiff_t>(axis));
-    y.reshape(s);
-}
-
-// y = (sum of x along `axis`) / divisor, the axis kept (size 1) or dropped. A direct loop over
-// the outer x n x inner view: xtensor's reducers allocate their shapes and step element by element.
-template <class T>
-void reduce_axis(const Tensor<T>& x, std::size_t axis, bool keepdims, T divisor, Tensor<T>& y)
-{
-    const AxisLoop d(x.shape(), axis);
     typename Tensor<T>::shape_type s(x.shape().begin(), x.shape().end());
     if (keepdims) s[axis] = 1;
     else s.erase(s.begin() + static_cast<std::ptrdiff_t>(axis));
     y.resize(s);
+}
+
+// y = (sum of x along `axis`) / divisor. A direct loop over the outer x n x inner view:
+// xtensor's reducers allocate their shapes and step element by element.
+template <class T>
+void reduce_axis(const Tensor<T>& x, std::size_t axis, bool keepdims, T divisor, Tensor<T>& y)
+{
+    const AxisLoop d(x.shape(), axis);
+    resize_reduced(x, axis, keepdims, y);
     const T* xp = x.data();
     T* yp = y.data();
     for (std::size_t o = 0; o < d.outer; ++o) {
@@ -72,54 +72,25 @@ void reduce_axis(const Tensor<T>& x, std::size_t axis, bool keepdims, T divisor,
     }
 }
 
-// adjoint(x) += g / divisor spread along the reduced axis r.ints[0]: the VJP of sum and mean over
-// one axis. g is laid out as outer x inner whether or not the axis was kept.
+// adjoint(x) += g / divisor spread along `axis`: the VJP of sum and mean over one axis. g is
+// laid out as outer x inner whether or not the axis was kept.
 template <class T>
-void spread_axis(Vjp<T>& v, T divisor)
+void spread_axis(Vjp<T>& v, std::size_t axis, T divisor)
 {
-    if (!v.wants(0)) return;
-    const AxisLoop d(v.x(0).shape(), std::size_t(v.r.ints[0]));
-    bool first;
-    T* dx = v.slot(0, first).data();
+    const AxisLoop d(v.x(0).shape(), axis);
     const T* g = v.g.data();
-    if (d.inner == 1) {  // the last axis: one value per row
-        for (std::size_t o = 0; o < d.outer; ++o) {
-            const T value = g[o] / divisor;
-            T* row = dx + o * d.n;
-            if (first) std::fill_n(row, d.n, value);
-            else
-                for (std::size_t j = 0; j < d.n; ++j) row[j] += value;
-        }
-        return;
-    }
-    for (std::size_t o = 0; o < d.outer; ++o)
-        for (std::size_t j = 0; j < d.n; ++j) {
-            T* row = dx + d.at(o, j, 0);
-            const T* go = g + o * d.inner;
-            if (first)
-                for (std::size_t i = 0; i < d.inner; ++i) row[i] = go[i] / divisor;
-            else
-                for (std::size_t i = 0; i < d.inner; ++i) row[i] += go[i] / divisor;
-        }
-}
-
-// adjoint(x) += c at every element: the VJP of a full reduction.
-template <class T>
-void spread_scalar(Vjp<T>& v, T c)
-{
-    if (!v.wants(0)) return;
-    bool first;
-    auto& a = v.slot(0, first);
-    if (first) a.fill(c);
-    else xt::noalias(a) += c;
+    v.acc_each(0, [&](std::size_t k) {
+        const std::size_t o = k / (d.n * d.inner), i = k % d.inner;
+        return g[o * d.inner + i] / divisor;
+    });
 }
 
 template <class T>
 void check_not_empty(const char* op, const Var<T>& x, std::size_t axis)
 {
     if (x.shape()[axis] == 0)
-        throw Error(std::string(op) + ": cannot reduce an empty axis (shape " +
-                    shape_str(x.shape()) + ", axis " + std::to_string(axis) + ")");
+        fail(op, x, "cannot reduce an empty axis (shape " + shape_str(x.shape()) + ", axis " +
+                        std::to_string(axis) + ")");
 }
 
 }  // namespace
@@ -128,83 +99,108 @@ void check_not_empty(const char* op, const Var<T>& x, std::size_t axis)
 template <class T>
 Var<T> sum(const Var<T>& x)
 {
-    Op<T> op("sum", {x}, [](Vjp<T>& v) { spread_scalar(v, v.g()); });
+    Op<T> op("sum", {x});
     op.out().resize(Shape{});
     op.out()() = sum_all(x.value().data(), x.size());
-    return op.done();
+    return op.done(
+        [](Vjp<T>& v) {
+            const T g = v.g();
+            v.acc_each(0, [g](std::size_t) { return g; });
+        },
+        [](GradVjp<T>& v) {
+            const auto& xs = v.x(0).shape();
+            v.acc(0, broadcast_to(v.g, Shape(xs.begin(), xs.end())));
+        });
 }
+AD_INSTANTIATE(sum, sig::Unary)
 
 template <class T>
 Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
     const std::size_t ax = normalize_axis("sum", axis, x);
-    Op<T> op("sum_axis", {x}, [](Vjp<T>& v) { spread_axis(v, T(1)); });
-    op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
+    Op<T> op("sum_axis", {x});
     reduce_axis(x.value(), ax, keepdims, T(1), op.out());
-    return op.done();
+    return op.done([ax](Vjp<T>& v) { spread_axis(v, ax, T(1)); },
+                   [ax](GradVjp<T>& v) { v.acc(0, spread(v.g, v.x(0), ax)); });
 }
+AD_INSTANTIATE(sum, sig::AlongAxis)
 
 // d mean(x) = g / n broadcast to x's shape
 template <class T>
 Var<T> mean(const Var<T>& x)
 {
     check_handles("mean", {x});
-    if (x.size() == 0) throw Error("mean: the mean of an empty tensor (shape " + shape_str(x.shape()) + ") is undefined");
-    Op<T> op("mean", {x}, [](Vjp<T>& v) { spread_scalar(v, v.g() / T(v.x(0).size())); });
+    if (x.size() == 0) fail("mean", x, "the mean of an empty tensor (shape " + shape_str(x.shape()) + ") is undefined");
+    Op<T> op("mean", {x});
     op.out().resize(Shape{});
     op.out()() = sum_all(x.value().data(), x.size()) / T(x.size());
-    return op.done();
+    return op.done(
+        [](Vjp<T>& v) {
+            const T g = v.g() / T(v.x(0).size());
+            v.acc_each(0, [g](std::size_t) { return g; });
+        },
+        [](GradVjp<T>& v) {
+            const auto& xs = v.x(0).shape();
+            v.acc(0, broadcast_to(v.g / T(v.x(0).size()), Shape(xs.begin(), xs.end())));
+        });
 }
+AD_INSTANTIATE(mean, sig::Unary)
 
 template <class T>
 Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
     const std::size_t ax = normalize_axis("mean", axis, x);
     check_not_empty("mean", x, ax);
-    Op<T> op("mean_axis", {x}, [](Vjp<T>& v) {
-        spread_axis(v, T(v.x(0).shape()[std::size_t(v.r.ints[0])]));
-    });
-    op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    reduce_axis(x.value(), ax, keepdims, T(x.shape()[ax]), op.out());
-    return op.done();
+    Op<T> op("mean_axis", {x});
+    const T n = T(x.shape()[ax]);
+    reduce_axis(x.value(), ax, keepdims, n, op.out());
+    return op.done([ax, n](Vjp<T>& v) { spread_axis(v, ax, n); },
+                   [ax, n](GradVjp<T>& v) { v.acc(0, spread(v.g / n, v.x(0), ax)); });
 }
+AD_INSTANTIATE(mean, sig::AlongAxis)
 
-// d max(x, axis) = g at the first maximal element along the axis, 0 elsewhere.
-// r.ints = {axis, keepdims, argmax for each (outer, inner) pair...}
+// d max(x, axis) = g at the first maximal element along the axis, 0 elsewhere. A slice holding
+// a NaN has maximum NaN, and its gradient goes to the first NaN.
 template <class T>
 Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
     const std::size_t ax = normalize_axis("max", axis, x);
     check_not_empty("max", x, ax);
-    Op<T> op("max", {x}, [](Vjp<T>& v) {
-        if (!v.wants(0)) return;
-        const AxisLoop d(v.x(0).shape(), std::size_t(v.r.ints[0]));
-        bool first;
-        auto& dx = v.slot(0, first);
-        if (first) dx.fill(T(0));
-        for (std::size_t o = 0; o < d.outer; ++o)
-            for (std::size_t i = 0; i < d.inner; ++i) {
-                const auto j = std::size_t(v.r.ints[2 + o * d.inner + i]);
-                dx.data()[(o * d.n + j) * d.inner + i] += v.g.data()[o * d.inner + i];
-            }
-    });
-    auto& r = op.record();
-    r.ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
+    Op<T> op("max", {x});
+    auto& argmax = op.save_indices();  // along the axis, for each (outer, inner) pair
     const AxisLoop d(x.shape(), ax);
-    auto& y = op.out();
-    y.resize(kept_shape(x.shape(), ax));
+    resize_reduced(x.value(), ax, keepdims, op.out());
+    T* y = op.out().data();
     const T* xp = x.value().data();
     for (std::size_t o = 0; o < d.outer; ++o)
         for (std::size_t i = 0; i < d.inner; ++i) {
             std::size_t best = 0;
-            for (std::size_t j = 1; j < d.n; ++j)
-                if (xp[(o * d.n + j) * d.inner + i] > xp[(o * d.n + best) * d.inner + i]) best = j;
-            r.ints.push_back(static_cast<std::ptrdiff_t>(best));
-            y.data()[o * d.inner + i] = xp[(o * d.n + best) * d.inner + i];
+            for (std::size_t j = 0; j < d.n && !std::isnan(xp[d.at(o, best, i)]); ++j)
+                if (xp[d.at(o, j, i)] > xp[d.at(o, best, i)] || std::isnan(xp[d.at(o, j, i)])) best = j;
+            argmax.push_back(static_cast<std::ptrdiff_t>(best));
+            y[o * d.inner + i] = xp[d.at(o, best, i)];
         }
-    drop_axis(y, kept_shape(x.shape(), ax), ax, keepdims);
-    return op.done();
+    return op.done(
+        [ax](Vjp<T>& v) {
+            const AxisLoop d(v.x(0).shape(), ax);
+            bool first;
+            auto& dx = v.slot(0, first);
+            if (first) dx.fill(T(0));
+            const auto& argmax = v.indices();
+            for (std::size_t o = 0; o < d.outer; ++o)
+                for (std::size_t i = 0; i < d.inner; ++i)
+                    dx.data()[d.at(o, std::size_t(argmax[o * d.inner + i]), i)] += v.g.data()[o * d.inner + i];
+        },
+        [ax](GradVjp<T>& v) {  // g spread along the axis times the constant one-hot of the argmax
+            const auto& xs = v.x(0).shape();
+            const AxisLoop d(xs, ax);
+            Tensor<T> onehot = xt::zeros<T>(xs);
+            for (std::size_t k = 0; k < d.outer * d.inner; ++k)
+                onehot.data()[d.at(k / d.inner, std::size_t(v.indices()[k]), k % d.inner)] = T(1);
+            v.acc(0, spread(v.g, v.x(0), ax) * v.constant(onehot));
+        });
 }
+AD_INSTANTIATE(max, sig::AlongAxis)
 
 // logsumexp(x) = m + log sum exp(x - m), m the max along the axis;
 // d = g softmax(x) = g exp(x - y)
@@ -213,43 +209,54 @@ Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
     const std::size_t ax = normalize_axis("logsumexp", axis, x);
     check_not_empty("logsumexp", x, ax);
-    Op<T> op("logsumexp", {x}, [](Vjp<T>& v) {
-        v.acc(0, spread(v.g, v.r, v.x(0)) * xt::exp(v.x(0) - spread(v.y, v.r, v.x(0))));
-    });
-    op.record().ints = {static_cast<std::ptrdiff_t>(ax), keepdims};
-    auto& y = op.out();
-    auto& m = op.record().saved;
-    xt::noalias(m) = xt::amax(x.value(), {ax}, xt::keep_dims);
-    xt::noalias(y) = m + xt::log(xt::sum(xt::exp(x.value() - m), {ax}, xt::keep_dims));
-    drop_axis(y, kept_shape(x.shape(), ax), ax, keepdims);
-    return op.done();
+    Op<T> op("logsumexp", {x});
+    const AxisLoop d(x.shape(), ax);
+    resize_reduced(x.value(), ax, keepdims, op.out());
+    T* y = op.out().data();
+    const T* xp = x.value().data();
+    for (std::size_t o = 0; o < d.outer; ++o)
+        for (std::size_t i = 0; i < d.inner; ++i) {
+            T m = -std::numeric_limits<T>::infinity();
+            for (std::size_t j = 0; j < d.n; ++j) m = std::max(m, xp[d.at(o, j, i)]);
+            T s = 0;
+            for (std::size_t j = 0; j < d.n; ++j) s += std::exp(xp[d.at(o, j, i)] - m);
+            y[o * d.inner + i] = std::isinf(m) ? m : m + std::log(s);
+        }
+    return op.done(
+        [ax](Vjp<T>& v) {
+            const AxisLoop d(v.x(0).shape(), ax);
+            const T *x = v.x(0).data(), *y = v.y.data(), *g = v.g.data();
+            v.acc_each(0, [&](std::size_t k) {
+                const std::size_t r = k / (d.n * d.inner) * d.inner + k % d.inner;
+                return g[r] * std::exp(x[k] - y[r]);
+            });
+        },
+        [ax](GradVjp<T>& v) { v.acc(0, spread(v.g, v.x(0), ax) * ad::exp(v.x(0) - spread(v.y, v.x(0), ax))); });
 }
+AD_INSTANTIATE(logsumexp, sig::AlongAxis)
 
 // d |x| = g x / |x|, taken as 0 at x = 0
 template <class T>
 Var<T> norm(const Var<T>& x)
 {
-    Op<T> op("norm", {x}, [](Vjp<T>& v) {
-        const T n = v.y();
-        if (n == T(0)) {
-            v.acc(0, xt::zeros<T>(v.x(0).shape()));
-            return;
-        }
-        v.acc(0, v.x(0) * (v.g() / n));
-    });
-    xt::noalias(op.out()) = xt::sqrt(xt::sum(xt::square(x.value()), xt::evaluation_strategy::immediate));
-    return op.done();
+    Op<T> op("norm", {x});
+    op.out().resize(Shape{});
+    const T* xp = x.value().data();
+    T s = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) s += xp[i] * xp[i];
+    op.out()() = std::sqrt(s);
+    return op.done(
+        [](Vjp<T>& v) {
+            const T n = v.y();
+            const T c = n == T(0) ? T(0) : v.g() / n;
+            const T* x = v.x(0).data();
+            v.acc_each(0, [&](std::size_t i) { return x[i] * c; });
+        },
+        [](GradVjp<T>& v) {
+            if (v.y.item() == T(0)) return;  // the gradient 0 chosen at the kink, constant near it
+            v.acc(0, v.x(0) * (v.g / v.y));
+        });
 }
-
-#define AD_INSTANTIATE(T)                                                \
-    template Var<T> sum(const Var<T>&);                                  \
-    template Var<T> sum(const Var<T>&, std::ptrdiff_t, bool);            \
-    template Var<T> mean(const Var<T>&);                                 \
-    template Var<T> mean(const Var<T>&, std::ptrdiff_t, bool);           \
-    template Var<T> max(const Var<T>&, std::ptrdiff_t, bool);            \
-    template Var<T> logsumexp(const Var<T>&, std::ptrdiff_t, bool);      \
-    template Var<T> norm(const Var<T>&);
-AD_INSTANTIATE(float)
-AD_INSTANTIATE(double)
+AD_INSTANTIATE(norm, sig::Unary)
 
 }  // namespace ad

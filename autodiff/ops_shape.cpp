@@ -1,7 +1,7 @@
-// Shape ops: each moves values without arithmetic, so each VJP moves g back the same way.
-#include "autodiff/ops.hpp"
-
-#include "autodiff/detail/op.hpp"
+// Shape ops: each moves values without arithmetic, so each VJP moves g back the same way, and
+// its differentiable form is the inverse move (reshape back, broadcast and sum_to, gather and
+// scatter, slice and concat).
+#include "autodiff/op.hpp"
 
 #include <xtensor/xmanipulation.hpp>
 #include <xtensor/xstrided_view.hpp>
@@ -12,10 +12,16 @@ namespace ad {
 
 namespace {
 
-std::size_t product(const Shape& s)
+// The element count of a shape, or an error naming the op when it does not fit in 64 bits.
+template <class T, class S>
+std::size_t checked_size(const char* op, const Var<T>& x, const S& shape)
 {
     std::size_t n = 1;
-    for (auto d : s) n *= d;
+    bool overflow = false;
+    for (auto d : shape) overflow = overflow || __builtin_mul_overflow(n, std::size_t(d), &n);
+    for (auto d : shape) overflow = overflow && d != 0;  // a zero dimension makes it empty
+    if (overflow)
+        fail(op, x, "the shape " + shape_str(shape) + " has more elements than fit in 64 bits");
     return n;
 }
 
@@ -27,6 +33,18 @@ xt::xstrided_slice_vector along(std::size_t rank, std::size_t axis, std::size_t 
     return sv;
 }
 
+template <class S>
+std::vector<std::ptrdiff_t> signed_shape(const S& s)
+{
+    return std::vector<std::ptrdiff_t>(s.begin(), s.end());
+}
+
+template <class S>
+Shape to_shape(const S& s)
+{
+    return Shape(s.begin(), s.end());
+}
+
 }  // namespace
 
 // d reshape(x) = g reshaped to x's shape
@@ -36,32 +54,40 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
     check_handles("reshape", {x});
     Shape s(shape.size());
     std::ptrdiff_t infer = -1;
-    std::size_t known = 1;
     for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (shape[i] == -1 && infer < 0) { infer = std::ptrdiff_t(i); continue; }
+        if (shape[i] == -1 && infer < 0) {
+            infer = std::ptrdiff_t(i);
+            s[i] = 1;
+            continue;
+        }
         if (shape[i] < 0)
-            throw Error("reshape: bad target shape (each entry must be >= 0, with at most one -1), "
-                        "got " + shape_str(shape) + " for input shape " + shape_str(x.shape()));
+            fail("reshape", x, "bad target shape (each entry must be >= 0, with at most one -1), got " +
+                                   shape_str(shape) + " for input shape " + shape_str(x.shape()));
         s[i] = std::size_t(shape[i]);
-        known *= s[i];
     }
+    const std::size_t known = checked_size("reshape", x, s);
     if (infer >= 0) {
         if (known == 0 || x.size() % known != 0)
-            throw Error("reshape: cannot infer the -1 in " + shape_str(shape) + " for " +
-                        std::to_string(x.size()) + " elements (input shape " + shape_str(x.shape()) + ")");
+            fail("reshape", x, "cannot infer the -1 in " + shape_str(shape) + " for " + std::to_string(x.size()) +
+                                   " elements (input shape " + shape_str(x.shape()) + ")");
         s[std::size_t(infer)] = x.size() / known;
     }
-    if (product(s) != x.size())
-        throw Error("reshape: cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.size()) +
-                    " elements) into " + shape_str(shape) + " (" + std::to_string(product(s)) + " elements)");
-    Op<T> op("reshape", {x}, [](Vjp<T>& v) { v.acc(0, xt::reshape_view(v.g, v.x(0).shape())); });
+    if (checked_size("reshape", x, s) != x.size())
+        fail("reshape", x, "cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.size()) +
+                               " elements) into " + shape_str(shape) + " (" + std::to_string(checked_size("reshape", x, s)) +
+                               " elements)");
+    Op<T> op("reshape", {x});
     xt::noalias(op.out()) = x.value();
     op.out().reshape(s);
-    return op.done();
+    return op.done([](Vjp<T>& v) { v.acc(0, xt::reshape_view(v.g, v.x(0).shape())); },
+                   [](GradVjp<T>& v) { v.acc(0, reshape(v.g, signed_shape(v.x(0).shape()))); });
 }
+namespace sig {
+template <class T> using Reshape = Var<T>(const Var<T>&, const std::vector<std::ptrdiff_t>&);
+}
+AD_INSTANTIATE(reshape, sig::Reshape)
 
-// d slice(x) = g placed at [start, stop) along the axis, zeros elsewhere.
-// r.ints = {axis, start, stop}
+// d slice(x) = g placed at [start, stop) along the axis, zeros elsewhere
 template <class T>
 Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop)
 {
@@ -69,24 +95,37 @@ Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::pt
     const auto n = std::ptrdiff_t(x.shape()[ax]);
     const std::ptrdiff_t b = start < 0 ? start + n : start, e = stop < 0 ? stop + n : stop;
     if (b < 0 || e > n || b > e)
-        throw Error("slice: range [" + std::to_string(start) + ", " + std::to_string(stop) +
-                    ") does not fit axis " + std::to_string(ax) + " of size " + std::to_string(n) +
-                    " (shape " + shape_str(x.shape()) + "); expected 0 <= start <= stop <= size");
-    Op<T> op("slice", {x}, [](Vjp<T>& v) {
-        if (!v.wants(0)) return;
-        bool first;
-        auto& dx = v.slot(0, first);
-        if (first) dx.fill(T(0));
-        const auto& ri = v.r.ints;
-        auto part = xt::strided_view(dx, along(dx.dimension(), std::size_t(ri[0]), std::size_t(ri[1]), std::size_t(ri[2])));
-        part += v.g;
-    });
-    op.record().ints = {std::ptrdiff_t(ax), b, e};
+        fail("slice", x, "range [" + std::to_string(start) + ", " + std::to_string(stop) + ") does not fit axis " +
+                             std::to_string(ax) + " of size " + std::to_string(n) + " (shape " +
+                             shape_str(x.shape()) + "); expected 0 <= start <= stop <= size");
+    Op<T> op("slice", {x});
     xt::noalias(op.out()) = xt::strided_view(x.value(), along(x.dimension(), ax, std::size_t(b), std::size_t(e)));
-    return op.done();
+    return op.done(
+        [ax, b, e](Vjp<T>& v) {
+            bool first;
+            auto& dx = v.slot(0, first);
+            if (first) dx.fill(T(0));
+            auto part = xt::strided_view(dx, along(dx.dimension(), ax, std::size_t(b), std::size_t(e)));
+            part += v.g;
+        },
+        [ax, b, e](GradVjp<T>& v) {  // g between two blocks of zeros
+            const auto& xs = v.x(0).shape();
+            std::vector<Var<T>> parts;
+            Shape before = to_shape(xs), after = to_shape(xs);
+            before[ax] = std::size_t(b);
+            after[ax] = xs[ax] - std::size_t(e);
+            if (before[ax]) parts.push_back(v.constant(xt::zeros<T>(before)));
+            parts.push_back(v.g);
+            if (after[ax]) parts.push_back(v.constant(xt::zeros<T>(after)));
+            v.acc(0, parts.size() == 1 ? v.g : concat(parts, std::ptrdiff_t(ax)));
+        });
 }
+namespace sig {
+template <class T> using Slice = Var<T>(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t);
+}
+AD_INSTANTIATE(slice, sig::Slice)
 
-// d concat(xs) = the matching pieces of g. r.ints = {axis, offset_0, offset_1, ..., offset_n}
+// d concat(xs) = the matching pieces of g
 template <class T>
 Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis)
 {
@@ -96,86 +135,164 @@ Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis)
     const std::size_t ax = normalize_axis("concat", axis, xs[0]);
     Shape out(s0.begin(), s0.end());
     out[ax] = 0;
-    std::vector<std::ptrdiff_t> ints{std::ptrdiff_t(ax), 0};
     for (const auto& x : xs) {
         const auto& s = x.shape();
         bool fits = s.size() == s0.size();
         for (std::size_t i = 0; fits && i < s.size(); ++i) fits = i == ax || s[i] == s0[i];
         if (!fits)
-            throw Error("concat: shapes " + shape_str(s0) + " and " + shape_str(s) +
-                        " must agree in every dimension except axis " + std::to_string(ax));
+            fail("concat", x, "shapes " + shape_str(s0) + " and " + shape_str(s) +
+                                  " must agree in every dimension except axis " + std::to_string(ax));
         out[ax] += s[ax];
-        ints.push_back(std::ptrdiff_t(out[ax]));
     }
-    Op<T> op("concat", xs, [](Vjp<T>& v) {
-        const auto& ri = v.r.ints;
-        for (std::size_t k = 0; k < v.r.n_inputs; ++k)
-            v.acc(k, xt::strided_view(v.g, along(v.g.dimension(), std::size_t(ri[0]),
-                                                 std::size_t(ri[1 + k]), std::size_t(ri[2 + k]))));
-    });
-    op.record().ints = ints;
+    Op<T> op("concat", xs);
+    auto& offsets = op.save_indices();  // where each input starts along the axis, and the end
+    offsets.push_back(0);
+    for (const auto& x : xs) offsets.push_back(offsets.back() + std::ptrdiff_t(x.shape()[ax]));
     op.out().resize(out);
     for (std::size_t k = 0; k < xs.size(); ++k)
-        xt::strided_view(op.out(), along(out.size(), ax, std::size_t(ints[1 + k]), std::size_t(ints[2 + k]))) =
+        xt::strided_view(op.out(), along(out.size(), ax, std::size_t(offsets[k]), std::size_t(offsets[k + 1]))) =
             xs[k].value();
-    return op.done();
+    return op.done(
+        [ax](Vjp<T>& v) {
+            const auto& at = v.indices();
+            for (std::size_t k = 0; k < v.inputs(); ++k)
+                v.acc(k, xt::strided_view(v.g, along(v.g.dimension(), ax, std::size_t(at[k]), std::size_t(at[k + 1]))));
+        },
+        [ax](GradVjp<T>& v) {
+            const auto& at = v.indices();
+            for (std::size_t k = 0; k < v.inputs(); ++k)
+                if (v.wants(k)) v.acc(k, slice(v.g, std::ptrdiff_t(ax), at[k], at[k + 1]));
+        });
 }
+template Var<float> concat(const std::vector<Var<float>>&, std::ptrdiff_t);
+template Var<double> concat(const std::vector<Var<double>>&, std::ptrdiff_t);
 
 // d broadcast_to(x) = g summed back to x's shape
 template <class T>
 Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 {
     check_handles("broadcast_to", {x});
-    const auto b = broadcast_shape("broadcast_to", x.shape(), shape);
-    if (!std::equal(b.begin(), b.end(), shape.begin(), shape.end()))
-        throw Error("broadcast_to: cannot broadcast shape " + shape_str(x.shape()) + " to " +
-                    shape_str(shape) + " (aligned from the right, each dimension of the input "
-                    "must equal the target's or be 1)");
-    Op<T> op("broadcast_to", {x}, [](Vjp<T>& v) { v.acc(0, v.g); });
+    checked_size("broadcast_to", x, shape);
+    xt::svector<std::size_t, 4> b;
+    if (!broadcast_into(x.shape(), shape, b) || !std::equal(b.begin(), b.end(), shape.begin(), shape.end()))
+        fail("broadcast_to", x, "cannot broadcast shape " + shape_str(x.shape()) + " to " + shape_str(shape) +
+                                    " (aligned from the right, each dimension of the input must equal the "
+                                    "target's or be 1)");
+    Op<T> op("broadcast_to", {x});
     xt::noalias(op.out()) = xt::broadcast(x.value(), shape);
-    return op.done();
+    auto vjp = [](auto& v) { v.acc(0, v.g); };  // acc sums g back to x's shape
+    return op.done(vjp, vjp);
+}
+AD_INSTANTIATE(broadcast_to, sig::ToShape)
+
+// d sum_to(x) = g broadcast back to x's shape
+template <class T>
+Var<T> sum_to(const Var<T>& x, const Shape& shape)
+{
+    check_handles("sum_to", {x});
+    xt::svector<std::size_t, 4> b;
+    if (!broadcast_into(shape, x.shape(), b) || !std::equal(b.begin(), b.end(), x.shape().begin(), x.shape().end()))
+        fail("sum_to", x, "cannot sum shape " + shape_str(x.shape()) + " to " + shape_str(shape) +
+                              " (the target must broadcast to the input's shape)");
+    Op<T> op("sum_to", {x});
+    Tensor<T> scratch;
+    kernels::sum_to(x.value(), shape, op.out(), false, scratch, scratch);
+    return op.done(
+        [](Vjp<T>& v) {
+            const auto& xs = v.x(0).shape();
+            v.acc(0, xt::broadcast(v.g, xs));
+        },
+        [](GradVjp<T>& v) { v.acc(0, broadcast_to(v.g, to_shape(v.x(0).shape()))); });
+}
+AD_INSTANTIATE(sum_to, sig::ToShape)
+
+namespace {
+// dst[idx[i]] += src[i] for rows of `width` elements.
+template <class T>
+void scatter_rows(const T* src, const std::vector<std::ptrdiff_t>& idx, std::size_t width, T* dst)
+{
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        const T* from = src + i * width;
+        T* to = dst + std::size_t(idx[i]) * width;
+        for (std::size_t j = 0; j < width; ++j) to[j] += from[j];
+    }
 }
 
-// d gather_rows(x) = g's rows added into the rows they came from. r.ints = idx
+template <class T>
+void check_rows(const char* op, const Var<T>& x, const std::vector<std::size_t>& idx, std::size_t rows)
+{
+    for (std::size_t i = 0; i < idx.size(); ++i)
+        if (idx[i] >= rows)
+            fail(op, x, "index " + std::to_string(idx[i]) + " (position " + std::to_string(i) +
+                            ") is out of range for " + std::to_string(rows) + " rows (shape " +
+                            shape_str(x.shape()) + ")");
+}
+}  // namespace
+
+// d gather_rows(x) = g's rows added into the rows they came from
 template <class T>
 Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx)
 {
     check_handles("gather_rows", {x});
-    if (x.dimension() == 0) throw Error("gather_rows: needs a tensor of rank >= 1, got a scalar");
+    if (x.dimension() == 0) fail("gather_rows", x, "needs a tensor of rank >= 1, got a scalar");
     const std::size_t rows = x.shape()[0], width = rows ? x.size() / rows : 0;
-    for (std::size_t i = 0; i < idx.size(); ++i)
-        if (idx[i] >= rows)
-            throw Error("gather_rows: index " + std::to_string(idx[i]) + " (position " + std::to_string(i) +
-                        ") is out of range for " + std::to_string(rows) + " rows (shape " +
-                        shape_str(x.shape()) + ")");
-    Op<T> op("gather_rows", {x}, [](Vjp<T>& v) {
-        if (!v.wants(0)) return;
-        bool first;
-        auto& dx = v.slot(0, first);
-        if (first) dx.fill(T(0));
-        const std::size_t w = v.x(0).shape()[0] ? v.x(0).size() / v.x(0).shape()[0] : 0;
-        for (std::size_t i = 0; i < v.r.ints.size(); ++i) {
-            const T* src = v.g.data() + i * w;
-            T* dst = dx.data() + std::size_t(v.r.ints[i]) * w;
-            for (std::size_t j = 0; j < w; ++j) dst[j] += src[j];
-        }
-    });
-    op.record().ints.assign(idx.begin(), idx.end());
+    check_rows("gather_rows", x, idx, rows);
+    Op<T> op("gather_rows", {x});
+    op.save_indices().assign(idx.begin(), idx.end());
     Shape out(x.shape().begin(), x.shape().end());
     out[0] = idx.size();
     op.out().resize(out);
     for (std::size_t i = 0; i < idx.size(); ++i)
         std::copy_n(x.value().data() + idx[i] * width, width, op.out().data() + i * width);
-    return op.done();
+    return op.done(
+        [](Vjp<T>& v) {
+            bool first;
+            auto& dx = v.slot(0, first);
+            if (first) dx.fill(T(0));
+            const std::size_t w = v.x(0).shape()[0] ? v.x(0).size() / v.x(0).shape()[0] : 0;
+            scatter_rows(v.g.data(), v.indices(), w, dx.data());
+        },
+        [](GradVjp<T>& v) {
+            const std::vector<std::size_t> idx(v.indices().begin(), v.indices().end());
+            v.acc(0, scatter_add_rows(v.g, idx, v.x(0).shape()[0]));
+        });
 }
+namespace sig {
+template <class T> using Rows = Var<T>(const Var<T>&, const std::vector<std::size_t>&);
+template <class T> using ScatterRows = Var<T>(const Var<T>&, const std::vector<std::size_t>&, std::size_t);
+}
+AD_INSTANTIATE(gather_rows, sig::Rows)
 
-#define AD_INSTANTIATE(T)                                                                   \
-    template Var<T> reshape(const Var<T>&, const std::vector<std::ptrdiff_t>&);             \
-    template Var<T> slice(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t, std::ptrdiff_t);   \
-    template Var<T> concat(const std::vector<Var<T>>&, std::ptrdiff_t);                     \
-    template Var<T> broadcast_to(const Var<T>&, const Shape&);                              \
-    template Var<T> gather_rows(const Var<T>&, const std::vector<std::size_t>&);
-AD_INSTANTIATE(float)
-AD_INSTANTIATE(double)
+// d scatter_add_rows(x) = the rows of g that x's rows went to
+template <class T>
+Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, std::size_t rows)
+{
+    check_handles("scatter_add_rows", {x});
+    if (x.dimension() == 0 || x.shape()[0] != idx.size())
+        fail("scatter_add_rows", x, "needs one row of x per index: x has shape " + shape_str(x.shape()) + " and " +
+                                        std::to_string(idx.size()) + " indices were given");
+    check_rows("scatter_add_rows", x, idx, rows);
+    Op<T> op("scatter_add_rows", {x});
+    auto& at = op.save_indices();
+    at.assign(idx.begin(), idx.end());
+    Shape out(x.shape().begin(), x.shape().end());
+    out[0] = rows;
+    op.out().resize(out);
+    op.out().fill(T(0));
+    const std::size_t width = idx.empty() ? 0 : x.size() / idx.size();
+    scatter_rows(x.value().data(), at, width, op.out().data());
+    return op.done(
+        [](Vjp<T>& v) {
+            const auto& at = v.indices();
+            const std::size_t w = at.empty() ? 0 : v.x(0).size() / at.size();
+            const T* g = v.g.data();
+            v.acc_each(0, [&](std::size_t k) { return g[std::size_t(at[k / w]) * w + k % w]; });
+        },
+        [](GradVjp<T>& v) {
+            const std::vector<std::size_t> idx(v.indices().begin(), v.indices().end());
+            v.acc(0, gather_rows(v.g, idx));
+        });
+}
+AD_INSTANTIATE(scatter_add_rows, sig::ScatterRows)
 
 }  // namespace ad

@@ -2,18 +2,62 @@
 
 #include <xtensor/xbuilder.hpp>
 
-#include <atomic>
+#include <mutex>
+#include <sstream>
 
 namespace ad {
 
 namespace {
 thread_local bool grad_mode = true;
 
-// Generations are unique across all tapes, so a handle from one tape never matches another.
+// Generations are unique across all tapes, so a handle from one tape never matches another,
+// nor a tape that later reuses the anchor of a destroyed one.
 std::uint64_t next_generation()
 {
     static std::atomic<std::uint64_t> counter{1};
     return counter++;
+}
+
+// The pool of anchors. An anchor is handed to each new tape and returned when it dies; none is
+// ever freed, so a Var can always read its anchor's generation.
+template <class T>
+struct AnchorPool {
+    std::mutex mutex;
+    detail::Anchor<T>* free = nullptr;
+    std::deque<detail::Anchor<T>> all;
+
+    detail::Anchor<T>* take(Tape<T>* tape, std::uint64_t generation)
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        detail::Anchor<T>* a = free;
+        if (a) free = a->next_free;
+        else a = &all.emplace_back();
+        a->tape = tape;
+        a->generation.store(generation, std::memory_order_release);
+        return a;
+    }
+    void give_back(detail::Anchor<T>* a)
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        a->generation.store(0, std::memory_order_release);
+        a->tape = nullptr;
+        a->next_free = free;
+        free = a;
+    }
+};
+
+template <class T>
+AnchorPool<T>& anchors()
+{
+    static auto* pool = new AnchorPool<T>;  // never destroyed: Vars may outlive static destruction
+    return *pool;
+}
+
+std::string thread_str(std::thread::id id)
+{
+    std::ostringstream out;
+    out << id;
+    return out.str();
 }
 }  // namespace
 
@@ -34,23 +78,36 @@ void Parameter<T>::zero_grad()
 }
 
 template <class T>
+Tape<T>& tape_of(const Var<T>& v, const char* op)
+{
+    if (!v.anchor())
+        throw Error(std::string(op) + ": an empty handle (a default-constructed Var, never recorded on a tape) "
+                                      "was used here");
+    if (v.anchor()->generation.load(std::memory_order_acquire) != v.generation())
+        throw Error(std::string(op) + ": a Var recorded before tape.clear(), or on a tape since destroyed, "
+                                      "was used after it; handles are valid only until their tape is cleared");
+    return *v.anchor()->tape;
+}
+
+template <class T>
 Tape<T>& Var<T>::tape() const
 {
-    if (!tape_) throw Error("Var: empty handle (default-constructed, never recorded on a tape)");
-    return *tape_;
+    return tape_of(*this, "Var");
 }
 
 template <class T>
 bool Var<T>::valid() const
 {
-    return tape_ && tape_->generation() == generation_ && index_ < tape_->size();
+    return anchor_ && anchor_->generation.load(std::memory_order_acquire) == generation_ &&
+           index_ < anchor_->tape->size();
 }
 
 template <class T>
 const Tensor<T>& Var<T>::value() const
 {
-    tape().check(*this, "value");
-    return tape_->value(index_);
+    Tape<T>& t = tape();
+    t.check(*this, "value");
+    return t.value(index_);
 }
 
 template <class T>
@@ -65,46 +122,84 @@ T Var<T>::item() const
 template <class T>
 bool Var<T>::requires_grad() const
 {
-    tape().check(*this, "requires_grad");
-    return tape_->record(index_).needs_grad;
+    Tape<T>& t = tape();
+    t.check(*this, "requires_grad");
+    return t.record(index_).needs_grad;
 }
 
 template <class T>
-Tape<T>::Tape() : generation_(next_generation())
+Tape<T>::Tape() : generation_(next_generation()), anchor_(anchors<T>().take(this, generation_))
 {
+}
+
+template <class T>
+Tape<T>::~Tape()
+{
+    anchors<T>().give_back(anchor_);
 }
 
 template <class T>
 void Tape<T>::check(const Var<T>& v, const char* op) const
 {
-    if (&v.tape() != this)
+    if (v.anchor() == anchor_ && v.generation() == generation_ && v.index() < n_) return;
+    if (!v.anchor())
+        throw Error(std::string(op) + ": an empty handle (a default-constructed Var, never recorded on a tape) "
+                                      "was used here");
+    if (v.anchor() != anchor_ && v.anchor()->generation.load(std::memory_order_acquire) == v.generation())
         throw Error(std::string(op) + ": a Var recorded on another tape was used here; "
                                       "values from different tapes cannot be combined");
-    if (v.generation() != generation_ || v.index() >= n_)
-        throw Error(std::string(op) + ": a Var recorded before tape.clear() was used after it; "
-                                      "handles are valid only until the tape is cleared");
+    throw Error(std::string(op) + ": a Var recorded before tape.clear(), or on a tape since destroyed, "
+                                  "was used after it; handles are valid only until their tape is cleared");
+}
+
+template <class T>
+void Tape<T>::check_thread(const char* op)
+{
+    const auto me = std::this_thread::get_id();
+    auto owner = owner_.load(std::memory_order_relaxed);
+    if (owner == me) return;
+    if (owner == std::thread::id() && owner_.compare_exchange_strong(owner, me)) return;
+    throw Error(std::string(op) + ": this tape is in use by thread " + thread_str(owner) +
+                " and was used from thread " + thread_str(me) +
+                "; a tape records on one thread at a time (give each thread its own tape, or "
+                "clear() it on its thread before another takes it over)");
+}
+
+template <class T>
+void Tape<T>::count_no_grad(const char* op, std::size_t index)
+{
+    no_grad_bytes_ += value(index).size() * sizeof(T);
+    if (no_grad_bytes_ <= no_grad_limit_) return;
+    throw Error(std::string(op) + ": the tape holds " + std::to_string(n_) + " records (" +
+                std::to_string(no_grad_bytes_ >> 20) + " MiB of values) recorded under NoGrad "
+                "since its last clear(), past its limit of " + std::to_string(no_grad_limit_ >> 20) +
+                " MiB: an evaluation loop that never calls tape.clear()? Clear the tape after each "
+                "batch (or raise the limit with set_no_grad_limit)");
 }
 
 template <class T>
 void Tape<T>::clear()
 {
+    check_thread("clear");
     n_ = 0;
     inputs_.clear();
+    param_leaves_.clear();
+    no_grad_bytes_ = 0;
     generation_ = next_generation();
+    anchor_->generation.store(generation_, std::memory_order_release);
+    owner_.store(std::thread::id(), std::memory_order_relaxed);
 }
 
 template <class T>
 template <class Inputs>
-detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs, detail::VjpFn<T> vjp)
+detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs)
 {
     bool needs = false;
     for (const auto& v : inputs) {
         check(v, op);
         needs = needs || records_[v.index()].needs_grad;
     }
-    needs = needs && grad_mode;
-    auto& r = leaf(op, needs);
-    r.vjp = needs ? vjp : nullptr;
+    auto& r = leaf(op, needs && grad_mode);
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = static_cast<std::uint32_t>(inputs.size());
     for (const auto& v : inputs) inputs_.push_back(v.index());
@@ -112,36 +207,36 @@ detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs, deta
 }
 
 template <class T>
-detail::Record<T>& Tape<T>::push(const char* op, std::initializer_list<Var<T>> inputs,
-                                 detail::VjpFn<T> vjp)
+detail::Record<T>& Tape<T>::push(const char* op, std::initializer_list<Var<T>> inputs)
 {
-    return push_impl(op, inputs, vjp);
+    return push_impl(op, inputs);
 }
 
 template <class T>
-detail::Record<T>& Tape<T>::push(const char* op, const std::vector<Var<T>>& inputs,
-                                 detail::VjpFn<T> vjp)
+detail::Record<T>& Tape<T>::push(const char* op, const std::vector<Var<T>>& inputs)
 {
-    return push_impl(op, inputs, vjp);
+    return push_impl(op, inputs);
 }
 
 template <class T>
 detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
 {
+    check_thread(op);
     if (n_ == records_.size()) {
+        if (n_ > UINT32_MAX - 1)
+            throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
+                        " records); clear it between steps");
         records_.emplace_back();
         adjoints_.emplace_back();
         has_adjoint_.push_back(0);
     }
     auto& r = records_[n_++];
     r.op = op;
-    r.vjp = nullptr;
+    r.vjp.reset();
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = 0;
     r.needs_grad = needs_grad;
     r.param = nullptr;
-    r.ints.clear();
-    r.a = r.b = 0;
     return r;
 }
 
@@ -150,6 +245,8 @@ void Tape<T>::pop()
 {
     --n_;
     inputs_.resize(records_[n_].first_input);
+    records_[n_].vjp.reset();
+    if (!param_leaves_.empty() && param_leaves_.back() == n_) param_leaves_.pop_back();
 }
 
 template <class T>
@@ -157,7 +254,8 @@ Var<T> Tape<T>::constant(const Tensor<T>& value)
 {
     auto& r = leaf("constant", false);
     r.value = value;
-    return Var<T>(this, static_cast<std::uint32_t>(n_ - 1), generation_);
+    if (!grad_mode) count_no_grad("constant", n_ - 1);
+    return handle(n_ - 1);
 }
 
 template <class T>
@@ -165,7 +263,8 @@ Var<T> Tape<T>::variable(const Tensor<T>& value)
 {
     auto& r = leaf("variable", grad_mode);
     r.value = value;
-    return Var<T>(this, static_cast<std::uint32_t>(n_ - 1), generation_);
+    if (!grad_mode) count_no_grad("variable", n_ - 1);
+    return handle(n_ - 1);
 }
 
 template <class T>
@@ -175,9 +274,12 @@ Var<T> Tape<T>::param(Parameter<T>& p)
     auto& r = leaf("param", grad_mode);
     r.param = &p;
     r.param_version = p.version;
-    return Var<T>(this, static_cast<std::uint32_t>(n_ - 1), generation_);
+    param_leaves_.push_back(static_cast<std::uint32_t>(n_ - 1));
+    return handle(n_ - 1);
 }
 
+template Tape<float>& tape_of(const Var<float>&, const char*);
+template Tape<double>& tape_of(const Var<double>&, const char*);
 template struct Parameter<float>;
 template struct Parameter<double>;
 template class Var<float>;

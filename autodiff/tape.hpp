@@ -1,16 +1,32 @@
 // The tape: one record per op in execution order, and the handles (Var) that point into it.
 //
-// A record holds the op's output value, the records it read, and a pointer to its
-// vector-Jacobian product. The tape owns every record; a Var is an index plus the tape's
-// generation, so a handle kept past clear() is detected instead of reading reused memory.
-// clear() keeps the records' buffers, so a training loop that records the same ops every step
-// allocates nothing for values after the first step.
+// A record holds the op's output value, the records it read, and its vector-Jacobian product.
+// The tape owns every record; a Var is an index plus the tape's generation, so a handle kept
+// past clear() or past the tape's life is detected instead of reading reused memory. clear()
+// keeps the records' buffers, so a training loop that records the same ops every step allocates
+// nothing for values after the first step.
+//
+// The contract:
+// - One thread at a time. A tape belongs to the thread that records its first value after
+//   construction or clear(); recording on it or sweeping it from another thread raises
+//   ad::Error. Threads that train at once each use a tape of their own (parameters may be
+//   shared for reading; each thread's optimiser steps its own).
+// - A Var is valid until its tape is cleared or destroyed; using it later raises ad::Error.
+// - Clear the tape once per step: every op appends a record, so a loop that never clears grows
+//   without bound. Under NoGrad (evaluation) a tape whose values recorded since its last
+//   clear() pass no_grad_limit() bytes raises ad::Error saying so.
 #pragma once
 
 #include "autodiff/tensor.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <new>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace ad {
 
@@ -18,6 +34,8 @@ template <class T>
 class Tape;
 template <class T>
 struct Vjp;
+template <class T>
+struct GradVjp;
 
 // A trainable tensor that lives outside any tape and persists across steps. Its gradient
 // accumulates over backward() calls until zero_grad(). `version` counts in-place updates
@@ -37,33 +55,107 @@ struct Parameter {
 
 namespace detail {
 
+// An op's VJPs, stored in its record: the closures an op hands to Op::done(), kept inline when
+// they are small (the library's own always are), so recording allocates nothing. `first` is the
+// VJP on tensors; `graph`, if the op states one, the same VJP written in tape ops.
 template <class T>
-using VjpFn = void (*)(Vjp<T>&);
+class Backward {
+public:
+    static constexpr std::size_t inline_size = 48;
+
+    Backward() = default;
+    Backward(const Backward&) = delete;
+    Backward& operator=(const Backward&) = delete;
+    ~Backward() { reset(); }
+
+    template <class F, class G>
+    void set(F&& first, G&& graph);
+    void reset()
+    {
+        if (destroy_) destroy_(object());
+        if (heap_) ::operator delete(heap_);
+        heap_ = nullptr;
+        first_ = nullptr;
+        graph_ = nullptr;
+        destroy_ = nullptr;
+    }
+    explicit operator bool() const { return first_ != nullptr; }
+    bool differentiable() const { return graph_ != nullptr; }
+    void operator()(Vjp<T>& v) const { first_(object(), v); }
+    void operator()(GradVjp<T>& v) const { graph_(object(), v); }
+
+private:
+    void* object() const { return heap_ ? heap_ : const_cast<unsigned char*>(buffer_); }
+
+    alignas(16) unsigned char buffer_[inline_size];
+    void* heap_ = nullptr;
+    void (*first_)(const void*, Vjp<T>&) = nullptr;
+    void (*graph_)(const void*, GradVjp<T>&) = nullptr;
+    void (*destroy_)(void*) = nullptr;
+};
+
+// What Op::done() was given when the op states no differentiable VJP.
+struct NoGraphVjp {};
+
+template <class F, class G>
+struct VjpPair {
+    F first;
+    G graph;
+};
+
+template <class T>
+template <class F, class G>
+void Backward<T>::set(F&& first, G&& graph)
+{
+    using Pair = VjpPair<std::decay_t<F>, std::decay_t<G>>;
+#ifdef AD_REQUIRE_INLINE_VJP  // set for the library's own ops: recording them never allocates
+    static_assert(sizeof(Pair) <= inline_size && alignof(Pair) <= 16, "an op's VJP captures too much to be stored inline");
+#endif
+    reset();
+    void* at = buffer_;
+    if constexpr (sizeof(Pair) > inline_size || alignof(Pair) > 16) at = heap_ = ::operator new(sizeof(Pair));
+    new (at) Pair{std::forward<F>(first), std::forward<G>(graph)};
+    first_ = [](const void* p, Vjp<T>& v) { static_cast<const Pair*>(p)->first(v); };
+    if constexpr (!std::is_same<std::decay_t<G>, NoGraphVjp>::value)
+        graph_ = [](const void* p, GradVjp<T>& v) { static_cast<const Pair*>(p)->graph(v); };
+    if constexpr (!std::is_trivially_destructible<Pair>::value)
+        destroy_ = [](void* p) { static_cast<Pair*>(p)->~Pair(); };
+}
 
 template <class T>
 struct Record {
-    const char* op = "";          // the op's name, for errors, anomaly reports and graphs
-    VjpFn<T> vjp = nullptr;       // nullptr: a leaf, or an op none of whose inputs needs a gradient
+    const char* op = "";            // the op's name, for errors, anomaly reports and graphs
+    Backward<T> vjp;                // empty: a leaf, or an op none of whose inputs needs a gradient
     std::uint32_t first_input = 0;  // inputs are tape.inputs_[first_input, first_input + n_inputs)
     std::uint32_t n_inputs = 0;
     bool needs_grad = false;
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
     Tensor<T> value;                // the output (unused for parameter leaves)
-    Tensor<T> saved;                // anything else the VJP reads (a mask, softmax probabilities)
-    std::vector<std::ptrdiff_t> ints;  // integer attributes: axes, indices, shapes
-    double a = 0, b = 0;               // scalar attributes: exponents, slopes, bounds
+    std::vector<Tensor<T>> saved;   // tensors the VJP reads (a mask, probabilities): Op::save(k)
+    std::vector<std::ptrdiff_t> indices;  // integers the VJP reads (argmax positions, labels)
+};
+
+// Each tape has an anchor that outlives it: a Var reaches its tape through the anchor, so a Var
+// kept after its tape was destroyed finds the anchor's generation changed and is refused,
+// instead of reading freed memory. Anchors are recycled, never freed.
+template <class T>
+struct Anchor {
+    Tape<T>* tape = nullptr;
+    std::atomic<std::uint64_t> generation{0};
+    Anchor* next_free = nullptr;
 };
 
 }  // namespace detail
 
-// A handle to a value recorded on a tape. Cheap to copy; valid until the tape is cleared.
+// A handle to a value recorded on a tape. Cheap to copy; valid until the tape is cleared or
+// destroyed, which later uses detect.
 template <class T>
 class Var {
 public:
     Var() = default;
-    Var(Tape<T>* tape, std::uint32_t index, std::uint64_t generation)
-        : tape_(tape), index_(index), generation_(generation) {}
+    Var(detail::Anchor<T>* anchor, std::uint32_t index, std::uint64_t generation)
+        : anchor_(anchor), index_(index), generation_(generation) {}
 
     const Tensor<T>& value() const;
     const typename Tensor<T>::shape_type& shape() const { return value().shape(); }
@@ -74,18 +166,25 @@ public:
     Tape<T>& tape() const;
     std::uint32_t index() const { return index_; }
     std::uint64_t generation() const { return generation_; }
-    bool valid() const;  // recorded on a tape that has not been cleared since
+    const detail::Anchor<T>* anchor() const { return anchor_; }
+    bool valid() const;  // recorded on a tape that has not been cleared or destroyed since
 
 private:
-    Tape<T>* tape_ = nullptr;
+    detail::Anchor<T>* anchor_ = nullptr;
     std::uint32_t index_ = 0;
     std::uint64_t generation_ = 0;
 };
+
+// The tape a Var was recorded on, or an ad::Error naming `op` when the handle is empty or its
+// tape was cleared or destroyed since.
+template <class T>
+Tape<T>& tape_of(const Var<T>& v, const char* op);
 
 template <class T>
 class Tape {
 public:
     Tape();
+    ~Tape();
     Tape(const Tape&) = delete;
     Tape& operator=(const Tape&) = delete;
 
@@ -95,18 +194,25 @@ public:
     Var<T> param(Parameter<T>& p);            // reads p.value in place; backward() adds into p.grad
 
     // Forget every record, keeping their memory for the next step. Every Var recorded so far
-    // becomes invalid, and using one raises ad::Error.
+    // becomes invalid, and using one raises ad::Error. The next thread to record owns the tape.
     void clear();
 
     std::size_t size() const { return n_; }  // records, leaves included
     std::uint64_t generation() const { return generation_; }
 
-    // --- for ops and the reverse sweep ---
-    detail::Record<T>& push(const char* op, std::initializer_list<Var<T>> inputs,
-                            detail::VjpFn<T> vjp);
-    detail::Record<T>& push(const char* op, const std::vector<Var<T>>& inputs,
-                            detail::VjpFn<T> vjp);
+    // Bytes of values recorded under NoGrad since the last clear() before the tape refuses
+    // more (an evaluation loop that forgot to clear). Default 1 GiB.
+    std::size_t no_grad_limit() const { return no_grad_limit_; }
+    void set_no_grad_limit(std::size_t bytes) { no_grad_limit_ = bytes; }
+
+    // --- for ops (autodiff/op.hpp) and the reverse sweep ---
+    detail::Record<T>& push(const char* op, std::initializer_list<Var<T>> inputs);
+    detail::Record<T>& push(const char* op, const std::vector<Var<T>>& inputs);
     void pop();  // undo the last push (an op whose forward threw)
+    Var<T> handle(std::size_t i) const
+    {
+        return Var<T>(anchor_, static_cast<std::uint32_t>(i), generation_);
+    }
     detail::Record<T>& record(std::size_t i) { return records_[i]; }
     const detail::Record<T>& record(std::size_t i) const { return records_[i]; }
     const Tensor<T>& value(std::size_t i) const
@@ -119,6 +225,10 @@ public:
         return inputs_[r.first_input + k];
     }
     void check(const Var<T>& v, const char* op) const;  // same tape, current generation
+    void check_thread(const char* op);  // the calling thread owns the tape (or takes it)
+    void count_no_grad(const char* op, std::size_t index);  // record index was made under NoGrad
+    // Positions of the parameter leaves recorded since the last clear(), in tape order.
+    const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
 
     // Adjoint storage, indexed like the records. When `into_params` is set (backward()),
     // a parameter leaf's adjoint is the parameter's own .grad, so no extra pass is needed.
@@ -129,7 +239,7 @@ public:
 
 private:
     template <class Inputs>
-    detail::Record<T>& push_impl(const char* op, const Inputs& inputs, detail::VjpFn<T> vjp);
+    detail::Record<T>& push_impl(const char* op, const Inputs& inputs);
     detail::Record<T>& leaf(const char* op, bool needs_grad);
 
     std::deque<detail::Record<T>> records_;  // a deque: references stay valid as it grows
@@ -137,7 +247,12 @@ private:
     std::vector<std::uint32_t> inputs_;
     std::vector<Tensor<T>> adjoints_;
     std::vector<char> has_adjoint_;
+    std::vector<std::uint32_t> param_leaves_;
     std::uint64_t generation_;
+    detail::Anchor<T>* anchor_;
+    std::atomic<std::thread::id> owner_{};
+    std::size_t no_grad_bytes_ = 0;
+    std::size_t no_grad_limit_ = std::size_t(1) << 30;
 };
 
 // Ops compute values and record nothing that needs a gradient while a NoGrad is alive on this
@@ -154,6 +269,8 @@ private:
 };
 bool grad_enabled();
 
+extern template Tape<float>& tape_of(const Var<float>&, const char*);
+extern template Tape<double>& tape_of(const Var<double>&, const char*);
 extern template struct Parameter<float>;
 extern template struct Parameter<double>;
 extern template class Var<float>;

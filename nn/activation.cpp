@@ -4,64 +4,53 @@ namespace ad::nn {
 
 std::string activation_name(Activation a)
 {
-    switch (a) {
-    case Activation::identity: return "identity";
-    case Activation::sigmoid: return "sigmoid";
-    case Activation::tanh: return "tanh";
-    case Activation::relu: return "relu";
-    case Activation::leaky_relu: return "leaky_relu";
-    case Activation::elu: return "elu";
-    case Activation::selu: return "selu";
-    case Activation::softplus: return "softplus";
-    case Activation::gelu: return "gelu";
-    }
-    return "unknown";
+#define AD_NN_NAME(name, Class, alpha, formula) \
+    case Activation::name: return #name;
+    switch (a) { AD_NN_ACTIVATIONS(AD_NN_NAME) }
+#undef AD_NN_NAME
+    throw Error("activation_name: unknown activation " + std::to_string(static_cast<int>(a)));
 }
 
-template <class T> Var<T> Sigmoid<T>::forward(const Var<T>& x) { return sigmoid(x); }
-template <class T> Var<T> Tanh<T>::forward(const Var<T>& x) { return tanh(x); }
-template <class T> Var<T> ReLU<T>::forward(const Var<T>& x) { return relu(x); }
-template <class T> Var<T> LeakyReLU<T>::forward(const Var<T>& x) { return leaky_relu(x, alpha_); }
-template <class T> Var<T> ELU<T>::forward(const Var<T>& x) { return elu(x, alpha_); }
-template <class T> Var<T> SELU<T>::forward(const Var<T>& x) { return selu(x); }
-template <class T> Var<T> Softplus<T>::forward(const Var<T>& x) { return softplus(x); }
-template <class T> Var<T> GELU<T>::forward(const Var<T>& x) { return gelu(x); }
+double default_alpha(Activation a)
+{
+#define AD_NN_ALPHA(name, Class, alpha, formula) \
+    case Activation::name: return alpha;
+    switch (a) { AD_NN_ACTIVATIONS(AD_NN_ALPHA) }
+#undef AD_NN_ALPHA
+    throw Error("default_alpha: unknown activation " + std::to_string(static_cast<int>(a)));
+}
+
+template <class T>
+Var<T> activate(Activation a, const Var<T>& x, [[maybe_unused]] T alpha)
+{
+#define AD_NN_APPLY(name, Class, default_alpha, formula) \
+    case Activation::name: return formula;
+    switch (a) { AD_NN_ACTIVATIONS(AD_NN_APPLY) }
+#undef AD_NN_APPLY
+    throw Error("activate: unknown activation " + std::to_string(static_cast<int>(a)));
+}
 
 template <class T>
 std::shared_ptr<Module<T>> make_activation(Activation a, T alpha)
 {
-    switch (a) {
-    case Activation::identity: return std::make_shared<Identity<T>>();
-    case Activation::sigmoid: return std::make_shared<Sigmoid<T>>();
-    case Activation::tanh: return std::make_shared<Tanh<T>>();
-    case Activation::relu: return std::make_shared<ReLU<T>>();
-    case Activation::leaky_relu: return std::make_shared<LeakyReLU<T>>(alpha);
-    case Activation::elu: return std::make_shared<ELU<T>>(alpha);
-    case Activation::selu: return std::make_shared<SELU<T>>();
-    case Activation::softplus: return std::make_shared<Softplus<T>>();
-    case Activation::gelu: return std::make_shared<GELU<T>>();
-    }
+#define AD_NN_MAKE(name, Class, default_alpha, formula) \
+    case Activation::name: return std::make_shared<Class<T>>(alpha);
+    switch (a) { AD_NN_ACTIVATIONS(AD_NN_MAKE) }
+#undef AD_NN_MAKE
     throw Error("make_activation: unknown activation " + std::to_string(static_cast<int>(a)));
 }
 
 template <class T>
 std::shared_ptr<Module<T>> make_activation(Activation a)
 {
-    return make_activation<T>(a, a == Activation::leaky_relu ? T(0.01) : T(1));
+    return make_activation<T>(a, T(default_alpha(a)));
 }
 
-#define AD_NN_ACTIVATION(T)                                              \
-    template class Sigmoid<T>;                                           \
-    template class Tanh<T>;                                              \
-    template class ReLU<T>;                                              \
-    template class LeakyReLU<T>;                                         \
-    template class ELU<T>;                                               \
-    template class SELU<T>;                                              \
-    template class Softplus<T>;                                          \
-    template class GELU<T>;                                              \
-    template std::shared_ptr<Module<T>> make_activation(Activation, T);  \
-    template std::shared_ptr<Module<T>> make_activation<T>(Activation);
-AD_NN_ACTIVATION(float)
-AD_NN_ACTIVATION(double)
+template Var<float> activate(Activation, const Var<float>&, float);
+template Var<double> activate(Activation, const Var<double>&, double);
+template std::shared_ptr<Module<float>> make_activation(Activation, float);
+template std::shared_ptr<Module<double>> make_activation(Activation, double);
+template std::shared_ptr<Module<float>> make_activation<float>(Activation);
+template std::shared_ptr<Module<double>> make_activation<double>(Activation);
 
 }  // namespace ad::nn

@@ -1,5 +1,9 @@
 // Activation modules: each applies one elementwise tape op (seed 002's table: sigmoid, ReLU,
 // LeakyReLU, ELU, SELU; and tanh, softplus, GELU). They have no parameters.
+//
+// The table below is the one place an activation is defined: a new activation is one row.
+// Each row gives the enum value and name, the module's class name, the default of alpha (the
+// slope of LeakyReLU, the alpha of ELU; unused by the others) and the op applied to x.
 #pragma once
 
 #include "nn/module.hpp"
@@ -9,97 +13,55 @@
 
 namespace ad::nn {
 
-enum class Activation { identity, sigmoid, tanh, relu, leaky_relu, elu, selu, softplus, gelu };
+#define AD_NN_ACTIVATIONS(X)                              \
+    X(identity, Identity, 0, x)                           \
+    X(sigmoid, Sigmoid, 0, sigmoid(x))                    \
+    X(tanh, Tanh, 0, tanh(x))                             \
+    X(relu, ReLU, 0, relu(x))                             \
+    X(leaky_relu, LeakyReLU, 0.01, leaky_relu(x, alpha))  \
+    X(elu, ELU, 1, elu(x, alpha))                         \
+    X(selu, SELU, 0, selu(x))                             \
+    X(softplus, Softplus, 0, softplus(x))                 \
+    X(gelu, GELU, 0, gelu(x))
+
+#define AD_NN_ENUM(name, Class, alpha, formula) name,
+enum class Activation { AD_NN_ACTIVATIONS(AD_NN_ENUM) };
+#undef AD_NN_ENUM
 
 std::string activation_name(Activation a);
-
+double default_alpha(Activation a);
 template <class T>
-class Identity : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override { return x; }
-};
+Var<T> activate(Activation a, const Var<T>& x, T alpha);
 
-template <class T>
-class Sigmoid : public Module<T> {
+template <class T, Activation A>
+class ActivationModule : public Module<T> {
 public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-template <class T>
-class Tanh : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-template <class T>
-class ReLU : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-// max(x, alpha x) for 0 < alpha < 1
-template <class T>
-class LeakyReLU : public Module<T> {
-public:
-    explicit LeakyReLU(T alpha = T(0.01)) : alpha_(alpha) {}
-    Var<T> forward(const Var<T>& x) override;
+    explicit ActivationModule(T alpha = T(default_alpha(A))) : alpha_(alpha) {}
+    Var<T> forward(const Var<T>& x) override { return activate(A, x, alpha_); }
     T alpha() const { return alpha_; }
 
 private:
     T alpha_;
 };
 
-// x for x >= 0, alpha (e^x - 1) otherwise
-template <class T>
-class ELU : public Module<T> {
-public:
-    explicit ELU(T alpha = T(1)) : alpha_(alpha) {}
-    Var<T> forward(const Var<T>& x) override;
-    T alpha() const { return alpha_; }
+// Identity<T>, Sigmoid<T>, Tanh<T>, ReLU<T>, LeakyReLU<T>, ELU<T>, SELU<T>, Softplus<T>, GELU<T>
+#define AD_NN_CLASS(name, Class, alpha, formula) \
+    template <class T>                           \
+    using Class = ActivationModule<T, Activation::name>;
+AD_NN_ACTIVATIONS(AD_NN_CLASS)
+#undef AD_NN_CLASS
 
-private:
-    T alpha_;
-};
-
-// lambda ELU_alpha(x) with the self-normalising constants lambda ~ 1.0507, alpha ~ 1.6733
-template <class T>
-class SELU : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-template <class T>
-class Softplus : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-// x Phi(x), the erf form
-template <class T>
-class GELU : public Module<T> {
-public:
-    Var<T> forward(const Var<T>& x) override;
-};
-
-// The module for `a`; alpha is LeakyReLU's slope or ELU's alpha and is ignored by the others.
+// The module for `a`, with alpha given or at its default.
 template <class T>
 std::shared_ptr<Module<T>> make_activation(Activation a, T alpha);
 template <class T>
-std::shared_ptr<Module<T>> make_activation(Activation a);  // default slopes: 0.01 and 1
+std::shared_ptr<Module<T>> make_activation(Activation a);
 
-#define AD_NN_ACTIVATION_EXTERN(T)                                              \
-    extern template class Sigmoid<T>;                                           \
-    extern template class Tanh<T>;                                              \
-    extern template class ReLU<T>;                                              \
-    extern template class LeakyReLU<T>;                                         \
-    extern template class ELU<T>;                                               \
-    extern template class SELU<T>;                                              \
-    extern template class Softplus<T>;                                          \
-    extern template class GELU<T>;                                              \
-    extern template std::shared_ptr<Module<T>> make_activation(Activation, T);  \
-    extern template std::shared_ptr<Module<T>> make_activation<T>(Activation);
-AD_NN_ACTIVATION_EXTERN(float)
-AD_NN_ACTIVATION_EXTERN(double)
-#undef AD_NN_ACTIVATION_EXTERN
+extern template Var<float> activate(Activation, const Var<float>&, float);
+extern template Var<double> activate(Activation, const Var<double>&, double);
+extern template std::shared_ptr<Module<float>> make_activation(Activation, float);
+extern template std::shared_ptr<Module<double>> make_activation(Activation, double);
+extern template std::shared_ptr<Module<float>> make_activation<float>(Activation);
+extern template std::shared_ptr<Module<double>> make_activation<double>(Activation);
 
 }  // namespace ad::nn

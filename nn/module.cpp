@@ -1,5 +1,11 @@
 #include "nn/module.hpp"
 
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <sstream>
+#include <typeinfo>
+
 #include <xtensor/xbuilder.hpp>
 
 namespace ad::nn {
@@ -115,6 +121,28 @@ void Module<T>::train(bool on)
 {
     training_ = on;
     for (auto& e : children_) e.second->train(on);
+}
+
+template <class T>
+std::string Module<T>::summary()
+{
+    auto type_name = [](Module<T>& m) {
+        std::string n = typeid(m).name();
+        int status = 0;
+        char* readable = abi::__cxa_demangle(n.c_str(), nullptr, nullptr, &status);
+        if (status == 0 && readable) n = readable;
+        std::free(readable);
+        return n;
+    };
+    std::ostringstream out;
+    out << type_name(*this) << '\n';
+    for (auto& [name, m] : named_modules()) out << "  " << name << ": " << type_name(*m) << '\n';
+    for (auto& [name, p] : named_parameters())
+        out << "  " << name << ' ' << shape_str(p->value.shape()) << ' ' << p->value.size() << '\n';
+    for (auto& [name, b] : named_buffers())
+        out << "  " << name << ' ' << shape_str(b->shape()) << ' ' << b->size() << " (buffer)\n";
+    out << "parameters: " << parameter_count() << '\n';
+    return out.str();
 }
 
 template <class T>

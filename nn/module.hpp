@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -65,6 +66,9 @@ public:
 
     std::size_t parameter_count();  // number of scalars in all parameters
     void zero_grad();
+    // One line per module (its name and type) and per parameter and buffer (name, shape,
+    // element count), then the total: what printing a model shows.
+    std::string summary();
 
 protected:
     // The name must be non-empty, without '.', and not already used in this module.
@@ -97,6 +101,12 @@ private:
     std::vector<std::pair<std::string, std::shared_ptr<Module<T>>>> children_;
     bool training_ = true;
 };
+
+template <class T>
+std::ostream& operator<<(std::ostream& out, Module<T>& m)
+{
+    return out << m.summary();
+}
 
 extern template class Module<float>;
 extern template class Module<double>;

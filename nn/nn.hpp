@@ -7,6 +7,8 @@
 #include "nn/clip.hpp"
 #include "nn/conv.hpp"
 #include "nn/dropout.hpp"
+#include "nn/gradcheck.hpp"
+#include "nn/idx.hpp"
 #include "nn/init.hpp"
 #include "nn/layer_norm.hpp"
 #include "nn/linear.hpp"

@@ -101,11 +101,23 @@ template <class T>
 EqualsTensor<T> Equals(const Tensor<T>& expected) { return EqualsTensor<T>(expected); }
 inline EqualsTensor<double> Equals(std::initializer_list<double> expected) { return EqualsTensor<double>(Tensor<double>(expected)); }
 
-// Central differences against the reverse sweep, with gradcheck's default tolerances.
-inline void require_gradcheck(const ad::MultiFn<double>& f, const std::vector<Tensor<double>>& inputs)
+// Central differences against the reverse sweep, with gradcheck's default tolerances: first
+// order only (for functions holding an op without a differentiable VJP).
+inline void require_first_order_gradcheck(const ad::MultiFn<double>& f, const std::vector<Tensor<double>>& inputs)
 {
     const auto res = ad::gradcheck<double>(f, inputs);
     INFO(res.report());
+    CHECK(res.ok);
+    CHECK(res.checked > 0);
+}
+
+// First and second order: gradcheck, then gradgradcheck (the VJP recorded with create_graph,
+// differentiated again, against central differences of the first-order VJP) on the same inputs.
+inline void require_gradcheck(const ad::MultiFn<double>& f, const std::vector<Tensor<double>>& inputs)
+{
+    require_first_order_gradcheck(f, inputs);
+    const auto res = ad::gradgradcheck<double>(f, inputs);
+    INFO("second order: " << res.report());
     CHECK(res.ok);
     CHECK(res.checked > 0);
 }

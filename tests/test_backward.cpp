@@ -3,7 +3,7 @@
 // second output of the same forward pass.
 #include "gradcheck_helpers.hpp"
 
-#include "autodiff/detail/op.hpp"
+#include "autodiff/op.hpp"
 
 #include <xtensor/xmath.hpp>
 
@@ -20,12 +20,12 @@ namespace {
 int identity_vjp_calls = 0;
 Var<double> counted_identity(const Var<double>& x)
 {
-    ad::Op<double> op("counted_identity", {x}, [](ad::Vjp<double>& v) {
+    ad::Op<double> op("counted_identity", {x});
+    xt::noalias(op.out()) = x.value();
+    return op.done([](ad::Vjp<double>& v) {
         ++identity_vjp_calls;
         v.acc(0, v.g);
     });
-    xt::noalias(op.out()) = x.value();
-    return op.done();
 }
 
 }  // namespace

@@ -110,7 +110,8 @@ TEST_CASE("an axis outside -rank <= axis < rank is refused by every op that take
     const std::ptrdiff_t axis = GENERATE(2, -3, 7);
     CAPTURE(axis);
     const auto names = [&](const std::string& op) {
-        return ContainsAll({op + ": axis " + std::to_string(axis), "[2, 3]", "-2 <= axis < 2"});
+        // the op, where it would have stood on the tape (after x), and what was wrong
+        return ContainsAll({op + " (tape position 1): axis " + std::to_string(axis), "[2, 3]", "-2 <= axis < 2"});
     };
     REQUIRE_ERROR(ad::sum(x, axis), names("sum"));
     REQUIRE_ERROR(ad::mean(x, axis, true), names("mean"));

@@ -3,7 +3,7 @@
 // entry of a hand-written MLP backward pass; and compositions of ops pass as a whole.
 #include "gradcheck_helpers.hpp"
 
-#include "autodiff/detail/op.hpp"
+#include "autodiff/op.hpp"
 
 #include <cmath>
 
@@ -16,33 +16,33 @@ namespace {
 // y = 3 x with a VJP that slips at flat element 4: 2 g there instead of 3 g.
 Var<double> triple_with_a_slip(const Var<double>& x)
 {
-    ad::Op<double> op("triple_with_a_slip", {x}, [](ad::Vjp<double>& v) {
+    ad::Op<double> op("triple_with_a_slip", {x});
+    xt::noalias(op.out()) = 3.0 * x.value();
+    return op.done([](ad::Vjp<double>& v) {
         Tensor<double> d = 3.0 * v.g;
         d.flat(4) = 2.0 * v.g.flat(4);
         v.acc(0, d);
     });
-    xt::noalias(op.out()) = 3.0 * x.value();
-    return op.done();
 }
 
 // y = 2 x with a VJP that ignores the cotangent: right only when g is all ones.
 Var<double> double_ignoring_g(const Var<double>& x)
 {
-    ad::Op<double> op("double_ignoring_g", {x}, [](ad::Vjp<double>& v) {
+    ad::Op<double> op("double_ignoring_g", {x});
+    xt::noalias(op.out()) = 2.0 * x.value();
+    return op.done([](ad::Vjp<double>& v) {
         Tensor<double> d = v.x(0);
         d.fill(2.0);
         v.acc(0, d);
     });
-    xt::noalias(op.out()) = 2.0 * x.value();
-    return op.done();
 }
 
 // sin with the derivative's sign wrong: d sin(x) taken as -cos(x).
 Var<double> sin_with_wrong_sign(const Var<double>& x)
 {
-    ad::Op<double> op("sin_with_wrong_sign", {x}, [](ad::Vjp<double>& v) { v.acc(0, -v.g * xt::cos(v.x(0))); });
+    ad::Op<double> op("sin_with_wrong_sign", {x});
     xt::noalias(op.out()) = xt::sin(x.value());
-    return op.done();
+    return op.done([](ad::Vjp<double>& v) { v.acc(0, -v.g * xt::cos(v.x(0))); });
 }
 
 }  // namespace

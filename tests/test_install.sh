@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The installed package works for another CMake project: `cmake --install` the build tree into a
-# temporary prefix, then configure, build and run a small project that finds the library with
-# find_package(autodiff) and takes a gradient with it.
+# temporary prefix, then configure, build and run two small projects that find the library with
+# find_package(autodiff): one takes a gradient with the engine alone; the other is
+# examples/custom_op.cpp, which defines ops through the public op contract, uses them in a
+# module, trains it and gradchecks it, linking autodiff::nn alone. Both are built without any
+# -march flag (the package must not need the machine's tuning), and the second again with
+# -march=native.
 # Usage: test_install.sh <build dir>
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -54,3 +58,26 @@ cmake --build "$work/consumer/build" >/dev/null
 end=$(date +%s.%N)
 echo "consumer built in $(echo "$end - $start" | bc) s"
 "$work/consumer/build/consumer"
+if grep -q -- "-march" "$work/consumer/build/CMakeFiles/consumer.dir/flags.make"; then
+  echo "the installed package passed a -march flag on to its consumer" >&2
+  exit 4
+fi
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+mkdir "$work/custom_op"
+cp "$src/examples/custom_op.cpp" "$work/custom_op/main.cpp"
+cat >"$work/custom_op/CMakeLists.txt" <<'EOF'
+cmake_minimum_required(VERSION 3.25)
+project(custom_op LANGUAGES CXX)
+find_package(autodiff 0.1 REQUIRED)
+add_executable(custom_op main.cpp)
+target_link_libraries(custom_op PRIVATE autodiff::nn)
+EOF
+for flags in "" "-march=native"; do
+  dir="$work/custom_op/build${flags:+-native}"
+  cmake -S "$work/custom_op" -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$flags" \
+        -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+  cmake --build "$dir" >/dev/null
+  echo "custom_op consumer (extra flags: ${flags:-none}):"
+  "$dir/custom_op" --steps 300
+done

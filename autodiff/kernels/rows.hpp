@@ -1,0 +1,101 @@
+// Row kernels of the fused neural-network ops: softmax over one axis and layer normalisation
+// over the last. Their sums run in SIMD lanes (xsimd) and add the lanes at the end: left to
+// itself the compiler keeps a float sum in one serial chain.
+#pragma once
+
+#include "autodiff/kernels/reduce.hpp"
+
+#include <xsimd/xsimd.hpp>
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+namespace ad::kernels {
+
+// For every slice of x along the axis d: m = max_j x_j and s = sum_j exp(x_j - m), then
+// f(o, i, m, s). A slice holding a NaN has m = NaN.
+template <class T, class F>
+void for_each_slice(const T* x, const AxisLoop& d, F f)
+{
+    for (std::size_t o = 0; o < d.outer; ++o)
+        for (std::size_t i = 0; i < d.inner; ++i) {
+            T m = -std::numeric_limits<T>::infinity();
+            for (std::size_t j = 0; j < d.n; ++j) {
+                const T v = x[d.at(o, j, i)];
+                m = v > m || v != v ? v : m;
+            }
+            T s = 0;
+            for (std::size_t j = 0; j < d.n; ++j) s += std::exp(x[d.at(o, j, i)] - m);
+            f(o, i, m, s);
+        }
+}
+
+template <class T>
+using Batch = xsimd::batch<T>;
+
+// sum_j (x_j - c)^k over one row, k = 1 or 2.
+template <class T, int k>
+T sum_centred(const T* x, T c, std::size_t n)
+{
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vc(c);
+    Batch<T> acc(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> d = Batch<T>::load_unaligned(x + j) - vc;
+        acc += k == 1 ? d : d * d;
+    }
+    T total = xsimd::hadd(acc);
+    for (; j < n; ++j) total += k == 1 ? x[j] - c : (x[j] - c) * (x[j] - c);
+    return total;
+}
+
+// y = (x - mu) rstd gamma + beta for one row of n; returns {mu, rstd}.
+template <class T>
+std::pair<T, T> layer_norm_row(const T* __restrict x, const T* __restrict gamma, const T* __restrict beta,
+                               T* __restrict y, std::size_t n, T eps)
+{
+    const T mu = sum_centred<T, 1>(x, T(0), n) / T(n);
+    const T rstd = T(1) / std::sqrt(sum_centred<T, 2>(x, mu, n) / T(n) + eps);
+    for (std::size_t j = 0; j < n; ++j) y[j] = (x[j] - mu) * rstd * gamma[j] + beta[j];
+    return {mu, rstd};
+}
+
+// One row of layer_norm's VJP for x:
+// dx (+)= rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat)).
+template <class T>
+void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T* __restrict g, T mu, T rstd,
+                       T* __restrict dx, bool first, std::size_t n)
+{
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vmu(mu), vrstd(rstd);
+    Batch<T> a1(T(0)), a2(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> d = Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
+        a1 += d;
+        a2 += d * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
+    }
+    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
+    for (; j < n; ++j) {
+        const T d = g[j] * gamma[j];
+        t1 += d;
+        t2 += d * ((x[j] - mu) * rstd);
+    }
+    const T m1 = t1 / T(n), m2 = t2 / T(n);
+    if (first)
+        for (j = 0; j < n; ++j) dx[j] = rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+    else
+        for (j = 0; j < n; ++j) dx[j] += rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+}
+
+// dgamma += g xhat over one row.
+template <class T>
+void layer_norm_row_dgamma(const T* __restrict x, const T* __restrict g, T mu, T rstd, T* __restrict dgamma,
+                           std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) dgamma[j] += g[j] * ((x[j] - mu) * rstd);
+}
+
+}  // namespace ad::kernels

@@ -1,0 +1,318 @@
+// The op contract: how every op is written, the library's own and a user's alike.
+//
+// An op checks its inputs, records itself on their tape, computes its output, and hands the
+// tape its vector-Jacobian product (VJP): given the cotangent g of the output, add
+// g^T d(output)/d(input k) into the adjoint of each input k. The reverse sweep calls it; the
+// sweep knows nothing else about the op.
+//
+//     // softplus(x) = log(1 + e^x);  d = sigmoid(x) g
+//     template <class T>
+//     ad::Var<T> softplus(const ad::Var<T>& x)
+//     {
+//         ad::Op<T> op("softplus", {x});
+//         xt::noalias(op.out()) = xt::log1p(xt::exp(x.value()));
+//         return op.done([](ad::Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
+//                        [](ad::GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
+//     }
+//
+// - Op(name, inputs) records the op on the inputs' tape. out() is the output buffer, kept from
+//   step to step: fill it with xt::noalias(op.out()) = ... or resize() and a loop (a plain
+//   assignment would allocate a fresh buffer every step).
+// - Attributes (a slope, an axis, a flag) are captured by the lambdas: the closure is the op's
+//   typed state. Captures of up to 48 bytes are stored in the record itself, so recording
+//   allocates nothing; larger ones (a captured std::function, a big struct) go to the heap.
+// - Tensors the VJP reads go in save(k) (v.saved(k) in the VJP), integers in save_indices()
+//   (v.indices()): buffers kept from step to step.
+// - done(vjp) states the VJP on tensors (Vjp<T>). done(vjp, graph_vjp) also states it in tape
+//   ops (GradVjp<T>, whose g, y and x(k) are Vars): a sweep asked for a graph (ad::create_graph)
+//   records graph_vjp, so the gradient is itself differentiable, to any order. An op without
+//   graph_vjp works at first order and is refused by name at second order. When one formula
+//   reads the same on tensors and on Vars, one generic lambda serves as both: done(f, f).
+// - Errors: throw ad::Error naming the op and the shapes (fail() adds the tape position). If
+//   the forward throws after Op was built, the record is taken off the tape again.
+//
+// Heavy loops belong in named kernels (autodiff/kernels/), so that an op reads formula,
+// forward, VJP.
+#pragma once
+
+#include "autodiff/anomaly.hpp"
+#include "autodiff/kernels/reduce.hpp"
+#include "autodiff/ops.hpp"
+#include "autodiff/tape.hpp"
+
+#include <xtensor/xbroadcast.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xnoalias.hpp>
+#include <xtensor/xoperation.hpp>
+
+#include <string>
+
+namespace ad {
+
+using kernels::AxisLoop;
+
+// The context a first-order VJP receives: the cotangent g of the op's output, the output y,
+// the inputs' values, and the adjoints to add into.
+template <class T>
+struct Vjp {
+    Tape<T>& tape;
+    const detail::Record<T>& record;
+    std::size_t index;   // the op's position on the tape
+    const Tensor<T>& g;  // the cotangent of the output
+    const Tensor<T>& y;  // the output
+
+    std::size_t inputs() const { return record.n_inputs; }
+    std::uint32_t id(std::size_t k) const { return tape.input(record, k); }
+    const Tensor<T>& x(std::size_t k) const { return tape.value(id(k)); }
+    const Tensor<T>& saved(std::size_t k) const { return record.saved[k]; }
+    const std::vector<std::ptrdiff_t>& indices() const { return record.indices; }
+    // Whether input k needs a gradient: ops skip the work for those that do not.
+    bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
+
+    // The adjoint buffer of input k, shaped like the input, and whether this is its first
+    // contribution in this sweep (then it must be overwritten, not added to): for ops that
+    // write straight into it, as BLAS does with beta = 0 or 1.
+    Tensor<T>& slot(std::size_t k, bool& first)
+    {
+        const auto i = id(k);
+        auto& rec = tape.record(i);
+        if (rec.param && tape.into_params) {
+            first = false;
+            tape.has_adjoint()[i] = 1;  // reached: a grad-ready hook reports it
+            return rec.param->grad;
+        }
+        auto& flag = tape.has_adjoint()[i];
+        first = !flag;
+        flag = 1;
+        auto& a = tape.adjoint(i);
+        if (first && a.shape() != x(k).shape()) a.resize(x(k).shape());
+        return a;
+    }
+
+    // adjoint(input k) += e, with e summed back to the input's shape where the forward
+    // broadcast it. e is evaluated only if input k needs a gradient.
+    template <class E>
+    void acc(std::size_t k, const E& e)
+    {
+        if (!wants(k)) return;
+        bool first;
+        auto& a = slot(k, first);
+        const auto& xs = x(k).shape();
+        if (std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end())) {
+            if (first) xt::noalias(a) = e;
+            else xt::noalias(a) += e;
+            return;
+        }
+        kernels::sum_to(e, xs, a, !first, tape.scratch, tape.scratch2);
+    }
+
+    // adjoint(input k)[i] += f(i) for every element i of the input, as a plain loop.
+    template <class F>
+    void acc_each(std::size_t k, F f)
+    {
+        if (!wants(k)) return;
+        bool first;
+        T* d = slot(k, first).data();
+        const std::size_t n = x(k).size();
+        if (first)
+            for (std::size_t i = 0; i < n; ++i) d[i] = f(i);
+        else
+            for (std::size_t i = 0; i < n; ++i) d[i] += f(i);
+    }
+};
+
+// The context a differentiable VJP receives: the same quantities as Vars on the tape, so that
+// the VJP it records can be differentiated again.
+template <class T>
+struct GradVjp {
+    Tape<T>& tape;
+    std::size_t index;
+    Var<T> g;  // the cotangent of the output
+    Var<T> y;  // the output
+    std::vector<Var<T>>& adjoints;  // the sweep's, indexed like the records
+    std::vector<char>& reached;
+
+    const detail::Record<T>& record() const { return tape.record(index); }
+    std::size_t inputs() const { return record().n_inputs; }
+    std::uint32_t id(std::size_t k) const { return tape.input(record(), k); }
+    Var<T> x(std::size_t k) const { return tape.handle(id(k)); }
+    // A saved tensor as a constant: what the forward computed from its inputs' values, which a
+    // graph VJP must not differentiate through (build it from x(k) instead where it must).
+    Var<T> saved(std::size_t k) const { return tape.constant(record().saved[k]); }
+    const std::vector<std::ptrdiff_t>& indices() const { return record().indices; }
+    bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
+    Var<T> constant(const Tensor<T>& t) const { return tape.constant(t); }
+
+    // adjoint(input k) += e, summed back to the input's shape where the forward broadcast it.
+    void acc(std::size_t k, const Var<T>& e)
+    {
+        if (!wants(k)) return;
+        const auto i = id(k);
+        const auto& xs = tape.value(i).shape();
+        const Var<T> d = e.shape() == xs ? e : sum_to(e, Shape(xs.begin(), xs.end()));
+        adjoints[i] = reached[i] ? add(adjoints[i], d) : d;
+        reached[i] = 1;
+    }
+};
+
+// Records one op: the constructor appends the record, out() is the output buffer to fill,
+// done() hands over the VJP and returns the output's handle.
+template <class T>
+class Op {
+public:
+    Op(const char* name, std::initializer_list<Var<T>> inputs)
+        : tape_(first_tape(name, inputs)), r_(tape_.push(name, inputs)), index_(tape_.size() - 1)
+    {
+    }
+    Op(const char* name, const std::vector<Var<T>>& inputs)
+        : tape_(first_tape(name, inputs)), r_(tape_.push(name, inputs)), index_(tape_.size() - 1)
+    {
+    }
+    Op(const Op&) = delete;
+    Op& operator=(const Op&) = delete;
+    ~Op()
+    {
+        if (!done_) tape_.pop();
+    }
+
+    Tensor<T>& out() { return r_.value; }
+    Tensor<T>& save(std::size_t k)
+    {
+        if (r_.saved.size() <= k) r_.saved.resize(k + 1);
+        return r_.saved[k];
+    }
+    std::vector<std::ptrdiff_t>& save_indices()
+    {
+        r_.indices.clear();
+        return r_.indices;
+    }
+    // Whether any input needs a gradient: when not, done() keeps no VJP, and an op may skip
+    // saving what only its VJP reads.
+    bool needs_grad() const { return r_.needs_grad; }
+    std::size_t index() const { return index_; }
+    Tape<T>& tape() { return tape_; }
+
+    template <class F>
+    Var<T> done(F&& vjp)
+    {
+        return done(std::forward<F>(vjp), detail::NoGraphVjp{});
+    }
+    template <class F, class G>
+    Var<T> done(F&& vjp, G&& graph_vjp)
+    {
+        if (r_.needs_grad) r_.vjp.set(std::forward<F>(vjp), std::forward<G>(graph_vjp));
+        if (anomaly_enabled()) check_forward_anomaly(tape_, index_);
+        if (!grad_enabled()) tape_.count_no_grad(r_.op, index_);
+        done_ = true;
+        return tape_.handle(index_);
+    }
+
+private:
+    template <class Inputs>
+    static Tape<T>& first_tape(const char* name, const Inputs& inputs)
+    {
+        if (inputs.size() == 0) throw Error(std::string(name) + ": an op needs at least one input");
+        return tape_of(*inputs.begin(), name);
+    }
+
+    Tape<T>& tape_;
+    detail::Record<T>& r_;
+    std::size_t index_;
+    bool done_ = false;
+};
+
+// The error an op raises on bad input: "op (tape position N): what". The position is where the
+// op would have been recorded, so a user with several matmuls can tell which one failed.
+template <class T>
+[[noreturn]] void fail(const char* op, const Var<T>& any_input, const std::string& what)
+{
+    std::string where;
+    if (any_input.valid()) where = " (tape position " + std::to_string(any_input.tape().size()) + ")";
+    throw Error(std::string(op) + where + ": " + what);
+}
+
+// Checks the handles against the first one's tape before an op reads their shapes, so that a
+// stale or foreign handle is reported under the op's name.
+template <class T>
+void check_handles(const char* op, std::initializer_list<Var<T>> xs)
+{
+    const Tape<T>& tape = tape_of(*xs.begin(), op);
+    for (const auto& x : xs) tape.check(x, op);
+}
+
+// The shape both operands broadcast to (aligned from the right, each pair of dimensions equal
+// or 1); false if they do not broadcast. The result has inline storage: nothing allocates.
+template <class S1, class S2>
+bool broadcast_into(const S1& a, const S2& b, xt::svector<std::size_t, 4>& out)
+{
+    const std::size_t n = std::max(a.size(), b.size());
+    out.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t da = i + a.size() >= n ? a[i + a.size() - n] : 1;
+        const std::size_t db = i + b.size() >= n ? b[i + b.size() - n] : 1;
+        if (da != db && da != 1 && db != 1) return false;
+        out[i] = da == 1 ? db : da;
+    }
+    return true;
+}
+
+template <class S1, class S2>
+std::string broadcast_error(const S1& a, const S2& b)
+{
+    return "cannot broadcast shapes " + shape_str(a) + " and " + shape_str(b) +
+           " (aligned from the right, each pair of dimensions must be equal or 1)";
+}
+
+// broadcast_into, or an error naming the op.
+template <class S1, class S2>
+xt::svector<std::size_t, 4> broadcast_shape(const char* op, const S1& a, const S2& b)
+{
+    xt::svector<std::size_t, 4> out;
+    if (!broadcast_into(a, b, out)) throw Error(std::string(op) + ": " + broadcast_error(a, b));
+    return out;
+}
+
+// The same for two Vars, after checking their handles; the error gives the op's tape position.
+template <class T>
+xt::svector<std::size_t, 4> broadcast_shape(const char* op, const Var<T>& a, const Var<T>& b)
+{
+    check_handles(op, {a, b});
+    xt::svector<std::size_t, 4> out;
+    if (!broadcast_into(a.shape(), b.shape(), out)) fail(op, a, broadcast_error(a.shape(), b.shape()));
+    return out;
+}
+
+// Maps a possibly negative axis into [0, rank), or throws.
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, std::size_t rank);
+
+// normalize_axis for x, after checking its handle; the error names x's shape.
+template <class T>
+std::size_t normalize_axis(const char* op, std::ptrdiff_t axis, const Var<T>& x)
+{
+    check_handles(op, {x});
+    const auto r = static_cast<std::ptrdiff_t>(x.dimension());
+    if (axis < -r || axis >= r)
+        fail(op, x, "axis " + std::to_string(axis) + " is out of range for shape " + shape_str(x.shape()) +
+                        " (expected " + std::to_string(-r) + " <= axis < " + std::to_string(r) + ")");
+    return static_cast<std::size_t>(axis < 0 ? axis + r : axis);
+}
+
+// Explicit instantiation of an op for float and double, beside its definition: Signature is
+// one of the alias templates below.
+#define AD_INSTANTIATE(name, Signature) \
+    template Signature<float> name<float>;    \
+    template Signature<double> name<double>;
+
+namespace sig {
+template <class T> using Unary = Var<T>(const Var<T>&);
+template <class T> using Binary = Var<T>(const Var<T>&, const Var<T>&);
+template <class T> using Ternary = Var<T>(const Var<T>&, const Var<T>&, const Var<T>&);
+template <class T> using WithScalar = Var<T>(const Var<T>&, Scalar<T>);
+template <class T> using ScalarFirst = Var<T>(Scalar<T>, const Var<T>&);
+template <class T> using WithTwoScalars = Var<T>(const Var<T>&, Scalar<T>, Scalar<T>);
+template <class T> using AlongAxis = Var<T>(const Var<T>&, std::ptrdiff_t, bool);
+template <class T> using Axis = Var<T>(const Var<T>&, std::ptrdiff_t);
+template <class T> using ToShape = Var<T>(const Var<T>&, const Shape&);
+}  // namespace sig
+
+}  // namespace ad

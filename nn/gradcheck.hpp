@@ -1,0 +1,25 @@
+// gradcheck for a whole model: the gradient of a loss with respect to a module's named
+// parameters, from one backward pass, against central differences of the loss, each
+// parameter element perturbed in place. The report names the parameter ("blocks.1.norm.gain")
+// and the element. The loss must be deterministic (fix dropout masks, use eval mode or a
+// reseeded generator); parameter values are restored afterwards and their .grad is left zeroed.
+#pragma once
+
+#include "autodiff/gradcheck.hpp"
+#include "nn/module.hpp"
+
+#include <functional>
+
+namespace ad::nn {
+
+template <class T>
+using ModuleLoss = std::function<Var<T>(Module<T>& model, Tape<T>& tape)>;
+
+// T must be double (see ad::gradcheck).
+template <class T>
+GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, GradcheckOptions options = {});
+
+extern template GradcheckResult gradcheck_module(Module<float>&, const ModuleLoss<float>&, GradcheckOptions);
+extern template GradcheckResult gradcheck_module(Module<double>&, const ModuleLoss<double>&, GradcheckOptions);
+
+}  // namespace ad::nn
