@@ -165,6 +165,66 @@ TEST_CASE("conv2d's adjoint ops give its gradients and have gradients of their o
     require_gradcheck([o, ws](const Vars& v) { return ad::conv2d_weight_grad(v[0], v[1], ws, o); }, {x, gy});
 }
 
+TEST_CASE("conv2d's gradient is differentiable: second derivatives agree with central differences",
+          "[ops][conv][higher]")
+{
+    // The graph VJPs of conv2d, conv2d_input_grad and conv2d_weight_grad are written with each
+    // other, so the set is closed under differentiation: checked here at second order.
+    const auto& c = GENERATE(from_range(conv_cases()));
+    CAPTURE(c.what);
+    const Conv2dOptions o = c.o;
+    const Shape xs = c.x, ws = c.w;
+    const Tensor<double> x = randn(c.x, 31), w = randn(c.w, 32), b = randn({c.w[0]}, 33);
+    auto check = [](const ad::MultiFn<double>& f, const std::vector<Tensor<double>>& in) {
+        const auto res = ad::gradgradcheck<double>(f, in);
+        INFO(res.report());
+        CHECK(res.ok);
+        CHECK(res.checked > 0);
+    };
+    check([o](const Vars& v) { return ad::conv2d(v[0], v[1], v[2], o); }, {x, w, b});
+    Tape<double> tape;
+    const auto y = ad::conv2d(tape.constant(x), tape.constant(w), o);
+    const Tensor<double> gy = randn(Shape(y.shape().begin(), y.shape().end()), 34);
+    check([o, xs](const Vars& v) { return ad::conv2d_input_grad(v[0], v[1], xs, o); }, {gy, w});
+    check([o, ws](const Vars& v) { return ad::conv2d_weight_grad(v[0], v[1], ws, o); }, {x, gy});
+}
+
+TEST_CASE("max_pool2d, avg_pool2d, global_avg_pool2d and flatten have second derivatives too", "[ops][conv][higher]")
+{
+    Pool2dOptions po;
+    po.kernel = {3, 2}, po.stride = {2, 1}, po.padding = {1, 1};
+    for (const Pool2dOptions& o : {Pool2dOptions(2), po}) {
+        const Tensor<double> d = distinct({2, 2, 5, 4}, 36);  // no ties
+        for (auto f : {ad::MultiFn<double>([o](const Vars& v) { return ad::square(ad::max_pool2d(v[0], o)); }),
+                       ad::MultiFn<double>([o](const Vars& v) { return ad::square(ad::avg_pool2d(v[0], o)); })}) {
+            const auto res = ad::gradgradcheck<double>(f, {d});
+            INFO(res.report());
+            CHECK(res.ok);
+        }
+    }
+    const Tensor<double> x = randn({2, 3, 3, 2}, 35);
+    // squared so that the second derivative is not zero
+    for (auto f : {ad::MultiFn<double>([](const Vars& v) { return ad::square(ad::global_avg_pool2d(v[0])); }),
+                   ad::MultiFn<double>([](const Vars& v) { return ad::square(ad::flatten(v[0])); })}) {
+        const auto res = ad::gradgradcheck<double>(f, {x});
+        INFO(res.report());
+        CHECK(res.ok);
+    }
+}
+
+TEST_CASE("batch_norm2d has second derivatives: its graph VJP recomputes the statistics from x",
+          "[ops][conv][higher]")
+{
+    const Shape xs = GENERATE(Shape{3, 2, 2, 3}, Shape{4, 3});
+    CAPTURE(xs);
+    const Tensor<double> x = randn(xs, 37, 1.5) + 0.5, gamma = randn({xs[1]}, 38), beta = randn({xs[1]}, 39);
+    const auto res = ad::gradgradcheck<double>(
+        [](const Vars& v) { return ad::square(ad::batch_norm2d(v[0], v[1], v[2])); }, {x, gamma, beta});
+    INFO(res.report());
+    CHECK(res.ok);
+    CHECK(res.checked > 0);
+}
+
 TEST_CASE("pooling equals the direct max and mean over each window", "[ops][conv]")
 {
     struct Case {
@@ -329,7 +389,7 @@ TEST_CASE("a training step through conv2d, pooling and batch_norm2d allocates no
         std::vector<const float*> now;
         for (std::size_t i = 0; i < tape.size(); ++i) {
             now.push_back(tape.record(i).value.data());
-            now.push_back(tape.record(i).saved.data());
+            for (const auto& t : tape.record(i).saved) now.push_back(t.data());
         }
         if (step == 1) first = now;
         if (step == 2) CHECK(now == first);
@@ -387,6 +447,8 @@ TEST_CASE("conv2d and pooling refuse bad input with the op's name and the shapes
         Pool2dOptions p(2);
         p.stride = {0, 2};
         CHECK_THROWS_WITH(ad::avg_pool2d(x, p), Contains("avg_pool2d: stride [0, 2] must be >= 1 (input [2, 4, 5, 5])"));
+        o.stride = {70000, 1};
+        CHECK_THROWS_WITH(ad::conv2d(x, w, o), Contains("must each be at most 65535"));
     }
     SECTION("groups not dividing the channels")
     {

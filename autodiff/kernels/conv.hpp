@@ -56,7 +56,7 @@ inline std::size_t conv_out_size(std::size_t in, std::size_t k, std::size_t stri
 // C (+)= op(A) op(B) for row-major buffers: A is [m, k] (or [k, m] when ta), B is [k, n] (or
 // [n, k] when tb), C is [m, n].
 template <class T>
-void gemm(const T* A, bool ta, const T* B, bool tb, T* C, std::size_t m, std::size_t n, std::size_t k,
+void matmul_into(const T* A, bool ta, const T* B, bool tb, T* C, std::size_t m, std::size_t n, std::size_t k,
           bool accumulate)
 {
     if (m == 0 || n == 0) return;
@@ -181,7 +181,7 @@ void conv2d_forward(const T* x, const T* w, const T* bias, const ConvGeometry& g
     im2col(x, g, cols);
     const std::size_t Fg = g.Fg(), Kg = g.Kg(), NP = g.columns();
     for (std::size_t k = 0; k < g.groups; ++k)
-        gemm(w + k * Fg * Kg, false, cols + k * Kg * NP, false, ybuf + k * Fg * NP, Fg, NP, Kg, false);
+        matmul_into(w + k * Fg * Kg, false, cols + k * Kg * NP, false, ybuf + k * Fg * NP, Fg, NP, Kg, false);
     from_cnp(ybuf, g.N, g.F, g.pixels(), bias, y, false);
 }
 
@@ -192,7 +192,7 @@ void conv2d_weight_grad(const T* gcnp, const T* cols, const ConvGeometry& g, T* 
 {
     const std::size_t Fg = g.Fg(), Kg = g.Kg(), NP = g.columns();
     for (std::size_t k = 0; k < g.groups; ++k)
-        gemm(gcnp + k * Fg * NP, false, cols + k * Kg * NP, true, dw + k * Fg * Kg, Fg, Kg, NP, accumulate);
+        matmul_into(gcnp + k * Fg * NP, false, cols + k * Kg * NP, true, dw + k * Fg * Kg, Fg, Kg, NP, accumulate);
 }
 
 // dx [N, C, H, W] (+)= col2im(W^T G) per group; dcols [C kh kw, N P] is work space.
@@ -201,7 +201,7 @@ void conv2d_input_grad(const T* gcnp, const T* w, const ConvGeometry& g, T* dcol
 {
     const std::size_t Fg = g.Fg(), Kg = g.Kg(), NP = g.columns();
     for (std::size_t k = 0; k < g.groups; ++k)
-        gemm(w + k * Fg * Kg, true, gcnp + k * Fg * NP, false, dcols + k * Kg * NP, Kg, NP, Fg, false);
+        matmul_into(w + k * Fg * Kg, true, gcnp + k * Fg * NP, false, dcols + k * Kg * NP, Kg, NP, Fg, false);
     if (!accumulate) std::fill_n(dx, g.in_size(), T(0));
     col2im_add(dcols, g, dx);
 }
