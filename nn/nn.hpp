@@ -5,6 +5,7 @@
 #include "nn/batch_norm.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/clip.hpp"
+#include "nn/conv.hpp"
 #include "nn/dropout.hpp"
 #include "nn/gradcheck.hpp"
 #include "nn/idx.hpp"

@@ -1,0 +1,687 @@
+// Convolution, pooling and batch normalisation ops on NCHW tensors. Each op checks its shapes,
+// fills its output through a kernel of kernels/conv.hpp and records a VJP that calls the
+// adjoint kernels. The op's saved buffer holds the unfolded input (im2col) and the work space
+// of both passes, sized by the first step and reused by every later one.
+#include "autodiff/conv.hpp"
+
+#include "autodiff/op.hpp"
+#include "autodiff/kernels/conv.hpp"
+
+#include <string>
+
+namespace ad {
+
+namespace {
+
+using kernels::ConvGeometry;
+using kernels::PoolGeometry;
+
+std::string size2_str(const Size2& s) { return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + "]"; }
+
+// A convolution's attributes as the VJPs capture them: 14 bytes (check_conv refuses values
+// above 65535), so both closures are stored in the record itself and recording allocates nothing.
+struct ConvAttrs {
+    using U = std::uint16_t;
+    U sh, sw, ph, pw, dh, dw, groups;
+    explicit ConvAttrs(const Conv2dOptions& o)
+        : sh(U(o.stride[0])), sw(U(o.stride[1])), ph(U(o.padding[0])), pw(U(o.padding[1])), dh(U(o.dilation[0])),
+          dw(U(o.dilation[1])), groups(U(o.groups))
+    {
+    }
+    Conv2dOptions options() const
+    {
+        Conv2dOptions o;
+        o.stride = {sh, sw};
+        o.padding = {ph, pw};
+        o.dilation = {dh, dw};
+        o.groups = groups;
+        return o;
+    }
+};
+
+// The geometry of a convolution of an input of shape xs by a weight of shape ws (both rank 4,
+// already checked).
+template <class S1, class S2>
+ConvGeometry geometry(const S1& xs, const S2& ws, const Conv2dOptions& o)
+{
+    ConvGeometry g;
+    g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
+    g.F = ws[0], g.kh = ws[2], g.kw = ws[3];
+    g.sh = o.stride[0], g.sw = o.stride[1];
+    g.ph = o.padding[0], g.pw = o.padding[1];
+    g.dh = o.dilation[0], g.dw = o.dilation[1];
+    g.groups = o.groups;
+    g.Ho = kernels::conv_out_size(g.H, g.kh, g.sh, g.ph, g.dh);
+    g.Wo = kernels::conv_out_size(g.W, g.kw, g.sw, g.pw, g.dw);
+    return g;
+}
+
+// Checks a convolution of input shape xs by weight shape ws: ranks, strides, dilations, groups,
+// channels and that the dilated kernel fits the padded input. `op` names the op in errors.
+template <class S1, class S2>
+ConvGeometry check_conv(const char* op, const S1& xs, const S2& ws, const Conv2dOptions& o)
+{
+    // Built only when an error is raised: a valid call allocates nothing.
+    auto shapes = [&] { return "input " + shape_str(xs) + ", weight " + shape_str(ws); };
+    if (xs.size() != 4)
+        throw Error(std::string(op) + ": input must be [N, C, H, W] (rank 4), got shape " + shape_str(xs));
+    if (ws.size() != 4)
+        throw Error(std::string(op) + ": weight must be [F, C / groups, kh, kw] (rank 4), got shape " +
+                    shape_str(ws));
+    if (o.stride[0] == 0 || o.stride[1] == 0)
+        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (" + shapes() + ")");
+    for (std::size_t v : {o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0], o.dilation[1], o.groups})
+        if (v > 65535)
+            throw Error(std::string(op) + ": stride " + size2_str(o.stride) + ", padding " + size2_str(o.padding) +
+                        ", dilation " + size2_str(o.dilation) + " and groups = " + std::to_string(o.groups) +
+                        " must each be at most 65535 (" + shapes() + ")");
+    if (o.dilation[0] == 0 || o.dilation[1] == 0)
+        throw Error(std::string(op) + ": dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes() + ")");
+    if (o.groups == 0 || xs[1] % o.groups != 0 || ws[0] % o.groups != 0)
+        throw Error(std::string(op) + ": groups = " + std::to_string(o.groups) +
+                    " must be >= 1 and divide both the input channels C = " + std::to_string(xs[1]) +
+                    " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes() + ")");
+    if (ws[1] * o.groups != xs[1])
+        throw Error(std::string(op) + ": channel mismatch: the weight " + shape_str(ws) + " with groups = " +
+                    std::to_string(o.groups) + " takes " + std::to_string(ws[1] * o.groups) +
+                    " input channels, the input " + shape_str(xs) + " has " + std::to_string(xs[1]));
+    if (ws[2] == 0 || ws[3] == 0)
+        throw Error(std::string(op) + ": the kernel is empty (" + shapes() + ")");
+    for (int a = 0; a < 2; ++a) {
+        const std::size_t in = xs[2 + a], k = ws[2 + a], pad = o.padding[a], dil = o.dilation[a];
+        const std::size_t span = dil * (k - 1) + 1;
+        if (span > in + 2 * pad)
+            throw Error(std::string(op) + ": the kernel (" + std::to_string(k) + " taps, dilation " +
+                        std::to_string(dil) + ": spans " + std::to_string(span) + ") is larger than the padded " +
+                        (a == 0 ? "height " : "width ") + std::to_string(in) + " + 2 x " + std::to_string(pad) +
+                        " = " + std::to_string(in + 2 * pad) + " (" + shapes() + ")");
+    }
+    return geometry(xs, ws, o);
+}
+
+// Work space carved from one saved tensor: cols [C kh kw, N P], cnp [F, N P], dcols like cols,
+// ycnp like cnp. Each op sizes the parts it uses.
+template <class T>
+struct ConvBuffers {
+    T *cols, *cnp, *dcols, *ycnp;
+};
+
+template <class T>
+ConvBuffers<T> carve(Tensor<T>& saved, const ConvGeometry& g, int parts)
+{
+    const std::size_t c = g.cols_size(), y = g.F * g.columns();
+    const std::size_t sizes[4] = {c, y, c, y};
+    std::size_t total = 0;
+    for (int i = 0; i < parts; ++i) total += sizes[i];
+    if (saved.dimension() != 1 || saved.size() != total) saved.resize({total});
+    T* p = saved.data();
+    ConvBuffers<T> b{nullptr, nullptr, nullptr, nullptr};
+    T** slots[4] = {&b.cols, &b.cnp, &b.dcols, &b.ycnp};
+    for (int i = 0; i < parts; ++i) {
+        *slots[i] = p;
+        p += sizes[i];
+    }
+    return b;
+}
+
+// The op's saved buffer 0 as the VJP's work space (its contents from the forward pass are only
+// read; the work parts are overwritten).
+template <class T>
+ConvBuffers<T> buffers(const Vjp<T>& v, const ConvGeometry& g, int parts)
+{
+    return carve(const_cast<Tensor<T>&>(v.saved(0)), g, parts);
+}
+
+template <class T>
+void set_shape4(Tensor<T>& t, std::size_t a, std::size_t b, std::size_t c, std::size_t d)
+{
+    typename Tensor<T>::shape_type s;  // inline storage: no allocation
+    s.push_back(a), s.push_back(b), s.push_back(c), s.push_back(d);
+    if (t.shape() != s) t.resize(s);
+}
+
+template <class S>
+Shape shape_of(const S& s) { return Shape(s.begin(), s.end()); }
+
+// The sum of g [N, F, H, W] over n, h and w, as tape ops: [F].
+template <class T>
+Var<T> sum_nhw(const Var<T>& g) { return sum(sum(sum(g, 3), 2), 0); }
+
+// y = conv2d(x, w) (+ b). The VJP reads cols = im2col(x) saved by the forward pass:
+//   dx = col2im(W^T G), dw = G cols^T (one GEMM per group each), db = sum of g over n, h, w.
+// Inputs {x, w} or {x, w, b}; saved(0) = [cols | cnp | dcols].
+template <class T>
+void conv2d_vjp(const ConvAttrs& a, Vjp<T>& v)
+{
+    const ConvGeometry g = geometry(v.x(0).shape(), v.x(1).shape(), a.options());
+    const bool want_x = v.wants(0), want_w = v.wants(1), want_b = v.inputs() == 3 && v.wants(2);
+    bool first;
+    if (want_b) {
+        T* db = v.slot(2, first).data();
+        kernels::bias_grad(v.g.data(), g.N, g.F, g.pixels(), db, !first);
+    }
+    if (!want_x && !want_w) return;
+    const auto buf = buffers(v, g, 3);
+    kernels::to_cnp(v.g.data(), g.N, g.F, g.pixels(), buf.cnp);
+    if (want_w) {
+        T* dw = v.slot(1, first).data();
+        kernels::conv2d_weight_grad(buf.cnp, buf.cols, g, dw, !first);
+    }
+    if (want_x) {
+        T* dx = v.slot(0, first).data();
+        kernels::conv2d_input_grad(buf.cnp, v.x(1).data(), g, buf.dcols, dx, !first);
+    }
+}
+
+// The same VJP in tape ops, so that it can be differentiated again:
+//   dx = conv2d_input_grad(g, w), dw = conv2d_weight_grad(x, g), db = sum of g over n, h, w.
+template <class T>
+void conv2d_graph_vjp(const ConvAttrs& a, GradVjp<T>& v)
+{
+    const Conv2dOptions o = a.options();
+    const Var<T> x = v.x(0), w = v.x(1);
+    if (v.wants(0)) v.acc(0, conv2d_input_grad(v.g, w, shape_of(x.shape()), o));
+    if (v.wants(1)) v.acc(1, conv2d_weight_grad(x, v.g, shape_of(w.shape()), o));
+    if (v.inputs() == 3 && v.wants(2)) v.acc(2, sum_nhw(v.g));
+}
+
+}  // namespace
+
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Conv2dOptions& o)
+{
+    check_handles("conv2d", {x, w});
+    const ConvGeometry g = check_conv("conv2d", x.shape(), w.shape(), o);
+    Op<T> op("conv2d", {x, w});
+    auto buf = carve(op.save(0), g, 3);
+    auto& y = op.out();
+    set_shape4(y, g.N, g.F, g.Ho, g.Wo);
+    kernels::conv2d_forward<T>(x.value().data(), w.value().data(), nullptr, g, buf.cols, buf.cnp, y.data());
+    const ConvAttrs a(o);
+    return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
+}
+
+template <class T>
+Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, const Conv2dOptions& o)
+{
+    check_handles("conv2d", {x, w, b});
+    const ConvGeometry g = check_conv("conv2d", x.shape(), w.shape(), o);
+    if (b.dimension() != 1 || b.shape()[0] != g.F)
+        throw Error("conv2d: bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
+                    " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
+    Op<T> op("conv2d", {x, w, b});
+    auto buf = carve(op.save(0), g, 3);
+    auto& y = op.out();
+    set_shape4(y, g.N, g.F, g.Ho, g.Wo);
+    kernels::conv2d_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, buf.cols, buf.cnp,
+                               y.data());
+    const ConvAttrs a(o);
+    return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
+}
+
+namespace {
+
+// dx = conv2d_input_grad(g, w): linear in each argument, the adjoint of x -> conv2d(x, w). For a
+// cotangent u of dx's shape: <dx, u> = <g, conv2d(u, w)>, so
+//   d g = conv2d(u, w),   d w = conv2d_weight_grad(u, g).
+// Inputs {g, w}; saved(0) = [cols | cnp | dcols | ycnp]: cnp = g as [F, N P] from the forward pass.
+template <class T>
+void conv2d_input_grad_vjp(const ConvAttrs& a, Vjp<T>& v)
+{
+    const ConvGeometry g = geometry(v.y.shape(), v.x(1).shape(), a.options());
+    if (!v.wants(0) && !v.wants(1)) return;
+    const auto buf = buffers(v, g, 4);
+    kernels::im2col(v.g.data(), g, buf.cols);  // the cotangent u, unfolded
+    bool first;
+    if (v.wants(0)) {  // conv2d(u, w)
+        const std::size_t Fg = g.Fg(), Kg = g.Kg(), NP = g.columns();
+        for (std::size_t k = 0; k < g.groups; ++k)
+            kernels::matmul_into(v.x(1).data() + k * Fg * Kg, false, buf.cols + k * Kg * NP, false,
+                                 buf.ycnp + k * Fg * NP, Fg, NP, Kg, false);
+        T* dg = v.slot(0, first).data();
+        kernels::from_cnp<T>(buf.ycnp, g.N, g.F, g.pixels(), nullptr, dg, !first);
+    }
+    if (v.wants(1)) {  // conv2d_weight_grad(u, g)
+        T* dw = v.slot(1, first).data();
+        kernels::conv2d_weight_grad(buf.cnp, buf.cols, g, dw, !first);
+    }
+}
+
+// dw = conv2d_weight_grad(x, g). For a cotangent u of dw's shape: <dw, u> = <g, conv2d(x, u)>, so
+//   d x = conv2d_input_grad(g, u),   d g = conv2d(x, u).
+// Inputs {x, g}; saved(0) = [cols | cnp | dcols | ycnp]: cols = im2col(x), cnp = g as [F, N P].
+template <class T>
+void conv2d_weight_grad_vjp(const ConvAttrs& a, Vjp<T>& v)
+{
+    const ConvGeometry g = geometry(v.x(0).shape(), v.y.shape(), a.options());
+    if (!v.wants(0) && !v.wants(1)) return;
+    const auto buf = buffers(v, g, 4);
+    const T* u = v.g.data();
+    bool first;
+    if (v.wants(0)) {
+        T* dx = v.slot(0, first).data();
+        kernels::conv2d_input_grad(buf.cnp, u, g, buf.dcols, dx, !first);
+    }
+    if (v.wants(1)) {
+        const std::size_t Fg = g.Fg(), Kg = g.Kg(), NP = g.columns();
+        for (std::size_t k = 0; k < g.groups; ++k)
+            kernels::matmul_into(u + k * Fg * Kg, false, buf.cols + k * Kg * NP, false, buf.ycnp + k * Fg * NP, Fg,
+                                 NP, Kg, false);
+        T* dg = v.slot(1, first).data();
+        kernels::from_cnp<T>(buf.ycnp, g.N, g.F, g.pixels(), nullptr, dg, !first);
+    }
+}
+
+}  // namespace
+
+template <class T>
+Var<T> conv2d_input_grad(const Var<T>& gy, const Var<T>& w, const Shape& input_shape, const Conv2dOptions& o)
+{
+    check_handles("conv2d_input_grad", {gy, w});
+    const ConvGeometry g = check_conv("conv2d_input_grad", input_shape, w.shape(), o);
+    const auto& gs = gy.shape();
+    if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
+        throw Error("conv2d_input_grad: the output cotangent has shape " + shape_str(gs) + "; the convolution of " +
+                    shape_str(input_shape) + " by " + shape_str(w.shape()) + " gives [" + std::to_string(g.N) + ", " +
+                    std::to_string(g.F) + ", " + std::to_string(g.Ho) + ", " + std::to_string(g.Wo) + "]");
+    Op<T> op("conv2d_input_grad", {gy, w});
+    auto buf = carve(op.save(0), g, 4);
+    auto& dx = op.out();
+    set_shape4(dx, g.N, g.C, g.H, g.W);
+    kernels::to_cnp(gy.value().data(), g.N, g.F, g.pixels(), buf.cnp);
+    kernels::conv2d_input_grad(buf.cnp, w.value().data(), g, buf.dcols, dx.data(), false);
+    const ConvAttrs a(o);
+    return op.done([a](Vjp<T>& v) { conv2d_input_grad_vjp(a, v); },
+                   [a](GradVjp<T>& v) {
+                       const Conv2dOptions o = a.options();
+                       const Var<T> gy = v.x(0), w = v.x(1);
+                       if (v.wants(0)) v.acc(0, conv2d(v.g, w, o));
+                       if (v.wants(1)) v.acc(1, conv2d_weight_grad(v.g, gy, shape_of(w.shape()), o));
+                   });
+}
+
+template <class T>
+Var<T> conv2d_weight_grad(const Var<T>& x, const Var<T>& gy, const Shape& weight_shape, const Conv2dOptions& o)
+{
+    check_handles("conv2d_weight_grad", {x, gy});
+    const ConvGeometry g = check_conv("conv2d_weight_grad", x.shape(), weight_shape, o);
+    const auto& gs = gy.shape();
+    if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
+        throw Error("conv2d_weight_grad: the output cotangent has shape " + shape_str(gs) +
+                    "; the convolution of " + shape_str(x.shape()) + " by " + shape_str(weight_shape) + " gives [" +
+                    std::to_string(g.N) + ", " + std::to_string(g.F) + ", " + std::to_string(g.Ho) + ", " +
+                    std::to_string(g.Wo) + "]");
+    Op<T> op("conv2d_weight_grad", {x, gy});
+    auto buf = carve(op.save(0), g, 4);
+    auto& dw = op.out();
+    set_shape4(dw, g.F, g.Cg(), g.kh, g.kw);
+    kernels::im2col(x.value().data(), g, buf.cols);
+    kernels::to_cnp(gy.value().data(), g.N, g.F, g.pixels(), buf.cnp);
+    kernels::conv2d_weight_grad(buf.cnp, buf.cols, g, dw.data(), false);
+    const ConvAttrs a(o);
+    return op.done([a](Vjp<T>& v) { conv2d_weight_grad_vjp(a, v); },
+                   [a](GradVjp<T>& v) {
+                       const Conv2dOptions o = a.options();
+                       const Var<T> x = v.x(0), gy = v.x(1);
+                       if (v.wants(0)) v.acc(0, conv2d_input_grad(gy, v.g, shape_of(x.shape()), o));
+                       if (v.wants(1)) v.acc(1, conv2d(x, v.g, o));
+                   });
+}
+
+namespace {
+
+// Checks a pooling of x and returns its geometry.
+template <class T>
+PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o)
+{
+    check_handles(op, {x});
+    const auto& s = x.shape();
+    if (s.size() != 4) throw Error(std::string(op) + ": input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
+    if (o.kernel[0] == 0 || o.kernel[1] == 0)
+        throw Error(std::string(op) + ": kernel " + size2_str(o.kernel) + " must be >= 1 (input " + shape_str(s) + ")");
+    if (o.stride[0] == 0 || o.stride[1] == 0)
+        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (input " + shape_str(s) + ")");
+    if (2 * o.padding[0] > o.kernel[0] || 2 * o.padding[1] > o.kernel[1])
+        throw Error(std::string(op) + ": padding " + size2_str(o.padding) + " must be at most half the kernel " +
+                    size2_str(o.kernel) + " (input " + shape_str(s) + ")");
+    for (int a = 0; a < 2; ++a)
+        if (o.kernel[a] > s[2 + a] + 2 * o.padding[a])
+            throw Error(std::string(op) + ": the kernel " + size2_str(o.kernel) + " is larger than the padded input " +
+                        (a == 0 ? "height " : "width ") + std::to_string(s[2 + a]) + " + 2 x " +
+                        std::to_string(o.padding[a]) + " (input " + shape_str(s) + ")");
+    PoolGeometry g;
+    g.N = s[0], g.C = s[1], g.H = s[2], g.W = s[3];
+    g.kh = o.kernel[0], g.kw = o.kernel[1], g.sh = o.stride[0], g.sw = o.stride[1];
+    g.ph = o.padding[0], g.pw = o.padding[1];
+    g.Ho = kernels::conv_out_size(g.H, g.kh, g.sh, g.ph, 1);
+    g.Wo = kernels::conv_out_size(g.W, g.kw, g.sw, g.pw, 1);
+    return g;
+}
+
+// A pooling's attributes as its VJP captures them (24 bytes: stored in the record itself).
+struct PoolAttrs {
+    std::uint32_t kh, kw, sh, sw, ph, pw;
+    explicit PoolAttrs(const PoolGeometry& g)
+        : kh(std::uint32_t(g.kh)), kw(std::uint32_t(g.kw)), sh(std::uint32_t(g.sh)), sw(std::uint32_t(g.sw)),
+          ph(std::uint32_t(g.ph)), pw(std::uint32_t(g.pw))
+    {
+    }
+    Pool2dOptions options() const
+    {
+        Pool2dOptions o;
+        o.kernel = {kh, kw}, o.stride = {sh, sw}, o.padding = {ph, pw};
+        return o;
+    }
+    // The geometry again, from the input's and output's shapes.
+    template <class S1, class S2>
+    PoolGeometry geometry(const S1& xs, const S2& ys) const
+    {
+        PoolGeometry g;
+        g.N = xs[0], g.C = xs[1], g.H = xs[2], g.W = xs[3];
+        g.kh = kh, g.kw = kw, g.sh = sh, g.sw = sw, g.ph = ph, g.pw = pw;
+        g.Ho = ys[2], g.Wo = ys[3];
+        return g;
+    }
+};
+
+}  // namespace
+
+namespace {
+
+// The pooling VJPs as ops of their own, so that the pools' gradients are differentiable. Each is
+// linear in its input, and the adjoint of one is the other:
+//   max_pool2d_scatter(g): g added at the saved positions of the maxima (max_pool2d's VJP),
+//   max_pool2d_gather(u):  u read at those positions (the scatter's VJP, and max_pool2d itself
+//                          with the positions held fixed);
+//   avg_pool2d_adjoint(g): g / (kh kw) spread over each window (avg_pool2d's VJP), whose VJP is
+//                          avg_pool2d.
+template <class T>
+Var<T> max_pool2d_gather(const Var<T>& u, const std::vector<std::ptrdiff_t>& arg, const PoolAttrs& a, const Shape& ys);
+
+template <class T>
+Var<T> max_pool2d_scatter(const Var<T>& g, const std::vector<std::ptrdiff_t>& arg, const PoolAttrs& a, const Shape& xs)
+{
+    Op<T> op("max_pool2d_scatter", {g});
+    auto& idx = op.save_indices();
+    idx.assign(arg.begin(), arg.end());
+    auto& dx = op.out();
+    set_shape4(dx, xs[0], xs[1], xs[2], xs[3]);
+    kernels::max_pool2d_backward(g.value().data(), idx.data(), a.geometry(xs, g.shape()), dx.data(), false);
+    return op.done(
+        [a](Vjp<T>& v) {
+            if (!v.wants(0)) return;
+            bool first;
+            T* d = v.slot(0, first).data();
+            kernels::max_pool2d_gather(v.g.data(), v.indices().data(), a.geometry(v.y.shape(), v.x(0).shape()), d,
+                                       !first);
+        },
+        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_gather(v.g, v.indices(), a, shape_of(v.x(0).shape()))); });
+}
+
+template <class T>
+Var<T> max_pool2d_gather(const Var<T>& u, const std::vector<std::ptrdiff_t>& arg, const PoolAttrs& a, const Shape& ys)
+{
+    Op<T> op("max_pool2d_gather", {u});
+    auto& idx = op.save_indices();
+    idx.assign(arg.begin(), arg.end());
+    auto& y = op.out();
+    set_shape4(y, ys[0], ys[1], ys[2], ys[3]);
+    kernels::max_pool2d_gather(u.value().data(), idx.data(), a.geometry(u.shape(), ys), y.data(), false);
+    return op.done(
+        [a](Vjp<T>& v) {
+            if (!v.wants(0)) return;
+            bool first;
+            T* d = v.slot(0, first).data();
+            kernels::max_pool2d_backward(v.g.data(), v.indices().data(), a.geometry(v.x(0).shape(), v.y.shape()), d,
+                                         !first);
+        },
+        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, shape_of(v.x(0).shape()))); });
+}
+
+template <class T>
+Var<T> avg_pool2d_adjoint(const Var<T>& g, const PoolAttrs& a, const Shape& xs)
+{
+    Op<T> op("avg_pool2d_adjoint", {g});
+    auto& dx = op.out();
+    set_shape4(dx, xs[0], xs[1], xs[2], xs[3]);
+    kernels::avg_pool2d_backward(g.value().data(), a.geometry(xs, g.shape()), dx.data(), false);
+    return op.done(
+        [a](Vjp<T>& v) {
+            if (!v.wants(0)) return;
+            bool first;
+            T* d = v.slot(0, first).data();
+            const PoolGeometry geo = a.geometry(v.y.shape(), v.x(0).shape());
+            if (first) {
+                kernels::avg_pool2d_forward(v.g.data(), geo, d);
+                return;
+            }
+            Tensor<T>& tmp = v.tape.scratch;  // the pooled cotangent, then added
+            if (tmp.size() != v.x(0).size()) tmp.resize({v.x(0).size()});
+            kernels::avg_pool2d_forward(v.g.data(), geo, tmp.data());
+            for (std::size_t i = 0; i < v.x(0).size(); ++i) d[i] += tmp.data()[i];
+        },
+        [a](GradVjp<T>& v) { v.acc(0, avg_pool2d(v.g, a.options())); });
+}
+
+}  // namespace
+
+// y = the maximum of each window; dx = g scattered to the positions of the maxima, saved as
+// indices (each output's maximum, as a position in its input plane).
+template <class T>
+Var<T> max_pool2d(const Var<T>& x, const Pool2dOptions& o)
+{
+    const PoolGeometry g = check_pool("max_pool2d", x, o);
+    Op<T> op("max_pool2d", {x});
+    auto& arg = op.save_indices();
+    arg.resize(g.out_size());
+    auto& y = op.out();
+    set_shape4(y, g.N, g.C, g.Ho, g.Wo);
+    kernels::max_pool2d_forward(x.value().data(), g, y.data(), arg.data());
+    const PoolAttrs a(g);
+    return op.done([a](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const PoolGeometry g = a.geometry(v.x(0).shape(), v.y.shape());
+        bool first;
+        T* dx = v.slot(0, first).data();
+        kernels::max_pool2d_backward(v.g.data(), v.indices().data(), g, dx, !first);
+    },
+                   [a](GradVjp<T>& v) {
+                       v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, shape_of(v.x(0).shape())));
+                   });
+}
+
+// y = the mean of each window; dx = g / (kh kw) spread over each window.
+template <class T>
+Var<T> avg_pool2d(const Var<T>& x, const Pool2dOptions& o)
+{
+    const PoolGeometry g = check_pool("avg_pool2d", x, o);
+    Op<T> op("avg_pool2d", {x});
+    auto& y = op.out();
+    set_shape4(y, g.N, g.C, g.Ho, g.Wo);
+    kernels::avg_pool2d_forward(x.value().data(), g, y.data());
+    const PoolAttrs a(g);
+    return op.done([a](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const PoolGeometry g = a.geometry(v.x(0).shape(), v.y.shape());
+        bool first;
+        T* dx = v.slot(0, first).data();
+        kernels::avg_pool2d_backward(v.g.data(), g, dx, !first);
+    },
+                   [a](GradVjp<T>& v) { v.acc(0, avg_pool2d_adjoint(v.g, a, shape_of(v.x(0).shape()))); });
+}
+
+// y[n, c] = mean over h, w of x[n, c, h, w]; dx = g[n, c] / (H W) at every h, w.
+template <class T>
+Var<T> global_avg_pool2d(const Var<T>& x)
+{
+    check_handles("global_avg_pool2d", {x});
+    const auto& s = x.shape();
+    if (s.size() != 4)
+        throw Error("global_avg_pool2d: input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
+    if (s[2] * s[3] == 0)
+        throw Error("global_avg_pool2d: the mean over an empty plane is undefined (input " + shape_str(s) + ")");
+    Op<T> op("global_avg_pool2d", {x});
+    const std::size_t NC = s[0] * s[1], P = s[2] * s[3];
+    auto& y = op.out();
+    typename Tensor<T>::shape_type ys;
+    ys.push_back(s[0]), ys.push_back(s[1]);
+    if (y.shape() != ys) y.resize(ys);
+    const T* xp = x.value().data();
+    for (std::size_t i = 0; i < NC; ++i) y.data()[i] = kernels::sum_all(xp + i * P, P) / T(P);
+    return op.done([](Vjp<T>& v) {
+        if (!v.wants(0)) return;
+        const auto& xs = v.x(0).shape();
+        const std::size_t NC = xs[0] * xs[1], P = xs[2] * xs[3];
+        const T scale = T(1) / T(P);
+        bool first;
+        T* dx = v.slot(0, first).data();
+        const T* g = v.g.data();
+        for (std::size_t i = 0; i < NC; ++i) {
+            const T d = g[i] * scale;
+            T* p = dx + i * P;
+            if (first) std::fill_n(p, P, d);
+            else
+                for (std::size_t k = 0; k < P; ++k) p[k] += d;
+        }
+    },
+                   [](GradVjp<T>& v) {  // dx = g / (H W) broadcast over each plane
+                       const auto& xs = v.x(0).shape();
+                       const Var<T> g4 = reshape(v.g, {std::ptrdiff_t(xs[0]), std::ptrdiff_t(xs[1]), 1, 1});
+                       v.acc(0, broadcast_to(g4, shape_of(xs)) * (T(1) / T(xs[2] * xs[3])));
+                   });
+}
+
+// [N, d1, d2, ...] -> [N, d1 d2 ...]; dx = g with x's shape.
+template <class T>
+Var<T> flatten(const Var<T>& x)
+{
+    check_handles("flatten", {x});
+    const auto& s = x.shape();
+    if (s.size() < 1) throw Error("flatten: input must have a batch axis, got a scalar (shape " + shape_str(s) + ")");
+    Op<T> op("flatten", {x});
+    auto& y = op.out();
+    typename Tensor<T>::shape_type ys;
+    std::size_t rest = 1;
+    for (std::size_t i = 1; i < s.size(); ++i) rest *= s[i];
+    ys.push_back(s[0]);
+    ys.push_back(rest);
+    if (y.shape() != ys) y.resize(ys);
+    std::copy_n(x.value().data(), x.size(), y.data());
+    return op.done(
+        [](Vjp<T>& v) {
+            if (!v.wants(0)) return;
+            bool first;
+            T* dx = v.slot(0, first).data();
+            const T* g = v.g.data();
+            const std::size_t n = v.g.size();
+            if (first) std::copy_n(g, n, dx);
+            else
+                for (std::size_t i = 0; i < n; ++i) dx[i] += g[i];
+        },
+        [](GradVjp<T>& v) {  // dx = g with x's shape
+            const auto& xs = v.x(0).shape();
+            v.acc(0, reshape(v.g, std::vector<std::ptrdiff_t>(xs.begin(), xs.end())));
+        });
+}
+
+namespace {
+
+// The mean over every axis but the channels (1), keeping them: [1, C, 1, 1] or [1, C].
+template <class T>
+Var<T> mean_but_channels(const Var<T>& t)
+{
+    Var<T> r = mean(t, 0, true);
+    for (std::ptrdiff_t a = 2; a < std::ptrdiff_t(t.dimension()); ++a) r = mean(r, a, true);
+    return r;
+}
+
+// batch_norm2d's VJP in tape ops, the statistics recomputed from x so that they are
+// differentiated too: with xhat = (x - mean) rstd and means over n, h, w,
+//   dx = gamma rstd (g - mean(g) - xhat mean(g xhat)), dgamma = sum(g xhat), dbeta = sum(g).
+template <class T>
+void batch_norm2d_graph_vjp(GradVjp<T>& v, T eps)
+{
+    const Var<T> x = v.x(0), g = v.g;
+    const std::size_t C = x.shape()[1];
+    std::vector<std::ptrdiff_t> col(x.dimension(), 1);
+    col[1] = std::ptrdiff_t(C);
+    const Var<T> centred = x - mean_but_channels(x);
+    const Var<T> rstd = pow(mean_but_channels(square(centred)) + eps, T(-0.5));
+    const Var<T> xhat = centred * rstd;
+    const Var<T> gx = g * xhat;
+    auto per_channel = [&](const Var<T>& t) {  // the sum over n, h, w as [C]
+        return reshape(mean_but_channels(t) * T(x.size() / C), {std::ptrdiff_t(C)});
+    };
+    if (v.wants(0)) {
+        const Var<T> gamma = reshape(v.x(1), col);
+        v.acc(0, gamma * rstd * (g - mean_but_channels(g) - xhat * mean_but_channels(gx)));
+    }
+    if (v.wants(1)) v.acc(1, per_channel(gx));
+    if (v.wants(2)) v.acc(2, per_channel(g));
+}
+
+}  // namespace
+
+// Per channel c with m = N H W values: xhat = (x - mean_c) rstd_c, y = xhat gamma_c + beta_c;
+//   dbeta = sum g, dgamma = sum g xhat, dx = gamma rstd (g - dbeta / m - xhat dgamma / m).
+// saved(0) = [3, C]: the mean, rstd and biased variance of every channel.
+template <class T>
+Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scalar<T> eps, BatchStats<T>* stats)
+{
+    check_handles("batch_norm2d", {x, gamma, beta});
+    const auto& s = x.shape();
+    if (s.size() != 4 && s.size() != 2)
+        throw Error("batch_norm2d: input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
+    const std::size_t N = s[0], C = s[1], P = s.size() == 4 ? s[2] * s[3] : 1;
+    if (gamma.dimension() != 1 || gamma.shape()[0] != C || beta.dimension() != 1 || beta.shape()[0] != C)
+        throw Error("batch_norm2d: gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
+                    " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+    if (N * P < 1)
+        throw Error("batch_norm2d: batch statistics need at least one value per channel (input " + shape_str(s) + ")");
+    if (!(eps >= T(0))) throw Error("batch_norm2d: eps = " + std::to_string(eps) + " must be >= 0");
+    Op<T> op("batch_norm2d", {x, gamma, beta});
+    Tensor<T>& stat = op.save(0);
+    typename Tensor<T>::shape_type ss;
+    ss.push_back(3), ss.push_back(C);
+    if (stat.shape() != ss) stat.resize(ss);
+    auto& y = op.out();
+    if (y.shape() != s) y.resize(s);
+    T* st = stat.data();
+    kernels::batch_norm_forward(x.value().data(), gamma.value().data(), beta.value().data(), N, C, P, T(eps), st,
+                                st + C, st + 2 * C, y.data());
+    if (stats) {
+        if (stats->mean.size() != C) stats->mean.resize({C});
+        if (stats->var.size() != C) stats->var.resize({C});
+        for (std::size_t c = 0; c < C; ++c) {
+            stats->mean(c) = st[c];
+            stats->var(c) = st[2 * C + c];
+        }
+    }
+    return op.done([](Vjp<T>& v) {
+        const auto& xs = v.x(0).shape();
+        const std::size_t N = xs[0], C = xs[1], P = xs.size() == 4 ? xs[2] * xs[3] : 1;
+        bool fx = false, fg = false, fb = false;
+        T* dx = v.wants(0) ? v.slot(0, fx).data() : nullptr;
+        T* dgamma = v.wants(1) ? v.slot(1, fg).data() : nullptr;
+        T* dbeta = v.wants(2) ? v.slot(2, fb).data() : nullptr;
+        const T* st = v.saved(0).data();
+        kernels::batch_norm_backward(v.x(0).data(), v.x(1).data(), v.g.data(), st, st + C, N, C, P, dx, !fx, dgamma,
+                                     !fg, dbeta, !fb);
+    },
+                   [e = T(eps)](GradVjp<T>& v) { batch_norm2d_graph_vjp(v, e); });
+}
+
+#define AD_CONV_INSTANTIATE(T)                                                                                      \
+    template Var<T> conv2d(const Var<T>&, const Var<T>&, const Conv2dOptions&);                                \
+    template Var<T> conv2d(const Var<T>&, const Var<T>&, const Var<T>&, const Conv2dOptions&);                 \
+    template Var<T> conv2d_input_grad(const Var<T>&, const Var<T>&, const Shape&, const Conv2dOptions&);       \
+    template Var<T> conv2d_weight_grad(const Var<T>&, const Var<T>&, const Shape&, const Conv2dOptions&);      \
+    template Var<T> max_pool2d(const Var<T>&, const Pool2dOptions&);                                           \
+    template Var<T> avg_pool2d(const Var<T>&, const Pool2dOptions&);                                           \
+    template Var<T> global_avg_pool2d(const Var<T>&);                                                          \
+    template Var<T> flatten(const Var<T>&);                                                                    \
+    template Var<T> batch_norm2d(const Var<T>&, const Var<T>&, const Var<T>&, Scalar<T>, BatchStats<T>*);
+AD_CONV_INSTANTIATE(float)
+AD_CONV_INSTANTIATE(double)
+
+}  // namespace ad

@@ -1,0 +1,199 @@
+// Bench configuration f (cnn.hpp): one training step of a LeNet-like CNN, batch 64, in this
+// engine, in libtorch and as the step's matrix products alone, interleaved in one process,
+// float32, at 1 and 2 threads; each the median of many single-step timings after a warm-up.
+// Before timing, both libraries must compute the same loss from the same numbers, before and
+// after one SGD step. Also counts this engine's heap allocations per step in steady state.
+//
+//   ad_bench_cnn [--json FILE] [--threads 1,2] [--seconds S]
+#include "alloc_count.hpp"
+#include "cnn.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+extern "C" void openblas_set_num_threads(int);
+extern "C" char* openblas_get_corename();
+
+namespace {
+
+using namespace bench;
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v)
+{
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Runner {
+    const char* name;
+    Trainer* trainer;
+    int intra = 1, blas = 1;  // libtorch's intra-op threads, OpenBLAS's threads while it runs
+    std::vector<double> us;
+    std::size_t per_round = 1;
+    void run(std::size_t steps)
+    {
+        openblas_set_num_threads(blas);
+        cnn::set_torch_threads(intra);
+        for (std::size_t i = 0; i < steps; ++i) {
+            const auto t0 = Clock::now();
+            trainer->step();
+            us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        }
+    }
+};
+
+// Warm-up, then rounds of about 50 ms per library (rotating which goes first) until `budget`
+// seconds have passed and each has at least 20 timed steps.
+void measure(std::vector<Runner>& runners, double budget)
+{
+    for (auto& r : runners) {
+        r.run(5);
+        r.per_round = std::clamp<std::size_t>(std::size_t(50000.0 / std::max(median(r.us), 1.0)), 1, 500);
+        r.us.clear();
+    }
+    const auto t0 = Clock::now();
+    for (std::size_t round = 0;; ++round) {
+        bool enough = std::chrono::duration<double>(Clock::now() - t0).count() >= budget;
+        for (const auto& r : runners) enough = enough && r.us.size() >= 20;
+        if (enough) break;
+        for (std::size_t k = 0; k < runners.size(); ++k) {
+            auto& r = runners[(round + k) % runners.size()];
+            r.run(r.per_round);
+        }
+    }
+}
+
+[[noreturn]] void usage_error(const std::string& what)
+{
+    std::fprintf(stderr, "ad_bench_cnn: %s\nusage: ad_bench_cnn [--json FILE] [--threads 1,2] [--seconds S]\n",
+                 what.c_str());
+    std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    std::string json;
+    std::vector<int> threads{1, 2};
+    double seconds = 3;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) usage_error(a + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--json") json = value();
+        else if (a == "--seconds") seconds = std::atof(value().c_str());
+        else if (a == "--threads") {
+            threads.clear();
+            const std::string v = value();
+            for (std::size_t p = 0; p < v.size();) {
+                const std::size_t q = v.find(',', p);
+                threads.push_back(std::atoi(v.substr(p, q - p).c_str()));
+                if (q == std::string::npos) break;
+                p = q + 1;
+            }
+            for (int t : threads)
+                if (t < 1) usage_error("--threads needs positive counts");
+        }
+        else usage_error("unknown option " + a);
+    }
+    cnn::set_torch_interop_threads(1);
+    std::printf("configuration f: LeNet-like CNN (conv 5x5 1->16, pool, conv 5x5 16->32, pool, 512-128-10), batch 64, "
+                "28x28, float32; OpenBLAS core %s, libtorch %s\n",
+                openblas_get_corename(), cnn::torch_version().c_str());
+
+    const cnn::CnnInit init = cnn::make_cnn_init();
+    {
+        auto ours = cnn::make_cnn_ours(init);
+        auto torch = cnn::make_cnn_libtorch(init);
+        ours->step(), torch->step();
+        const double o0 = ours->loss(), t0 = torch->loss();
+        ours->step(), torch->step();
+        const double o1 = ours->loss(), t1 = torch->loss();
+        const bool ok = std::abs(o0 - t0) <= 1e-4 * std::abs(t0) && std::abs(o1 - t1) <= 1e-4 * std::abs(t1);
+        std::printf("agreement: loss %.6f (ours) / %.6f (libtorch); after one SGD step %.6f / %.6f: %s\n", o0, t0, o1,
+                    t1, ok ? "ok" : "DIFFERENT");
+        if (!ok) return 1;
+    }
+
+    struct Row {
+        int threads;
+        double ours, torch, gemm;
+        double torch_1xt;  // libtorch with one intra-op thread and OpenBLAS at `threads` (0: not run)
+    };
+    std::vector<Row> rows;
+    auto ours = cnn::make_cnn_ours(init);
+    auto torch = cnn::make_cnn_libtorch(init);
+    auto gemm = cnn::make_cnn_gemm_only();
+    for (int t : threads) {
+        std::vector<Runner> runners{
+            {"ours", ours.get(), 1, t}, {"libtorch", torch.get(), t, t}, {"gemm", gemm.get(), 1, t}};
+        if (t > 1) runners.push_back({"libtorch 1 x t", torch.get(), 1, t});
+        measure(runners, seconds);
+        rows.push_back({t, median(runners[0].us), median(runners[1].us), median(runners[2].us),
+                        t > 1 ? median(runners[3].us) : 0.0});
+    }
+    double torch_best = 1e300;
+    for (const auto& r : rows) {
+        torch_best = std::min(torch_best, r.torch);
+        if (r.torch_1xt > 0) torch_best = std::min(torch_best, r.torch_1xt);
+    }
+
+    // Allocations per step in steady state, at each thread setting: this engine's, and those of
+    // the GEMMs alone (OpenBLAS's threaded GEMM driver allocates its job table on the heap).
+    std::vector<double> allocs, gemm_allocs;
+    auto per_step = [](Trainer& t) {
+        for (int i = 0; i < 5; ++i) t.step();
+        const auto a0 = allocations();
+        for (int i = 0; i < 50; ++i) t.step();
+        return double(allocations() - a0) / 50;
+    };
+    for (int t : threads) {
+        openblas_set_num_threads(t);
+        allocs.push_back(per_step(*ours));
+        gemm_allocs.push_back(per_step(*gemm));
+    }
+
+    std::printf("\nlibtorch t x t: t intra-op threads and t OpenBLAS threads; 1 x t: one intra-op thread.\n"
+                "| model | threads | this engine (us) | libtorch t x t (us) | libtorch 1 x t (us) | GEMM alone (us) | "
+                "ours / libtorch best | ours / GEMM alone |\n|---|---|---|---|---|---|---|---|\n");
+    for (const auto& r : rows) {
+        char one[32] = "-";
+        if (r.torch_1xt > 0) std::snprintf(one, sizeof one, "%.1f", r.torch_1xt);
+        std::printf("| f | %d | %.1f | %.1f | %s | %.1f | %.2f | %.2f |\n", r.threads, r.ours, r.torch, one, r.gemm,
+                    r.ours / torch_best, r.ours / r.gemm);
+    }
+    for (std::size_t i = 0; i < threads.size(); ++i)
+        std::printf("\nheap allocations per step in steady state (50 steps, %d threads): this engine %.2f, the GEMMs "
+                    "alone %.2f",
+                    threads[i], allocs[i], gemm_allocs[i]);
+    std::printf("\n");
+
+    if (!json.empty()) {
+        std::ofstream f(json);
+        f << "{\n  \"config\": \"f\",\n  \"openblas_core\": \"" << openblas_get_corename() << "\",\n  \"libtorch\": \""
+          << cnn::torch_version() << "\",\n  \"rows\": [\n";
+        for (std::size_t i = 0; i < rows.size(); ++i)
+            f << "    {\"threads\": " << rows[i].threads << ", \"ours_us\": " << rows[i].ours
+              << ", \"libtorch_us\": " << rows[i].torch << ", \"libtorch_1_intra_us\": " << rows[i].torch_1xt << ", \"gemm_us\": " << rows[i].gemm
+              << ", \"ours_over_libtorch_best\": " << rows[i].ours / torch_best
+              << ", \"ours_over_gemm\": " << rows[i].ours / rows[i].gemm
+              << ", \"allocations_per_step\": " << allocs[i] << ", \"gemm_allocations_per_step\": " << gemm_allocs[i]
+              << "}" << (i + 1 < rows.size() ? "," : "")
+              << "\n";
+        f << "  ]\n}\n";
+        std::printf("wrote %s\n", json.c_str());
+    }
+    return 0;
+}
