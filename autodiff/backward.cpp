@@ -8,12 +8,47 @@
 
 #include <xtensor/xbuilder.hpp>
 
+#include <unordered_map>
+
 namespace ad {
 
 namespace {
 
+// Which parameter leaves a hooked sweep reports, and when. For every parameter leaf at or before
+// the output, first[i] is the index of the earliest leaf of the same parameter; reached[j] is set
+// (j = first[i]) once a VJP that reads leaf i has run, i.e. the output depends on that parameter.
+// The sweep reports the parameter when it passes index j: every leaf of it sits at j or later, so
+// every op that reads it came after j and has already run.
 template <class T>
-void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who)
+struct GradReady {
+    const std::function<void(Parameter<T>&)>* hook = nullptr;
+    std::vector<std::uint32_t> first;  // per record; meaningful for parameter leaves only
+    std::vector<char> reached;
+    std::unordered_map<const Parameter<T>*, std::uint32_t> earliest;
+
+    void prepare(Tape<T>& tape, std::size_t out)
+    {
+        first.assign(out + 1, 0);
+        reached.assign(out + 1, 0);
+        earliest.clear();
+        for (std::size_t i = 0; i <= out; ++i)
+            if (const auto* p = tape.record(i).param)
+                first[i] = earliest.emplace(p, static_cast<std::uint32_t>(i)).first->second;
+    }
+    // Record i's VJP has run: each parameter leaf among its inputs that wants a gradient got it.
+    void mark_inputs(Tape<T>& tape, const detail::Record<T>& r)
+    {
+        for (std::uint32_t k = 0; k < r.n_inputs; ++k) {
+            const auto j = tape.input(r, k);
+            const auto& in = tape.record(j);
+            if (in.param && in.needs_grad) reached[first[j]] = 1;
+        }
+    }
+};
+
+template <class T>
+void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who,
+           GradReady<T>* ready = nullptr)
 {
     Tape<T>& tape = output.tape();
     tape.check(output, who);
@@ -38,6 +73,8 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
                         "between forward and backward?); run the forward pass again");
     }
 
+    if (ready) ready->prepare(tape, out);
+
     auto& has = tape.has_adjoint();
     // Clear the marks of the whole tape, not only up to the output: grad() and vjp() read them for
     // inputs that may have been recorded after the output (and were reached by an earlier sweep).
@@ -50,14 +87,20 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
     else xt::noalias(seed) = xt::ones<T>(shape);
     has[out] = 1;
     // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
-    if (auto& r = tape.record(out); r.param && into_params) xt::noalias(r.param->grad) += seed;
+    if (auto& r = tape.record(out); r.param && into_params) {
+        xt::noalias(r.param->grad) += seed;
+        if (ready) ready->reached[ready->first[out]] = 1;
+    }
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
+        // A parameter leaf has no VJP; at its parameter's earliest leaf the gradient is final.
+        if (ready && r.param && ready->first[i] == i && ready->reached[i]) (*ready->hook)(*r.param);
         if (!has[i] || !r.vjp) continue;
         Vjp<T> v{tape, r, i, tape.adjoint(i), tape.value(i)};
         r.vjp(v);
         if (check) check_backward_anomaly(tape, i);
+        if (ready) ready->mark_inputs(tape, r);
     }
 }
 
@@ -86,6 +129,15 @@ template <class T>
 void backward(const Var<T>& output, const Tensor<T>& cotangent)
 {
     sweep<T>(output, &cotangent, true, "backward");
+}
+
+template <class T>
+void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready)
+{
+    // One per thread: its buffers are kept, so a training loop allocates nothing in steady state.
+    thread_local GradReady<T> ready;
+    ready.hook = &on_grad_ready;
+    sweep<T>(output, nullptr, true, "backward", &ready);
 }
 
 template <class T>
@@ -128,6 +180,7 @@ Tensor<T> jacobian(const std::function<Var<T>(const Var<T>&)>& f, const Tensor<T
 #define AD_INSTANTIATE(T)                                                                      \
     template void backward(const Var<T>&);                                                      \
     template void backward(const Var<T>&, const Tensor<T>&);                                    \
+    template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);           \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);            \
     template std::vector<Tensor<T>> vjp(const Var<T>&, const Tensor<T>&,                       \
                                         const std::vector<Var<T>>&);                            \

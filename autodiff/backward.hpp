@@ -17,6 +17,14 @@ void backward(const Var<T>& output);
 template <class T>
 void backward(const Var<T>& output, const Tensor<T>& cotangent);
 
+// backward() that also calls on_grad_ready(p) for every parameter p the sweep reaches, once, as soon
+// as p.grad is final for this sweep: when the sweep passes the earliest record that reads p (a
+// parameter leaf), every op that reads p has already added into p.grad. Parameters the output does not
+// depend on are not reported (their .grad is untouched). Data-parallel training starts reducing a
+// gradient from here while the rest of the sweep runs.
+template <class T>
+void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready);
+
 // Gradients of a one-element output with respect to chosen inputs (variables, parameters or
 // intermediate values), returned in order. Parameter gradients (.grad) are left untouched.
 // An input the output does not depend on gets zeros.
