@@ -10,7 +10,7 @@
 //             started from the sweep, wait, SGD update (DataParallel, 4 MiB buckets);
 //   after     the same with every allreduce started after the sweep (overlap off);
 //   local     the same step on the rank's half batch with no communication at all;
-//   allreduce the allreduces alone (the same buckets, blocking), no computation.
+//   allreduce the allreduces alone (the same buckets and pieces, blocking), no computation.
 // The overlap hides (after - overlap) / (after - local) of the communication.
 // Output: one line per variant, "config variant median_us", for the script to collect.
 #include "configs.hpp"
@@ -168,9 +168,11 @@ int main(int argc, char** argv)
                         ad::backward(m->loss());
                         m->opt->step();
                     } else {
+                        const std::size_t piece = overlap.message_bytes / sizeof(float);
                         for (auto& b : buckets)
-                            MPI_Allreduce(MPI_IN_PLACE, b.data(), static_cast<int>(b.size()), MPI_FLOAT, MPI_SUM,
-                                          MPI_COMM_WORLD);
+                            for (std::size_t at = 0; at < b.size(); at += piece)
+                                MPI_Allreduce(MPI_IN_PLACE, b.data() + at, static_cast<int>(std::min(piece, b.size() - at)),
+                                              MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
                     }
                     const double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
                     if (r > 0) times[v].push_back(us);  // the first round warms up

@@ -231,6 +231,9 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
     size_ = dist::size(comm_);
     params_ = model_.named_parameters();
     if (options_.bucket_bytes == 0) throw Error("DataParallel: bucket_bytes must be at least 1, got 0");
+    if (options_.message_bytes < sizeof(T))
+        throw Error("DataParallel: message_bytes must hold at least one element (" + std::to_string(sizeof(T)) +
+                    " bytes), got " + std::to_string(options_.message_bytes));
     const auto& opt_params = optimizer_.parameters();
     bool same = opt_params.size() == params_.size();
     for (std::size_t i = 0; same && i < params_.size(); ++i) same = opt_params[i].second == params_[i].second;
@@ -273,7 +276,8 @@ DataParallel<T>::~DataParallel()
     // Requests still under way (an exception between backward and step) are completed, so that
     // MPI does not write into freed buffers.
     for (auto& b : buckets_)
-        if (b.request != MPI_REQUEST_NULL) MPI_Wait(&b.request, MPI_STATUS_IGNORE);
+        for (auto& r : b.requests)
+            if (r != MPI_REQUEST_NULL) MPI_Wait(&r, MPI_STATUS_IGNORE);
 }
 
 template <class T>
@@ -311,9 +315,15 @@ void DataParallel<T>::start_ready_buckets()
 {
     while (next_start_ < buckets_.size() && buckets_[next_start_].pending == 0) {
         Bucket& b = buckets_[next_start_++];
-        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, b.data.data(), static_cast<int>(b.data.size()), mpi_type<T>(),
-                                 MPI_SUM, comm_, &b.request),
-                  "MPI_Iallreduce");
+        const std::size_t piece = std::max<std::size_t>(1, options_.message_bytes / sizeof(T));
+        b.requests.clear();
+        for (std::size_t at = 0; at < b.data.size(); at += piece) {
+            b.requests.push_back(MPI_REQUEST_NULL);
+            check_mpi(MPI_Iallreduce(MPI_IN_PLACE, b.data.data() + at,
+                                     static_cast<int>(std::min(piece, b.data.size() - at)), mpi_type<T>(), MPI_SUM,
+                                     comm_, &b.requests.back()),
+                      "MPI_Iallreduce");
+        }
         b.started = true;
     }
 }
@@ -328,10 +338,11 @@ void DataParallel<T>::on_ready(Parameter<T>& p)
     start_ready_buckets();
     // OpenMPI advances a non-blocking collective only inside MPI calls: test the ones under way.
     for (std::size_t i = 0; i < next_start_; ++i)
-        if (buckets_[i].request != MPI_REQUEST_NULL) {
-            int done = 0;
-            check_mpi(MPI_Test(&buckets_[i].request, &done, MPI_STATUS_IGNORE), "MPI_Test");
-        }
+        for (auto& r : buckets_[i].requests)
+            if (r != MPI_REQUEST_NULL) {
+                int done = 0;
+                check_mpi(MPI_Test(&r, &done, MPI_STATUS_IGNORE), "MPI_Test");
+            }
 }
 
 template <class T>
@@ -357,7 +368,10 @@ void DataParallel<T>::synchronize()
         if (!packed_[k]) pack(k);
     start_ready_buckets();
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& b : buckets_) check_mpi(MPI_Wait(&b.request, MPI_STATUS_IGNORE), "MPI_Wait");
+    for (auto& b : buckets_)
+        if (!b.requests.empty())
+            check_mpi(MPI_Waitall(static_cast<int>(b.requests.size()), b.requests.data(), MPI_STATUSES_IGNORE),
+                      "MPI_Waitall");
     wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (std::size_t k = 0; k < params_.size(); ++k) {
         Parameter<T>& p = *params_[k].second;

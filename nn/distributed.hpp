@@ -99,6 +99,10 @@ private:
 struct DataParallelOptions {
     // A bucket closes once it holds this many bytes of gradient or more.
     std::size_t bucket_bytes = std::size_t(4) << 20;
+    // A bucket goes out as allreduces of at most this many bytes each (fixed pieces, so the sums
+    // are the same from run to run). OpenMPI 4.1 on this machine takes 0.74 ms for 2 MiB and
+    // 21 ms for 3 MiB (it changes algorithm), so large buckets and parameters are cut up.
+    std::size_t message_bytes = std::size_t(1) << 20;
     // Start each bucket's allreduce from the sweep (true), or all of them after the sweep, inside
     // step() (false: the same sums, for measuring what the overlap hides).
     bool overlap = true;
@@ -149,7 +153,7 @@ private:
         std::vector<std::size_t> params;  // indices into params_, in the order they are packed
         std::vector<T> data;
         std::size_t pending = 0;          // gradients not yet copied in this step
-        MPI_Request request = MPI_REQUEST_NULL;
+        std::vector<MPI_Request> requests;  // one per piece of at most message_bytes
         bool started = false;
     };
     void on_ready(Parameter<T>& p);

@@ -245,6 +245,7 @@ TEST_CASE("two ranks with half the global batch each equal one process with the 
         Opt opt;
         std::size_t batch;
         std::size_t bucket_bytes;
+        std::size_t message_bytes = std::size_t(1) << 20;
     };
     const Case cases[] = {
         {"SGD, batch 8, one bucket", Opt::sgd, 8, std::size_t(4) << 20},
@@ -252,11 +253,14 @@ TEST_CASE("two ranks with half the global batch each equal one process with the 
         {"Adam, batch 8, a bucket per 100 bytes", Opt::adam, 8, 100},
         {"Adam, batch 7, one bucket", Opt::adam, 7, std::size_t(4) << 20},
         {"Adam, batch 1 (one rank has no example)", Opt::adam, 1, 256},
+        {"SGD, batch 9, one bucket sent in pieces of 3 doubles", Opt::sgd, 9, std::size_t(4) << 20, 24},
+        {"Adam, batch 8, buckets of 100 bytes in pieces of 40", Opt::adam, 8, 100, 40},
     };
     const int steps = 8;
     for (const auto& c : cases) {
         dist::DataParallelOptions o;
         o.bucket_bytes = c.bucket_bytes;
+        o.message_bytes = c.message_bytes;
         const Params single = train_single(data, c.batch, steps, c.opt, 11);
         const Params parallel = train_parallel(data, c.batch, steps, c.opt, 11, o);
         const Params start = values_of(*make_model(11));
@@ -339,7 +343,7 @@ TEST_CASE("check_replicas names the parameter and the rank that differ by one bi
     CHECK_THROWS_WITH(dp.check_replicas(), Catch::Contains("'" + name + "' differs from rank 0's on rank 1"));
 }
 
-TEST_CASE("DataParallel refuses a second backward before the step, a weight outside [0, 1] and an optimiser of other parameters", "[mpi][data_parallel]")
+TEST_CASE("DataParallel refuses a second backward before the step, a weight outside [0, 1], messages smaller than one element and an optimiser of other parameters", "[mpi][data_parallel]")
 {
     auto model = make_model(1);
     auto opt = make_optimizer(*model, Opt::sgd);
@@ -351,6 +355,11 @@ TEST_CASE("DataParallel refuses a second backward before the step, a weight outs
     dp.backward(loss, 0.5);
     CHECK_THROWS_WITH(dp.backward(loss, 0.5), Catch::Contains("called twice without step()"));
     dp.step();
+
+    dist::DataParallelOptions tiny;
+    tiny.message_bytes = 4;
+    CHECK_THROWS_WITH(dist::DataParallel<double>(*model, *opt, tiny),
+                      Catch::Contains("message_bytes must hold at least one element (8 bytes), got 4"));
 
     auto other = make_model(2);
     nn::SGD<double> wrong(*other, nn::SGDOptions{});
