@@ -11,12 +11,19 @@
 //      predicts the same, and draws a PNG of the loss and accuracy curves (gnuplot).
 // The same seed gives the same run. --min-accuracy makes it exit non-zero below a bound, for CI.
 //
+// With --distributed (built with MPI, launched by mpirun) it trains data-parallel: every rank
+// takes its part of each global batch of --batch examples, gradients are averaged across ranks
+// (nn/distributed.hpp), and rank 0 alone prints and writes files. `scripts/demo --mpi 2` runs it.
+//
 // ctest-args: --limit 2000 --epochs 3 --min-accuracy 0.70 --out fashion_mnist_ci
 #include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "nn/idx.hpp"
 #include "nn/nn.hpp"
+#ifdef AD_WITH_MPI
+#include "nn/distributed.hpp"
+#endif
 
 #include <xtensor/xview.hpp>
 
@@ -31,7 +38,9 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -56,6 +65,7 @@ struct Options {
     std::size_t gradcheck_width = 16;
     double min_accuracy = 0;
     bool plot = true;
+    bool distributed = false;
 };
 
 const char* usage = R"(usage: fashion_mnist [options]
@@ -79,6 +89,9 @@ Trains an MLP with residual blocks, layer norm and dropout on Fashion-MNIST.
   --long              the longer setting: --epochs 24 --width 512 --dropout 0.2
                       (options after it override it)
   --no-plot           do not run gnuplot
+  --distributed       data-parallel over the ranks of mpirun: each rank takes its part of every
+                      batch of --batch examples; rank 0 prints and writes the files
+                      (e.g. mpirun -np 2 fashion_mnist --distributed; scripts/demo --mpi 2)
   --help              this text
 
 Default: 784-256, two residual blocks, 10 outputs, 8 epochs: 89.21% test accuracy (seed 1).
@@ -140,8 +153,15 @@ Options parse(int argc, char** argv)
         else if (a == "--gradcheck-width") o.gradcheck_width = count(0, max_gradcheck_width);
         else if (a == "--min-accuracy") o.min_accuracy = number(0, 1);
         else if (a == "--no-plot") o.plot = false;
+        else if (a == "--distributed") o.distributed = true;
         else bad_usage("unknown option " + a);
     }
+#ifndef AD_WITH_MPI
+    if (o.distributed) bad_usage("--distributed needs a build with MPI (install libopenmpi-dev and rebuild)");
+#endif
+    // Several ranks of mpirun without --distributed would each train alone and write the same files.
+    if (const char* n = std::getenv("OMPI_COMM_WORLD_SIZE"); n && std::atoi(n) > 1 && !o.distributed)
+        bad_usage(std::string("launched by mpirun with ") + n + " ranks: add --distributed");
     return o;
 }
 
@@ -282,42 +302,69 @@ bool plot(const std::string& out_dir)
     return f && examples::run_gnuplot(out_dir, "fashion_mnist_curves.gp");
 }
 
-}  // namespace
+// The ranks of a data-parallel run (one rank otherwise) and what each does with the gradients.
+struct Ranks {
+    int rank = 0, size = 1;
+    bool lead() const { return rank == 0; }  // prints and writes files
+};
 
-int main(int argc, char** argv)
+int train_main(const Options& o, const Ranks& ranks)
 {
-    const Options o = parse(argc, argv);
     const auto start = Clock::now();
-    try {
+    // Progress and results from rank 0 only.
+    auto say = [&](const char* fmt, auto... args) {
+        if (ranks.lead()) std::printf(fmt, args...);
+    };
+    {
         // Before the data are loaded: an unusable --out stops the run now, not after training.
-        examples::make_writable_output_dir(o.out_dir, "fashion_mnist");
+        if (ranks.lead()) examples::make_writable_output_dir(o.out_dir, "fashion_mnist");
 
         const auto train = ad::nn::load_mnist_split<float>(o.data_dir, "train", o.limit);
         const auto test = ad::nn::load_mnist_split<float>(o.data_dir, "t10k", o.test_limit);
-        std::printf("data: %zu training and %zu test images of %zux%zu from %s\n", train.size(), test.size(),
-                    train.rows, train.cols, o.data_dir.c_str());
+        say("data: %zu training and %zu test images of %zux%zu from %s\n", train.size(), test.size(), train.rows,
+            train.cols, o.data_dir.c_str());
 
-        if (o.gradcheck_width > 0 && !gradcheck_model(train, o)) return 1;
+        // One rank checks; a failure throws, which ends every rank of a distributed run.
+        if (o.gradcheck_width > 0 && ranks.lead() && !gradcheck_model(train, o)) {
+            if (ranks.size > 1) throw std::runtime_error("gradcheck failed");
+            return 1;
+        }
 
         ad::nn::Rng rng(o.seed);
         auto model = make_model<float>(o.width, o, rng);
-        std::printf("model: 784-%zu, %zu residual blocks (Linear, LayerNorm, ReLU, Dropout %.2g), 10 outputs: "
-                    "%zu parameters\n",
-                    o.width, o.depth, o.dropout, model->parameter_count());
+        say("model: 784-%zu, %zu residual blocks (Linear, LayerNorm, ReLU, Dropout %.2g), 10 outputs: "
+            "%zu parameters\n",
+            o.width, o.depth, o.dropout, model->parameter_count());
         ad::nn::AdamWOptions ao;
         ao.lr = o.lr;
         ao.weight_decay = o.weight_decay;
         ad::nn::AdamW<float> opt(*model, ao);
+#ifdef AD_WITH_MPI
+        // Every rank starts from rank 0's model; each draws its own dropout masks.
+        std::unique_ptr<ad::dist::DataParallel<float>> dp;
+        if (o.distributed) {
+            dp = std::make_unique<ad::dist::DataParallel<float>>(*model, opt);
+            reseed_dropout(*model, o.seed + 1000003 * std::uint64_t(ranks.rank + 1));
+        }
+        ad::dist::Sampler sampler(train.size(), o.batch, o.seed, ranks.rank, ranks.size);
+#endif
         const std::size_t steps_per_epoch = (train.size() + o.batch - 1) / o.batch;
         const std::size_t total_steps = steps_per_epoch * std::size_t(o.epochs);
         // Annealed per step, from lr at the first step to 0 after the last.
         ad::nn::CosineLR<float> cosine(opt, total_steps);
-        std::printf("training: %d epochs of %zu steps, batch %zu, AdamW lr %g%s, weight decay %g, seed %llu\n",
-                    o.epochs, steps_per_epoch, o.batch, o.lr, o.cosine ? " with a cosine schedule" : " (constant)",
-                    o.weight_decay, static_cast<unsigned long long>(o.seed));
+        say("training: %d epochs of %zu steps, batch %zu, AdamW lr %g%s, weight decay %g, seed %llu\n", o.epochs,
+            steps_per_epoch, o.batch, o.lr, o.cosine ? " with a cosine schedule" : " (constant)", o.weight_decay,
+            static_cast<unsigned long long>(o.seed));
+        if (o.distributed)
+            say("data-parallel over %d ranks: each takes %zu or %zu examples of every batch of %zu\n", ranks.size,
+                o.batch / std::size_t(ranks.size), (o.batch + std::size_t(ranks.size) - 1) / std::size_t(ranks.size),
+                o.batch);
 
-        std::ofstream loss_csv(o.out_dir + "/fashion_mnist_loss.csv");
-        std::ofstream epoch_csv(o.out_dir + "/fashion_mnist_epochs.csv");
+        std::ofstream loss_csv, epoch_csv;
+        if (ranks.lead()) {
+            loss_csv.open(o.out_dir + "/fashion_mnist_loss.csv");
+            epoch_csv.open(o.out_dir + "/fashion_mnist_epochs.csv");
+        }
         loss_csv << "epoch,loss,running_mean\n";
         epoch_csv << "epoch,train_loss,test_loss,test_accuracy,seconds\n";
 
@@ -333,24 +380,60 @@ int main(int argc, char** argv)
         double running = 0;
         EvalResult last;
         for (int epoch = 1; epoch <= o.epochs; ++epoch) {
-            std::shuffle(order.begin(), order.end(), rng);
+            if (!o.distributed) std::shuffle(order.begin(), order.end(), rng);
+#ifdef AD_WITH_MPI
+            else sampler.set_epoch(std::uint64_t(epoch));
+#endif
             double epoch_loss = 0;
             for (std::size_t b = 0; b < steps_per_epoch; ++b, ++step) {
                 const std::size_t s = b * o.batch, e = std::min(s + o.batch, train.size());
-                xb.resize({e - s, std::size_t(784)});
-                yb.resize(e - s);
-                for (std::size_t i = s; i < e; ++i) {
-                    std::copy_n(train.images.data() + order[i] * 784, 784, xb.data() + (i - s) * 784);
-                    yb[i - s] = train.labels[order[i]];
+                // This rank's examples: the whole batch, or its shard of it.
+                std::size_t lo = s, hi = e;
+                double weight = 1;
+#ifdef AD_WITH_MPI
+                if (o.distributed) {
+                    const auto shard = sampler.shard(b);
+                    lo = shard.begin;
+                    hi = shard.end;
+                    weight = shard.weight();
+                }
+                const auto& perm = o.distributed ? sampler.order() : order;
+#else
+                const auto& perm = order;
+#endif
+                xb.resize({hi - lo, std::size_t(784)});
+                yb.resize(hi - lo);
+                for (std::size_t i = lo; i < hi; ++i) {
+                    std::copy_n(train.images.data() + perm[i] * 784, 784, xb.data() + (i - lo) * 784);
+                    yb[i - lo] = train.labels[perm[i]];
                 }
                 tape.clear();
                 opt.zero_grad();
-                auto loss = ad::nn::cross_entropy_loss((*model)(tape.constant(xb)), yb);
-                ad::backward(loss);
-                opt.step();
+                double l = 0;
+                if (!o.distributed) {
+                    auto loss = ad::nn::cross_entropy_loss((*model)(tape.constant(xb)), yb);
+                    ad::backward(loss);
+                    opt.step();
+                    l = loss.item();
+                }
+#ifdef AD_WITH_MPI
+                else {
+                    // The global batch's mean loss is the weighted sum of the ranks' means.
+                    if (hi > lo) {
+                        auto loss = ad::nn::cross_entropy_loss((*model)(tape.constant(xb)), yb);
+                        dp->backward(loss, weight);
+                        l = weight * loss.item();
+                    }
+                    dp->step();
+                    double total = 0;
+                    MPI_Allreduce(&l, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+                    l = total;
+                }
+#endif
+                (void)weight;
                 if (o.cosine) cosine.step();
 
-                const double l = loss.item();
+                // l is the whole global batch's loss, the same on every rank: all stop together
                 if (!std::isfinite(l)) {
                     std::fprintf(stderr,
                                  "fashion_mnist: training diverged: the loss is %s at epoch %d, step %zu (--lr %g); "
@@ -360,8 +443,9 @@ int main(int argc, char** argv)
                 }
                 epoch_loss += l * double(e - s);
                 running = step == 0 ? l : 0.98 * running + 0.02 * l;
-                loss_csv << double(step + 1) / double(steps_per_epoch) << ',' << l << ',' << running << '\n';
-                if ((b + 1) % report_every == 0 || (tty && b + 1 == steps_per_epoch)) {
+                if (ranks.lead())
+                    loss_csv << double(step + 1) / double(steps_per_epoch) << ',' << l << ',' << running << '\n';
+                if (ranks.lead() && ((b + 1) % report_every == 0 || (tty && b + 1 == steps_per_epoch))) {
                     const double elapsed = std::chrono::duration<double>(Clock::now() - train_start).count();
                     const double per_step = elapsed / double(step + 1);
                     const double rate = double(step * o.batch + (e - s)) / elapsed;
@@ -380,19 +464,26 @@ int main(int argc, char** argv)
                 return 4;
             }
             const double elapsed = std::chrono::duration<double>(Clock::now() - train_start).count();
-            std::printf("%sepoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%.1f s)\n",
-                        tty ? "\n" : "", epoch, o.epochs, epoch_loss / double(train.size()), last.loss,
-                        100 * last.accuracy, elapsed);
-            epoch_csv << epoch << ',' << epoch_loss / double(train.size()) << ',' << last.loss << ','
+            say("%sepoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%% (%.1f s)\n", tty ? "\n" : "", epoch,
+                o.epochs, epoch_loss / double(train.size()), last.loss, 100 * last.accuracy, elapsed);
+            if (ranks.lead())
+                epoch_csv << epoch << ',' << epoch_loss / double(train.size()) << ',' << last.loss << ','
                       << last.accuracy << ',' << elapsed << '\n';
             std::fflush(stdout);
         }
         loss_csv.close();
         epoch_csv.close();
 
+#ifdef AD_WITH_MPI
+        if (o.distributed) dp->check_replicas();  // every rank holds the same model, to the bit
+#endif
         const std::string checkpoint = o.out_dir + "/fashion_mnist.npz";
-        ad::nn::save(*model, opt, checkpoint);
-        {
+#ifdef AD_WITH_MPI
+        if (o.distributed) ad::dist::save_checkpoint(*dp, checkpoint);  // written by rank 0
+        else
+#endif
+            ad::nn::save(*model, opt, checkpoint);
+        if (ranks.lead()) {
             // A model built from another seed, loaded from the file, must predict the same.
             ad::nn::Rng other(o.seed + 1);
             auto reloaded = make_model<float>(o.width, o, other);
@@ -405,18 +496,34 @@ int main(int argc, char** argv)
                 return 1;
             }
         }
-        if (o.plot) {
+        if (o.plot && ranks.lead()) {
             if (plot(o.out_dir)) std::printf("curves: %s/fashion_mnist_curves.png\n", o.out_dir.c_str());
             else std::printf("curves: gnuplot failed; the data are in %s/fashion_mnist_*.csv\n", o.out_dir.c_str());
         }
         const double total = std::chrono::duration<double>(Clock::now() - start).count();
-        std::printf("test accuracy %.2f%% after %d epochs; %.1f s in all\n", 100 * last.accuracy, o.epochs, total);
+        say("test accuracy %.2f%% after %d epochs%s; %.1f s in all\n", 100 * last.accuracy, o.epochs,
+            o.distributed ? (" on " + std::to_string(ranks.size) + " ranks").c_str() : "", total);
         if (last.accuracy < o.min_accuracy) {
-            std::printf("FAILED: test accuracy %.2f%% is below --min-accuracy %.2f%%\n", 100 * last.accuracy,
-                        100 * o.min_accuracy);
+            say("FAILED: test accuracy %.2f%% is below --min-accuracy %.2f%%\n", 100 * last.accuracy,
+                100 * o.min_accuracy);
             return 3;
         }
         return 0;
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    const Options o = parse(argc, argv);
+#ifdef AD_WITH_MPI
+    // An exception on any rank ends every rank, naming the rank and the error.
+    if (o.distributed)
+        return ad::dist::run(argc, argv, [&] { return train_main(o, Ranks{ad::dist::rank(), ad::dist::size()}); });
+#endif
+    try {
+        return train_main(o, Ranks{});
     } catch (const std::exception& e) {
         std::fprintf(stderr, "fashion_mnist: %s\n", e.what());
         return 1;

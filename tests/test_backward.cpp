@@ -261,3 +261,125 @@ TEST_CASE("a second output of the same forward pass is swept without running the
     CHECK_THAT(ad::grad(y2, {h})[0], Equals(Tensor<double>(2.0 * h.value())));
     CHECK_THAT(ad::grad(y1, {h})[0], Equals({1.0, 1.0, 1.0}));
 }
+
+namespace {
+
+// Calls backward(y, hook) and returns the parameters in the order the hook reported them, each
+// with a copy of its .grad at the moment it was reported.
+std::vector<std::pair<const Parameter<double>*, Tensor<double>>> reported(const Var<double>& y)
+{
+    std::vector<std::pair<const Parameter<double>*, Tensor<double>>> out;
+    const std::function<void(Parameter<double>&)> hook = [&](Parameter<double>& p) { out.emplace_back(&p, p.grad); };
+    ad::backward(y, hook);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("the grad-ready hook reports each parameter once, last layer first, with its final gradient", "[backward][grad_ready]")
+{
+    // y = sum(W2 tanh(W1 x + b1)): W2's gradient is final before the sweep reaches W1 and b1.
+    Tape<double> tape;
+    Parameter<double> W1(randn({3, 2}, 1)), b1(randn({3}, 2)), W2(randn({1, 3}, 3));
+    const Tensor<double> x0{0.4, -0.7};
+    // One statement per record, so the tape order is the order written here.
+    const auto w1 = tape.param(W1);
+    const auto z = ad::matmul(w1, tape.constant(x0));
+    const auto bias = tape.param(b1);
+    const auto h = ad::tanh(z + bias);
+    const auto w2 = tape.param(W2);
+    const auto y = ad::sum(ad::matmul(w2, h));
+    const auto got = reported(y);
+    REQUIRE(got.size() == 3);
+    CHECK(got[0].first == &W2);
+    // W1 and b1: b1 was recorded after W1, so the sweep passes it first.
+    CHECK(got[1].first == &b1);
+    CHECK(got[2].first == &W1);
+    // The gradient at report time is the whole gradient, by hand: dy/dW2 = h^T,
+    // dy/db1 = W2^T (.) (1 - h^2), dy/dW1 = dy/db1 x^T.
+    const Tensor<double> hv = h.value();
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(got[0].second(0, i) == Approx(hv(i)).epsilon(1e-15));
+        const double d = W2.value(0, i) * (1 - hv(i) * hv(i));
+        CHECK(got[1].second(i) == Approx(d).epsilon(1e-15));
+        for (std::size_t j = 0; j < 2; ++j) CHECK(got[2].second(i, j) == Approx(d * x0(j)).epsilon(1e-15));
+    }
+    // Nothing was added after the report.
+    CHECK_THAT(W2.grad, Equals(got[0].second));
+    CHECK_THAT(b1.grad, Equals(got[1].second));
+    CHECK_THAT(W1.grad, Equals(got[2].second));
+}
+
+TEST_CASE("the grad-ready hook waits for every read of a parameter recorded twice: d sum(p (p + 1)) = 2 p + 1", "[backward][grad_ready]")
+{
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{1.5, -0.5}), q(Tensor<double>{2.0, 3.0});
+    const auto first = tape.param(p);
+    const auto u = ad::exp(tape.param(q));  // q between the two reads of p
+    const auto second = tape.param(p);
+    const auto prod = ad::sum(first * (second + 1.0));
+    const auto y = prod + ad::sum(u);
+    const auto got = reported(y);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].first == &q);
+    CHECK(got[1].first == &p);
+    CHECK_THAT(got[1].second, Equals({4.0, 0.0}));
+    CHECK(got[0].second(0) == Approx(std::exp(2.0)).epsilon(1e-15));
+    CHECK(got[0].second(1) == Approx(std::exp(3.0)).epsilon(1e-15));
+}
+
+TEST_CASE("the grad-ready hook skips parameters the output does not depend on and leaves their gradient alone", "[backward][grad_ready]")
+{
+    Tape<double> tape;
+    Parameter<double> used(Tensor<double>{1.0, 2.0}), unused(Tensor<double>{3.0}), after(Tensor<double>{4.0}),
+        frozen(Tensor<double>{5.0});
+    const auto u = tape.param(unused);                   // recorded, never read by the output
+    const auto z = ad::sum(tape.param(used) * 3.0);  // the only read of `used`
+    Var<double> f;
+    {
+        ad::NoGrad no_grad;
+        f = ad::sum(tape.param(frozen));                 // read under NoGrad: no gradient
+    }
+    const auto y = z + f;
+    const auto a = tape.param(after);                    // recorded after the output
+    const auto later = ad::sum(a * y);
+    (void)u;
+    (void)later;
+    const auto got = reported(y);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].first == &used);
+    CHECK_THAT(used.grad, Equals({3.0, 3.0}));
+    CHECK_THAT(unused.grad, Equals({0.0}));
+    CHECK_THAT(after.grad, Equals({0.0}));
+    CHECK_THAT(frozen.grad, Equals({0.0}));
+}
+
+TEST_CASE("the grad-ready hook reports a parameter that is the output itself, and nothing when no parameter is reached", "[backward][grad_ready]")
+{
+    Tape<double> tape;
+    Parameter<double> s(Tensor<double>(4.0));
+    const auto got = reported(tape.param(s));
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].first == &s);
+    CHECK_THAT(got[0].second, Equals(Tensor<double>(1.0)));
+
+    const auto none = reported(ad::sum(ad::exp(tape.constant(Tensor<double>{1.0, 2.0}))));
+    CHECK(none.empty());
+}
+
+TEST_CASE("backward with a grad-ready hook gives the gradients backward without one gives", "[backward][grad_ready]")
+{
+    Tape<double> tape;
+    Parameter<double> W(randn({4, 3}, 7)), b(randn({4}, 8));
+    const auto y = ad::sum(ad::square(ad::tanh(ad::matmul(tape.param(W), tape.constant(randn({3, 5}, 9))) +
+                                              ad::reshape(tape.param(b), {4, 1}))));
+    ad::backward(y);
+    const Tensor<double> gW = W.grad, gb = b.grad;
+    W.zero_grad();
+    b.zero_grad();
+    int calls = 0;
+    ad::backward<double>(y, [&](Parameter<double>&) { ++calls; });
+    CHECK(calls == 2);
+    CHECK_THAT(W.grad, Equals(gW));
+    CHECK_THAT(b.grad, Equals(gb));
+}

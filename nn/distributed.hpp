@@ -1,0 +1,197 @@
+// Data-parallel training over MPI (optional: built as autodiff::distributed when CMake finds MPI;
+// the engine and nn/ do not depend on it).
+//
+// Every rank holds the whole model, takes its own part of each global batch (Shard, Sampler),
+// computes the mean loss over its part and runs the reverse sweep. DataParallel averages the
+// gradients across ranks before the optimiser step, so every rank takes the same step:
+//
+//   g = sum_r (n_r / N) g_r,
+//
+// where rank r holds n_r of the N examples of the global batch and g_r is the gradient of its mean
+// loss. That is the gradient of the mean loss over the whole global batch: the single-process
+// gradient, whether or not N divides evenly among the ranks.
+//
+// Gradients travel in buckets of about `bucket_bytes`, filled in reverse parameter order (the
+// order in which the reverse sweep finishes them). The sweep's grad-ready hook
+// (ad::backward(loss, on_grad_ready)) copies each finished gradient into its bucket; the moment a
+// bucket's last gradient arrives, a non-blocking MPI_Iallreduce starts on it while the sweep goes
+// on through the earlier layers. step() waits for all of them, writes the averages back into .grad
+// and runs the optimiser. Buckets are started in bucket order on every rank (a bucket that is full
+// early waits for the ones before it), so every rank issues the same collectives in the same order.
+//
+// Determinism. The same run twice gives the same bits: the buckets, the order of the collectives
+// and OpenMPI's choice of algorithm (a function of message size and number of ranks) are the same.
+// Parameters are identical on every rank when every rank receives the same sum. With 2 ranks that
+// always holds: the sum is a + b on one rank and b + a on the other, and IEEE addition is
+// commutative. With more ranks, an algorithm that combines partial sums in a different order on
+// different ranks could round differently; OpenMPI's ring and recursive-doubling allreduce
+// reduce each element along one path and hand the result on, but this is not promised by the MPI
+// standard. check_replicas() verifies it (a hash of every parameter and buffer gathered from every
+// rank); call it every few steps when running on more than 2 ranks.
+//
+// Faults. run() is the top level of an MPI program: it starts MPI, runs the training function and
+// finishes MPI; an exception escaping the function on any rank prints
+// "rank R of P: <what()>" to stderr and calls MPI_Abort, which ends every rank of the job (one rank
+// waiting in a collective for a rank that died would otherwise hang forever).
+//
+// Checkpoints. save_checkpoint() writes on rank 0 only (the others wait for it and learn whether it
+// worked); load_checkpoint() reads on rank 0 and broadcasts the parameters, buffers and optimiser
+// state, so every rank ends with the same values, even when only rank 0 sees the file.
+#pragma once
+
+#include "nn/module.hpp"
+#include "nn/optim.hpp"
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace ad::dist {
+
+// This process's rank and the number of ranks in `comm` (MPI must be initialised).
+int rank(MPI_Comm comm = MPI_COMM_WORLD);
+int size(MPI_Comm comm = MPI_COMM_WORLD);
+
+// The top level of a data-parallel program: MPI_Init_thread (funneled: only the main thread calls
+// MPI), fn(), MPI_Finalize. An exception out of fn on any rank ends the whole job through
+// MPI_Abort after printing "<program>: rank R of P: <what()>" to stderr; returns fn's result
+// otherwise. Works without mpirun too (one rank).
+int run(int argc, char** argv, const std::function<int()>& fn);
+
+// This rank's part [begin, end) of a global batch of `global` examples: the first global % size
+// ranks take one example more than the others. A rank may get nothing when global < size.
+struct Shard {
+    std::size_t begin = 0, end = 0;
+    std::size_t global = 0;
+    std::size_t count() const { return end - begin; }
+    // n_r / N: the weight of this rank's mean gradient in the average.
+    double weight() const { return global ? double(count()) / double(global) : 0.0; }
+};
+Shard shard(std::size_t global, int rank, int size);
+
+// Global batches over a data set of n examples, shuffled each epoch by a generator seeded with
+// (seed, epoch) that every rank builds alike, so every rank sees the same permutation and takes a
+// disjoint part of each global batch. The last global batch of an epoch holds the remainder
+// (n % batch examples) as in a single process; it is sharded the same way.
+class Sampler {
+public:
+    Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size);
+    void set_epoch(std::uint64_t epoch);     // reshuffles: the permutation of that epoch
+    std::size_t steps() const;               // global batches per epoch
+    Shard shard(std::size_t step) const;     // positions within global batch `step`
+    // The example indices this rank takes in global batch `step`, in order.
+    std::vector<std::size_t> indices(std::size_t step) const;
+    const std::vector<std::size_t>& order() const { return order_; }  // this epoch's permutation
+
+private:
+    std::size_t n_, batch_;
+    std::uint64_t seed_;
+    int rank_, size_;
+    std::vector<std::size_t> order_;
+};
+
+struct DataParallelOptions {
+    // A bucket closes once it holds this many bytes of gradient or more.
+    std::size_t bucket_bytes = std::size_t(4) << 20;
+    // A bucket goes out as allreduces of at most this many bytes each (fixed pieces, so the sums
+    // are the same from run to run). OpenMPI 4.1 on this machine takes 0.74 ms for 2 MiB and
+    // 21 ms for 3 MiB (it changes algorithm), so large buckets and parameters are cut up.
+    std::size_t message_bytes = std::size_t(1) << 20;
+    // Start each bucket's allreduce from the sweep (true), or all of them after the sweep, inside
+    // step() (false: the same sums, for measuring what the overlap hides).
+    bool overlap = true;
+    // Broadcast the buffers (BatchNorm's running statistics) from rank 0 at every step, so that
+    // they stay identical on every rank.
+    bool broadcast_buffers = true;
+};
+
+template <class T>
+class DataParallel {
+public:
+    // Broadcasts every parameter and buffer from rank 0, so every rank starts from rank 0's model.
+    // Collective: every rank of comm must construct it with the same model and optimiser layout.
+    DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer, DataParallelOptions options = {},
+                 MPI_Comm comm = MPI_COMM_WORLD);
+    ~DataParallel();
+    DataParallel(const DataParallel&) = delete;
+    DataParallel& operator=(const DataParallel&) = delete;
+
+    // The reverse sweep from this rank's mean loss, with weight = n_r / N (Shard::weight()).
+    // Starts each bucket's allreduce as soon as its gradients are final. At most once per step.
+    void backward(const Var<T>& loss, double weight);
+    // Waits for every bucket and writes the averaged gradients into .grad, without stepping (for
+    // clipping the averaged gradient first). A rank with no examples in this global batch calls
+    // step() (or this) without backward(): it contributes zeros and receives the average.
+    void synchronize();
+    // synchronize(), then the optimiser's step; with broadcast_buffers, rank 0's buffers.
+    void step();
+    void zero_grad() { optimizer_.zero_grad(); }
+
+    // Throws ad::Error on every rank, naming the first parameter or buffer and the ranks whose
+    // values differ, unless every rank holds the same bits. Collective.
+    void check_replicas() const;
+
+    int rank() const { return rank_; }
+    int size() const { return size_; }
+    MPI_Comm comm() const { return comm_; }
+    std::size_t buckets() const { return buckets_.size(); }
+    nn::Module<T>& model() { return model_; }
+    nn::Optimizer<T>& optimizer() { return optimizer_; }
+
+    // Seconds the last step() spent waiting for allreduces still under way (what the overlap did
+    // not hide).
+    double last_wait_seconds() const { return wait_seconds_; }
+
+private:
+    struct Bucket {
+        std::vector<std::size_t> params;  // indices into params_, in the order they are packed
+        std::vector<T> data;
+        std::size_t pending = 0;          // gradients not yet copied in this step
+        std::vector<MPI_Request> requests;  // one per piece of at most message_bytes
+        bool started = false;
+    };
+    void on_ready(Parameter<T>& p);
+    void pack(std::size_t param);
+    void start_ready_buckets();
+    void reset_step();
+
+    nn::Module<T>& model_;
+    nn::Optimizer<T>& optimizer_;
+    DataParallelOptions options_;
+    MPI_Comm comm_;
+    int rank_ = 0, size_ = 1;
+    std::vector<std::pair<std::string, Parameter<T>*>> params_;
+    std::unordered_map<const Parameter<T>*, std::size_t> index_;
+    std::vector<std::size_t> bucket_of_, offset_;  // per parameter
+    std::vector<char> packed_;                     // per parameter, this step
+    std::vector<Bucket> buckets_;
+    std::size_t next_start_ = 0;                   // first bucket not yet started
+    bool swept_ = false;                           // backward() ran since the last step
+    T weight_ = 0;
+    double wait_seconds_ = 0;
+    std::function<void(Parameter<T>&)> hook_;
+};
+
+// Collective checkpoint I/O (nn/checkpoint.hpp's format). save_checkpoint writes on rank 0 only
+// and raises the same error on every rank if rank 0 fails. load_checkpoint reads on rank 0, and
+// every rank ends with rank 0's parameters, buffers and optimiser state (step count and learning
+// rate included); an error on rank 0 is raised on every rank, and no rank's model changes.
+template <class T>
+void save_checkpoint(DataParallel<T>& dp, const std::string& path);
+template <class T>
+void load_checkpoint(DataParallel<T>& dp, const std::string& path);
+
+// Every parameter of the model sent from rank `root` to every rank (the constructor does this).
+template <class T>
+void broadcast_parameters(nn::Module<T>& model, int root = 0, MPI_Comm comm = MPI_COMM_WORLD);
+
+extern template class DataParallel<float>;
+extern template class DataParallel<double>;
+
+}  // namespace ad::dist

@@ -1,0 +1,432 @@
+// Data-parallel training under mpirun -np 2: each rank trains on its part of every global batch,
+// and every rank also trains a reference model in a single process on the whole global batch
+// (no MPI involved). After every step the replicas must hold the same bits, and after several SGD
+// and Adam steps the data-parallel parameters must equal the reference to 1e-12 relative, in
+// double, for even and odd global batches, one bucket or many.
+//
+// Every test case here is collective: each rank runs them all, in the same order (no filters).
+#define CATCH_CONFIG_RUNNER
+#include "nn/distributed.hpp"
+
+#include "autodiff/autodiff.hpp"
+#include "nn/nn.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+using ad::Tensor;
+namespace nn = ad::nn;
+namespace dist = ad::dist;
+
+namespace {
+
+constexpr std::size_t kInputs = 5, kClasses = 3;
+
+struct Data {
+    Tensor<double> x;                 // [n, kInputs]
+    std::vector<std::int64_t> y;      // [n]
+};
+
+Data make_data(std::size_t n, std::uint64_t seed)
+{
+    std::mt19937_64 gen(seed);
+    std::normal_distribution<double> normal(0, 1);
+    Data d;
+    d.x = Tensor<double>::from_shape({n, kInputs});
+    for (auto& v : d.x) v = normal(gen);
+    for (std::size_t i = 0; i < n; ++i) d.y.push_back(static_cast<std::int64_t>(gen() % kClasses));
+    return d;
+}
+
+// 5-8-8-3 with layer norm and tanh: six parameters of several sizes.
+std::shared_ptr<nn::Sequential<double>> make_model(std::uint64_t seed)
+{
+    nn::MLPOptions m;
+    m.sizes = {kInputs, 8, 8, kClasses};
+    m.activation = nn::Activation::tanh;
+    m.layer_norm = true;
+    nn::Rng rng(seed);
+    return nn::mlp<double>(m, rng);
+}
+
+// The rows `idx` of the data set.
+Data take(const Data& d, const std::vector<std::size_t>& idx)
+{
+    Data out;
+    out.x = Tensor<double>::from_shape({idx.size(), kInputs});
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        std::copy_n(d.x.data() + idx[i] * kInputs, kInputs, out.x.data() + i * kInputs);
+        out.y.push_back(d.y[idx[i]]);
+    }
+    return out;
+}
+
+enum class Opt { sgd, adam };
+
+std::unique_ptr<nn::Optimizer<double>> make_optimizer(nn::Module<double>& model, Opt which)
+{
+    if (which == Opt::sgd) {
+        nn::SGDOptions o;
+        o.lr = 0.1;
+        o.momentum = 0.9;
+        o.weight_decay = 1e-3;
+        return std::make_unique<nn::SGD<double>>(model, o);
+    }
+    nn::AdamOptions o;
+    o.lr = 0.01;
+    o.weight_decay = 1e-3;
+    return std::make_unique<nn::Adam<double>>(model, o);
+}
+
+using Params = std::vector<Tensor<double>>;
+
+Params values_of(nn::Module<double>& model)
+{
+    Params out;
+    for (auto* p : model.parameters()) out.push_back(p->value);
+    return out;
+}
+
+// The single-process reference: the same model trained with the whole global batch.
+Params train_single(const Data& data, std::size_t batch, int steps, Opt which, std::uint64_t seed)
+{
+    auto model = make_model(seed);
+    auto opt = make_optimizer(*model, which);
+    dist::Sampler sampler(data.y.size(), batch, 7, 0, 1);
+    ad::Tape<double> tape;
+    for (int s = 0; s < steps; ++s) {
+        const auto step = static_cast<std::size_t>(s) % sampler.steps();
+        if (step == 0) sampler.set_epoch(static_cast<std::uint64_t>(s) / sampler.steps());
+        const Data b = take(data, sampler.indices(step));
+        tape.clear();
+        opt->zero_grad();
+        ad::backward(nn::cross_entropy_loss((*model)(tape.constant(b.x)), b.y));
+        opt->step();
+    }
+    return values_of(*model);
+}
+
+// The same run data-parallel over every rank of MPI_COMM_WORLD. Rank r builds its model from
+// seed + r: the constructor's broadcast must give every rank rank 0's model.
+Params train_parallel(const Data& data, std::size_t batch, int steps, Opt which, std::uint64_t seed,
+                      dist::DataParallelOptions options = {})
+{
+    const int r = dist::rank(), P = dist::size();
+    auto model = make_model(seed + static_cast<std::uint64_t>(r));
+    auto opt = make_optimizer(*model, which);
+    dist::DataParallel<double> dp(*model, *opt, options);
+    dp.check_replicas();
+    dist::Sampler sampler(data.y.size(), batch, 7, r, P);
+    ad::Tape<double> tape;
+    for (int s = 0; s < steps; ++s) {
+        const auto step = static_cast<std::size_t>(s) % sampler.steps();
+        if (step == 0) sampler.set_epoch(static_cast<std::uint64_t>(s) / sampler.steps());
+        const auto shard = sampler.shard(step);
+        dp.zero_grad();
+        if (shard.count() > 0) {
+            const Data b = take(data, sampler.indices(step));
+            tape.clear();
+            dp.backward(nn::cross_entropy_loss((*model)(tape.constant(b.x)), b.y), shard.weight());
+        }
+        dp.step();
+        dp.check_replicas();
+    }
+    return values_of(*model);
+}
+
+// max |a - b| / max |b| over each tensor, the largest over all tensors.
+double relative_error(const Params& a, const Params& b)
+{
+    double worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        double diff = 0, scale = 0;
+        for (std::size_t j = 0; j < a[i].size(); ++j) {
+            diff = std::max(diff, std::abs(a[i].flat(j) - b[i].flat(j)));
+            scale = std::max(scale, std::abs(b[i].flat(j)));
+        }
+        worst = std::max(worst, diff / scale);
+    }
+    return worst;
+}
+
+// max |a - b| / max |b| over all the elements of all tensors at once.
+double overall_change(const Params& a, const Params& b)
+{
+    double diff = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        for (std::size_t j = 0; j < a[i].size(); ++j) {
+            diff = std::max(diff, std::abs(a[i].flat(j) - b[i].flat(j)));
+            scale = std::max(scale, std::abs(b[i].flat(j)));
+        }
+    return diff / scale;
+}
+
+bool same_bits(const Params& a, const Params& b)
+{
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i].shape() != b[i].shape() ||
+            std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(double)) != 0)
+            return false;
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("shard: the parts of a global batch are disjoint, cover it in order, and the first B % P ranks take one more", "[mpi][shard]")
+{
+    for (std::size_t B : {0, 1, 2, 7, 8, 128, 1001})
+        for (int P : {1, 2, 3, 5}) {
+            std::size_t next = 0;
+            double weights = 0;
+            for (int r = 0; r < P; ++r) {
+                const auto s = dist::shard(B, r, P);
+                CHECK(s.begin == next);
+                CHECK(s.global == B);
+                const std::size_t expected = B / std::size_t(P) + (std::size_t(r) < B % std::size_t(P) ? 1 : 0);
+                CHECK(s.count() == expected);
+                weights += s.weight();
+                next = s.end;
+            }
+            CHECK(next == B);
+            if (B > 0) CHECK(weights == Approx(1.0).epsilon(1e-15));
+        }
+    CHECK_THROWS_WITH(dist::shard(8, 2, 2), Catch::Contains("rank 2 of 2 ranks"));
+    CHECK_THROWS_WITH(dist::shard(8, 0, 0), Catch::Contains("expected size >= 1"));
+    CHECK_THROWS_WITH(dist::Sampler(10, 0, 1, 0, 2), Catch::Contains("at least one example"));
+}
+
+TEST_CASE("Sampler: every rank draws the same permutation and the ranks' parts of each global batch partition it", "[mpi][shard]")
+{
+    const int r = dist::rank(), P = dist::size();
+    const std::size_t n = 23, B = 5;  // 5 global batches, the last of 3 examples
+    dist::Sampler sampler(n, B, 42, r, P);
+    REQUIRE(sampler.steps() == 5);
+    for (std::uint64_t epoch : {0, 1}) {
+        sampler.set_epoch(epoch);
+        // The permutation is one: gather every rank's and compare with rank 0's.
+        std::vector<std::uint64_t> mine(sampler.order().begin(), sampler.order().end());
+        std::vector<std::uint64_t> all(n * std::size_t(P));
+        MPI_Allgather(mine.data(), int(n), MPI_UINT64_T, all.data(), int(n), MPI_UINT64_T, MPI_COMM_WORLD);
+        for (int q = 1; q < P; ++q)
+            CHECK(std::equal(all.begin(), all.begin() + long(n), all.begin() + long(n) * q));
+        std::vector<std::size_t> sorted(mine.begin(), mine.end());
+        std::sort(sorted.begin(), sorted.end());
+        for (std::size_t i = 0; i < n; ++i) CHECK(sorted[i] == i);
+        // This rank's indices of step s are its shard's slice of the permutation.
+        for (std::size_t s = 0; s < sampler.steps(); ++s) {
+            const auto sh = sampler.shard(s);
+            const auto idx = sampler.indices(s);
+            CHECK(sh.global == std::min(B, n - s * B));
+            REQUIRE(idx.size() == sh.count());
+            for (std::size_t i = 0; i < idx.size(); ++i) CHECK(idx[i] == sampler.order()[sh.begin + i]);
+        }
+    }
+    sampler.set_epoch(0);
+    const auto first = sampler.order();
+    sampler.set_epoch(1);
+    CHECK(first != sampler.order());
+}
+
+TEST_CASE("two ranks with half the global batch each equal one process with the whole batch to 1e-12 (SGD with momentum, Adam; even and odd batches)", "[mpi][equivalence]")
+{
+    const Data data = make_data(40, 3);
+    struct Case {
+        const char* name;
+        Opt opt;
+        std::size_t batch;
+        std::size_t bucket_bytes;
+        std::size_t message_bytes = std::size_t(1) << 20;
+    };
+    const Case cases[] = {
+        {"SGD, batch 8, one bucket", Opt::sgd, 8, std::size_t(4) << 20},
+        {"SGD, batch 7, a bucket per 100 bytes", Opt::sgd, 7, 100},
+        {"Adam, batch 8, a bucket per 100 bytes", Opt::adam, 8, 100},
+        {"Adam, batch 7, one bucket", Opt::adam, 7, std::size_t(4) << 20},
+        {"Adam, batch 1 (one rank has no example)", Opt::adam, 1, 256},
+        {"SGD, batch 9, one bucket sent in pieces of 3 doubles", Opt::sgd, 9, std::size_t(4) << 20, 24},
+        {"Adam, batch 8, buckets of 100 bytes in pieces of 40", Opt::adam, 8, 100, 40},
+    };
+    const int steps = 8;
+    for (const auto& c : cases) {
+        dist::DataParallelOptions o;
+        o.bucket_bytes = c.bucket_bytes;
+        o.message_bytes = c.message_bytes;
+        const Params single = train_single(data, c.batch, steps, c.opt, 11);
+        const Params parallel = train_parallel(data, c.batch, steps, c.opt, 11, o);
+        const Params start = values_of(*make_model(11));
+        const double err = relative_error(parallel, single);
+        if (dist::rank() == 0)
+            std::printf("equivalence, %s, %d steps on %d ranks: largest relative difference %.3g "
+                        "(parameters moved by %.3g relative)\n",
+                        c.name, steps, dist::size(), err, overall_change(single, start));
+        INFO(c.name);
+        CHECK(err <= 1e-12);
+        // The steps did something: the parameters moved far more than the tolerance.
+        CHECK(overall_change(single, start) > 1e-3);
+    }
+}
+
+TEST_CASE("the same data-parallel run twice gives the same bits, with the allreduce overlapped or after the sweep", "[mpi][determinism]")
+{
+    const Data data = make_data(40, 4);
+    dist::DataParallelOptions o;
+    o.bucket_bytes = 200;
+    const Params a = train_parallel(data, 9, 6, Opt::adam, 5, o);
+    const Params b = train_parallel(data, 9, 6, Opt::adam, 5, o);
+    o.overlap = false;
+    const Params c = train_parallel(data, 9, 6, Opt::adam, 5, o);
+    CHECK(same_bits(a, b));
+    CHECK(same_bits(a, c));
+}
+
+TEST_CASE("DataParallel buckets the parameters in reverse order by size and starts from rank 0's model and buffers", "[mpi][data_parallel]")
+{
+    const int r = dist::rank();
+    // Linear(5, 8) 40 + 8, BatchNorm1d(8) 8 + 8 and buffers, Linear(8, 3) 24 + 3 doubles.
+    auto make = [](std::uint64_t seed) {
+        nn::Rng rng(seed);
+        auto m = std::make_shared<nn::Sequential<double>>();
+        m->add(std::make_shared<nn::Linear<double>>(kInputs, 8, rng));
+        m->add(std::make_shared<nn::BatchNorm1d<double>>(8));
+        m->add(std::make_shared<nn::Linear<double>>(8, kClasses, rng));
+        return m;
+    };
+    auto model = make(100 + std::uint64_t(r));
+    // Buffers that differ by rank, as after some local training.
+    for (auto& [name, t] : model->named_buffers()) *t += double(r + 1);
+    const auto reference = make(100);
+    nn::SGD<double> opt(*model, nn::SGDOptions{});
+    dist::DataParallelOptions o;
+    // From the last parameter, a bucket closing once it holds 216 bytes: {2.bias, 2.weight} 216
+    // bytes, {1.bias, 1.gain, 0.bias, 0.weight} 512.
+    o.bucket_bytes = 27 * 8;
+    dist::DataParallel<double> dp(*model, opt, o);
+    CHECK(dp.buckets() == 2);
+    o.bucket_bytes = 100;         // {2.bias, 2.weight}, {1.bias, 1.gain}, {0.bias, 0.weight}
+    CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 3);
+    o.bucket_bytes = 1;           // one per parameter
+    CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 6);
+    REQUIRE_NOTHROW(dp.check_replicas());
+    CHECK(same_bits(values_of(*model), values_of(*reference)));
+    // Buffers are rank 0's: the initial values + 1.
+    const auto mine = model->named_buffers(), initial = reference->named_buffers();
+    REQUIRE(mine.size() == 2);
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+        INFO(mine[i].first);
+        for (std::size_t j = 0; j < mine[i].second->size(); ++j)
+            CHECK(mine[i].second->flat(j) == initial[i].second->flat(j) + 1.0);
+    }
+}
+
+TEST_CASE("check_replicas names the parameter and the rank that differ by one bit", "[mpi][data_parallel]")
+{
+    auto model = make_model(1);
+    auto opt = make_optimizer(*model, Opt::sgd);
+    dist::DataParallel<double> dp(*model, *opt);
+    REQUIRE_NOTHROW(dp.check_replicas());
+    if (dist::size() < 2) return;
+    if (dist::rank() == 1) {
+        auto& v = model->named_parameters().at(2).second->value;
+        v.flat(3) = std::nextafter(v.flat(3), 10.0);
+    }
+    const std::string name = model->named_parameters().at(2).first;
+    CHECK_THROWS_WITH(dp.check_replicas(), Catch::Contains("'" + name + "' differs from rank 0's on rank 1"));
+}
+
+TEST_CASE("DataParallel refuses a second backward before the step, a weight outside [0, 1], messages smaller than one element and an optimiser of other parameters", "[mpi][data_parallel]")
+{
+    auto model = make_model(1);
+    auto opt = make_optimizer(*model, Opt::sgd);
+    dist::DataParallel<double> dp(*model, *opt);
+    const Data d = make_data(4, 1);
+    ad::Tape<double> tape;
+    const auto loss = nn::cross_entropy_loss((*model)(tape.constant(d.x)), d.y);
+    CHECK_THROWS_WITH(dp.backward(loss, 1.5), Catch::Contains("weight 1.5") && Catch::Contains("outside [0, 1]"));
+    dp.backward(loss, 0.5);
+    CHECK_THROWS_WITH(dp.backward(loss, 0.5), Catch::Contains("called twice without step()"));
+    dp.step();
+
+    dist::DataParallelOptions tiny;
+    tiny.message_bytes = 4;
+    CHECK_THROWS_WITH(dist::DataParallel<double>(*model, *opt, tiny),
+                      Catch::Contains("message_bytes must hold at least one element (8 bytes), got 4"));
+
+    auto other = make_model(2);
+    nn::SGD<double> wrong(*other, nn::SGDOptions{});
+    CHECK_THROWS_WITH(dist::DataParallel<double>(*model, wrong),
+                      Catch::Contains("the optimiser must update exactly the model's parameters"));
+}
+
+TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every rank rank 0's parameters and optimiser state", "[mpi][checkpoint]")
+{
+    const int r = dist::rank();
+    const Data data = make_data(16, 9);
+    auto model = make_model(3);
+    auto opt = make_optimizer(*model, Opt::adam);
+    dist::DataParallel<double> dp(*model, *opt);
+    ad::Tape<double> tape;
+    dist::Sampler sampler(16, 8, 1, r, dist::size());
+    for (std::size_t s = 0; s < 2; ++s) {
+        const Data b = take(data, sampler.indices(s));
+        tape.clear();
+        dp.zero_grad();
+        dp.backward(nn::cross_entropy_loss((*model)(tape.constant(b.x)), b.y), sampler.shard(s).weight());
+        dp.step();
+    }
+    const Params saved = values_of(*model);
+    const auto dir = std::filesystem::path("mpi_checkpoint");
+    const std::string path = (dir / "model.npz").string();
+    if (r == 0) {
+        std::filesystem::create_directories(dir);
+        std::filesystem::remove(path);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    dist::save_checkpoint(dp, path);
+    CHECK(std::filesystem::exists(path));  // rank 0 wrote it before anyone returned
+
+    // Each rank drifts its own way, then loads.
+    for (auto* p : model->parameters()) p->value += 0.25 * double(r + 1);
+    opt->set_step_count(99 + std::uint64_t(r));
+    dist::load_checkpoint(dp, path);
+    CHECK(same_bits(values_of(*model), saved));
+    CHECK(opt->step_count() == 2);
+    REQUIRE_NOTHROW(dp.check_replicas());
+    // The optimiser's state, too: hash every state tensor and compare across ranks.
+    double sum = 0;
+    for (auto& [name, t] : opt->named_state())
+        for (double v : *t) sum += v;
+    double lo = 0, hi = 0;
+    MPI_Allreduce(&sum, &lo, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&sum, &hi, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    CHECK(lo == hi);
+    CHECK(sum != 0);
+
+    // A file rank 0 cannot read is an error on every rank, and no model changes.
+    for (auto* p : model->parameters()) p->value += 1.0;
+    const Params before = values_of(*model);
+    CHECK_THROWS_WITH(dist::load_checkpoint(dp, (dir / "missing.npz").string()),
+                      Catch::Contains("load_checkpoint") && Catch::Contains("missing.npz"));
+    CHECK(same_bits(values_of(*model), before));
+    CHECK_THROWS_WITH(dist::save_checkpoint(dp, (dir / "no-such-dir" / "x.npz").string()),
+                      Catch::Contains("save_checkpoint"));
+}
+
+int main(int argc, char** argv)
+{
+    MPI_Init(&argc, &argv);
+    const int result = Catch::Session().run(argc, argv);
+    int worst = 0;
+    MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return worst;
+}
