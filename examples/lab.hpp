@@ -4,6 +4,10 @@
 // that silently finds no data.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +16,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace examples {
 
@@ -51,6 +56,42 @@ inline std::ofstream open_output(const std::string& path, const char* program)
         std::exit(1);
     }
     return f;
+}
+
+// Runs argv[0] (looked up in PATH) with the arguments argv[1..] in directory `dir`, without a
+// shell, and waits for it. `quiet` sends its output to /dev/null. Returns its exit status, or -1
+// if it could not be started or did not exit normally (127 from the child: not found).
+inline int run_program(const std::vector<std::string>& argv, const std::string& dir, bool quiet = false)
+{
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::fflush(nullptr);  // the child must not print this process's buffered output again
+    const pid_t pid = ::fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        // Only async-signal-safe calls between fork and exec: the parent may have other threads.
+        if (!dir.empty() && ::chdir(dir.c_str()) != 0) ::_exit(126);
+        if (quiet) {
+            const int null = ::open("/dev/null", O_WRONLY);
+            if (null >= 0) {
+                ::dup2(null, 1);
+                ::dup2(null, 2);
+            }
+        }
+        ::execvp(args[0], args.data());
+        ::_exit(127);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// gnuplot SCRIPT run in `dir` (the script's relative names resolve there). True on success.
+inline bool run_gnuplot(const std::string& dir, const std::string& script)
+{
+    return run_program({"gnuplot", script}, dir) == 0;
 }
 
 struct LabOptions {
