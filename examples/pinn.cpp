@@ -90,7 +90,13 @@ int main(int argc, char** argv)
     std::vector<char*> rest{argv[0]};
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--max-error") == 0 && i + 1 < argc) {
-            max_error = std::stod(argv[++i]);
+            const std::string text = argv[++i];
+            char* end = nullptr;
+            max_error = std::strtod(text.c_str(), &end);
+            if (text.empty() || *end != '\0' || !(max_error > 0) || !std::isfinite(max_error)) {
+                std::fprintf(stderr, "pinn: --max-error wants a positive number, got '%s'\n", text.c_str());
+                return 2;
+            }
         } else {
             rest.push_back(argv[i]);
         }
