@@ -241,6 +241,12 @@ TEST_CASE("softplus(x) = log(1 + e^x) with d = sigmoid(x) g", "[ops][elementwise
     check_unary(ad::softplus<double>, [](double x) { return std::log1p(std::exp(x)); }, sigmoid, randn(shape, 30, 3.0));
 }
 
+TEST_CASE("normal_cdf(x) = Phi(x) with d = phi(x) g", "[ops][elementwise]")
+{
+    const Shape shape = GENERATE(from_range(elementwise_shapes()));
+    check_unary(ad::normal_cdf<double>, Phi, phi, randn(shape, 32, 2.0));
+}
+
 TEST_CASE("gelu(x) = x Phi(x) with d = (Phi(x) + x phi(x)) g", "[ops][elementwise]")
 {
     const Shape shape = GENERATE(from_range(elementwise_shapes()));

@@ -117,6 +117,46 @@ TEST_CASE("broadcast_to repeats x along new and stretched axes, and its VJP sums
     require_gradcheck([&](const Vars& v) { return ad::broadcast_to(v[0], c.second); }, {x});
 }
 
+TEST_CASE("sum_to is broadcast_to in reverse: sum_to(broadcast_to(x, s), x.shape) = (|s| / |x|) x", "[ops][shape]")
+{
+    using Case = std::pair<Shape, Shape>;
+    const Case c = GENERATE(Case{{3}, {2, 3}}, Case{{3, 1}, {3, 4}}, Case{{}, {2, 2}}, Case{{1, 4}, {2, 3, 4}},
+                            Case{{2, 1, 3}, {2, 4, 3}}, Case{{2, 3}, {2, 3}});
+    CAPTURE(c.first, c.second);
+    const Tensor<double> x = randn(c.first, 11), big = randn(c.second, 12);
+    Tape<double> tape;
+    const auto back = ad::sum_to(ad::broadcast_to(tape.variable(x), c.second), c.first);
+    const double copies = double(xt::broadcast(x, c.second).size() / std::max<std::size_t>(x.size(), 1));
+    CHECK(xt::allclose(back.value(), copies * x, 1e-15, 0.0));
+    // sum_to of any tensor: the sums over the broadcast axes, as xtensor's broadcasting defines them
+    const auto s = ad::sum_to(tape.variable(big), c.first);
+    REQUIRE(std::equal(s.shape().begin(), s.shape().end(), c.first.begin(), c.first.end()));
+    CHECK(xt::allclose(ad::sum(s).value(), Tensor<double>(xt::sum(big)), 1e-13, 0.0));
+    require_gradcheck([&](const Vars& v) { return ad::sum_to(v[0], c.first); }, {big});
+    CHECK_THROWS_WITH(ad::sum_to(tape.variable(big), {5, 7}), Catch::Matchers::Contains("sum_to"));
+}
+
+TEST_CASE("scatter_add_rows is gather_rows in reverse: row idx_i gets x_i added", "[ops][shape]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{5, 3}, Shape{5, 2, 2});
+    const std::vector<std::size_t> idx{4, 0, 4, 2, 4};
+    const Tensor<double> x = randn(shape, 13);
+    const std::size_t width = x.size() / 5;
+    Tape<double> tape;
+    const auto y = ad::scatter_add_rows(tape.variable(x), idx, 6);
+    REQUIRE(y.shape()[0] == 6);
+    for (std::size_t r = 0; r < 6; ++r)
+        for (std::size_t j = 0; j < width; ++j) {
+            double want = 0;
+            for (std::size_t i = 0; i < idx.size(); ++i)
+                if (idx[i] == r) want += x.flat(i * width + j);
+            CHECK(y.value().flat(r * width + j) == Approx(want).epsilon(1e-15));
+        }
+    require_gradcheck([&](const Vars& v) { return ad::scatter_add_rows(v[0], idx, 6); }, {x});
+    CHECK_THROWS_WITH(ad::scatter_add_rows(tape.variable(x), {0, 9, 0, 0, 0}, 6),
+                      Catch::Matchers::Contains("scatter_add_rows") && Catch::Matchers::Contains("index 9"));
+}
+
 TEST_CASE("gather_rows picks x(idx_i) and adds the gradients of repeated rows", "[ops][shape]")
 {
     const Shape shape = GENERATE(Shape{5}, Shape{5, 3}, Shape{5, 2, 2});
