@@ -278,28 +278,7 @@ std::string duration(double s)
 // A PNG with two panels: training loss against epochs, and test accuracy after each epoch.
 bool plot(const std::string& out_dir)
 {
-    const std::string gp = out_dir + "/fashion_mnist_curves.gp";
-    std::ofstream f(gp);
-    // Fixed relative names only: gnuplot runs in out_dir, whose name never enters the script.
-    f << "# Plots the curves fashion_mnist wrote. Run from their directory: gnuplot fashion_mnist_curves.gp\n"
-      << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,420 font 'sans,10' } "
-         "else { set terminal png size 1100,420 }\n"
-      << "set output 'fashion_mnist_curves.png'\n"
-      << "set datafile separator ','\n"
-      << "set key top right\n"
-      << "set grid\n"
-      << "set multiplot layout 1,2 title 'Fashion-MNIST: residual MLP with layer norm and dropout'\n"
-      << "set xlabel 'epoch'\nset ylabel 'cross-entropy'\nset title 'loss'\n"
-      << "set yrange [0:1]  # the first steps, near log(10) = 2.3, are cut off\n"
-      << "plot 'fashion_mnist_loss.csv' skip 1 using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'training (per step)', \\\n"
-      << "     '' skip 1 using 1:3 with lines lw 2 lc rgb '#08519c' title 'training (running mean)', \\\n"
-      << "     'fashion_mnist_epochs.csv' skip 1 using 1:3 with linespoints lw 2 pt 7 lc rgb '#e6550d' title 'test'\n"
-      << "set ylabel 'accuracy (%)'\nset title 'test accuracy'\nset key bottom right\nset yrange [*:*]\n"
-      << "plot 'fashion_mnist_epochs.csv' skip 1 using 1:($4*100) with linespoints lw 2 pt 7 lc rgb '#31a354' "
-         "title 'test accuracy'\n"
-      << "unset multiplot\n";
-    f.close();
-    return f && examples::run_gnuplot(out_dir, "fashion_mnist_curves.gp");
+    return examples::plot_training_curves(out_dir, "fashion_mnist", "Fashion-MNIST: residual MLP with layer norm and dropout");
 }
 
 // The ranks of a data-parallel run (one rank otherwise) and what each does with the gradients.

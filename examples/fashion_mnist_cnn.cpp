@@ -16,9 +16,7 @@
 #include "nn/idx.hpp"
 #include "nn/nn.hpp"
 
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include "lab.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -31,8 +29,6 @@
 #include <numeric>
 #include <string>
 #include <vector>
-
-extern char** environ;
 
 namespace {
 
@@ -280,41 +276,7 @@ std::string duration(double s)
 // gnuplot runs with an argument vector (no shell) in the output directory.
 bool plot(const std::string& out_dir)
 {
-    const std::string gp = out_dir + "/fashion_mnist_cnn_curves.gp";
-    std::ofstream f(gp);
-    f << "# Plots the curves fashion_mnist_cnn wrote. Run from its output directory: gnuplot fashion_mnist_cnn_curves.gp\n"
-      << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,420 font 'sans,10' } "
-         "else { set terminal png size 1100,420 }\n"
-      << "set output 'fashion_mnist_cnn_curves.png'\n"
-      << "set datafile separator ','\n"
-      << "set key top right\n"
-      << "set grid\n"
-      << "set multiplot layout 1,2 title 'Fashion-MNIST: CNN with batch norm'\n"
-      << "set xlabel 'epoch'\nset ylabel 'cross-entropy'\nset title 'loss'\n"
-      << "set yrange [0:1]  # the first steps, near log(10) = 2.3, are cut off\n"
-      << "plot 'fashion_mnist_cnn_loss.csv' skip 1 using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'training (per step)', \\\n"
-      << "     '' skip 1 using 1:3 with lines lw 2 lc rgb '#08519c' title 'training (running mean)', \\\n"
-      << "     'fashion_mnist_cnn_epochs.csv' skip 1 using 1:3 with linespoints lw 2 pt 7 lc rgb '#e6550d' title 'test'\n"
-      << "set ylabel 'accuracy (%)'\nset title 'test accuracy'\nset key bottom right\nset yrange [*:*]\n"
-      << "plot 'fashion_mnist_cnn_epochs.csv' skip 1 using 1:($4*100) with linespoints lw 2 pt 7 lc rgb '#31a354' "
-         "title 'test accuracy'\n"
-      << "unset multiplot\n";
-    f.close();
-    if (!f) return false;
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    // chdir through a file action needs glibc 2.29 (Debian 12 has 2.36).
-    posix_spawn_file_actions_addchdir_np(&actions, out_dir.c_str());
-    char prog[] = "gnuplot";
-    char script[] = "fashion_mnist_cnn_curves.gp";
-    char* argv[] = {prog, script, nullptr};
-    pid_t pid;
-    const int rc = posix_spawnp(&pid, "gnuplot", &actions, nullptr, argv, environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) return false;
-    int status = 0;
-    if (waitpid(pid, &status, 0) < 0) return false;
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return examples::plot_training_curves(out_dir, "fashion_mnist_cnn", "Fashion-MNIST: CNN with batch norm");
 }
 
 }  // namespace

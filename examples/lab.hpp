@@ -119,6 +119,34 @@ inline bool run_gnuplot(const std::string& dir, const std::string& script)
     return run_program({"gnuplot", script}, dir) == 0;
 }
 
+// The training curves of a run that wrote NAME_loss.csv (epoch, loss, running mean) and
+// NAME_epochs.csv (epoch, train loss, test loss, test accuracy, seconds) in `dir`: loss and test
+// accuracy side by side in NAME_curves.png, drawn by gnuplot in `dir` from NAME_curves.gp. The
+// script names only those fixed relative files, so the directory's name never enters it.
+inline bool plot_training_curves(const std::string& dir, const std::string& name, const std::string& title)
+{
+    std::ofstream f(dir + "/" + name + "_curves.gp");
+    f << "# Plots the curves " << name << " wrote. Run from their directory: gnuplot " << name << "_curves.gp\n"
+      << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) { set terminal pngcairo size 1100,420 font 'sans,10' } "
+         "else { set terminal png size 1100,420 }\n"
+      << "set output '" << name << "_curves.png'\n"
+      << "set datafile separator ','\n"
+      << "set key top right\n"
+      << "set grid\n"
+      << "set multiplot layout 1,2 title '" << title << "'\n"
+      << "set xlabel 'epoch'\nset ylabel 'cross-entropy'\nset title 'loss'\n"
+      << "set yrange [0:1]  # the first steps, near log(10) = 2.3, are cut off\n"
+      << "plot '" << name << "_loss.csv' skip 1 using 1:2 with lines lw 1 lc rgb '#9ecae1' title 'training (per step)', \\\n"
+      << "     '' skip 1 using 1:3 with lines lw 2 lc rgb '#08519c' title 'training (running mean)', \\\n"
+      << "     '" << name << "_epochs.csv' skip 1 using 1:3 with linespoints lw 2 pt 7 lc rgb '#e6550d' title 'test'\n"
+      << "set ylabel 'accuracy (%)'\nset title 'test accuracy'\nset key bottom right\nset yrange [*:*]\n"
+      << "plot '" << name << "_epochs.csv' skip 1 using 1:($4*100) with linespoints lw 2 pt 7 lc rgb '#31a354' "
+         "title 'test accuracy'\n"
+      << "unset multiplot\n";
+    f.close();
+    return f && run_gnuplot(dir, name + "_curves.gp");
+}
+
 // Whether `program` can be run (e.g. "dot" with "-V").
 inline bool have_program(const std::vector<std::string>& probe)
 {
