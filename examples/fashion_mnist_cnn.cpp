@@ -187,7 +187,6 @@ bool gradcheck_model(const ad::nn::LabelledImages<float>& train, const Options& 
     ad::nn::Rng rng(o.seed);
     auto model = make_model<double>(4, 16, o.dropout, rng);
     model->train();
-    auto named = model->named_parameters();
     const std::size_t n = std::min<std::size_t>(4, train.size());
     std::vector<std::size_t> idx(n);
     std::iota(idx.begin(), idx.end(), 0);
@@ -195,30 +194,11 @@ bool gradcheck_model(const ad::nn::LabelledImages<float>& train, const Options& 
     batch_of(train, idx.data(), n, x);
     const std::vector<std::int64_t> y(train.labels.begin(), train.labels.begin() + static_cast<std::ptrdiff_t>(n));
 
-    std::vector<ad::Tensor<double>> values, grads;
-    ad::GradcheckOptions opts;
-    for (auto& [name, p] : named) {
-        values.push_back(p->value);
-        opts.names.push_back(name);
-    }
-    ad::Tape<double> tape;
-    auto loss_at = [&](const std::vector<ad::Tensor<double>>& v) {
-        for (std::size_t i = 0; i < named.size(); ++i) {
-            named[i].second->value = v[i];
-            named[i].second->mark_modified();
-        }
-        reseed_dropout(*model, o.seed);
-        tape.clear();
-        ad::NoGrad no_grad;
-        return ad::nn::cross_entropy_loss((*model)(tape.constant(x)), y).item();
-    };
-    reseed_dropout(*model, o.seed);
-    model->zero_grad();
-    tape.clear();
-    ad::backward(ad::nn::cross_entropy_loss((*model)(tape.constant(x)), y));
-    for (auto& [name, p] : named) grads.push_back(p->grad);
-
-    const auto r = ad::check_gradient(loss_at, values, grads, opts);
+    // the loss of the named parameters, the dropout masks drawn again for every evaluation
+    const auto r = ad::nn::gradcheck_module<double>(*model, [&](ad::nn::Module<double>& m, ad::Tape<double>& tape) {
+        reseed_dropout(m, o.seed);
+        return ad::nn::cross_entropy_loss(m(tape.constant(x)), y);
+    });
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     std::printf("gradcheck: %s a 4-8-16 copy of the network (batch norm in training mode, dropout with a fixed "
                 "mask), double precision, %zu images: %zu gradient elements against central differences in %.1f s\n"
