@@ -230,26 +230,12 @@ EvalResult evaluate(ad::nn::Module<float>& model, const ad::nn::LabelledImages<f
         const std::vector<std::int64_t> y(data.labels.begin() + static_cast<std::ptrdiff_t>(s),
                                           data.labels.begin() + static_cast<std::ptrdiff_t>(e));
         r.loss += ad::nn::cross_entropy_loss(logits, y, ad::nn::Reduction::sum).item();
-        const auto& v = logits.value();
-        for (std::size_t i = 0; i < e - s; ++i) {
-            std::size_t best = 0;
-            for (std::size_t k = 1; k < 10; ++k)
-                if (v(i, k) > v(i, best)) best = k;
-            correct += static_cast<std::int64_t>(best) == y[i];
-        }
+        correct += examples::correct_predictions(logits.value(), y);
     }
     model.train();
     r.loss /= double(data.size());
     r.accuracy = double(correct) / double(data.size());
     return r;
-}
-
-std::string duration(double s)
-{
-    char buf[32];
-    if (s < 60) std::snprintf(buf, sizeof buf, "%.0f s", s);
-    else std::snprintf(buf, sizeof buf, "%d min %02d s", int(s) / 60, int(s) % 60);
-    return buf;
 }
 
 // A PNG with two panels: training loss against epochs, and test accuracy after each epoch.
@@ -335,7 +321,7 @@ int main(int argc, char** argv)
                     const double rate = double(step * o.batch + (e - s)) / elapsed;
                     std::printf("%sepoch %d/%d  step %zu/%zu  loss %.4f  %.0f examples/s  %s left%s",
                                 tty ? "\r" : "", epoch, o.epochs, b + 1, steps_per_epoch, running, rate,
-                                duration(per_step * double(total_steps - step - 1)).c_str(), tty ? "   " : "\n");
+                                examples::duration(per_step * double(total_steps - step - 1)).c_str(), tty ? "   " : "\n");
                     std::fflush(stdout);
                 }
             }

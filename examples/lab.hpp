@@ -119,6 +119,31 @@ inline bool run_gnuplot(const std::string& dir, const std::string& script)
     return run_program({"gnuplot", script}, dir) == 0;
 }
 
+// "42 s" or "3 min 05 s": a time left, for progress lines.
+inline std::string duration(double s)
+{
+    char buf[32];
+    if (s < 60) std::snprintf(buf, sizeof buf, "%.0f s", s);
+    else std::snprintf(buf, sizeof buf, "%d min %02d s", int(s) / 60, int(s) % 60);
+    return buf;
+}
+
+// How many rows of a [rows, classes] tensor of logits have their largest entry (the first, at a
+// tie) at the row's label.
+template <class Logits, class Labels>
+std::size_t correct_predictions(const Logits& logits, const Labels& labels)
+{
+    std::size_t correct = 0;
+    const std::size_t classes = logits.shape()[1];
+    for (std::size_t i = 0; i < logits.shape()[0]; ++i) {
+        std::size_t best = 0;
+        for (std::size_t k = 1; k < classes; ++k)
+            if (logits(i, k) > logits(i, best)) best = k;
+        correct += static_cast<std::int64_t>(best) == labels[i];
+    }
+    return correct;
+}
+
 // The training curves of a run that wrote NAME_loss.csv (epoch, loss, running mean) and
 // NAME_epochs.csv (epoch, train loss, test loss, test accuracy, seconds) in `dir`: loss and test
 // accuracy side by side in NAME_curves.png, drawn by gnuplot in `dir` from NAME_curves.gp. The
