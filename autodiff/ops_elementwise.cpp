@@ -30,18 +30,6 @@ Tensor<T> map(const Tensor<T>& t, F f)
     return out;
 }
 
-// The same mask on both operands of a binary op, broadcast to the output's shape.
-template <class T, class F>
-Tensor<T> map2(const Tensor<T>& a, const Tensor<T>& b, F f)
-{
-    Tensor<T> out = xt::zeros<T>(broadcast_shape("mask", a.shape(), b.shape()));
-    auto ab = xt::broadcast(a, out.shape());
-    auto bb = xt::broadcast(b, out.shape());
-    auto ia = ab.cbegin();
-    auto ib = bb.cbegin();
-    for (auto it = out.begin(); it != out.end(); ++it, ++ia, ++ib) *it = f(*ia, *ib);
-    return out;
-}
 }  // namespace
 
 // d(-x) = -g
@@ -248,18 +236,10 @@ Var<T> cos(const Var<T>& x)
 }
 AD_INSTANTIATE(cos, sig::Unary)
 
-// The share of the gradient of max(a, b) that goes to a: 1 where a > b, 1/2 at a tie, 0 where
-// a < b. With a NaN the output is NaN, and the gradient goes to the NaN operand (1 if a is NaN,
-// else 0): it is NaN too whenever g is.
-template <class T>
-T max_share(T a, T b)
-{
-    if (std::isnan(a)) return T(1);
-    if (std::isnan(b)) return T(0);
-    return a > b ? T(1) : a == b ? T(0.5) : T(0);
-}
-
-// max_share of every pair, as a lazy expression.
+// The share of the gradient of max(a, b) that goes to a, elementwise: 1 where a > b, 1/2 at a
+// tie, 0 where a < b. With a NaN the output is NaN, and the gradient goes to the NaN operand (1 if
+// a is NaN, else 0): it is NaN too whenever g is. A lazy expression; the differentiable VJPs take
+// it as a constant mask.
 template <class A, class B>
 auto share(const A& a, const B& b)
 {
@@ -283,8 +263,8 @@ Var<T> maximum(const Var<T>& a, const Var<T>& b)
         },
         [](GradVjp<T>& v) {
             const auto &a = v.x(0).value(), &b = v.x(1).value();
-            v.acc(0, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(p, q); })));
-            v.acc(1, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(q, p); })));
+            v.acc(0, v.g * v.constant(share(a, b)));
+            v.acc(1, v.g * v.constant(share(b, a)));
         });
 }
 AD_INSTANTIATE(maximum, sig::Binary)
@@ -304,8 +284,8 @@ Var<T> minimum(const Var<T>& a, const Var<T>& b)
         },
         [](GradVjp<T>& v) {
             const auto &a = v.x(0).value(), &b = v.x(1).value();
-            v.acc(0, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(-p, -q); })));
-            v.acc(1, v.g * v.constant(map2(a, b, [](T p, T q) { return max_share(-q, -p); })));
+            v.acc(0, v.g * v.constant(share(-a, -b)));
+            v.acc(1, v.g * v.constant(share(-b, -a)));
         });
 }
 AD_INSTANTIATE(minimum, sig::Binary)
