@@ -5,8 +5,6 @@
 namespace ad {
 
 namespace {
-thread_local bool anomaly_mode = false;
-
 template <class T>
 bool all_finite(const Tensor<T>& t)
 {
@@ -16,9 +14,8 @@ bool all_finite(const Tensor<T>& t)
 }
 }  // namespace
 
-DetectAnomaly::DetectAnomaly(bool on) : previous_(anomaly_mode) { anomaly_mode = on; }
-DetectAnomaly::~DetectAnomaly() { anomaly_mode = previous_; }
-bool anomaly_enabled() { return anomaly_mode; }
+DetectAnomaly::DetectAnomaly(bool on) : previous_(detail::anomaly_mode) { detail::anomaly_mode = on; }
+DetectAnomaly::~DetectAnomaly() { detail::anomaly_mode = previous_; }
 
 template <class T>
 void check_forward_anomaly(const Tape<T>& tape, std::size_t index)

@@ -17,7 +17,10 @@ public:
 private:
     bool previous_;
 };
-bool anomaly_enabled();
+namespace detail {
+inline thread_local bool anomaly_mode = false;
+}
+inline bool anomaly_enabled() { return detail::anomaly_mode; }
 
 // Throws if record `index` holds a non-finite value.
 template <class T>

@@ -2,13 +2,13 @@
 
 #include <xtensor/xbuilder.hpp>
 
+#include <deque>
 #include <mutex>
 #include <sstream>
 
 namespace ad {
 
 namespace {
-thread_local bool grad_mode = true;
 
 // Generations are unique across all tapes, so a handle from one tape never matches another,
 // nor a tape that later reuses the anchor of a destroyed one.
@@ -61,9 +61,8 @@ std::string thread_str(std::thread::id id)
 }
 }  // namespace
 
-NoGrad::NoGrad() : previous_(grad_mode) { grad_mode = false; }
-NoGrad::~NoGrad() { grad_mode = previous_; }
-bool grad_enabled() { return grad_mode; }
+NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
+NoGrad::~NoGrad() { detail::grad_mode = previous_; }
 
 template <class T>
 Parameter<T>::Parameter(Tensor<T> v) : value(std::move(v)), grad(xt::zeros<T>(value.shape()))
@@ -78,15 +77,13 @@ void Parameter<T>::zero_grad()
 }
 
 template <class T>
-Tape<T>& tape_of(const Var<T>& v, const char* op)
+void detail::refuse_handle(const Var<T>& v, const char* op)
 {
     if (!v.anchor())
         throw Error(std::string(op) + ": an empty handle (a default-constructed Var, never recorded on a tape) "
                                       "was used here");
-    if (v.anchor()->generation.load(std::memory_order_acquire) != v.generation())
-        throw Error(std::string(op) + ": a Var recorded before tape.clear(), or on a tape since destroyed, "
-                                      "was used after it; handles are valid only until their tape is cleared");
-    return *v.anchor()->tape;
+    throw Error(std::string(op) + ": a Var recorded before tape.clear(), or on a tape since destroyed, "
+                                  "was used after it; handles are valid only until their tape is cleared");
 }
 
 template <class T>
@@ -100,14 +97,6 @@ bool Var<T>::valid() const
 {
     return anchor_ && anchor_->generation.load(std::memory_order_acquire) == generation_ &&
            index_ < anchor_->tape->size();
-}
-
-template <class T>
-const Tensor<T>& Var<T>::value() const
-{
-    Tape<T>& t = tape_of(*this, "value");
-    t.check(*this, "value");
-    return t.value(index_);
 }
 
 template <class T>
@@ -139,9 +128,8 @@ Tape<T>::~Tape()
 }
 
 template <class T>
-void Tape<T>::check(const Var<T>& v, const char* op) const
+void Tape<T>::refuse(const Var<T>& v, const char* op) const
 {
-    if (v.anchor() == anchor_ && v.generation() == generation_ && v.index() < n_) return;
     if (!v.anchor())
         throw Error(std::string(op) + ": an empty handle (a default-constructed Var, never recorded on a tape) "
                                       "was used here");
@@ -153,7 +141,7 @@ void Tape<T>::check(const Var<T>& v, const char* op) const
 }
 
 template <class T>
-void Tape<T>::check_thread(const char* op)
+void Tape<T>::take_or_refuse(const char* op)
 {
     const auto me = std::this_thread::get_id();
     auto owner = owner_.load(std::memory_order_relaxed);
@@ -197,9 +185,9 @@ detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs)
     bool needs = false;
     for (const auto& v : inputs) {
         check(v, op);
-        needs = needs || records_[v.index()].needs_grad;
+        needs = needs || record(v.index()).needs_grad;
     }
-    auto& r = leaf(op, needs && grad_mode);
+    auto& r = leaf(op, needs && detail::grad_mode);
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = static_cast<std::uint32_t>(inputs.size());
     for (const auto& v : inputs) inputs_.push_back(v.index());
@@ -222,15 +210,16 @@ template <class T>
 detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
 {
     check_thread(op);
-    if (n_ == records_.size()) {
+    if (n_ == capacity_) {
         if (n_ > UINT32_MAX - 1)
             throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
                         " records); clear it between steps");
-        records_.emplace_back();
-        adjoints_.emplace_back();
-        has_adjoint_.push_back(0);
+        chunks_.emplace_back(new detail::Record<T>[chunk_mask + 1]);
+        capacity_ += chunk_mask + 1;
+        adjoints_.resize(capacity_);
+        has_adjoint_.resize(capacity_, 0);
     }
-    auto& r = records_[n_++];
+    auto& r = record(n_++);
     r.op = op;
     r.vjp.reset();
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
@@ -244,8 +233,8 @@ template <class T>
 void Tape<T>::pop()
 {
     --n_;
-    inputs_.resize(records_[n_].first_input);
-    records_[n_].vjp.reset();
+    inputs_.resize(record(n_).first_input);
+    record(n_).vjp.reset();
     if (!param_leaves_.empty() && param_leaves_.back() == n_) param_leaves_.pop_back();
 }
 
@@ -254,16 +243,16 @@ Var<T> Tape<T>::constant(const Tensor<T>& value)
 {
     auto& r = leaf("constant", false);
     r.value = value;
-    if (!grad_mode) count_no_grad("constant", n_ - 1);
+    if (!detail::grad_mode) count_no_grad("constant", n_ - 1);
     return handle(n_ - 1);
 }
 
 template <class T>
 Var<T> Tape<T>::variable(const Tensor<T>& value)
 {
-    auto& r = leaf("variable", grad_mode);
+    auto& r = leaf("variable", detail::grad_mode);
     r.value = value;
-    if (!grad_mode) count_no_grad("variable", n_ - 1);
+    if (!detail::grad_mode) count_no_grad("variable", n_ - 1);
     return handle(n_ - 1);
 }
 
@@ -271,15 +260,15 @@ template <class T>
 Var<T> Tape<T>::param(Parameter<T>& p)
 {
     if (p.grad.shape() != p.value.shape()) p.zero_grad();
-    auto& r = leaf("param", grad_mode);
+    auto& r = leaf("param", detail::grad_mode);
     r.param = &p;
     r.param_version = p.version;
     param_leaves_.push_back(static_cast<std::uint32_t>(n_ - 1));
     return handle(n_ - 1);
 }
 
-template Tape<float>& tape_of(const Var<float>&, const char*);
-template Tape<double>& tape_of(const Var<double>&, const char*);
+template void detail::refuse_handle(const Var<float>&, const char*);
+template void detail::refuse_handle(const Var<double>&, const char*);
 template struct Parameter<float>;
 template struct Parameter<double>;
 template class Var<float>;

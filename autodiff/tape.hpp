@@ -21,7 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
+#include <memory>
 #include <new>
 #include <thread>
 #include <type_traits>
@@ -175,10 +175,20 @@ private:
     std::uint64_t generation_ = 0;
 };
 
+namespace detail {
+template <class T>
+[[noreturn]] void refuse_handle(const Var<T>& v, const char* op);
+}
+
 // The tape a Var was recorded on, or an ad::Error naming `op` when the handle is empty or its
 // tape was cleared or destroyed since.
 template <class T>
-Tape<T>& tape_of(const Var<T>& v, const char* op);
+inline Tape<T>& tape_of(const Var<T>& v, const char* op)
+{
+    const auto* a = v.anchor();
+    if (!a || a->generation.load(std::memory_order_acquire) != v.generation()) detail::refuse_handle(v, op);
+    return *a->tape;
+}
 
 template <class T>
 class Tape {
@@ -213,19 +223,27 @@ public:
     {
         return Var<T>(anchor_, static_cast<std::uint32_t>(i), generation_);
     }
-    detail::Record<T>& record(std::size_t i) { return records_[i]; }
-    const detail::Record<T>& record(std::size_t i) const { return records_[i]; }
+    detail::Record<T>& record(std::size_t i) { return chunks_[i >> chunk_bits][i & chunk_mask]; }
+    const detail::Record<T>& record(std::size_t i) const { return chunks_[i >> chunk_bits][i & chunk_mask]; }
     const Tensor<T>& value(std::size_t i) const
     {
-        const auto& r = records_[i];
+        const auto& r = record(i);
         return r.param ? r.param->value : r.value;
     }
     std::uint32_t input(const detail::Record<T>& r, std::size_t k) const
     {
         return inputs_[r.first_input + k];
     }
-    void check(const Var<T>& v, const char* op) const;  // same tape, current generation
-    void check_thread(const char* op);  // the calling thread owns the tape (or takes it)
+    // The handle belongs to this tape's current generation, or ad::Error naming `op`.
+    void check(const Var<T>& v, const char* op) const
+    {
+        if (v.anchor() != anchor_ || v.generation() != generation_ || v.index() >= n_) refuse(v, op);
+    }
+    // The calling thread owns the tape (or takes it), or ad::Error naming `op`.
+    void check_thread(const char* op)
+    {
+        if (owner_.load(std::memory_order_relaxed) != std::this_thread::get_id()) take_or_refuse(op);
+    }
     void count_no_grad(const char* op, std::size_t index);  // record index was made under NoGrad
     // Positions of the parameter leaves recorded since the last clear(), in tape order.
     const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
@@ -241,8 +259,14 @@ private:
     template <class Inputs>
     detail::Record<T>& push_impl(const char* op, const Inputs& inputs);
     detail::Record<T>& leaf(const char* op, bool needs_grad);
+    [[noreturn]] void refuse(const Var<T>& v, const char* op) const;
+    void take_or_refuse(const char* op);
 
-    std::deque<detail::Record<T>> records_;  // a deque: references stay valid as it grows
+    // Records live in fixed-size chunks: references stay valid as the tape grows, and finding
+    // record i is a shift and a mask.
+    static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
+    std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
+    std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
     std::vector<Tensor<T>> adjoints_;
@@ -267,10 +291,19 @@ public:
 private:
     bool previous_;
 };
-bool grad_enabled();
+namespace detail {
+inline thread_local bool grad_mode = true;
+}
+inline bool grad_enabled() { return detail::grad_mode; }
 
-extern template Tape<float>& tape_of(const Var<float>&, const char*);
-extern template Tape<double>& tape_of(const Var<double>&, const char*);
+template <class T>
+inline const Tensor<T>& Var<T>::value() const
+{
+    Tape<T>& t = tape_of(*this, "value");
+    t.check(*this, "value");
+    return t.value(index_);
+}
+
 extern template struct Parameter<float>;
 extern template struct Parameter<double>;
 extern template class Var<float>;
