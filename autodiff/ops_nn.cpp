@@ -5,6 +5,8 @@
 
 #include "autodiff/kernels/rows.hpp"
 
+#include <xtensor/xbuilder.hpp>
+
 #include <cmath>
 
 namespace ad {
@@ -167,6 +169,61 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
 }
 AD_INSTANTIATE(mse, sig::Binary)
 
+namespace {
+
+// J(x) u over the last axis, where J = dxhat/dx of layer_norm's xhat (a symmetric matrix per row):
+// the part of layer_norm's VJP that its differentiable VJP records as one op.
+//   d/du <w, J u> = J w;  d/dx <w, J u> = the Hessian of <w, xhat> applied to u (kernels/rows.hpp).
+// Saved: mu and rstd of every row.
+template <class T>
+Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, T eps)
+{
+    Op<T> op("layer_norm_dx", {x, u});
+    const std::size_t n = x.shape().back(), rows = x.size() / n;
+    auto& stat = op.save(0);
+    stat.resize({rows, std::size_t(2)});
+    auto& y = op.out();
+    y.resize(x.shape());
+    const T *xp = x.value().data(), *up = u.value().data();
+    for (std::size_t r = 0; r < rows; ++r) {
+        const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
+        stat.data()[2 * r] = mu;
+        stat.data()[2 * r + 1] = rstd;
+        kernels::layer_norm_row_dx<T, false>(xp + r * n, nullptr, up + r * n, mu, rstd, y.data() + r * n, true, n);
+    }
+    return op.done(
+        [](Vjp<T>& v) {
+            const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
+            const T *x = v.x(0).data(), *u = v.x(1).data(), *w = v.g.data(), *stat = v.saved(0).data();
+            bool first;
+            if (v.wants(0)) {
+                T* dx = v.slot(0, first).data();
+                for (std::size_t r = 0; r < rows; ++r)
+                    kernels::layer_norm_row_d2x(x + r * n, w + r * n, u + r * n, stat[2 * r], stat[2 * r + 1],
+                                                dx + r * n, first, n);
+            }
+            if (v.wants(1)) {
+                T* du = v.slot(1, first).data();
+                for (std::size_t r = 0; r < rows; ++r)
+                    kernels::layer_norm_row_dx<T, false>(x + r * n, nullptr, w + r * n, stat[2 * r], stat[2 * r + 1],
+                                                         du + r * n, first, n);
+            }
+        },
+        [eps](GradVjp<T>& v) {  // the same formulas in tape ops, so any order can follow
+            const Var<T> x = v.x(0), u = v.x(1), w = v.g, xc = x - mean(x, -1, true);
+            const Var<T> rstd = ad::pow(mean(square(xc), -1, true) + eps, T(-0.5)), xhat = xc * rstd;
+            if (v.wants(0)) {
+                const Var<T> wc = w - mean(w, -1, true), uc = u - mean(u, -1, true);
+                const Var<T> A = mean(w * xhat, -1, true), Q = mean(u * xhat, -1, true);
+                const Var<T> M = mean(wc * uc, -1, true);
+                v.acc(0, square(rstd) * ((T(3) * A * Q - M) * xhat - Q * wc - A * uc));
+            }
+            if (v.wants(1)) v.acc(1, layer_norm_dx(x, w, eps));
+        });
+}
+
+}  // namespace
+
 // Over the last axis of n features, per row: mu = mean x, rstd = 1 / sqrt(mean (x - mu)^2 + eps),
 // xhat = (x - mu) rstd, y = xhat gamma + beta. With dxhat = g gamma:
 //   dx = rstd (dxhat - mean dxhat - xhat mean(dxhat xhat)), dgamma = sum_rows g xhat,
@@ -222,13 +279,15 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
             }
             if (dbeta) kernels::add_rows(g, rows, n, dbeta);
         },
-        [eps = T(eps)](GradVjp<T>& v) {  // the statistics recomputed from x as tape ops
-            const Var<T> x = v.x(0), xc = x - mean(x, -1, true);
-            const Var<T> rstd = ad::pow(mean(square(xc), -1, true) + eps, T(-0.5));
-            const Var<T> xhat = xc * rstd, dxhat = v.g * v.x(1);
-            if (v.wants(0)) v.acc(0, rstd * (dxhat - mean(dxhat, -1, true) - xhat * mean(dxhat * xhat, -1, true)));
-            v.acc(1, v.g * xhat);  // summed over the rows by acc
-            v.acc(2, v.g);
+        [eps = T(eps)](GradVjp<T>& v) {  // xhat as layer_norm without scale and shift; dx = J (g gamma)
+            const Var<T> x = v.x(0), g = v.g;
+            const std::size_t n = x.shape().back();
+            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g * v.x(1), eps));
+            if (v.wants(1)) {
+                const Tensor<T> ones = xt::ones<T>(Shape{n}), zeros = xt::zeros<T>(Shape{n});
+                v.acc(1, g * layer_norm(x, v.constant(ones), v.constant(zeros), Scalar<T>(eps)));  // summed over rows
+            }
+            v.acc(2, g);
         });
 }
 namespace sig {

@@ -286,6 +286,27 @@ TEST_CASE("layer_norm is gradchecked in x, gamma and beta, gamma and beta broadc
     require_gradcheck([](const Vars& v) { return ad::layer_norm(v[0], v[1], v[2], 0.25); }, {x, gamma, beta});
 }
 
+// layer_norm's differentiable VJP records J (g gamma) as one op whose own VJP is the second
+// derivative of xhat; checking the gradient of the gradient at second order checks that op's
+// VJP, and at third order the tape ops its own differentiable VJP records.
+TEST_CASE("layer_norm is checked at third order: gradgradcheck of its gradient in x, gamma and beta",
+          "[ops][nn][layer_norm][gradcheck][higher]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{3, 4}, Shape{2, 1, 3});
+    CAPTURE(shape);
+    const std::size_t n = shape.back();
+    const Tensor<double> x = randn(shape, 41, 2.0), gamma = randn({n}, 42) + 1.0, beta = randn({n}, 43);
+    const Tensor<double> c = randn(shape, 44);
+    for (std::size_t k = 0; k < 2; ++k) {
+        CAPTURE(k);  // the gradient in x, then in gamma
+        const auto dlayer_norm = [&c, k](const Vars& v) {
+            const auto y = ad::layer_norm(v[0], v[1], v[2], 0.1);
+            return ad::grad(ad::sum(y * v[0].tape().constant(c)), {v[0], v[1]}, ad::create_graph)[k];
+        };
+        require_gradcheck(dlayer_norm, {x, gamma, beta});
+    }
+}
+
 TEST_CASE("layer_norm of a feature axis of size 1 is beta, with zero gradient for x and gamma",
           "[ops][nn][layer_norm]")
 {

@@ -51,43 +51,85 @@ T sum_centred(const T* x, T c, std::size_t n)
     return total;
 }
 
+// {mu, rstd} of one row of n: its mean and 1 / sqrt(its variance + eps).
+template <class T>
+std::pair<T, T> layer_norm_stats(const T* __restrict x, std::size_t n, T eps)
+{
+    const T mu = sum_centred<T, 1>(x, T(0), n) / T(n);
+    return {mu, T(1) / std::sqrt(sum_centred<T, 2>(x, mu, n) / T(n) + eps)};
+}
+
 // y = (x - mu) rstd gamma + beta for one row of n; returns {mu, rstd}.
 template <class T>
 std::pair<T, T> layer_norm_row(const T* __restrict x, const T* __restrict gamma, const T* __restrict beta,
                                T* __restrict y, std::size_t n, T eps)
 {
-    const T mu = sum_centred<T, 1>(x, T(0), n) / T(n);
-    const T rstd = T(1) / std::sqrt(sum_centred<T, 2>(x, mu, n) / T(n) + eps);
+    const auto [mu, rstd] = layer_norm_stats(x, n, eps);
     for (std::size_t j = 0; j < n; ++j) y[j] = (x[j] - mu) * rstd * gamma[j] + beta[j];
     return {mu, rstd};
 }
 
 // One row of layer_norm's VJP for x:
 // dx (+)= rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat)).
-template <class T>
+// Without gamma (Scaled = false) it is the VJP of xhat alone, J g, with J = dxhat/dx symmetric.
+template <class T, bool Scaled = true>
 void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T* __restrict g, T mu, T rstd,
                        T* __restrict dx, bool first, std::size_t n)
 {
+    auto dxhat = [&](std::size_t j) {
+        if constexpr (Scaled) return g[j] * gamma[j];
+        else return g[j];
+    };
+    auto dxhat_batch = [&](std::size_t j) {
+        if constexpr (Scaled) return Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
+        else return Batch<T>::load_unaligned(g + j);
+    };
     constexpr std::size_t W = Batch<T>::size;
     const Batch<T> vmu(mu), vrstd(rstd);
     Batch<T> a1(T(0)), a2(T(0));
     std::size_t j = 0;
     for (; j + W <= n; j += W) {
-        const Batch<T> d = Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
+        const Batch<T> d = dxhat_batch(j);
         a1 += d;
         a2 += d * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
     }
     T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
     for (; j < n; ++j) {
-        const T d = g[j] * gamma[j];
-        t1 += d;
-        t2 += d * ((x[j] - mu) * rstd);
+        t1 += dxhat(j);
+        t2 += dxhat(j) * ((x[j] - mu) * rstd);
     }
     const T m1 = t1 / T(n), m2 = t2 / T(n);
     if (first)
-        for (j = 0; j < n; ++j) dx[j] = rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+        for (j = 0; j < n; ++j) dx[j] = rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
     else
-        for (j = 0; j < n; ++j) dx[j] += rstd * (g[j] * gamma[j] - m1 - ((x[j] - mu) * rstd) * m2);
+        for (j = 0; j < n; ++j) dx[j] += rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
+}
+
+// One row of the second derivative of xhat: the Hessian of <w, xhat(x)> applied to u,
+// dx (+)= rstd^2 (3 A Q xhat - Q (w - mean w) - A (u - mean u) - M xhat),
+// with A = mean(w xhat), Q = mean(u xhat), M = mean((w - mean w)(u - mean u)).
+template <class T>
+void layer_norm_row_d2x(const T* __restrict x, const T* __restrict w, const T* __restrict u, T mu, T rstd,
+                        T* __restrict dx, bool first, std::size_t n)
+{
+    T sw = 0, su = 0, swu = 0, A = 0, Q = 0;
+    for (std::size_t j = 0; j < n; ++j) {
+        const T xh = (x[j] - mu) * rstd;
+        sw += w[j];
+        su += u[j];
+        swu += w[j] * u[j];
+        A += w[j] * xh;
+        Q += u[j] * xh;
+    }
+    const T wbar = sw / T(n), ubar = su / T(n), M = swu / T(n) - wbar * ubar;
+    A /= T(n);
+    Q /= T(n);
+    const T r2 = rstd * rstd;
+    for (std::size_t j = 0; j < n; ++j) {
+        const T xh = (x[j] - mu) * rstd;
+        const T d = r2 * ((T(3) * A * Q - M) * xh - Q * (w[j] - wbar) - A * (u[j] - ubar));
+        dx[j] = first ? d : dx[j] + d;
+    }
 }
 
 // dgamma += g xhat over one row.
