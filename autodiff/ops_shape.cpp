@@ -185,6 +185,19 @@ Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 }
 AD_INSTANTIATE(broadcast_to, sig::ToShape)
 
+namespace {
+// True when a tensor of shape `g`, leading 1s aside, is a trailing block of shape `x`: broadcast
+// to x it repeats whole, once per index of x's leading axes (a bias row over a batch).
+template <class S1, class S2>
+bool repeats_whole(const S1& g, const S2& x)
+{
+    std::size_t k = 0;
+    while (k < g.size() && g[k] == 1) ++k;
+    const std::size_t m = g.size() - k;
+    return m <= x.size() && std::equal(g.begin() + std::ptrdiff_t(k), g.end(), x.end() - std::ptrdiff_t(m));
+}
+}  // namespace
+
 // d sum_to(x) = g broadcast back to x's shape
 template <class T>
 Var<T> sum_to(const Var<T>& x, const Shape& shape)
@@ -200,7 +213,13 @@ Var<T> sum_to(const Var<T>& x, const Shape& shape)
     return op.done(
         [](Vjp<T>& v) {
             const auto& xs = v.x(0).shape();
-            v.acc(0, xt::broadcast(v.g, xs));
+            const std::size_t block = v.g.size();
+            if (!v.wants(0) || block == 0 || !repeats_whole(v.g.shape(), xs)) return v.acc(0, xt::broadcast(v.g, xs));
+            bool first;  // copies of g, block after block, instead of xtensor's strided broadcast
+            T* d = v.slot(0, first).data();
+            const T* g = v.g.data();
+            for (std::size_t at = 0, n = v.x(0).size(); at < n; at += block)
+                for (std::size_t j = 0; j < block; ++j) d[at + j] = first ? g[j] : d[at + j] + g[j];
         },
         [](GradVjp<T>& v) { v.acc(0, broadcast_to(v.g, to_shape(v.x(0).shape()))); });
 }
