@@ -3,6 +3,7 @@
 
 #include "autodiff/anomaly.hpp"
 #include "autodiff/backward.hpp"
+#include "autodiff/checkpoint.hpp"
 #include "autodiff/conv.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/graph.hpp"
