@@ -15,10 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <limits>
 #include <random>
-#include <set>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npz.cpp copies '<f4'/'<f8' elements as they are in memory: it needs a little-endian host"
@@ -225,7 +222,8 @@ namespace {
 
 // The bytes of one .npy, read front to back: from memory (decode_npy) or from an archive member
 // through libzip, which inflates only as much as each read asks for. So nothing is inflated
-// before the .npy header has been checked, and never more than the member's declared size.
+// before the .npy header has been checked, and no more than the member's declared size (and one
+// byte to find that the data end there).
 class EntryStream {
 public:
     EntryStream(const std::uint8_t* bytes, std::uint64_t size, const std::string& where)
@@ -268,8 +266,7 @@ public:
     }
 
     // After the last byte of a member: its data must end here. libzip compares the CRC-32 (and
-    // the size) with the directory's when the end is read; the probe inflates at most one byte
-    // past the declared size.
+    // the size) with the directory's when it reads the end.
     void finish()
     {
         std::uint8_t extra;
@@ -416,8 +413,8 @@ NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string&
 
     // libzip reads the container in place (nothing is copied). ZIP_CHECKCONS adds its
     // consistency checks: each local header must agree with its central directory entry, the
-    // entries must lie before the central directory, which must end at the end record, and
-    // nothing may follow the archive's comment.
+    // entries must lie before the central directory, which must end at the end record, nothing
+    // may follow the archive's comment, and no two entries may have the same name.
     zip_error_t error;
     zip_error_init(&error);
     zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
@@ -425,9 +422,11 @@ NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string&
     zip_t* zip = zip_open_from_source(source, ZIP_RDONLY | ZIP_CHECKCONS, &error);
     if (!zip) {
         zip_source_free(source);
-        const bool nozip = zip_error_code_zip(&error) == ZIP_ER_NOZIP;
-        fail(file, std::string(nozip ? "not a zip archive" : "corrupt zip archive") + " (libzip: " + zip_message(error) +
-                       ")");
+        const int code = zip_error_code_zip(&error);
+        const char* what = code == ZIP_ER_NOZIP   ? "not a zip archive"
+                           : code == ZIP_ER_EXISTS ? "two entries have the same name"
+                                                   : "corrupt zip archive";
+        fail(file, std::string(what) + " (libzip: " + zip_message(error) + ")");
     }
     struct Discard {
         zip_t* zip;
@@ -436,7 +435,6 @@ NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string&
 
     std::uint64_t budget = options.max_bytes;
     NpzArchive out;
-    std::set<std::string> names;
     const zip_int64_t entries = zip_get_num_entries(zip, 0);
     for (zip_int64_t i = 0; i < entries; ++i) {
         // The directory's declarations, checked before anything is inflated.
@@ -455,8 +453,10 @@ NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string&
         if (entry.size() < 5 || entry.compare(entry.size() - 4, 4, ".npy") != 0)
             throw Error(where + ": not a .npy entry (an .npz holds only <name>.npy files)");
         const std::string name = entry.substr(0, entry.size() - 4);
-        if (!names.insert(name).second) throw Error(where + ": the name appears twice in the archive");
         const std::uint64_t usize = st.size, csize = st.comp_size;
+        if (csize > bytes.size())
+            throw Error(where + ": truncated or corrupt: " + std::to_string(csize) +
+                        " compressed bytes declared in a file of " + std::to_string(bytes.size()));
         if (st.comp_method == ZIP_CM_STORE && csize != usize)
             throw Error(where + ": stored entry with compressed size " + std::to_string(csize) + " != size " +
                         std::to_string(usize));

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -320,6 +321,22 @@ TEST_CASE("npz loader refuses what it cannot read, naming the file and the probl
         long_header.push_back(0x00);
         CHECK_THROWS_WITH(nn::decode_npy(long_header, "x"), Contains("runs past the end"));
     }
+}
+
+TEST_CASE("npz loader refuses two entries of the same name", "[npz][errors]")
+{
+    nn::NpzWriter w;
+    w.add("a", Tensor<double>{1.0});
+    w.add("b", Tensor<double>{2.0});
+    auto bytes = w.bytes();
+    // "b.npy" in its local header and its central directory entry becomes "a.npy"; the CRC-32
+    // covers the data only, so the archive stays consistent otherwise.
+    const std::string from = "b.npy";
+    int renamed = 0;
+    for (auto it = bytes.begin(); (it = std::search(it, bytes.end(), from.begin(), from.end())) != bytes.end(); ++renamed)
+        *it = 'a';
+    REQUIRE(renamed == 2);
+    CHECK_THROWS_WITH(nn::decode_npz(bytes, "twice.npz"), Contains("twice.npz") && Contains("two entries have the same name"));
 }
 
 TEST_CASE("every truncation of an npz file is an error, and every byte flip an error or harmless", "[npz][errors]")
