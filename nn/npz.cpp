@@ -3,7 +3,7 @@
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xmanipulation.hpp>
 
-#include <zlib.h>
+#include <zip.h>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -13,11 +13,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
-#include <fstream>
-#include <limits>
 #include <random>
-#include <set>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "npz.cpp copies '<f4'/'<f8' elements as they are in memory: it needs a little-endian host"
@@ -27,11 +25,6 @@ namespace ad::nn {
 
 namespace {
 
-constexpr std::uint32_t local_sig = 0x04034b50;
-constexpr std::uint32_t central_sig = 0x02014b50;
-constexpr std::uint32_t eocd_sig = 0x06054b50;
-constexpr std::uint32_t zip64_eocd_sig = 0x06064b50;
-constexpr std::uint32_t zip64_locator_sig = 0x07064b50;
 constexpr std::size_t max_dims = 32;
 // Deflate cannot expand data by more than about 1032:1; a larger claim is a corrupt header (or
 // a bomb), refused before any memory is reserved for it.
@@ -40,57 +33,26 @@ constexpr std::uint64_t max_deflate_ratio = 1032;
 constexpr std::size_t max_header_bytes = std::size_t(1) << 20;
 // Room for the zip structure and the .npy headers around the arrays' data.
 constexpr std::uint64_t max_file_overhead = std::uint64_t(64) << 20;
+// The end-of-central-directory record alone, as an archive without entries is written.
+constexpr std::uint8_t empty_zip[22] = {'P', 'K', 5, 6};
 
 [[noreturn]] void fail(const std::string& file, const std::string& what)
 {
     throw Error("npz file " + file + ": " + what);
 }
 
-// Bounds-checked little-endian reads from a byte range.
-struct Bytes {
-    const std::uint8_t* p;
-    std::size_t n;
-    const std::string& file;
-
-    void need(std::uint64_t off, std::uint64_t len, const std::string& what) const
-    {
-        if (off > n || len > n - off)
-            fail(file, "truncated or corrupt: " + what + " at offset " + std::to_string(off) + " needs " +
-                           std::to_string(len) + " bytes, the file has " + std::to_string(n));
-    }
-    std::uint64_t le(std::uint64_t off, int width, const char* what) const
-    {
-        need(off, width, what);
-        std::uint64_t v = 0;
-        for (int i = width - 1; i >= 0; --i) v = (v << 8) | p[off + i];
-        return v;
-    }
-    std::uint16_t u16(std::uint64_t off, const char* what) const { return std::uint16_t(le(off, 2, what)); }
-    std::uint32_t u32(std::uint64_t off, const char* what) const { return std::uint32_t(le(off, 4, what)); }
-    std::uint64_t u64(std::uint64_t off, const char* what) const { return le(off, 8, what); }
-};
+// libzip's text for an error ("Not a zip archive", "CRC error"), and the error released.
+std::string zip_message(zip_error_t& error)
+{
+    const std::string text = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    return text;
+}
 
 void put16(std::vector<std::uint8_t>& out, std::uint32_t v)
 {
     out.push_back(std::uint8_t(v));
     out.push_back(std::uint8_t(v >> 8));
-}
-void put32(std::vector<std::uint8_t>& out, std::uint32_t v)
-{
-    put16(out, v & 0xffff);
-    put16(out, v >> 16);
-}
-
-std::uint32_t crc_of(const std::uint8_t* data, std::size_t n)
-{
-    uLong crc = crc32(0L, Z_NULL, 0);
-    while (n > 0) {  // crc32 takes a uInt length
-        const uInt chunk = n > (1u << 30) ? (1u << 30) : uInt(n);
-        crc = crc32(crc, data, chunk);
-        data += chunk;
-        n -= chunk;
-    }
-    return std::uint32_t(crc);
 }
 
 // --- .npy header: a Python dict literal with exactly the keys descr, fortran_order, shape ---
@@ -258,104 +220,77 @@ std::vector<std::uint8_t> encode_npy(const Tensor<E>& t, const char* descr)
 
 namespace {
 
-// The bytes of one entry, read front to back: a range of the file (stored) or inflated as they
-// are asked for (deflated), so nothing is inflated before the .npy header has been checked, and
-// never more than the entry's declared size. A running CRC-32 covers what was read.
+// The bytes of one .npy, read front to back: from memory (decode_npy) or from an archive member
+// through libzip, which inflates only as much as each read asks for. So nothing is inflated
+// before the .npy header has been checked, and no more than the member's declared size (and one
+// byte to find that the data end there).
 class EntryStream {
 public:
-    EntryStream(const std::uint8_t* src, std::uint64_t csize, std::uint64_t usize, bool deflated,
-                const std::string& where)
-        : src_(src), csize_(csize), usize_(usize), deflated_(deflated), where_(where)
+    EntryStream(const std::uint8_t* bytes, std::uint64_t size, const std::string& where)
+        : bytes_(bytes), size_(size), where_(where)
     {
-        if (deflated_ && inflateInit2(&zs_, -15) != Z_OK) throw Error(where_ + ": zlib could not start inflating");
-        zs_.next_in = const_cast<Bytef*>(src_);
+    }
+    EntryStream(zip_file_t* member, std::uint64_t size, const std::string& where)
+        : member_(member), size_(size), where_(where)
+    {
     }
     ~EntryStream()
     {
-        if (deflated_) inflateEnd(&zs_);
+        if (member_) zip_fclose(member_);
     }
     EntryStream(const EntryStream&) = delete;
     EntryStream& operator=(const EntryStream&) = delete;
 
-    std::uint64_t size() const { return usize_; }
-    std::uint64_t remaining() const { return usize_ - done_; }
+    std::uint64_t size() const { return size_; }
+    std::uint64_t remaining() const { return size_ - done_; }
 
     // Exactly n more bytes, or ad::Error saying the entry ends before them.
     void read(std::uint8_t* out, std::size_t n, const char* what)
     {
         if (n > remaining())
             throw Error(where_ + ": truncated: " + what + " needs " + std::to_string(n) + " bytes at offset " +
-                        std::to_string(done_) + ", the entry has " + std::to_string(usize_));
-        if (!deflated_) {
-            std::memcpy(out, src_ + done_, n);
+                        std::to_string(done_) + ", the entry has " + std::to_string(size_));
+        if (!member_) {
+            std::memcpy(out, bytes_ + done_, n);
         } else {
-            std::size_t got = 0;
-            while (got < n) {
-                const int rc = pump(out + got, n - got, got);
-                if (rc == Z_STREAM_END && got < n)
-                    throw Error(where_ + ": corrupt: the deflate stream ends after " + std::to_string(done_ + got) +
-                                " bytes, the directory says " + std::to_string(usize_));
+            for (std::size_t got = 0; got < n;) {
+                const zip_int64_t r = zip_fread(member_, out + got, n - got);
+                if (r < 0) throw Error(where_ + ": " + member_error(done_ + got));
+                if (r == 0)
+                    throw Error(where_ + ": truncated or corrupt: its data end after " + std::to_string(done_ + got) +
+                                " bytes, the directory says " + std::to_string(size_));
+                got += std::size_t(r);
             }
         }
-        crc_ = crc32(crc_, out, uInt(n));
         done_ += n;
     }
 
-    // After the last byte: the stream must end exactly here, use every compressed byte, and
-    // match the directory's CRC-32.
-    void finish(std::uint32_t expected_crc)
+    // After the last byte of a member: its data must end here. libzip compares the CRC-32 (and
+    // the size) with the directory's when it reads the end.
+    void finish()
     {
-        if (deflated_ && !ended_) {
-            std::uint8_t extra;
-            std::size_t got = 0;
-            const int rc = pump(&extra, 1, got);
-            if (got != 0)
-                throw Error(where_ + ": corrupt deflate data: more data than its stated size " + std::to_string(usize_));
-            if (rc != Z_STREAM_END) throw Error(where_ + ": corrupt deflate data: the stream does not end");
-        }
-        if (deflated_ && in_used_ != csize_)
-            throw Error(where_ + ": corrupt: inflates to " + std::to_string(usize_) + " bytes from " +
-                        std::to_string(in_used_) + " compressed, the directory says " + std::to_string(usize_) +
-                        " from " + std::to_string(csize_));
-        if (crc_ != expected_crc) {
-            char msg[80];
-            std::snprintf(msg, sizeof msg, ": CRC-32 mismatch (stored %08x, computed %08x): corrupt data",
-                          unsigned(expected_crc), unsigned(crc_));
-            throw Error(where_ + msg);
-        }
+        std::uint8_t extra;
+        const zip_int64_t r = zip_fread(member_, &extra, 1);
+        if (r > 0)
+            throw Error(where_ + ": corrupt: its data run past the " + std::to_string(size_) +
+                        " bytes the directory declares");
+        if (r < 0) throw Error(where_ + ": " + member_error(done_));
     }
 
 private:
-    // One inflate call into out[0, n); adds what it produced to `got`. zlib counts in uInt, so
-    // the input is fed in chunks.
-    int pump(std::uint8_t* out, std::size_t n, std::size_t& got)
+    std::string member_error(std::uint64_t at) const
     {
-        const uInt in_chunk = uInt(std::min<std::uint64_t>(csize_ - in_used_, 1u << 30));
-        zs_.next_in = const_cast<Bytef*>(src_ + in_used_);
-        zs_.avail_in = in_chunk;
-        zs_.next_out = out;
-        zs_.avail_out = uInt(std::min<std::size_t>(n, 1u << 30));
-        const uInt out_room = zs_.avail_out;
-        const int rc = inflate(&zs_, Z_NO_FLUSH);
-        in_used_ += in_chunk - zs_.avail_in;
-        got += out_room - zs_.avail_out;
-        if (rc == Z_STREAM_END) ended_ = true;
-        if (rc == Z_BUF_ERROR && out_room - zs_.avail_out == 0)
-            throw Error(where_ + ": corrupt deflate data: the stream ends early, after " +
-                        std::to_string(done_ + got) + " of " + std::to_string(usize_) + " bytes");
-        if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR)
-            throw Error(where_ + ": corrupt deflate data" + (zs_.msg ? std::string(" (") + zs_.msg + ")" : std::string()));
-        return rc;
+        zip_error_t* e = zip_file_get_error(member_);
+        const std::string text = zip_error_strerror(e);
+        if (zip_error_code_zip(e) == ZIP_ER_CRC) return "CRC-32 mismatch: corrupt data (libzip: " + text + ")";
+        return "corrupt data after " + std::to_string(at) + " bytes (libzip: " + text + ")";
     }
 
-    const std::uint8_t* src_;
-    std::uint64_t csize_, usize_;
-    bool deflated_;
+    const std::uint8_t* bytes_ = nullptr;
+    zip_file_t* member_ = nullptr;
+    std::uint64_t size_;
     const std::string& where_;
-    z_stream zs_{};
-    bool ended_ = false;
-    std::uint64_t in_used_ = 0, done_ = 0;
-    uLong crc_ = crc32(0L, Z_NULL, 0);
+    std::uint64_t done_ = 0;
 };
 
 // One .npy from a stream. `budget` is what is left of NpzReadOptions::max_bytes; the filter may
@@ -463,7 +398,7 @@ NpyArray decode_npy_stream(EntryStream& s, const std::string& where, const std::
 
 NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& where, const NpzReadOptions& options)
 {
-    EntryStream s(bytes.data(), bytes.size(), bytes.size(), false, where);
+    EntryStream s(bytes.data(), bytes.size(), where);
     std::uint64_t budget = options.max_bytes;
     bool skipped = false;
     return decode_npy_stream(s, where, where, options, budget, skipped);
@@ -471,134 +406,72 @@ NpyArray decode_npy(const std::vector<std::uint8_t>& bytes, const std::string& w
 
 NpzArchive decode_npz(const std::vector<std::uint8_t>& bytes, const std::string& file, const NpzReadOptions& options)
 {
+    // libzip opens an empty buffer as an empty archive; anything shorter than an end record is
+    // refused here.
+    if (bytes.size() < sizeof empty_zip)
+        fail(file, "too short to be a zip archive (" + std::to_string(bytes.size()) + " bytes)");
+
+    // libzip reads the container in place (nothing is copied). ZIP_CHECKCONS adds its
+    // consistency checks: each local header must agree with its central directory entry, the
+    // entries must lie before the central directory, which must end at the end record, nothing
+    // may follow the archive's comment, and no two entries may have the same name.
+    zip_error_t error;
+    zip_error_init(&error);
+    zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+    if (!source) fail(file, "cannot read it (libzip: " + zip_message(error) + ")");
+    zip_t* zip = zip_open_from_source(source, ZIP_RDONLY | ZIP_CHECKCONS, &error);
+    if (!zip) {
+        zip_source_free(source);
+        const int code = zip_error_code_zip(&error);
+        const char* what = code == ZIP_ER_NOZIP   ? "not a zip archive"
+                           : code == ZIP_ER_EXISTS ? "two entries have the same name"
+                                                   : "corrupt zip archive";
+        fail(file, std::string(what) + " (libzip: " + zip_message(error) + ")");
+    }
+    struct Discard {
+        zip_t* zip;
+        ~Discard() { zip_discard(zip); }
+    } discard{zip};
+
     std::uint64_t budget = options.max_bytes;
-    const Bytes b{bytes.data(), bytes.size(), file};
-    const std::size_t n = bytes.size();
-    if (n < 22) fail(file, "too short to be a zip archive (" + std::to_string(n) + " bytes)");
-
-    // The end-of-central-directory record: the last 22 bytes, or earlier if a comment follows it.
-    std::size_t eocd = n;
-    const std::size_t lowest = n - 22 > 0xffff ? n - 22 - 0xffff : 0;
-    for (std::size_t pos = n - 22 + 1; pos-- > lowest;) {
-        if (b.u32(pos, "end record") == eocd_sig && pos + 22 + b.u16(pos + 20, "comment length") == n) {
-            eocd = pos;
-            break;
-        }
-    }
-    if (eocd == n) fail(file, "not a zip archive (no end-of-central-directory record)");
-    if (b.u16(eocd + 4, "disk number") != 0 || b.u16(eocd + 6, "disk number") != 0)
-        fail(file, "multi-disk zip archives are not supported");
-    std::uint64_t entries = b.u16(eocd + 10, "entry count");
-    std::uint64_t cd_size = b.u32(eocd + 12, "central directory size");
-    std::uint64_t cd_offset = b.u32(eocd + 16, "central directory offset");
-    std::uint64_t cd_end_limit = eocd;
-    if (entries == 0xffff || cd_size == 0xffffffff || cd_offset == 0xffffffff) {
-        // zip64: a locator just before the end record points to the zip64 end record.
-        if (eocd < 20 || b.u32(eocd - 20, "zip64 locator") != zip64_locator_sig)
-            fail(file, "zip64 fields without a zip64 end-of-central-directory locator");
-        const std::uint64_t rec = b.u64(eocd - 20 + 8, "zip64 end record offset");
-        if (rec > eocd - 20 || b.u32(rec, "zip64 end record") != zip64_eocd_sig)
-            fail(file, "the zip64 end-of-central-directory record is missing or misplaced");
-        entries = b.u64(rec + 32, "zip64 entry count");
-        cd_size = b.u64(rec + 40, "zip64 central directory size");
-        cd_offset = b.u64(rec + 48, "zip64 central directory offset");
-        cd_end_limit = rec;
-    }
-    if (cd_offset > cd_end_limit || cd_size > cd_end_limit - cd_offset)
-        fail(file, "truncated or corrupt: the central directory (offset " + std::to_string(cd_offset) + ", " +
-                       std::to_string(cd_size) + " bytes) does not fit before the end record at " +
-                       std::to_string(cd_end_limit));
-    if (entries > cd_size / 46)
-        fail(file, "corrupt: " + std::to_string(entries) + " entries cannot fit in a central directory of " +
-                       std::to_string(cd_size) + " bytes");
-
     NpzArchive out;
-    std::set<std::string> names;
-    std::uint64_t pos = cd_offset;
-    const std::uint64_t cd_end = cd_offset + cd_size;
-    for (std::uint64_t e = 0; e < entries; ++e) {
-        if (cd_end - pos < 46 || b.u32(pos, "central directory entry") != central_sig)
-            fail(file, "corrupt central directory entry " + std::to_string(e) + " at offset " + std::to_string(pos));
-        const std::uint16_t flags = b.u16(pos + 8, "flags");
-        const std::uint16_t method = b.u16(pos + 10, "compression method");
-        const std::uint32_t crc = b.u32(pos + 16, "CRC-32");
-        std::uint64_t csize = b.u32(pos + 20, "compressed size");
-        std::uint64_t usize = b.u32(pos + 24, "size");
-        const std::uint16_t name_len = b.u16(pos + 28, "name length");
-        const std::uint16_t extra_len = b.u16(pos + 30, "extra length");
-        const std::uint16_t comment_len = b.u16(pos + 32, "comment length");
-        std::uint64_t local = b.u32(pos + 42, "local header offset");
-        const std::uint64_t entry_len = 46ull + name_len + extra_len + comment_len;
-        if (entry_len > cd_end - pos)
-            fail(file, "corrupt central directory entry " + std::to_string(e) + ": it runs past the directory");
-        const std::string entry(reinterpret_cast<const char*>(bytes.data() + pos + 46), name_len);
+    const zip_int64_t entries = zip_get_num_entries(zip, 0);
+    for (zip_int64_t i = 0; i < entries; ++i) {
+        // The directory's declarations, checked before anything is inflated.
+        zip_stat_t st;
+        zip_stat_init(&st);
+        constexpr zip_uint64_t needed = ZIP_STAT_NAME | ZIP_STAT_SIZE | ZIP_STAT_COMP_SIZE | ZIP_STAT_COMP_METHOD |
+                                        ZIP_STAT_ENCRYPTION_METHOD;
+        if (zip_stat_index(zip, zip_uint64_t(i), ZIP_FL_ENC_RAW, &st) != 0 || (st.valid & needed) != needed)
+            fail(file, "corrupt central directory entry " + std::to_string(i) + " (libzip: " + zip_strerror(zip) + ")");
+        const std::string entry = st.name;
         const std::string where = "npz file " + file + ", entry '" + entry + "'";
-
-        // zip64 extra field: the 64-bit values of those fields that hold 0xffffffff, in this order.
-        const bool need_usize = usize == 0xffffffff, need_csize = csize == 0xffffffff,
-                   need_local = local == 0xffffffff;
-        if (need_usize || need_csize || need_local) {
-            bool found = false;
-            std::uint64_t x = pos + 46 + name_len;
-            const std::uint64_t x_end = x + extra_len;
-            while (x_end - x >= 4) {
-                const std::uint16_t id = b.u16(x, "extra field id"), len = b.u16(x + 2, "extra field length");
-                if (len > x_end - x - 4) throw Error(where + ": corrupt extra field");
-                if (id == 0x0001) {
-                    std::uint64_t f = x + 4;
-                    const std::uint64_t f_end = f + len;
-                    auto next = [&](std::uint64_t& v) {
-                        if (f_end - f < 8) throw Error(where + ": zip64 extra field too short");
-                        v = b.u64(f, "zip64 extra field");
-                        f += 8;
-                    };
-                    if (need_usize) next(usize);
-                    if (need_csize) next(csize);
-                    if (need_local) next(local);
-                    found = true;
-                    break;
-                }
-                x += 4ull + len;
-            }
-            if (!found) throw Error(where + ": sizes marked as zip64 but no zip64 extra field");
-        }
-        pos += entry_len;
-
-        if (flags & 0x1) throw Error(where + ": encrypted entries are not supported");
-        if (method != 0 && method != 8)
-            throw Error(where + ": compression method " + std::to_string(method) +
+        if (st.encryption_method != ZIP_EM_NONE) throw Error(where + ": encrypted entries are not supported");
+        if (st.comp_method != ZIP_CM_STORE && st.comp_method != ZIP_CM_DEFLATE)
+            throw Error(where + ": compression method " + std::to_string(st.comp_method) +
                         " is not supported (only stored and deflated)");
-        if (name_len < 5 || entry.compare(name_len - 4, 4, ".npy") != 0)
+        if (entry.size() < 5 || entry.compare(entry.size() - 4, 4, ".npy") != 0)
             throw Error(where + ": not a .npy entry (an .npz holds only <name>.npy files)");
-        const std::string name = entry.substr(0, name_len - 4);
-        if (!names.insert(name).second) throw Error(where + ": the name appears twice in the archive");
-
-        // The local header repeats the name; its extra field may differ from the central one.
-        if (local > cd_offset || cd_offset - local < 30 || b.u32(local, "local header") != local_sig)
-            throw Error(where + ": corrupt: no local file header at offset " + std::to_string(local));
-        const std::uint16_t lname_len = b.u16(local + 26, "local name length");
-        const std::uint16_t lextra_len = b.u16(local + 28, "local extra length");
-        const std::uint64_t data = local + 30 + lname_len + lextra_len;
-        if (data > cd_offset || csize > cd_offset - data)
-            throw Error(where + ": truncated or corrupt: its " + std::to_string(csize) + " bytes at offset " +
-                        std::to_string(data) + " run into the central directory at " + std::to_string(cd_offset));
-        if (lname_len != name_len || std::memcmp(bytes.data() + local + 30, entry.data(), name_len) != 0)
-            throw Error(where + ": the local header names a different entry");
-
-        if (method == 0 && csize != usize)
+        const std::string name = entry.substr(0, entry.size() - 4);
+        const std::uint64_t usize = st.size, csize = st.comp_size;
+        if (csize > bytes.size())
+            throw Error(where + ": truncated or corrupt: " + std::to_string(csize) +
+                        " compressed bytes declared in a file of " + std::to_string(bytes.size()));
+        if (st.comp_method == ZIP_CM_STORE && csize != usize)
             throw Error(where + ": stored entry with compressed size " + std::to_string(csize) + " != size " +
                         std::to_string(usize));
-        if (method == 8 && usize > csize * max_deflate_ratio + 64)
+        if (st.comp_method == ZIP_CM_DEFLATE && usize > csize * max_deflate_ratio + 64)
             throw Error(where + ": corrupt: claims " + std::to_string(usize) + " bytes from " + std::to_string(csize) +
                         " compressed bytes, more than deflate can produce");
-        EntryStream stream(bytes.data() + data, csize, usize, method == 8, where);
+
+        zip_file_t* member = zip_fopen_index(zip, zip_uint64_t(i), 0);
+        if (!member) throw Error(where + ": cannot read it (libzip: " + zip_strerror(zip) + ")");
+        EntryStream stream(member, usize, where);
         bool skipped = false;
         NpyArray a = decode_npy_stream(stream, where, name, options, budget, skipped);
-        if (!skipped) stream.finish(crc);
+        if (!skipped) stream.finish();
         out.emplace_back(name, std::move(a));
     }
-    if (pos != cd_end)
-        fail(file, "corrupt: the central directory has " + std::to_string(cd_end - pos) + " unexplained bytes");
     return out;
 }
 
@@ -667,7 +540,7 @@ void NpzWriter::add_npy(const std::string& name, std::vector<std::uint8_t> npy)
     if (name.empty()) throw Error("NpzWriter::add: empty array name");
     if (name.size() > 65000) throw Error("NpzWriter::add: array name longer than 65000 bytes");
     if (names_.count(name)) throw Error("NpzWriter::add: array name '" + name + "' used twice");
-    if (entries_.size() >= 0xffff) throw Error("NpzWriter::add: more than 65534 arrays need zip64, not written");
+    if (name.find('\0') != std::string::npos) throw Error("NpzWriter::add: array name contains a NUL byte");
     entries_.push_back({name, std::move(npy)});
     names_.insert(name);
 }
@@ -683,61 +556,65 @@ void NpzWriter::add_scalar(const std::string& name, double value)
 
 std::vector<std::uint8_t> NpzWriter::bytes() const
 {
-    // A fixed timestamp (1980-01-01 00:00, the earliest DOS date) keeps files reproducible.
-    const std::uint32_t dos_time = 0, dos_date = (0u << 9) | (1u << 5) | 1u;
-    std::vector<std::uint8_t> out, central;
-    auto too_big = [] { throw Error("NpzWriter: archive larger than 4 GiB needs zip64, not written"); };
+    // zip_close removes an archive left without entries instead of writing one.
+    if (entries_.empty()) return std::vector<std::uint8_t>(std::begin(empty_zip), std::end(empty_zip));
+
+    // libzip writes the archive into a buffer source, which is then read back. The source is
+    // kept alive past zip_close (which releases the archive's reference) and freed here.
+    zip_error_t error;
+    zip_error_init(&error);
+    zip_source_t* archive = zip_source_buffer_create(nullptr, 0, 0, &error);
+    if (!archive) throw Error("NpzWriter: libzip cannot make a buffer: " + zip_message(error));
+    struct Free {
+        zip_source_t* source;
+        ~Free() { zip_source_free(source); }
+    } release{archive};
+    zip_source_keep(archive);
+    zip_t* zip = zip_open_from_source(archive, ZIP_TRUNCATE, &error);
+    if (!zip) {
+        zip_source_free(archive);
+        throw Error("NpzWriter: libzip cannot start an archive: " + zip_message(error));
+    }
+    auto abandon = [&](const std::string& what) {
+        const std::string text = zip_strerror(zip);
+        zip_discard(zip);
+        throw Error("NpzWriter: " + what + " (libzip: " + text + ")");
+    };
+    // A fixed timestamp, the earliest DOS date (1980-01-01 00:00, which libzip stores from local
+    // time), keeps files reproducible; stored members and Unix mode rw-r--r-- as numpy.savez.
+    std::tm dos_epoch{};
+    dos_epoch.tm_year = 80;
+    dos_epoch.tm_mday = 1;
+    dos_epoch.tm_isdst = -1;
+    const std::time_t mtime = std::mktime(&dos_epoch);
     for (const auto& e : entries_) {
         const std::string entry = e.name + ".npy";
-        const std::uint32_t crc = crc_of(e.npy.data(), e.npy.size());
-        if (e.npy.size() >= 0xffffffffu || out.size() >= 0xffffffffu) too_big();
-        const auto size = std::uint32_t(e.npy.size());
-        const auto offset = std::uint32_t(out.size());
-
-        put32(out, local_sig);
-        put16(out, 20);  // version needed: 2.0
-        put16(out, 0);   // flags
-        put16(out, 0);   // method: stored
-        put16(out, dos_time);
-        put16(out, dos_date);
-        put32(out, crc);
-        put32(out, size);
-        put32(out, size);
-        put16(out, std::uint32_t(entry.size()));
-        put16(out, 0);  // extra length
-        out.insert(out.end(), entry.begin(), entry.end());
-        out.insert(out.end(), e.npy.begin(), e.npy.end());
-
-        put32(central, central_sig);
-        put16(central, (3u << 8) | 20);  // made by: Unix, 2.0
-        put16(central, 20);
-        put16(central, 0);
-        put16(central, 0);
-        put16(central, dos_time);
-        put16(central, dos_date);
-        put32(central, crc);
-        put32(central, size);
-        put32(central, size);
-        put16(central, std::uint32_t(entry.size()));
-        put16(central, 0);  // extra length
-        put16(central, 0);  // comment length
-        put16(central, 0);  // disk
-        put16(central, 0);  // internal attributes
-        put32(central, 0100644u << 16);  // external attributes: a regular file, rw-r--r--
-        put32(central, offset);
-        central.insert(central.end(), entry.begin(), entry.end());
+        zip_source_t* data = zip_source_buffer(zip, e.npy.data(), e.npy.size(), 0);
+        const zip_int64_t i = data ? zip_file_add(zip, entry.c_str(), data, 0) : -1;
+        if (i < 0) {
+            if (data) zip_source_free(data);
+            abandon("cannot add '" + entry + "'");
+        }
+        if (zip_set_file_compression(zip, zip_uint64_t(i), ZIP_CM_STORE, 0) != 0 ||
+            zip_file_set_mtime(zip, zip_uint64_t(i), mtime, 0) != 0 ||
+            zip_file_set_external_attributes(zip, zip_uint64_t(i), 0, ZIP_OPSYS_UNIX, 0100644u << 16) != 0)
+            abandon("cannot set the attributes of '" + entry + "'");
     }
-    if (out.size() + central.size() >= 0xffffffffu) too_big();
-    const auto cd_offset = std::uint32_t(out.size());
-    out.insert(out.end(), central.begin(), central.end());
-    put32(out, eocd_sig);
-    put16(out, 0);
-    put16(out, 0);
-    put16(out, std::uint32_t(entries_.size()));
-    put16(out, std::uint32_t(entries_.size()));
-    put32(out, std::uint32_t(central.size()));
-    put32(out, cd_offset);
-    put16(out, 0);  // comment length
+    if (zip_close(zip) != 0) abandon("cannot write the archive");
+
+    zip_stat_t st;
+    zip_stat_init(&st);
+    std::vector<std::uint8_t> out;
+    bool read_back = zip_source_open(archive) == 0;
+    if (read_back) {
+        read_back = zip_source_stat(archive, &st) == 0 && (st.valid & ZIP_STAT_SIZE);
+        if (read_back) out.resize(std::size_t(st.size));
+        read_back = read_back && zip_source_read(archive, out.data(), out.size()) == zip_int64_t(out.size());
+        zip_source_close(archive);
+    }
+    if (!read_back)
+        throw Error(std::string("NpzWriter: cannot read the archive back (libzip: ") +
+                    zip_error_strerror(zip_source_error(archive)) + ")");
     return out;
 }
 
@@ -850,6 +727,9 @@ void write_file_atomically(const std::string& requested, const std::vector<std::
     }
 }
 
+// Not libzip's own file output (zip_open on a path, then zip_close): libzip 1.7 names its
+// temporary "<path>.XXXXXX", too long for a name of more than 248 bytes, renames it without an
+// fsync, and renames over a symbolic link instead of replacing the link's target.
 void NpzWriter::write(const std::string& path) const { write_file_atomically(path, bytes()); }
 
 template <class T>

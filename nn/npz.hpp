@@ -6,16 +6,20 @@
 //     {'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }
 // padded with spaces to a multiple of 64 bytes and ended by '\n', then the elements.
 //
-// Writing: stored (uncompressed) zip entries with zlib's CRC-32, .npy version 1.0, dtype '<f4'
-// for float and '<f8' for double, C order. No zip64, so an archive is limited to 65535 arrays
-// and 4 GiB. The file is written to a temporary file in the target's directory and renamed over
-// the target, so a write that fails midway leaves any previous file untouched.
+// The zip container is read and written by libzip; the .npy inside each entry by this file.
 //
-// Reading: stored or deflated entries (savez and savez_compressed), zip64 fields as numpy
-// writes them, .npy versions 1.0, 2.0 and 3.0, dtypes '<f4' and '<f8' (converted to the
-// requested type), C or Fortran order. Every offset, size, CRC and header field is checked
-// against the bytes actually present: a truncated or corrupt file raises ad::Error naming the
-// file, the entry and what is wrong; nothing is read out of bounds.
+// Writing: stored (uncompressed) zip entries, .npy version 1.0, dtype '<f4' for float and '<f8'
+// for double, C order; libzip adds zip64 records when an archive needs them. The archive is
+// built in memory, written to a temporary file in the target's directory and renamed over the
+// target, so a write that fails midway leaves any previous file untouched.
+//
+// Reading: stored or deflated entries (savez and savez_compressed), zip64 as numpy writes it,
+// .npy versions 1.0, 2.0 and 3.0, dtypes '<f4' and '<f8' (converted to the requested type), C or
+// Fortran order. libzip checks the container (ZIP_CHECKCONS: local headers against the central
+// directory) and each entry's CRC-32; the declared sizes are checked against the limits before
+// anything is inflated, and an entry is inflated only up to its declared size. A truncated or
+// corrupt file raises ad::Error naming the file (and the entry, once one is being read) and
+// what is wrong; nothing is read out of bounds.
 #pragma once
 
 #include "autodiff/tensor.hpp"
@@ -47,7 +51,8 @@ using NpzArchive = std::vector<std::pair<std::string, NpyArray>>;
 // Builds an archive in memory; add() checks the name, write() puts it on disk.
 class NpzWriter {
 public:
-    // Names must be non-empty, unique and at most 65000 bytes; "<name>.npy" is the entry.
+    // Names must be non-empty, unique, without NUL bytes and at most 65000 bytes; "<name>.npy" is
+    // the entry.
     void add(const std::string& name, const Tensor<float>& t);
     void add(const std::string& name, const Tensor<double>& t);
     // A one-element array of shape () in '<f8', for counters and hyperparameters.

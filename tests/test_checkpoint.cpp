@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -322,6 +323,22 @@ TEST_CASE("npz loader refuses what it cannot read, naming the file and the probl
     }
 }
 
+TEST_CASE("npz loader refuses two entries of the same name", "[npz][errors]")
+{
+    nn::NpzWriter w;
+    w.add("a", Tensor<double>{1.0});
+    w.add("b", Tensor<double>{2.0});
+    auto bytes = w.bytes();
+    // "b.npy" in its local header and its central directory entry becomes "a.npy"; the CRC-32
+    // covers the data only, so the archive stays consistent otherwise.
+    const std::string from = "b.npy";
+    int renamed = 0;
+    for (auto it = bytes.begin(); (it = std::search(it, bytes.end(), from.begin(), from.end())) != bytes.end(); ++renamed)
+        *it = 'a';
+    REQUIRE(renamed == 2);
+    CHECK_THROWS_WITH(nn::decode_npz(bytes, "twice.npz"), Contains("twice.npz") && Contains("two entries have the same name"));
+}
+
 TEST_CASE("every truncation of an npz file is an error, and every byte flip an error or harmless", "[npz][errors]")
 {
     for (const std::string file : {"numpy_savez_compressed.npz", "numpy_savez.npz", "written"}) {
@@ -433,6 +450,29 @@ TEST_CASE("npz writer refuses empty and repeated names", "[npz][errors]")
     w.add("x", Tensor<double>{1.0});
     CHECK_THROWS_WITH(w.add("x", Tensor<float>{1.f}), Contains("'x' used twice"));
     CHECK_THROWS_WITH(w.add("", Tensor<float>{1.f}), Contains("empty"));
+    CHECK_THROWS_WITH(w.add(std::string("a\0b", 3), Tensor<float>{1.f}), Contains("NpzWriter::add") && Contains("NUL byte"));
+}
+
+TEST_CASE("npz writer: an archive without arrays, and one of more than 65535 arrays (zip64)", "[npz]")
+{
+    const nn::NpzWriter none;
+    const auto empty = none.bytes();
+    CHECK(empty.size() == 22);  // the end-of-central-directory record alone
+    CHECK(std::memcmp(empty.data(), "PK\x05\x06", 4) == 0);
+    CHECK(nn::decode_npz(empty, "empty.npz").empty());
+
+    nn::NpzWriter many;
+    const std::size_t n = 70000;
+    for (std::size_t i = 0; i < n; ++i) many.add_scalar("s" + std::to_string(i), double(i));
+    const auto bytes = many.bytes();
+    // The zip64 end record and its locator precede the plain end record, whose count says 0xffff.
+    REQUIRE(bytes.size() > 22 + 20 + 56);
+    CHECK(std::memcmp(bytes.data() + bytes.size() - 22 - 20 - 56, "PK\x06\x06", 4) == 0);
+    const nn::NpzArchive a = nn::decode_npz(bytes, "many.npz");
+    REQUIRE(a.size() == n);
+    CHECK(a[0].first == "s0");
+    CHECK(a[n - 1].first == "s69999");
+    CHECK(a[n - 1].second.data == std::vector<double>{69999.0});
 }
 
 // ------------------------------------------------------------------------------------------

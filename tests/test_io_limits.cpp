@@ -247,6 +247,31 @@ TEST_CASE("a real npz bomb (64 MB of zeros in 65 kB) stops at a lower cap, and l
     CHECK(archive[0].second.data.back() == 0.0);
 }
 
+TEST_CASE("an npz member whose data run past its declared size is refused one byte past it", "[npz][errors][limits]")
+{
+    TempDir dir;
+    // The directory (local header and central entry alike) declares the header and 16 bytes, with
+    // their CRC; the deflate stream holds the header and 64 MB of zeros.
+    const Bytes header = npy_header("(2,)");
+    Bytes declared = header;
+    declared.resize(header.size() + 16, 0);
+    const auto crc = std::uint32_t(crc32(crc32(0, nullptr, 0), declared.data(), uInt(declared.size())));
+    const Bytes stream = deflate_zeros(header, std::uint64_t(64) << 20);
+    const std::string path = dir.write("long.npz", zip_one("w.npy", stream, std::uint32_t(declared.size()), crc));
+    INFO("file of " << fs::file_size(path) << " bytes");
+
+    const double rss0 = peak_rss_mb();
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string msg = error_of([&] { nn::read_npz(path); });
+    const double secs = seconds_since(t0), grown = peak_rss_mb() - rss0;
+    INFO(msg << "\n" << secs << " s, peak memory grew by " << grown << " MB");
+    CHECK_THAT(msg, Contains(path) && Contains("'w.npy'") &&
+                        Contains("its data run past the " + std::to_string(declared.size()) + " bytes the directory declares"));
+    CHECK(grown < 50);
+    CHECK(secs < 1);
+
+}
+
 TEST_CASE("a gzip IDX file is inflated only as far as its header declares", "[idx][errors][limits]")
 {
     TempDir dir;

@@ -1,4 +1,5 @@
-// libFuzzer target: the .npz archive reader (zip directory, deflate, CRC, then each .npy).
+// libFuzzer target: the .npz archive reader (the zip container through libzip: directory,
+// deflate, CRC; then the declared sizes and each .npy).
 // Any input must give a result or an ad::Error.
 #include "fuzz_inputs.hpp"
 
