@@ -2,6 +2,8 @@
 // written by numpy (tests/fixtures/make_npz_fixtures.py), every truncation and byte flip of an
 // archive, atomic saving under a real write failure, and each way a checkpoint can fail to
 // match a model, which must leave the model and optimiser exactly as they were.
+#include "temp_dir.hpp"
+
 #include "nn/batch_norm.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/layer_norm.hpp"
@@ -27,34 +29,11 @@ using ad::Tensor;
 using Catch::Contains;
 namespace nn = ad::nn;
 namespace fs = std::filesystem;
+using adtest::TempDir;
 
 namespace {
 
 const std::string fixtures = std::string(AD_SOURCE_DIR) + "/tests/fixtures/";
-
-// A fresh directory, removed with its contents at the end of the test.
-struct TempDir {
-    fs::path path;
-    TempDir()
-    {
-        std::string tmpl = (fs::temp_directory_path() / "ad_checkpoint_XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir()
-    {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::vector<std::string> entries() const
-    {
-        std::vector<std::string> out;
-        for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-};
 
 std::vector<std::uint8_t> read_bytes(const std::string& path)
 {

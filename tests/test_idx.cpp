@@ -1,4 +1,6 @@
 // IDX reading: the format's header and sizes, gzip, and every way a file can be wrong.
+#include "temp_dir.hpp"
+
 #include "nn/idx.hpp"
 
 #include <catch2/catch.hpp>
@@ -12,6 +14,7 @@
 #include <random>
 
 namespace fs = std::filesystem;
+using adtest::TempDir;
 using Bytes = std::vector<std::uint8_t>;
 using Catch::Matchers::Contains;
 
@@ -54,22 +57,6 @@ Bytes gzip_stored(const Bytes& data)
         for (int s = 0; s < 32; s += 8) g.push_back(static_cast<std::uint8_t>(v >> s));
     return g;
 }
-
-struct TempDir {
-    fs::path path;
-    TempDir()
-    {
-        path = fs::temp_directory_path() / ("ad-test-idx-" + std::to_string(std::random_device{}()));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string write(const std::string& name, const Bytes& b) const
-    {
-        const auto p = (path / name).string();
-        std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-        return p;
-    }
-};
 
 // Two 2x3 images with pixels 0, 51, 102, ... (multiples of 255/5) and labels 7, 2.
 const Bytes pixels = {0, 51, 102, 153, 204, 255, 255, 204, 153, 102, 51, 0};

@@ -3,6 +3,8 @@
 // files that are not regular files (/dev/zero, a FIFO), and the saving rules: no temporaries
 // left by a killed save, the umask, symbolic links, long file names, bounded error messages, and
 // NaN, Inf or out-of-range values refused when a checkpoint is loaded.
+#include "temp_dir.hpp"
+
 #include "nn/checkpoint.hpp"
 #include "nn/idx.hpp"
 #include "nn/linear.hpp"
@@ -33,37 +35,9 @@ using Bytes = std::vector<std::uint8_t>;
 using Catch::Contains;
 namespace nn = ad::nn;
 namespace fs = std::filesystem;
+using adtest::TempDir;
 
 namespace {
-
-struct TempDir {
-    fs::path path;
-    TempDir()
-    {
-        std::string tmpl = (fs::temp_directory_path() / "ad_io_limits_XXXXXX").string();
-        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir()
-    {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string file(const std::string& name) const { return (path / name).string(); }
-    std::string write(const std::string& name, const Bytes& b) const
-    {
-        const auto p = file(name);
-        std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-        return p;
-    }
-    std::vector<std::string> entries() const
-    {
-        std::vector<std::string> out;
-        for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-};
 
 void put16(Bytes& out, std::uint32_t v)
 {
@@ -269,7 +243,6 @@ TEST_CASE("an npz member whose data run past its declared size is refused one by
                         Contains("its data run past the " + std::to_string(declared.size()) + " bytes the directory declares"));
     CHECK(grown < 50);
     CHECK(secs < 1);
-
 }
 
 TEST_CASE("a gzip IDX file is inflated only as far as its header declares", "[idx][errors][limits]")
