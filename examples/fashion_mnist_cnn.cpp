@@ -207,35 +207,14 @@ bool gradcheck_model(const ad::nn::LabelledImages<float>& train, const Options& 
     return r.ok;
 }
 
-struct EvalResult {
-    double loss = 0, accuracy = 0;
-};
-
-EvalResult evaluate(ad::nn::Module<float>& model, const ad::nn::LabelledImages<float>& data)
+// The test set's loss and accuracy, 500 images at a time.
+examples::EvalResult evaluate(ad::nn::Module<float>& model, const ad::nn::LabelledImages<float>& data)
 {
-    model.eval();
-    ad::NoGrad no_grad;
-    ad::Tape<float> tape;
-    EvalResult r;
-    std::size_t correct = 0;
-    const std::size_t chunk = 500;
     std::vector<std::size_t> idx(data.size());
     std::iota(idx.begin(), idx.end(), 0);
-    ad::Tensor<float> x;
-    for (std::size_t s = 0; s < data.size(); s += chunk) {
-        const std::size_t e = std::min(s + chunk, data.size());
-        tape.clear();
+    return examples::evaluate(model, data, 500, [&](std::size_t s, std::size_t e, ad::Tensor<float>& x) {
         batch_of(data, idx.data() + s, e - s, x);
-        auto logits = model(tape.constant(x));
-        const std::vector<std::int64_t> y(data.labels.begin() + static_cast<std::ptrdiff_t>(s),
-                                          data.labels.begin() + static_cast<std::ptrdiff_t>(e));
-        r.loss += ad::nn::cross_entropy_loss(logits, y, ad::nn::Reduction::sum).item();
-        correct += examples::correct_predictions(logits.value(), y);
-    }
-    model.train();
-    r.loss /= double(data.size());
-    r.accuracy = double(correct) / double(data.size());
-    return r;
+    });
 }
 
 // A PNG with two panels: training loss against epochs, and test accuracy after each epoch.
@@ -294,7 +273,7 @@ int main(int argc, char** argv)
         const auto train_start = Clock::now();
         std::size_t step = 0;
         double running = 0;
-        EvalResult last;
+        examples::EvalResult last;
         for (int epoch = 1; epoch <= o.epochs; ++epoch) {
             std::shuffle(order.begin(), order.end(), rng);
             double epoch_loss = 0;

@@ -10,10 +10,14 @@
 // a directory called `Bob's runs` or `$(rm -rf ~)` is only ever a path.
 #pragma once
 
+#include "autodiff/tape.hpp"
+#include "nn/loss.hpp"
+
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cinttypes>
 #include <cmath>
@@ -142,6 +146,38 @@ std::size_t correct_predictions(const Logits& logits, const Labels& labels)
         correct += static_cast<std::int64_t>(best) == labels[i];
     }
     return correct;
+}
+
+struct EvalResult {
+    double loss = 0, accuracy = 0;  // mean cross-entropy, fraction classified right
+};
+
+// A classifier's mean cross-entropy and accuracy over `data`, in evaluation mode and without
+// recording gradients, `chunk` examples at a time; input(s, e, x) puts examples [s, e) into x in
+// the model's input layout.
+template <class Model, class Data, class Input>
+EvalResult evaluate(Model& model, const Data& data, std::size_t chunk, Input input)
+{
+    model.eval();
+    ad::NoGrad no_grad;
+    ad::Tape<float> tape;
+    ad::Tensor<float> x;
+    EvalResult r;
+    std::size_t correct = 0;
+    for (std::size_t s = 0; s < data.size(); s += chunk) {
+        const std::size_t e = std::min(s + chunk, data.size());
+        tape.clear();
+        input(s, e, x);
+        const auto logits = model(tape.constant(x));
+        const std::vector<std::int64_t> y(data.labels.begin() + static_cast<std::ptrdiff_t>(s),
+                                          data.labels.begin() + static_cast<std::ptrdiff_t>(e));
+        r.loss += ad::nn::cross_entropy_loss(logits, y, ad::nn::Reduction::sum).item();
+        correct += correct_predictions(logits.value(), y);
+    }
+    model.train();
+    r.loss /= double(data.size());
+    r.accuracy = double(correct) / double(data.size());
+    return r;
 }
 
 // The training curves of a run that wrote NAME_loss.csv (epoch, loss, running mean) and
