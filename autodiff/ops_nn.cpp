@@ -32,15 +32,9 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
             bool first;
             T* dx = v.slot(0, first).data();
             const T *y = v.y.data(), *g = v.g.data();
-            for (std::size_t o = 0; o < d.outer; ++o)
-                for (std::size_t i = 0; i < d.inner; ++i) {
-                    T s = 0;
-                    for (std::size_t j = 0; j < d.n; ++j) s += g[d.at(o, j, i)] * y[d.at(o, j, i)];
-                    for (std::size_t j = 0; j < d.n; ++j) {
-                        const auto k = d.at(o, j, i);
-                        dx[k] = (first ? T(0) : dx[k]) + y[k] * (g[k] - s);
-                    }
-                }
+            kernels::for_each_slice_sum(
+                d, [&](std::size_t k) { return g[k] * y[k]; },
+                [&](std::size_t k, T s) { dx[k] = (first ? T(0) : dx[k]) + y[k] * (g[k] - s); });
         },
         [ax](GradVjp<T>& v) { v.acc(0, v.y * (v.g - sum(v.g * v.y, std::ptrdiff_t(ax), true))); });
 }
@@ -66,15 +60,9 @@ Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis)
             bool first;
             T* dx = v.slot(0, first).data();
             const T *y = v.y.data(), *g = v.g.data();
-            for (std::size_t o = 0; o < d.outer; ++o)
-                for (std::size_t i = 0; i < d.inner; ++i) {
-                    T s = 0;
-                    for (std::size_t j = 0; j < d.n; ++j) s += g[d.at(o, j, i)];
-                    for (std::size_t j = 0; j < d.n; ++j) {
-                        const auto k = d.at(o, j, i);
-                        dx[k] = (first ? T(0) : dx[k]) + g[k] - std::exp(y[k]) * s;
-                    }
-                }
+            kernels::for_each_slice_sum(
+                d, [&](std::size_t k) { return g[k]; },
+                [&](std::size_t k, T s) { dx[k] = (first ? T(0) : dx[k]) + g[k] - std::exp(y[k]) * s; });
         },
         [ax](GradVjp<T>& v) { v.acc(0, v.g - ad::exp(v.y) * sum(v.g, std::ptrdiff_t(ax), true)); });
 }

@@ -31,6 +31,19 @@ void for_each_slice(const T* x, const AxisLoop& d, F f)
         }
 }
 
+// For every slice along the axis d: s = sum_j term(k_j), then each(k_j, s), where k_j is the
+// flat index of the slice's j-th element (a softmax-like VJP: a sum per slice, then a pass).
+template <class Term, class Each>
+void for_each_slice_sum(const AxisLoop& d, Term term, Each each)
+{
+    for (std::size_t o = 0; o < d.outer; ++o)
+        for (std::size_t i = 0; i < d.inner; ++i) {
+            decltype(term(std::size_t(0))) s = 0;
+            for (std::size_t j = 0; j < d.n; ++j) s += term(d.at(o, j, i));
+            for (std::size_t j = 0; j < d.n; ++j) each(d.at(o, j, i), s);
+        }
+}
+
 template <class T>
 using Batch = xsimd::batch<T>;
 
