@@ -17,8 +17,11 @@
 // - backward() adds into the .grad of every parameter f reads; grad() and vjp() return gradients
 //   for the inputs. The gradients are bit for bit those of the same blocks without checkpoints
 //   when each block's input is read only by the block. Parameters read inside a checkpoint are
-//   not reported to backward()'s on_grad_ready hook, and a create_graph sweep through a checkpoint
-//   is refused (the op has no differentiable VJP).
+//   not reported to backward()'s on_grad_ready hook (nn::DataParallel still averages them, after
+//   the sweep instead of during it), and a create_graph sweep through a checkpoint is refused
+//   (the op has no differentiable VJP).
+// - A module that updates state in its forward pass (batch norm's running statistics in training
+//   mode) updates it again when the block reruns.
 // - f may itself use checkpoint (nested blocks).
 #pragma once
 
