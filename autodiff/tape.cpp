@@ -216,7 +216,6 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
                         " records); clear it between steps");
         chunks_.emplace_back(new detail::Record<T>[chunk_mask + 1]);
         capacity_ += chunk_mask + 1;
-        adjoints_.resize(capacity_);
         has_adjoint_.resize(capacity_, 0);
     }
     auto& r = record(n_++);

@@ -132,6 +132,7 @@ struct Record {
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
     Tensor<T> value;                // the output (unused for parameter leaves)
+    Tensor<T> adjoint;              // the sweep's gradient with respect to value (Tape::adjoint)
     std::vector<Tensor<T>> saved;   // tensors the VJP reads (a mask, probabilities): Op::save(k)
     std::vector<std::ptrdiff_t> indices;  // integers the VJP reads (argmax positions, labels)
 };
@@ -250,7 +251,7 @@ public:
 
     // Adjoint storage, indexed like the records. When `into_params` is set (backward()),
     // a parameter leaf's adjoint is the parameter's own .grad, so no extra pass is needed.
-    Tensor<T>& adjoint(std::size_t i) { return adjoints_[i]; }
+    Tensor<T>& adjoint(std::size_t i) { return record(i).adjoint; }
     std::vector<char>& has_adjoint() { return has_adjoint_; }
     bool into_params = false;
     Tensor<T> scratch, scratch2;  // reused by broadcasting reductions in the sweep
@@ -269,7 +270,6 @@ private:
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
-    std::vector<Tensor<T>> adjoints_;
     std::vector<char> has_adjoint_;
     std::vector<std::uint32_t> param_leaves_;
     std::uint64_t generation_;
