@@ -215,6 +215,7 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
             throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
                         " records); clear it between steps");
         chunks_.emplace_back(new detail::Record<T>[chunk_mask + 1]);
+        adjoints_.emplace_back(new Tensor<T>[chunk_mask + 1]);
         capacity_ += chunk_mask + 1;
         has_adjoint_.resize(capacity_, 0);
     }

@@ -132,7 +132,6 @@ struct Record {
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
     Tensor<T> value;                // the output (unused for parameter leaves)
-    Tensor<T> adjoint;              // the sweep's gradient with respect to value (Tape::adjoint)
     std::vector<Tensor<T>> saved;   // tensors the VJP reads (a mask, probabilities): Op::save(k)
     std::vector<std::ptrdiff_t> indices;  // integers the VJP reads (argmax positions, labels)
 };
@@ -251,7 +250,7 @@ public:
 
     // Adjoint storage, indexed like the records. When `into_params` is set (backward()),
     // a parameter leaf's adjoint is the parameter's own .grad, so no extra pass is needed.
-    Tensor<T>& adjoint(std::size_t i) { return record(i).adjoint; }
+    Tensor<T>& adjoint(std::size_t i) { return adjoints_[i >> chunk_bits][i & chunk_mask]; }
     std::vector<char>& has_adjoint() { return has_adjoint_; }
     bool into_params = false;
     Tensor<T> scratch, scratch2;  // reused by broadcasting reductions in the sweep
@@ -267,6 +266,9 @@ private:
     // record i is a shift and a mask.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
+    // Adjoints, chunked like the records but apart from them, so a record stays small for the
+    // forward pass, which never reads an adjoint.
+    std::vector<std::unique_ptr<Tensor<T>[]>> adjoints_;
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
