@@ -10,6 +10,8 @@
 //         h = ad::checkpoint([&, i](const std::vector<ad::Var<T>>& in) { return (*blocks[i])(in[0]); }, {h});
 //
 // The contract:
+// - The op keeps a copy of f until the backward pass runs it again: what f captures by reference
+//   (here `blocks`) must outlive the backward pass, so capture loop variables by value.
 // - f computes its output from `inputs` (and parameters, which it may read with tape.param as
 //   modules do) on the tape it is given. It must compute the same output each time it runs: the
 //   VJP compares the recomputed output with the recorded one bit for bit and raises ad::Error if
