@@ -229,6 +229,26 @@ struct PoolGeometry {
     std::size_t out_size() const { return N * C * Ho * Wo; }
 };
 
+// For every output position of every plane: f(nc, o, i0, i1, j0, j1), o the flat output index and
+// rows [i0, i1) by columns [j0, j1) its window clipped to the input plane (padding left out).
+template <class F>
+void for_each_window(const PoolGeometry& g, F f)
+{
+    for (std::size_t nc = 0; nc < g.N * g.C; ++nc)
+        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+            const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
+            const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
+            const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
+            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
+                const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
+                const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
+                const std::size_t j1 =
+                    std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
+                f(nc, (nc * g.Ho + oh) * g.Wo + ow, i0, i1, j0, j1);
+            }
+        }
+}
+
 // y = the maximum of each window (padding counts as -infinity); arg = the position of that
 // maximum within its input plane (the first one on ties, in row-major window order).
 template <class T>
@@ -260,33 +280,21 @@ void max_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restr
         }
         return;
     }
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
+    for_each_window(g, [&](std::size_t nc, std::size_t o, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
         const T* plane = x + nc * g.H * g.W;
-        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-            const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
-            const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
-            const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
-            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
-                const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
-                const std::size_t j1 =
-                    std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
-                T best = -std::numeric_limits<T>::infinity();
-                std::ptrdiff_t at = std::ptrdiff_t(i0 * g.W + j0);
-                for (std::size_t i = i0; i < i1; ++i)
-                    for (std::size_t j = j0; j < j1; ++j) {
-                        const T v = plane[i * g.W + j];
-                        if (better(v, best)) {  // the first NaN wins, as in PyTorch
-                            best = v;
-                            at = std::ptrdiff_t(i * g.W + j);
-                        }
-                    }
-                const std::size_t o = (nc * g.Ho + oh) * g.Wo + ow;
-                y[o] = best;
-                arg[o] = at;
+        T best = -std::numeric_limits<T>::infinity();
+        std::ptrdiff_t at = std::ptrdiff_t(i0 * g.W + j0);
+        for (std::size_t i = i0; i < i1; ++i)
+            for (std::size_t j = j0; j < j1; ++j) {
+                const T v = plane[i * g.W + j];
+                if (better(v, best)) {  // the first NaN wins, as in PyTorch
+                    best = v;
+                    at = std::ptrdiff_t(i * g.W + j);
+                }
             }
-        }
-    }
+        y[o] = best;
+        arg[o] = at;
+    });
 }
 
 // dx (+)= g scattered to the saved positions of the maxima.
@@ -323,24 +331,13 @@ template <class T>
 void avg_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restrict y)
 {
     const T scale = T(1) / T(g.kh * g.kw);
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
+    for_each_window(g, [&](std::size_t nc, std::size_t o, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
         const T* plane = x + nc * g.H * g.W;
-        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-            const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
-            const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
-            const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
-            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
-                const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
-                const std::size_t j1 =
-                    std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
-                T s = 0;
-                for (std::size_t i = i0; i < i1; ++i)
-                    for (std::size_t j = j0; j < j1; ++j) s += plane[i * g.W + j];
-                y[(nc * g.Ho + oh) * g.Wo + ow] = s * scale;
-            }
-        }
-    }
+        T s = 0;
+        for (std::size_t i = i0; i < i1; ++i)
+            for (std::size_t j = j0; j < j1; ++j) s += plane[i * g.W + j];
+        y[o] = s * scale;
+    });
 }
 
 // dx (+)= g / (kh kw) spread over each window (avg_pool2d's adjoint).
@@ -349,23 +346,12 @@ void avg_pool2d_backward(const T* __restrict gy, const PoolGeometry& g, T* __res
 {
     if (!accumulate) std::fill_n(dx, g.in_size(), T(0));
     const T scale = T(1) / T(g.kh * g.kw);
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
+    for_each_window(g, [&](std::size_t nc, std::size_t o, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
         T* plane = dx + nc * g.H * g.W;
-        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-            const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
-            const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
-            const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
-            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
-                const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
-                const std::size_t j1 =
-                    std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
-                const T v = gy[(nc * g.Ho + oh) * g.Wo + ow] * scale;
-                for (std::size_t i = i0; i < i1; ++i)
-                    for (std::size_t j = j0; j < j1; ++j) plane[i * g.W + j] += v;
-            }
-        }
-    }
+        const T v = gy[o] * scale;
+        for (std::size_t i = i0; i < i1; ++i)
+            for (std::size_t j = j0; j < j1; ++j) plane[i * g.W + j] += v;
+    });
 }
 
 // --- batch normalisation over the channels of [N, C, P] ---
