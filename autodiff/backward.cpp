@@ -113,6 +113,7 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
         }
     };
 
+    tape.reserve_adjoints(out + 1);
     auto& seed = tape.adjoint(out);
     if (cotangent) seed = *cotangent;
     else xt::noalias(seed) = xt::ones<T>(tape.value(out).shape());

@@ -10,14 +10,14 @@
 //     ad::Var<T> softplus(const ad::Var<T>& x)
 //     {
 //         ad::Op<T> op("softplus", {x});
-//         xt::noalias(op.out()) = xt::log1p(xt::exp(x.value()));
+//         ad::assign(op.out(), xt::log1p(xt::exp(x.value())));
 //         return op.done([](ad::Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
 //                        [](ad::GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
 //     }
 //
 // - Op(name, inputs) records the op on the inputs' tape. out() is the output buffer, kept from
-//   step to step: fill it with xt::noalias(op.out()) = ... or resize() and a loop (a plain
-//   assignment would allocate a fresh buffer every step).
+//   step to step: fill it with ad::assign(op.out(), ...), xt::noalias(op.out()) = ... or
+//   resize() and a loop (a plain assignment would allocate a fresh buffer every step).
 // - Attributes (a slope, an axis, a flag) are captured by the lambdas: the closure is the op's
 //   typed state. Captures of up to 48 bytes are stored in the record itself, so recording
 //   allocates nothing; larger ones (a captured std::function, a big struct) go to the heap.
@@ -45,11 +45,76 @@
 #include <xtensor/xnoalias.hpp>
 #include <xtensor/xoperation.hpp>
 
+#include <algorithm>
 #include <string>
+#include <type_traits>
 
 namespace ad {
 
 using kernels::AxisLoop;
+
+namespace detail {
+
+// Whether e can be read element by element in step with a buffer of the given strides: every
+// operand has the buffer's shape (or is a scalar).
+template <class E, class = void>
+struct reads_linearly : std::false_type {};
+template <class E>
+struct reads_linearly<E, std::void_t<decltype(xt::linear_begin(std::declval<const E&>())),
+                                     decltype(std::declval<const E&>().has_linear_assign(
+                                         std::declval<const typename Tensor<double>::strides_type&>()))>>
+    : std::true_type {};
+
+// a = e (a += e when `add`) for a one-element tensor, read directly: xtensor's assignment,
+// which works out the broadcast and picks a loop on every call, costs more than the arithmetic
+// there (about 35 ns against 20 for g cos(x) in double), and a scalar chain does two or three
+// per op. From two elements on, xtensor's SIMD functions win (8 cosines: 45 ns against 85).
+// False, having done nothing, where this does not apply.
+template <class T, class E>
+bool assign_scalar(Tensor<T>& a, const E& e, bool add)
+{
+    if constexpr (reads_linearly<E>::value) {
+        if (a.size() != 1 || !e.has_linear_assign(a.strides())) return false;
+        const T v = *xt::linear_begin(e);  // what xtensor's own linear assignment reads
+        *a.data() = add ? *a.data() + v : v;
+        return true;
+    } else {
+        return false;
+    }
+}
+
+}  // namespace detail
+
+// out = e without allocating once out has e's shape (what xt::noalias(out) = e does), cheaper
+// for a one-element tensor.
+template <class T, class E>
+void assign(Tensor<T>& out, const E& e)
+{
+    const auto& s = e.shape();
+    if (!std::equal(s.begin(), s.end(), out.shape().begin(), out.shape().end())) out.resize(s);
+    if (!detail::assign_scalar(out, e, false)) xt::noalias(out) = e;
+}
+
+namespace detail {
+// Tensor k of what an op saved, or an ad::Error naming the op if it saved fewer.
+template <class T>
+const Tensor<T>& saved_tensor(const Tape<T>& tape, const Record<T>& r, std::size_t k)
+{
+    const Saved<T>* s = tape.saved_of(r);
+    if (!s || k >= s->tensors.size())
+        throw Error(std::string(r.op) + ": its VJP reads saved tensor " + std::to_string(k) + ", but the op saved " +
+                    std::to_string(s ? s->tensors.size() : 0) + " (Op::save(k) in the forward)");
+    return s->tensors[k];
+}
+// The integers an op saved (empty if none).
+template <class T>
+const std::vector<std::ptrdiff_t>& saved_indices(const Tape<T>& tape, const Record<T>& r)
+{
+    static const std::vector<std::ptrdiff_t> none;
+    const Saved<T>* s = tape.saved_of(r);
+    return s ? s->indices : none;
+}
+}  // namespace detail
 
 // The context a first-order VJP receives: the cotangent g of the op's output, the output y,
 // the inputs' values, and the adjoints to add into.
@@ -64,8 +129,8 @@ struct Vjp {
     std::size_t inputs() const { return record.n_inputs; }
     std::uint32_t id(std::size_t k) const { return tape.input(record, k); }
     const Tensor<T>& x(std::size_t k) const { return tape.value(id(k)); }
-    const Tensor<T>& saved(std::size_t k) const { return record.saved[k]; }
-    const std::vector<std::ptrdiff_t>& indices() const { return record.indices; }
+    const Tensor<T>& saved(std::size_t k) const { return detail::saved_tensor(tape, record, k); }
+    const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record); }
     // Whether input k needs a gradient: ops skip the work for those that do not.
     bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
 
@@ -99,6 +164,7 @@ struct Vjp {
         auto& a = slot(k, first);
         const auto& xs = x(k).shape();
         if (std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end())) {
+            if (detail::assign_scalar(a, e, !first)) return;
             if (first) xt::noalias(a) = e;
             else xt::noalias(a) += e;
             return;
@@ -138,8 +204,8 @@ struct GradVjp {
     Var<T> x(std::size_t k) const { return tape.handle(id(k)); }
     // A saved tensor as a constant: what the forward computed from its inputs' values, which a
     // graph VJP must not differentiate through (build it from x(k) instead where it must).
-    Var<T> saved(std::size_t k) const { return tape.constant(record().saved[k]); }
-    const std::vector<std::ptrdiff_t>& indices() const { return record().indices; }
+    Var<T> saved(std::size_t k) const { return tape.constant(detail::saved_tensor(tape, record(), k)); }
+    const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record()); }
     bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
     Var<T> constant(const Tensor<T>& t) const { return tape.constant(t); }
 
@@ -178,13 +244,15 @@ public:
     Tensor<T>& out() { return r_.value; }
     Tensor<T>& save(std::size_t k)
     {
-        if (r_.saved.size() <= k) r_.saved.resize(k + 1);
-        return r_.saved[k];
+        auto& tensors = tape_.saved(r_).tensors;
+        if (tensors.size() <= k) tensors.resize(k + 1);
+        return tensors[k];
     }
     std::vector<std::ptrdiff_t>& save_indices()
     {
-        r_.indices.clear();
-        return r_.indices;
+        auto& indices = tape_.saved(r_).indices;
+        indices.clear();
+        return indices;
     }
     // Whether any input needs a gradient: when not, done() keeps no VJP, and an op may skip
     // saving what only its VJP reads.

@@ -37,7 +37,7 @@ template <class T>
 Var<T> neg(const Var<T>& x)
 {
     Op<T> op("neg", {x});
-    xt::noalias(op.out()) = -x.value();
+    assign(op.out(), -x.value());
     auto vjp = [](auto& v) { v.acc(0, -v.g); };
     return op.done(vjp, vjp);
 }
@@ -58,7 +58,7 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
         T* yp = y.data();
         for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = ap[i] + bp[i];
     } else {
-        xt::noalias(op.out()) = av + bv;
+        assign(op.out(), av + bv);
     }
     auto vjp = [](auto& v) {
         v.acc(0, v.g);
@@ -74,7 +74,7 @@ Var<T> sub(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("sub", a, b);
     Op<T> op("sub", {a, b});
-    xt::noalias(op.out()) = a.value() - b.value();
+    assign(op.out(), a.value() - b.value());
     auto vjp = [](auto& v) {
         v.acc(0, v.g);
         v.acc(1, -v.g);
@@ -89,7 +89,7 @@ Var<T> mul(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("mul", a, b);
     Op<T> op("mul", {a, b});
-    xt::noalias(op.out()) = a.value() * b.value();
+    assign(op.out(), a.value() * b.value());
     auto vjp = [](auto& v) {
         v.acc(0, v.g * v.x(1));
         v.acc(1, v.g * v.x(0));
@@ -104,7 +104,7 @@ Var<T> div(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("div", a, b);
     Op<T> op("div", {a, b});
-    xt::noalias(op.out()) = a.value() / b.value();
+    assign(op.out(), a.value() / b.value());
     auto vjp = [](auto& v) {
         v.acc(0, v.g / v.x(1));
         v.acc(1, -v.g * v.y / v.x(1));
@@ -118,7 +118,7 @@ template <class T>
 Var<T> add(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("add_scalar", {x});
-    xt::noalias(op.out()) = x.value() + s;
+    assign(op.out(), x.value() + s);
     auto vjp = [](auto& v) { v.acc(0, v.g); };
     return op.done(vjp, vjp);
 }
@@ -129,7 +129,7 @@ template <class T>
 Var<T> mul(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("mul_scalar", {x});
-    xt::noalias(op.out()) = x.value() * s;
+    assign(op.out(), x.value() * s);
     auto vjp = [s](auto& v) { v.acc(0, v.g * s); };
     return op.done(vjp, vjp);
 }
@@ -140,7 +140,7 @@ template <class T>
 Var<T> rdiv(Scalar<T> s, const Var<T>& x)
 {
     Op<T> op("rdiv_scalar", {x});
-    xt::noalias(op.out()) = s / x.value();
+    assign(op.out(), s / x.value());
     auto vjp = [](auto& v) { v.acc(0, -v.g * v.y / v.x(0)); };
     return op.done(vjp, vjp);
 }
@@ -151,7 +151,7 @@ template <class T>
 Var<T> pow(const Var<T>& x, Scalar<T> p)
 {
     Op<T> op("pow", {x});
-    xt::noalias(op.out()) = xt::pow(x.value(), p);
+    assign(op.out(), xt::pow(x.value(), p));
     return op.done([p](Vjp<T>& v) { v.acc(0, v.g * p * xt::pow(v.x(0), p - T(1))); },
                    [p](GradVjp<T>& v) { v.acc(0, v.g * p * ad::pow(v.x(0), p - T(1))); });
 }
@@ -162,7 +162,7 @@ template <class T>
 Var<T> square(const Var<T>& x)
 {
     Op<T> op("square", {x});
-    xt::noalias(op.out()) = x.value() * x.value();
+    assign(op.out(), x.value() * x.value());
     auto vjp = [](auto& v) { v.acc(0, T(2) * v.x(0) * v.g); };
     return op.done(vjp, vjp);
 }
@@ -173,7 +173,7 @@ template <class T>
 Var<T> sqrt(const Var<T>& x)
 {
     Op<T> op("sqrt", {x});
-    xt::noalias(op.out()) = xt::sqrt(x.value());
+    assign(op.out(), xt::sqrt(x.value()));
     auto vjp = [](auto& v) { v.acc(0, v.g / (T(2) * v.y)); };
     return op.done(vjp, vjp);
 }
@@ -184,7 +184,7 @@ template <class T>
 Var<T> exp(const Var<T>& x)
 {
     Op<T> op("exp", {x});
-    xt::noalias(op.out()) = xt::exp(x.value());
+    assign(op.out(), xt::exp(x.value()));
     auto vjp = [](auto& v) { v.acc(0, v.g * v.y); };
     return op.done(vjp, vjp);
 }
@@ -195,7 +195,7 @@ template <class T>
 Var<T> log(const Var<T>& x)
 {
     Op<T> op("log", {x});
-    xt::noalias(op.out()) = xt::log(x.value());
+    assign(op.out(), xt::log(x.value()));
     auto vjp = [](auto& v) { v.acc(0, v.g / v.x(0)); };
     return op.done(vjp, vjp);
 }
@@ -206,7 +206,7 @@ template <class T>
 Var<T> abs(const Var<T>& x)
 {
     Op<T> op("abs", {x});
-    xt::noalias(op.out()) = xt::abs(x.value());
+    assign(op.out(), xt::abs(x.value()));
     return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::sign(v.x(0))); },
                    [](GradVjp<T>& v) {
                        v.acc(0, v.g * v.constant(xt::sign(v.x(0).value())));
@@ -219,7 +219,7 @@ template <class T>
 Var<T> sin(const Var<T>& x)
 {
     Op<T> op("sin", {x});
-    xt::noalias(op.out()) = xt::sin(x.value());
+    assign(op.out(), xt::sin(x.value()));
     return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::cos(v.x(0))); },
                    [](GradVjp<T>& v) { v.acc(0, v.g * ad::cos(v.x(0))); });
 }
@@ -230,7 +230,7 @@ template <class T>
 Var<T> cos(const Var<T>& x)
 {
     Op<T> op("cos", {x});
-    xt::noalias(op.out()) = xt::cos(x.value());
+    assign(op.out(), xt::cos(x.value()));
     return op.done([](Vjp<T>& v) { v.acc(0, -v.g * xt::sin(v.x(0))); },
                    [](GradVjp<T>& v) { v.acc(0, -v.g * ad::sin(v.x(0))); });
 }
@@ -297,7 +297,7 @@ Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi)
     if (!(lo <= hi))
         fail("clamp", x, "needs lo <= hi, got lo = " + std::to_string(lo) + ", hi = " + std::to_string(hi));
     Op<T> op("clamp", {x});
-    xt::noalias(op.out()) = xt::where(x.value() != x.value(), x.value(), xt::clip(x.value(), lo, hi));
+    assign(op.out(), xt::where(x.value() != x.value(), x.value(), xt::clip(x.value(), lo, hi)));
     auto inside = [lo, hi](const Tensor<T>& x) { return map(x, [&](T t) { return T(t >= lo && t <= hi); }); };
     return op.done([lo, hi](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) >= lo && v.x(0) <= hi, v.g, T(0))); },
                    [inside](GradVjp<T>& v) { v.acc(0, v.g * v.constant(inside(v.x(0).value()))); });
@@ -309,7 +309,7 @@ template <class T>
 Var<T> tanh(const Var<T>& x)
 {
     Op<T> op("tanh", {x});
-    xt::noalias(op.out()) = xt::tanh(x.value());
+    assign(op.out(), xt::tanh(x.value()));
     auto vjp = [](auto& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); };
     return op.done(vjp, vjp);
 }
@@ -320,7 +320,7 @@ template <class T>
 Var<T> sigmoid(const Var<T>& x)
 {
     Op<T> op("sigmoid", {x});
-    xt::noalias(op.out()) = T(1) / (T(1) + xt::exp(-x.value()));
+    assign(op.out(), T(1) / (T(1) + xt::exp(-x.value())));
     auto vjp = [](auto& v) { v.acc(0, v.g * v.y * (T(1) - v.y)); };
     return op.done(vjp, vjp);
 }
@@ -352,7 +352,7 @@ template <class T>
 Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("leaky_relu", {x});
-    xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * x.value());
+    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * x.value()));
     return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, alpha * v.g)); },
                    [alpha](GradVjp<T>& v) {
                        v.acc(0, v.g * v.constant(map(v.x(0).value(), [&](T t) { return t > T(0) ? T(1) : alpha; })));
@@ -365,7 +365,7 @@ template <class T>
 Var<T> elu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("elu", {x});
-    xt::noalias(op.out()) = xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
+    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1))));
     return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, v.g * (v.y + alpha))); },
                    [alpha](GradVjp<T>& v) {
                        const auto pos = v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); }));
@@ -381,7 +381,7 @@ Var<T> selu(const Var<T>& x)
 {
     const T alpha = T(selu_alpha), scale = T(selu_scale);
     Op<T> op("selu", {x});
-    xt::noalias(op.out()) = scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1)));
+    assign(op.out(), scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1))));
     return op.done(
         [=](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), scale * v.g, v.g * (v.y + scale * alpha))); },
         [=](GradVjp<T>& v) {
@@ -396,7 +396,7 @@ template <class T>
 Var<T> softplus(const Var<T>& x)
 {
     Op<T> op("softplus", {x});
-    xt::noalias(op.out()) = xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value())));
+    assign(op.out(), xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value()))));
     return op.done([](Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
                    [](GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
 }
@@ -407,7 +407,7 @@ template <class T>
 Var<T> normal_cdf(const Var<T>& x)
 {
     Op<T> op("normal_cdf", {x});
-    xt::noalias(op.out()) = T(0.5) * (T(1) + xt::erf(x.value() * T(inv_sqrt2)));
+    assign(op.out(), T(0.5) * (T(1) + xt::erf(x.value() * T(inv_sqrt2))));
     return op.done([](Vjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * xt::exp(T(-0.5) * v.x(0) * v.x(0))); },
                    [](GradVjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * ad::exp(T(-0.5) * v.x(0) * v.x(0))); });
 }
@@ -418,7 +418,7 @@ template <class T>
 Var<T> gelu(const Var<T>& x)
 {
     Op<T> op("gelu", {x});
-    xt::noalias(op.out()) = T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(inv_sqrt2)));
+    assign(op.out(), T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(inv_sqrt2))));
     return op.done(
         [](Vjp<T>& v) {
             const auto& x = v.x(0);

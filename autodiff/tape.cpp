@@ -171,6 +171,7 @@ void Tape<T>::clear()
     check_thread("clear");
     n_ = 0;
     inputs_.clear();
+    n_saved_ = 0;
     param_leaves_.clear();
     no_grad_bytes_ = 0;
     generation_ = next_generation();
@@ -215,7 +216,6 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
             throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
                         " records); clear it between steps");
         chunks_.emplace_back(new detail::Record<T>[chunk_mask + 1]);
-        adjoints_.emplace_back(new Tensor<T>[chunk_mask + 1]);
         capacity_ += chunk_mask + 1;
         has_adjoint_.resize(capacity_, 0);
     }
@@ -224,6 +224,7 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
     r.vjp.reset();
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = 0;
+    r.saved = 0;
     r.needs_grad = needs_grad;
     r.param = nullptr;
     return r;
@@ -235,7 +236,18 @@ void Tape<T>::pop()
     --n_;
     inputs_.resize(record(n_).first_input);
     record(n_).vjp.reset();
+    if (record(n_).saved) n_saved_ = record(n_).saved - 1;
     if (!param_leaves_.empty() && param_leaves_.back() == n_) param_leaves_.pop_back();
+}
+
+template <class T>
+detail::Saved<T>& Tape<T>::saved(detail::Record<T>& r)
+{
+    if (!r.saved) {
+        if (n_saved_ == saved_.size()) saved_.emplace_back();
+        r.saved = static_cast<std::uint32_t>(++n_saved_);
+    }
+    return saved_[r.saved - 1];
 }
 
 template <class T>

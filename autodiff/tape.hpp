@@ -72,26 +72,35 @@ public:
     void set(F&& first, G&& graph);
     void reset()
     {
-        if (destroy_) destroy_(object());
-        if (heap_) ::operator delete(heap_);
-        heap_ = nullptr;
-        first_ = nullptr;
-        graph_ = nullptr;
-        destroy_ = nullptr;
+        if (!calls_) return;
+        if (calls_->destroy) calls_->destroy(object());
+        if (calls_->heap_align) ::operator delete(object(), std::align_val_t(calls_->heap_align));
+        calls_ = nullptr;
     }
-    explicit operator bool() const { return first_ != nullptr; }
-    bool differentiable() const { return graph_ != nullptr; }
-    void operator()(Vjp<T>& v) const { first_(object(), v); }
-    void operator()(GradVjp<T>& v) const { graph_(object(), v); }
+    explicit operator bool() const { return calls_ != nullptr; }
+    bool differentiable() const { return calls_ && calls_->graph; }
+    void operator()(Vjp<T>& v) const { calls_->first(object(), v); }
+    void operator()(GradVjp<T>& v) const { calls_->graph(object(), v); }
 
 private:
-    void* object() const { return heap_ ? heap_ : const_cast<unsigned char*>(buffer_); }
+    // What one closure type needs, one table per type: the record keeps a single pointer to it.
+    struct Calls {
+        void (*first)(const void*, Vjp<T>&);
+        void (*graph)(const void*, GradVjp<T>&);  // null: no differentiable VJP
+        void (*destroy)(void*);                   // null: trivially destructible
+        std::size_t heap_align;                   // nonzero: the buffer holds a pointer to the closure
+    };
+    template <class Pair>
+    static const Calls calls_for;
+
+    void* object() const
+    {
+        if (calls_->heap_align) return *reinterpret_cast<void* const*>(buffer_);
+        return const_cast<unsigned char*>(buffer_);
+    }
 
     alignas(16) unsigned char buffer_[inline_size];
-    void* heap_ = nullptr;
-    void (*first_)(const void*, Vjp<T>&) = nullptr;
-    void (*graph_)(const void*, GradVjp<T>&) = nullptr;
-    void (*destroy_)(void*) = nullptr;
+    const Calls* calls_ = nullptr;
 };
 
 // What Op::done() was given when the op states no differentiable VJP.
@@ -104,6 +113,20 @@ struct VjpPair {
 };
 
 template <class T>
+template <class Pair>
+const typename Backward<T>::Calls Backward<T>::calls_for = {
+    [](const void* p, Vjp<T>& v) { static_cast<const Pair*>(p)->first(v); },
+    std::is_same<decltype(Pair::graph), NoGraphVjp>::value
+        ? nullptr
+        : +[](const void* p, GradVjp<T>& v) {
+              if constexpr (!std::is_same<decltype(Pair::graph), NoGraphVjp>::value)
+                  static_cast<const Pair*>(p)->graph(v);
+          },
+    std::is_trivially_destructible<Pair>::value ? nullptr : +[](void* p) { static_cast<Pair*>(p)->~Pair(); },
+    sizeof(Pair) > inline_size || alignof(Pair) > 16 ? alignof(Pair) : 0,
+};
+
+template <class T>
 template <class F, class G>
 void Backward<T>::set(F&& first, G&& graph)
 {
@@ -113,13 +136,12 @@ void Backward<T>::set(F&& first, G&& graph)
 #endif
     reset();
     void* at = buffer_;
-    if constexpr (sizeof(Pair) > inline_size || alignof(Pair) > 16) at = heap_ = ::operator new(sizeof(Pair));
+    if constexpr (sizeof(Pair) > inline_size || alignof(Pair) > 16) {
+        at = ::operator new(sizeof(Pair), std::align_val_t(alignof(Pair)));
+        *reinterpret_cast<void**>(buffer_) = at;
+    }
     new (at) Pair{std::forward<F>(first), std::forward<G>(graph)};
-    first_ = [](const void* p, Vjp<T>& v) { static_cast<const Pair*>(p)->first(v); };
-    if constexpr (!std::is_same<std::decay_t<G>, NoGraphVjp>::value)
-        graph_ = [](const void* p, GradVjp<T>& v) { static_cast<const Pair*>(p)->graph(v); };
-    if constexpr (!std::is_trivially_destructible<Pair>::value)
-        destroy_ = [](void* p) { static_cast<Pair*>(p)->~Pair(); };
+    calls_ = &calls_for<Pair>;
 }
 
 template <class T>
@@ -128,12 +150,19 @@ struct Record {
     Backward<T> vjp;                // empty: a leaf, or an op none of whose inputs needs a gradient
     std::uint32_t first_input = 0;  // inputs are tape.inputs_[first_input, first_input + n_inputs)
     std::uint32_t n_inputs = 0;
+    std::uint32_t saved = 0;        // 0, or 1 + the position of what the op saved in tape.saved_
     bool needs_grad = false;
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
     Tensor<T> value;                // the output (unused for parameter leaves)
-    std::vector<Tensor<T>> saved;   // tensors the VJP reads (a mask, probabilities): Op::save(k)
-    std::vector<std::ptrdiff_t> indices;  // integers the VJP reads (argmax positions, labels)
+};
+
+// What an op keeps for its VJP besides its inputs and output, kept apart from the records
+// because few ops save anything.
+template <class T>
+struct Saved {
+    std::vector<Tensor<T>> tensors;       // a mask, probabilities: Op::save(k)
+    std::vector<std::ptrdiff_t> indices;  // argmax positions, labels: Op::save_indices()
 };
 
 // Each tape has an anchor that outlives it: a Var reaches its tape through the anchor, so a Var
@@ -245,12 +274,26 @@ public:
         if (owner_.load(std::memory_order_relaxed) != std::this_thread::get_id()) take_or_refuse(op);
     }
     void count_no_grad(const char* op, std::size_t index);  // record index was made under NoGrad
+    // What record r's op saved for its VJP: saved(r) makes the entry on first use (its buffers
+    // kept from step to step), saved_of(r) is null if the op saved nothing.
+    detail::Saved<T>& saved(detail::Record<T>& r);
+    const detail::Saved<T>* saved_of(const detail::Record<T>& r) const
+    {
+        return r.saved ? &saved_[r.saved - 1] : nullptr;
+    }
     // Positions of the parameter leaves recorded since the last clear(), in tape order.
     const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
 
     // Adjoint storage, indexed like the records. When `into_params` is set (backward()),
     // a parameter leaf's adjoint is the parameter's own .grad, so no extra pass is needed.
     Tensor<T>& adjoint(std::size_t i) { return adjoints_[i >> chunk_bits][i & chunk_mask]; }
+    // Makes adjoint(i) valid for i < n. A sweep calls it before it writes any: recording
+    // allocates no adjoints, so a forward pass (evaluation, or a tape never swept) pays only
+    // for its records.
+    void reserve_adjoints(std::size_t n)
+    {
+        while ((adjoints_.size() << chunk_bits) < n) adjoints_.emplace_back(new Tensor<T>[chunk_mask + 1]);
+    }
     std::vector<char>& has_adjoint() { return has_adjoint_; }
     bool into_params = false;
     Tensor<T> scratch, scratch2;  // reused by broadcasting reductions in the sweep
@@ -266,12 +309,14 @@ private:
     // record i is a shift and a mask.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
-    // Adjoints, chunked like the records but apart from them, so a record stays small for the
-    // forward pass, which never reads an adjoint.
+    // Adjoints, chunked like the records but apart from them and made by the first sweep that
+    // reaches them, so the forward pass neither builds nor touches them.
     std::vector<std::unique_ptr<Tensor<T>[]>> adjoints_;
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
+    std::vector<detail::Saved<T>> saved_;
+    std::size_t n_saved_ = 0;  // entries of saved_ in use since the last clear()
     std::vector<char> has_adjoint_;
     std::vector<std::uint32_t> param_leaves_;
     std::uint64_t generation_;

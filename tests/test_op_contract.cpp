@@ -6,6 +6,7 @@
 #include "nn/nn.hpp"
 
 #include <array>
+#include <cstdint>
 #include <cmath>
 #include <memory>
 #include <sstream>
@@ -48,7 +49,72 @@ Var<double> holding(const Var<double>& x, std::shared_ptr<int> token)
     return op.done([token](ad::Vjp<double>& v) { v.acc(0, v.g * double(*token)); });
 }
 
+// y = s x with s held in a 64-byte-aligned block: the closure goes to the heap at its own
+// alignment. `aligned` records whether the VJP found its state where alignas put it.
+struct alignas(64) Scale {
+    double s;
+};
+Var<double> scaled(const Var<double>& x, Scale scale, bool& aligned)
+{
+    ad::Op<double> op("scaled", {x});
+    xt::noalias(op.out()) = scale.s * x.value();
+    return op.done([scale, &aligned](ad::Vjp<double>& v) {
+        aligned = reinterpret_cast<std::uintptr_t>(&scale) % 64 == 0;
+        v.acc(0, scale.s * v.g);
+    });
+}
+
+// y = x^2 through a saved 2x, the VJP reading the saved tensor; with `fail` the forward throws
+// after saving.
+Var<double> square_saving(const Var<double>& x, bool fail)
+{
+    ad::Op<double> op("square_saving", {x});
+    xt::noalias(op.save(0)) = 2.0 * x.value();
+    if (fail) ad::fail("square_saving", x, "asked to fail");
+    xt::noalias(op.out()) = x.value() * x.value();
+    return op.done([](ad::Vjp<double>& v) { v.acc(0, v.g * v.saved(0)); });
+}
+
+// The identity, whose VJP reads a saved tensor the forward never saved.
+Var<double> forgets_to_save(const Var<double>& x)
+{
+    ad::Op<double> op("forgets_to_save", {x});
+    xt::noalias(op.out()) = x.value();
+    return op.done([](ad::Vjp<double>& v) { v.acc(0, v.g * v.saved(0)); });
+}
+
 }  // namespace
+
+TEST_CASE("an op whose state asks for more alignment than 16 bytes gets it", "[op]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{1.0, -2.0});
+    bool aligned = false;
+    const auto g = ad::grad(ad::sum(scaled(x, Scale{2.5}, aligned)), {x});
+    CHECK(aligned);
+    CHECK_THAT(g[0], Equals({2.5, 2.5}));  // d(sum s x)/dx = s
+}
+
+TEST_CASE("what an op saves reaches its VJP, and an op that throws after saving leaves nothing behind", "[op]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{3.0, -0.5});
+    CHECK_THROWS_WITH(square_saving(x, true), Contains("square_saving") && Contains("asked to fail"));
+    CHECK(tape.size() == 1);
+    const auto y = ad::sum(square_saving(x, false));
+    CHECK_THAT(ad::grad(y, {x})[0], Equals({6.0, -1.0}));  // d(x^2) = 2x
+    require_first_order_gradcheck([](const Vars& v) { return square_saving(v[0], false); },
+                                  {uniform({2, 3}, -2, 2, 3)});
+}
+
+TEST_CASE("a VJP that reads a tensor its op never saved raises ad::Error naming the op", "[op][errors]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{1.0});
+    const auto y = ad::sum(forgets_to_save(x));
+    CHECK_THROWS_WITH(ad::grad(y, {x}), Contains("forgets_to_save") && Contains("saved tensor 0") &&
+                                            Contains("saved 0"));
+}
 
 TEST_CASE("a user op with more state than fits in a record is gradchecked", "[op]")
 {
