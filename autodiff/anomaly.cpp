@@ -37,7 +37,7 @@ void check_backward_anomaly(Tape<T>& tape, std::size_t index)
     for (std::size_t k = 0; k < r.n_inputs; ++k) {
         const auto i = tape.input(r, k);
         const auto& in = tape.record(i);
-        if (!in.needs_grad) continue;
+        if (!in.needs_grad || !tape.has_adjoint()[i]) continue;
         const Tensor<T>& adj =
             (in.param && tape.into_params) ? in.param->grad : tape.adjoint(i);
         if (all_finite(adj)) continue;

@@ -76,7 +76,7 @@ using Hook = std::function<void(Parameter<T>&)>;
 // The sweep on tensors. `hook`, if given, is called for each parameter reached, at its earliest leaf.
 template <class T>
 void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who,
-           const Hook<T>* hook = nullptr)
+           const Hook<T>* hook = nullptr, const std::vector<Var<T>>* keep = nullptr)
 {
     Tape<T>& tape = tape_of(output, who);
     const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
@@ -113,10 +113,18 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
         }
     };
 
-    tape.reserve_adjoints(out + 1);
-    auto& seed = tape.adjoint(out);
-    if (cotangent) seed = *cotangent;
-    else xt::noalias(seed) = xt::ones<T>(tape.value(out).shape());
+    // The records whose adjoints the caller reads after the sweep, last first: their buffers
+    // are not handed on.
+    std::vector<std::size_t> kept;
+    if (keep) {
+        kept.reserve(keep->size());
+        for (const auto& v : *keep) kept.push_back(v.index());
+    }
+    std::sort(kept.begin(), kept.end());
+    tape.start_sweep(out + 1);
+    auto& seed = tape.take_adjoint(out, tape.value(out).shape());
+    if (cotangent) xt::noalias(seed) = *cotangent;
+    else seed.fill(T(1));
     has[out] = 1;
     // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
     if (auto& r = tape.record(out); r.param && into_params) xt::noalias(r.param->grad) += seed;
@@ -127,6 +135,8 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
             Vjp<T> v{tape, r, i, tape.adjoint(i), tape.value(i)};
             r.vjp(v);
             if (check) check_backward_anomaly(tape, i);
+            while (!kept.empty() && kept.back() > i) kept.pop_back();
+            if (kept.empty() || kept.back() != i) tape.release_adjoint(i);
         }
         if (hook) fire(i);
     }
@@ -215,7 +225,7 @@ std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inp
     Tape<T>& tape = tape_of(output, "grad");
     for (const auto& v : inputs) tape.check(v, "grad");
     check_differentiable(tape, output, inputs, "grad");
-    sweep<T>(output, nullptr, false, "grad");
+    sweep<T>(output, nullptr, false, "grad", nullptr, &inputs);
     return collect(tape, inputs, "grad");
 }
 
@@ -259,7 +269,7 @@ std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
 {
     Tape<T>& tape = tape_of(output, "vjp");
     for (const auto& v : inputs) tape.check(v, "vjp");
-    sweep<T>(output, &cotangent, false, "vjp");
+    sweep<T>(output, &cotangent, false, "vjp", nullptr, &inputs);
     return collect(tape, inputs, "vjp");
 }
 

@@ -149,9 +149,7 @@ struct Vjp {
         auto& flag = tape.has_adjoint()[i];
         first = !flag;
         flag = 1;
-        auto& a = tape.adjoint(i);
-        if (first && a.shape() != x(k).shape()) a.resize(x(k).shape());
-        return a;
+        return first ? tape.take_adjoint(i, x(k).shape()) : tape.adjoint(i);
     }
 
     // adjoint(input k) += e, with e summed back to the input's shape where the forward

@@ -284,15 +284,44 @@ public:
     // Positions of the parameter leaves recorded since the last clear(), in tape order.
     const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
 
-    // Adjoint storage, indexed like the records. When `into_params` is set (backward()),
-    // a parameter leaf's adjoint is the parameter's own .grad, so no extra pass is needed.
-    Tensor<T>& adjoint(std::size_t i) { return adjoints_[i >> chunk_bits][i & chunk_mask]; }
-    // Makes adjoint(i) valid for i < n. A sweep calls it before it writes any: recording
-    // allocates no adjoints, so a forward pass (evaluation, or a tape never swept) pays only
-    // for its records.
-    void reserve_adjoints(std::size_t n)
+    // Adjoints. A sweep gives each record it reaches a buffer from a pool (take_adjoint), and
+    // once the record's own VJP has run hands the buffer back (release_adjoint) unless the
+    // record is kept (a leaf, or an input the caller asked for): a sweep holds the adjoints
+    // still to be read, not one per record. Buffers are matched by size, so a loop that sweeps
+    // the same graph every step reuses them without allocating. When `into_params` is set
+    // (backward()), a parameter leaf's adjoint is the parameter's own .grad instead.
+    //
+    // adjoint(i) is record i's buffer: valid while i is reached and not released.
+    Tensor<T>& adjoint(std::size_t i) { return *pool_[adjoint_at_[i]]; }
+    template <class S>
+    Tensor<T>& take_adjoint(std::size_t i, const S& shape)
     {
-        while ((adjoints_.size() << chunk_bits) < n) adjoints_.emplace_back(new Tensor<T>[chunk_mask + 1]);
+        std::size_t n = 1;
+        for (const auto d : shape) n *= d;
+        std::size_t f = free_.size();
+        for (std::size_t seen = 0; f > 0 && seen < 16 && pool_[free_[f - 1]]->size() != n; ++seen) --f;
+        std::uint32_t at;
+        if (f > 0 && pool_[free_[f - 1]]->size() == n) {
+            at = free_[f - 1];
+            free_[f - 1] = free_.back();
+            free_.pop_back();
+        } else {
+            at = static_cast<std::uint32_t>(pool_.size());
+            pool_.emplace_back(new Tensor<T>());
+        }
+        adjoint_at_[i] = at;
+        Tensor<T>& a = *pool_[at];
+        if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
+        return a;
+    }
+    void release_adjoint(std::size_t i) { free_.push_back(adjoint_at_[i]); }
+    std::size_t adjoint_buffers() const { return pool_.size(); }  // the pool's size, for memory reports
+    // Starts a sweep over records [0, n): every pooled buffer is free again.
+    void start_sweep(std::size_t n)
+    {
+        if (adjoint_at_.size() < n) adjoint_at_.resize(capacity_);
+        free_.clear();
+        for (std::size_t k = pool_.size(); k-- > 0;) free_.push_back(static_cast<std::uint32_t>(k));
     }
     std::vector<char>& has_adjoint() { return has_adjoint_; }
     bool into_params = false;
@@ -309,9 +338,10 @@ private:
     // record i is a shift and a mask.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
-    // Adjoints, chunked like the records but apart from them and made by the first sweep that
-    // reaches them, so the forward pass neither builds nor touches them.
-    std::vector<std::unique_ptr<Tensor<T>[]>> adjoints_;
+    // The adjoint pool, made by sweeps: the forward pass neither builds nor touches it.
+    std::vector<std::unique_ptr<Tensor<T>>> pool_;
+    std::vector<std::uint32_t> free_;        // positions in pool_ not in use
+    std::vector<std::uint32_t> adjoint_at_;  // record -> position in pool_
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;

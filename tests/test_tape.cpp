@@ -96,16 +96,17 @@ TEST_CASE("a tape cleared and reused gives the same step again, with the same si
         Tensor<double> dW, db;
         std::size_t size;
         const double* hidden_buffer;
-        const double* hidden_adjoint;
+        const double* input_adjoint;
     };
     auto step = [&] {
         tape.clear();
         W.zero_grad();
         b.zero_grad();
-        const auto h = ad::tanh(ad::matmul(tape.constant(x), tape.param(W), false, true) + tape.param(b));
+        const auto input = tape.variable(x);
+        const auto h = ad::tanh(ad::matmul(input, tape.param(W), false, true) + tape.param(b));
         const auto loss = ad::mean(ad::square(h));
         ad::backward(loss);
-        return Step{loss.item(), W.grad, b.grad, tape.size(), h.value().data(), tape.adjoint(h.index()).data()};
+        return Step{loss.item(), W.grad, b.grad, tape.size(), h.value().data(), tape.adjoint(input.index()).data()};
     };
     const Step first = step();
     const Step second = step();
@@ -118,7 +119,32 @@ TEST_CASE("a tape cleared and reused gives the same step again, with the same si
     // clear() keeps every record's memory: the values and adjoints land in the same buffers.
     CHECK(second.hidden_buffer == first.hidden_buffer);
     CHECK(third.hidden_buffer == first.hidden_buffer);
-    CHECK(second.hidden_adjoint == first.hidden_adjoint);
+    CHECK(second.input_adjoint == first.input_adjoint);
+    CHECK(third.input_adjoint == first.input_adjoint);
+}
+
+TEST_CASE("a sweep holds only the adjoints still to be read, and keeps those of the inputs asked for", "[tape]")
+{
+    // y = tanh^n(x): dy/dx = prod_k (1 - h_k^2), h_k = tanh^k(x), and dy/dh_m the same product
+    // from k = m + 1.
+    Tape<double> tape;
+    const double x0 = 0.7;
+    const auto x = tape.variable(Tensor<double>{x0});
+    std::vector<Var<double>> h{x};
+    for (int k = 0; k < 1000; ++k) h.push_back(ad::tanh(h.back()));
+    std::vector<double> value{x0};
+    for (int k = 0; k < 1000; ++k) value.push_back(std::tanh(value.back()));
+    auto product_from = [&](std::size_t m) {
+        double d = 1;
+        for (std::size_t k = m + 1; k < value.size(); ++k) d *= 1 - value[k] * value[k];
+        return d;
+    };
+    const auto g = ad::grad(h.back(), {x, h[500], h[999]});
+    CHECK(g[0](0) == Approx(product_from(0)).epsilon(1e-13));
+    CHECK(g[1](0) == Approx(product_from(500)).epsilon(1e-13));
+    CHECK(g[2](0) == Approx(product_from(999)).epsilon(1e-13));
+    // A chain has at most two adjoints live at once, besides the three kept.
+    CHECK(tape.adjoint_buffers() <= 5);
 }
 
 TEST_CASE("after clear() a step with another batch size gives the gradients a fresh tape gives", "[tape][clear]")
