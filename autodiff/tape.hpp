@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <new>
 #include <thread>
@@ -345,7 +346,9 @@ private:
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
-    std::vector<detail::Saved<T>> saved_;
+    // A deque: an op recorded inside a differentiable VJP may save while that VJP still reads
+    // what its own op saved, so entries must not move as the list grows.
+    std::deque<detail::Saved<T>> saved_;
     std::size_t n_saved_ = 0;  // entries of saved_ in use since the last clear()
     std::vector<char> has_adjoint_;
     std::vector<std::uint32_t> param_leaves_;
