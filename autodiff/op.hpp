@@ -67,9 +67,8 @@ struct reads_linearly<E, std::void_t<decltype(xt::linear_begin(std::declval<cons
 
 // a = e (a += e when `add`) for a one-element tensor, read directly: xtensor's assignment,
 // which works out the broadcast and picks a loop on every call, costs more than the arithmetic
-// there (about 35 ns against 20 for g cos(x) in double), and a scalar chain does two or three
-// per op. From two elements on, xtensor's SIMD functions win (8 cosines: 45 ns against 85).
-// False, having done nothing, where this does not apply.
+// there, and a scalar chain does two or three per op. From a few elements on, xtensor's SIMD
+// functions win, so this stops at one. False, having done nothing, where it does not apply.
 template <class T, class E>
 bool assign_scalar(Tensor<T>& a, const E& e, bool add)
 {

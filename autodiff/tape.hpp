@@ -19,6 +19,7 @@
 
 #include "autodiff/tensor.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -289,38 +290,49 @@ public:
     // once the record's own VJP has run hands the buffer back (release_adjoint) unless the
     // record is kept (a leaf, or an input the caller asked for): a sweep holds the adjoints
     // still to be read, not one per record. Buffers are matched by size, so a loop that sweeps
-    // the same graph every step reuses them without allocating. When `into_params` is set
-    // (backward()), a parameter leaf's adjoint is the parameter's own .grad instead.
+    // the same graph every step reuses them without allocating; a buffer no sweep has used in
+    // the last `pool_keep` sweeps is freed, so a loop whose shapes change keeps a bounded pool.
+    // When `into_params` is set (backward()), a parameter leaf's adjoint is the parameter's own
+    // .grad instead.
     //
     // adjoint(i) is record i's buffer: valid while i is reached and not released.
-    Tensor<T>& adjoint(std::size_t i) { return *pool_[adjoint_at_[i]]; }
+    Tensor<T>& adjoint(std::size_t i) { return *pool_[adjoint_at_[i]].tensor; }
     template <class S>
     Tensor<T>& take_adjoint(std::size_t i, const S& shape)
     {
         std::size_t n = 1;
         for (const auto d : shape) n *= d;
+        // The most recently freed buffer of n elements among the last 16 freed, else a new one.
         std::size_t f = free_.size();
-        for (std::size_t seen = 0; f > 0 && seen < 16 && pool_[free_[f - 1]]->size() != n; ++seen) --f;
+        const std::size_t stop = f > 16 ? f - 16 : 0;
+        while (f > stop && pool_[free_[f - 1]].tensor->size() != n) --f;
         std::uint32_t at;
-        if (f > 0 && pool_[free_[f - 1]]->size() == n) {
+        if (f > stop) {
             at = free_[f - 1];
             free_[f - 1] = free_.back();
             free_.pop_back();
         } else {
             at = static_cast<std::uint32_t>(pool_.size());
-            pool_.emplace_back(new Tensor<T>());
+            pool_.push_back({std::make_unique<Tensor<T>>(), 0});
         }
         adjoint_at_[i] = at;
-        Tensor<T>& a = *pool_[at];
+        pool_[at].last_sweep = sweeps_;
+        Tensor<T>& a = *pool_[at].tensor;
         if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
         return a;
     }
     void release_adjoint(std::size_t i) { free_.push_back(adjoint_at_[i]); }
     std::size_t adjoint_buffers() const { return pool_.size(); }  // the pool's size, for memory reports
-    // Starts a sweep over records [0, n): every pooled buffer is free again.
+    static constexpr std::uint64_t pool_keep = 16;
+    // Starts a sweep over records [0, n): every pooled buffer is free again, and those unused
+    // for pool_keep sweeps are dropped.
     void start_sweep(std::size_t n)
     {
         if (adjoint_at_.size() < n) adjoint_at_.resize(capacity_);
+        ++sweeps_;
+        pool_.erase(std::remove_if(pool_.begin(), pool_.end(),
+                                   [&](const Pooled& p) { return sweeps_ - p.last_sweep > pool_keep; }),
+                    pool_.end());
         free_.clear();
         for (std::size_t k = pool_.size(); k-- > 0;) free_.push_back(static_cast<std::uint32_t>(k));
     }
@@ -340,7 +352,12 @@ private:
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
     // The adjoint pool, made by sweeps: the forward pass neither builds nor touches it.
-    std::vector<std::unique_ptr<Tensor<T>>> pool_;
+    struct Pooled {
+        std::unique_ptr<Tensor<T>> tensor;
+        std::uint64_t last_sweep;  // the sweep that last took it
+    };
+    std::vector<Pooled> pool_;
+    std::uint64_t sweeps_ = 0;  // sweeps started on this tape
     std::vector<std::uint32_t> free_;        // positions in pool_ not in use
     std::vector<std::uint32_t> adjoint_at_;  // record -> position in pool_
     std::size_t capacity_ = 0;  // records in the chunks

@@ -5,6 +5,7 @@
 
 #include <xtensor/xmath.hpp>
 
+#include <algorithm>
 #include <stdexcept>
 #include <tuple>
 
@@ -145,6 +146,27 @@ TEST_CASE("a sweep holds only the adjoints still to be read, and keeps those of 
     CHECK(g[2](0) == Approx(product_from(999)).epsilon(1e-13));
     // A chain has at most two adjoints live at once, besides the three kept.
     CHECK(tape.adjoint_buffers() <= 5);
+}
+
+TEST_CASE("a loop whose shapes change every step keeps a bounded adjoint pool", "[tape][clear]")
+{
+    // Each step a batch of another size: the pool holds buffers only for the sizes of the last
+    // pool_keep sweeps, and every step's gradient is still d(sum tanh(tanh(x)))/dx.
+    Tape<double> tape;
+    std::size_t most = 0;
+    for (std::size_t batch = 1; batch <= 100; ++batch) {
+        tape.clear();
+        const Tensor<double> x0 = randn({batch}, batch);
+        const auto x = tape.variable(x0);
+        const auto g = ad::grad(ad::sum(ad::tanh(ad::tanh(x))), {x})[0];
+        const Tensor<double> t = xt::tanh(x0);
+        const Tensor<double> expected = (1 - xt::square(xt::tanh(t))) * (1 - xt::square(t));
+        for (std::size_t i = 0; i < batch; ++i) CHECK(g(i) == Approx(expected(i)).epsilon(1e-14));
+        most = std::max(most, tape.adjoint_buffers());
+    }
+    // At most a few buffers per sweep, for the last pool_keep + 1 sweeps.
+    CHECK(most <= 4 * (Tape<double>::pool_keep + 1));
+    CHECK(most > 0);
 }
 
 TEST_CASE("after clear() a step with another batch size gives the gradients a fresh tape gives", "[tape][clear]")
