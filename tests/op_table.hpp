@@ -32,8 +32,8 @@ struct Sample {
     std::vector<std::ptrdiff_t> ints = {};
     std::vector<double> reals = {};
     // Every input away from the op's kinks and poles (by more than 1e-3), and within its
-    // domain: central differences apply. Edge samples (values at a kink, huge, tiny) are not
-    // smooth; their values and their finite gradients are checked against the reference only.
+    // domain: central differences apply. Edge samples (values at a kink, huge, tiny, infinite)
+    // are not smooth: only their values are checked, against the reference.
     bool smooth = true;
 };
 
