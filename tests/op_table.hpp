@@ -50,7 +50,8 @@ enum class Kind {
 };
 
 struct Entry {
-    std::string name;  // as the op's errors name it
+    std::string name;        // unique in the table: the op's name ("sum", "sum along an axis")
+    std::string error_name;  // what the op's errors name it, if not `name`
     Kind kind = Kind::other;
     Call<float> f32;
     Call<double> f64;
@@ -66,6 +67,9 @@ struct Entry {
     // Which inputs take a NaN in the NaN test (default: every input).
     std::vector<std::size_t> nan_inputs = {};
 };
+
+// What the op's errors name it.
+inline const std::string& error_name(const Entry& e) { return e.error_name.empty() ? e.name : e.error_name; }
 
 // The whole table, built once.
 const std::vector<Entry>& table();
