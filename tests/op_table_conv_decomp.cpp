@@ -41,7 +41,7 @@ Tensor<double> spread(const Shape& shape, double lo, double hi, std::uint64_t se
     return t;
 }
 
-// Row-major element (i0, i1, i2, i3) of a rank-4 tensor.
+// Row-major element (a, b, c, d) of a rank-4 tensor.
 double& at4(Tensor<double>& t, std::size_t a, std::size_t b, std::size_t c, std::size_t d)
 {
     const auto& s = t.shape();
@@ -82,7 +82,8 @@ std::size_t out_extent(std::size_t in, std::size_t k, std::ptrdiff_t stride, std
 // The output shape [N, F, Ho, Wo] of a convolution of x by w with the options in `opts`.
 Shape conv_out_shape(const Shape& x, const Shape& w, const std::vector<std::ptrdiff_t>& opts)
 {
-    return {x[0], w[0], out_extent(x[2], w[2], opts[0], opts[2], opts[4]), out_extent(x[3], w[3], opts[1], opts[3], opts[5])};
+    return {x[0], w[0], out_extent(x[2], w[2], opts[0], opts[2], opts[4]),
+            out_extent(x[3], w[3], opts[1], opts[3], opts[5])};
 }
 
 // Calls visit(x index, w index, y index) for every product x[n, c, ih, iw] w[f, c', i, j] that
@@ -116,7 +117,8 @@ void conv_products(const Shape& xs, const Shape& ws, const std::vector<std::ptrd
 // y = conv2d(x, w) (+ b).
 Tensor<double> conv_reference(const std::vector<Tensor<double>>& in, const Sample& s)
 {
-    const Tensor<double>&x = in[0], &w = in[1];
+    const Tensor<double>& x = in[0];
+    const Tensor<double>& w = in[1];
     Tensor<double> y = Tensor<double>::from_shape(conv_out_shape(shape_of(x), shape_of(w), s.ints));
     const std::size_t F = w.shape()[0], P = y.shape()[2] * y.shape()[3];
     for (std::size_t k = 0; k < y.size(); ++k) y.data()[k] = in.size() == 3 ? in[2].data()[(k / P) % F] : 0.0;
@@ -128,22 +130,28 @@ Tensor<double> conv_reference(const std::vector<Tensor<double>>& in, const Sampl
 // dx = conv2d_input_grad(g, w, x's shape): dx[x index] = sum of g[y index] w[w index].
 Tensor<double> conv_input_grad_reference(const std::vector<Tensor<double>>& in, const Sample& s)
 {
-    const Tensor<double>&g = in[0], &w = in[1];
+    const Tensor<double>& g = in[0];
+    const Tensor<double>& w = in[1];
     Tensor<double> dx = Tensor<double>::from_shape(shape_after_options(s));
     std::fill(dx.begin(), dx.end(), 0.0);
     conv_products(shape_of(dx), shape_of(w), s.ints,
-                  [&](std::size_t xi, std::size_t wi, std::size_t yi) { dx.data()[xi] += g.data()[yi] * w.data()[wi]; });
+                  [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+                      dx.data()[xi] += g.data()[yi] * w.data()[wi];
+                  });
     return dx;
 }
 
 // dw = conv2d_weight_grad(x, g, w's shape): dw[w index] = sum of g[y index] x[x index].
 Tensor<double> conv_weight_grad_reference(const std::vector<Tensor<double>>& in, const Sample& s)
 {
-    const Tensor<double>&x = in[0], &g = in[1];
+    const Tensor<double>& x = in[0];
+    const Tensor<double>& g = in[1];
     Tensor<double> dw = Tensor<double>::from_shape(shape_after_options(s));
     std::fill(dw.begin(), dw.end(), 0.0);
     conv_products(shape_of(x), shape_of(dw), s.ints,
-                  [&](std::size_t xi, std::size_t wi, std::size_t yi) { dw.data()[wi] += g.data()[yi] * x.data()[xi]; });
+                  [&](std::size_t xi, std::size_t wi, std::size_t yi) {
+                      dw.data()[wi] += g.data()[yi] * x.data()[xi];
+                  });
     return dw;
 }
 
@@ -196,7 +204,9 @@ Sample conv2d_sample(const ConvCase& c, std::uint64_t seed)
 }
 Sample conv2d_bias_sample(const ConvCase& c, std::uint64_t seed)
 {
-    return {c.what, {adtest::randn(c.x, seed), adtest::randn(c.w, seed + 100), adtest::randn({c.w[0]}, seed + 200)}, c.opts};
+    return {c.what,
+            {adtest::randn(c.x, seed), adtest::randn(c.w, seed + 100), adtest::randn({c.w[0]}, seed + 200)},
+            c.opts};
 }
 Sample input_grad_sample(const ConvCase& c, std::uint64_t seed)
 {
@@ -338,7 +348,9 @@ std::vector<Sample> pool_refused()
 // y = (x - mean) / sqrt(var + eps) gamma + beta. eps in Sample::reals[0].
 Tensor<double> batch_norm_reference(const std::vector<Tensor<double>>& in, const Sample& s)
 {
-    const Tensor<double>&x = in[0], &gamma = in[1], &beta = in[2];
+    const Tensor<double>& x = in[0];
+    const Tensor<double>& gamma = in[1];
+    const Tensor<double>& beta = in[2];
     const std::size_t N = x.shape()[0], C = x.shape()[1], P = x.size() / std::max<std::size_t>(N * C, 1);
     const double eps = s.reals[0];
     Tensor<double> y = Tensor<double>::from_shape(shape_of(x));
@@ -434,7 +446,8 @@ Tensor<double> lower_triangular(std::size_t n, std::uint64_t seed, bool signs, b
 // triangle only; B [n] or [n, k]. Sample::ints[0] is the transpose flag.
 Tensor<double> solve_reference(const std::vector<Tensor<double>>& in, const Sample& s)
 {
-    const Tensor<double>&L = in[0], &B = in[1];
+    const Tensor<double>& L = in[0];
+    const Tensor<double>& B = in[1];
     const bool transpose = s.ints[0] != 0;
     const std::size_t n = L.shape()[0], k = B.dimension() == 1 ? 1 : B.shape()[1];
     Tensor<double> X = Tensor<double>::from_shape(shape_of(B));
@@ -463,7 +476,8 @@ Tensor<double> solve_reference(const std::vector<Tensor<double>>& in, const Samp
 void add_conv_entries(std::vector<Entry>& table)
 {
     {
-        auto e = make("conv2d", Kind::other, [](const auto& x, const Sample& s) { return ad::conv2d(x[0], x[1], conv_options(s)); });
+        auto e = make("conv2d", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::conv2d(x[0], x[1], conv_options(s)); });
         e.reference = conv_reference;
         e.samples = [] {
             auto s = conv_samples(unpadded_cases(), 1000, conv2d_sample);
@@ -498,8 +512,12 @@ void add_conv_entries(std::vector<Entry>& table)
         };
         e.refused = [] {
             auto r = conv2d_refused();
-            for (auto& s : r) s.inputs.push_back(adtest::randn({s.inputs[1].dimension() ? s.inputs[1].shape()[0] : 1}, 4));
-            Sample bad_bias = conv2d_bias_sample({"bias [3] for 4 output channels", {1, 3, 5, 5}, {4, 3, 3, 3}, {1, 1, 0, 0, 1, 1, 1}}, 5);
+            for (auto& s : r) {  // a bias of the weight's output channels
+                const std::size_t F = s.inputs[1].dimension() ? s.inputs[1].shape()[0] : 1;
+                s.inputs.push_back(adtest::randn({F}, 4));
+            }
+            Sample bad_bias = conv2d_bias_sample(
+                {"bias [3] for 4 output channels", {1, 3, 5, 5}, {4, 3, 3, 3}, {1, 1, 0, 0, 1, 1, 1}}, 5);
             bad_bias.inputs[2] = adtest::randn({3}, 6);
             r.push_back(bad_bias);
             Sample bias_rank2 = bad_bias;
@@ -530,7 +548,8 @@ void add_conv_entries(std::vector<Entry>& table)
                 return s;
             };
             return std::vector<Sample>{
-                two("cotangent [1, 4, 2, 3] for an output [1, 4, 3, 3]", {1, 4, 2, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, plain),
+                two("cotangent [1, 4, 2, 3] for an output [1, 4, 3, 3]", {1, 4, 2, 3}, {4, 3, 3, 3}, {1, 3, 5, 5},
+                    plain),
                 two("cotangent of rank 3", {4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, plain),
                 two("channel mismatch: input shape with 2 channels, weight takes 3", {1, 4, 3, 3}, {4, 3, 3, 3},
                     {1, 2, 5, 5}, plain),
@@ -564,7 +583,8 @@ void add_conv_entries(std::vector<Entry>& table)
                 return s;
             };
             return std::vector<Sample>{
-                two("cotangent [1, 3, 3, 3] for an output [1, 4, 3, 3]", {1, 3, 5, 5}, {1, 3, 3, 3}, {4, 3, 3, 3}, plain),
+                two("cotangent [1, 3, 3, 3] for an output [1, 4, 3, 3]", {1, 3, 5, 5}, {1, 3, 3, 3}, {4, 3, 3, 3},
+                    plain),
                 two("cotangent batch 2 for an input batch 1", {1, 3, 5, 5}, {2, 4, 3, 3}, {4, 3, 3, 3}, plain),
                 two("channel mismatch: input 3 channels, weight shape takes 2", {1, 3, 5, 5}, {1, 4, 3, 3},
                     {4, 2, 3, 3}, plain),
@@ -587,8 +607,11 @@ void add_conv_entries(std::vector<Entry>& table)
 void add_pool_entries(std::vector<Entry>& table)
 {
     {
-        auto e = make("max_pool2d", Kind::other, [](const auto& x, const Sample& s) { return ad::max_pool2d(x[0], pool_options(s)); });
-        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) { return pool_reference(in[0], s, window_max); };
+        auto e = make("max_pool2d", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::max_pool2d(x[0], pool_options(s)); });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            return pool_reference(in[0], s, window_max);
+        };
         e.samples = [] {
             std::vector<Sample> out;
             std::uint64_t seed = 2000;
@@ -599,7 +622,11 @@ void add_pool_entries(std::vector<Entry>& table)
             // infinities (a NaN in a window is its maximum, as in PyTorch).
             out.push_back({"last row and column not covered: 2x2 by 2 on 5x5", {spread({1, 2, 5, 5}, -2.5, 2.5, 2050)},
                            {2, 2, 2, 2, 0, 0}, {}, false});
-            out.push_back({"ties in every window", {values({1, 1, 2, 4}, {1, 1, 0, 0, -2, -2, 3, 3})}, {2, 2, 2, 2, 0, 0}, {}, false});
+            out.push_back({"ties in every window",
+                           {values({1, 1, 2, 4}, {1, 1, 0, 0, -2, -2, 3, 3})},
+                           {2, 2, 2, 2, 0, 0},
+                           {},
+                           false});
             out.push_back({"NaN and infinities",
                            {values({1, 1, 4, 4}, {nan, 1, -inf, -inf, 2, 3, -inf, -inf, inf, 0, 5, nan, -1, -2, 6, 7})},
                            {2, 2, 2, 2, 0, 0}, {}, false});
@@ -612,8 +639,11 @@ void add_pool_entries(std::vector<Entry>& table)
         table.push_back(e);
     }
     {
-        auto e = make("avg_pool2d", Kind::other, [](const auto& x, const Sample& s) { return ad::avg_pool2d(x[0], pool_options(s)); });
-        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) { return pool_reference(in[0], s, window_mean); };
+        auto e = make("avg_pool2d", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::avg_pool2d(x[0], pool_options(s)); });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            return pool_reference(in[0], s, window_mean);
+        };
         e.samples = [] {
             std::vector<Sample> out;
             std::uint64_t seed = 2100;
@@ -630,7 +660,8 @@ void add_pool_entries(std::vector<Entry>& table)
         table.push_back(e);
     }
     {
-        auto e = make("global_avg_pool2d", Kind::other, [](const auto& x, const Sample&) { return ad::global_avg_pool2d(x[0]); });
+        auto e = make("global_avg_pool2d", Kind::other,
+                      [](const auto& x, const Sample&) { return ad::global_avg_pool2d(x[0]); });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample&) {
             const Tensor<double>& x = in[0];
             const std::size_t N = x.shape()[0], C = x.shape()[1], P = x.shape()[2] * x.shape()[3];
@@ -712,7 +743,8 @@ void add_batch_norm_entry(std::vector<Entry>& table)
     };
     e.refused = [] {
         auto bn = [](std::string what, Shape x, Shape gamma, Shape beta) {
-            return Sample{std::move(what), {adtest::randn(x, 1), adtest::randn(gamma, 2), adtest::randn(beta, 3)}, {}, {1e-5}};
+            return Sample{
+                std::move(what), {adtest::randn(x, 1), adtest::randn(gamma, 2), adtest::randn(beta, 3)}, {}, {1e-5}};
         };
         return std::vector<Sample>{
             bn("gamma [4] for 3 channels", {2, 3, 4, 4}, {4}, {3}),
@@ -780,14 +812,19 @@ void add_decomposition_entries(std::vector<Entry>& table)
             std::uint64_t seed = 3200;
             for (const std::ptrdiff_t tr : {0, 1}) {
                 const std::string t = tr ? "L^T X = B, " : "L X = B, ";
-                out.push_back({t + "[3, 3] with [3]", {lower_triangular(3, seed, false, false), adtest::randn({3}, seed + 1)}, {tr}});
+                out.push_back({t + "[3, 3] with [3]",
+                               {lower_triangular(3, seed, false, false), adtest::randn({3}, seed + 1)}, {tr}});
                 out.push_back({t + "[4, 4] with [4, 2], upper triangle not read",
                                {lower_triangular(4, seed + 2, true, true), adtest::randn({4, 2}, seed + 3)}, {tr}});
-                out.push_back({t + "[1, 1] with [1, 3]", {lower_triangular(1, seed + 4, true, false), adtest::randn({1, 3}, seed + 5)}, {tr}});
+                out.push_back({t + "[1, 1] with [1, 3]",
+                               {lower_triangular(1, seed + 4, true, false), adtest::randn({1, 3}, seed + 5)}, {tr}});
                 out.push_back({t + "[5, 5] with [5, 5], upper triangle not read",
                                {lower_triangular(5, seed + 6, true, true), adtest::randn({5, 5}, seed + 7)}, {tr}});
-                out.push_back({t + "[3, 3] with [3, 0]", {lower_triangular(3, seed + 8, false, false), Tensor<double>::from_shape({3, 0})}, {tr}});
-                out.push_back({t + "[0, 0] with [0]", {Tensor<double>::from_shape({0, 0}), Tensor<double>::from_shape({0})}, {tr}});
+                out.push_back({t + "[3, 3] with [3, 0]",
+                               {lower_triangular(3, seed + 8, false, false), Tensor<double>::from_shape({3, 0})},
+                               {tr}});
+                out.push_back({t + "[0, 0] with [0]",
+                               {Tensor<double>::from_shape({0, 0}), Tensor<double>::from_shape({0})}, {tr}});
                 // Values only: a tiny diagonal entry and a huge right-hand side.
                 out.push_back({t + "tiny diagonal, huge right-hand side",
                                {values({2, 2}, {1e-300, 0, 1, 1}), values({2}, {1e-10, 1e300})}, {tr}, {}, false});
@@ -821,7 +858,8 @@ void add_checkpoint_entry(std::vector<Entry>& table)
         return ad::checkpoint<T>([](const std::vector<Var<T>>& in) { return ad::tanh(ad::matmul(in[0], in[1])); }, x);
     });
     e.reference = [](const std::vector<Tensor<double>>& in, const Sample&) {
-        const Tensor<double>&x = in[0], &W = in[1];
+        const Tensor<double>& x = in[0];
+        const Tensor<double>& W = in[1];
         const std::size_t n = x.shape()[0], k = x.shape()[1], m = W.shape()[1];
         Tensor<double> y = Tensor<double>::from_shape({n, m});
         for (std::size_t i = 0; i < n; ++i)
