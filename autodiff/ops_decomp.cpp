@@ -42,7 +42,10 @@ void cholesky_into(const char* op, const Tensor<T>& A, Tensor<T>& L)
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < n; ++j) l[i * n + j] = T(0.5) * (a[i * n + j] + a[j * n + i]);
     if (n == 0) return;
-    const Index info = cxxlapack::potrf<Index>('U', Index(n), l, Index(n));
+    Index info = cxxlapack::potrf<Index>('U', Index(n), l, Index(n));
+    // OpenBLAS's potrf stops at a pivot <= 0 but lets a NaN pivot through: refuse it the same way.
+    for (std::size_t k = 0; info == 0 && k < n; ++k)
+        if (!(l[k * n + k] > T(0))) info = Index(k + 1);
     if (info != 0)
         throw Error(std::string(op) + ": the matrix of shape " + dims(A.shape()) +
                     " is not symmetric positive definite (the Cholesky factorisation of its "
