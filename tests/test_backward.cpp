@@ -196,11 +196,20 @@ TEST_CASE("backward from a parameter itself adds the cotangent to its gradient, 
 
 TEST_CASE("backward from an output no parameter reaches changes nothing", "[backward]")
 {
+    // p is on the tape, read by one output and passed over by the sweep from the other, which is
+    // recorded after it: that sweep must leave p.grad alone, the other must add into it.
     Tape<double> tape;
-    Parameter<double> p(Tensor<double>{1.0});
+    Parameter<double> p(Tensor<double>{1.0, -2.0});
+    p.grad = Tensor<double>{0.25, 0.5};  // as if from an earlier backward()
+    const auto dependent = ad::sum(tape.param(p) * 3.0);
     const auto unrelated = ad::sum(ad::exp(tape.constant(Tensor<double>{1.0, 2.0})));
     REQUIRE_NOTHROW(ad::backward(unrelated));
-    CHECK_THAT(p.grad, Equals({0.0}));
+    CHECK_THAT(p.grad, Equals({0.25, 0.5}));
+    ad::backward(dependent);
+    CHECK_THAT(p.grad, Equals({3.25, 3.5}));  // exact: dyadic sums
+    // again after a sweep that reached p: nothing of that sweep is added a second time
+    REQUIRE_NOTHROW(ad::backward(unrelated));
+    CHECK_THAT(p.grad, Equals({3.25, 3.5}));
 }
 
 TEST_CASE("jacobian(f, x) of f: R^3 -> R^2 is the 2 x 3 matrix of VJP rows", "[backward]")
