@@ -136,10 +136,12 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
     for (std::size_t r = 0; r < rows; ++r) std::copy_n(bp, out, y.data() + r * out);
     gemm(x.value().data(), Dims{rows, ws[1]}, false, W.value().data(), Dims{out, ws[1]}, true, y.data(),
          Dims{rows, out}, true);
-    // [rows, in] x, [out, in] W and [rows, out] g, a single x seen as one row
+    // [rows, in] x, [out, in] W and [rows, out] g, a single x seen as one row (rows read off
+    // x's shape: with in = 0 its size says nothing)
     auto dims = [](const auto& v) {
+        const auto& xs = v.tape.value(v.id(0)).shape();
         const auto& ws = v.tape.value(v.id(1)).shape();
-        const std::size_t rows = v.tape.value(v.id(0)).size() / ws[1];
+        const std::size_t rows = xs.size() == 2 ? xs[0] : 1;
         return std::array<Dims, 3>{Dims{rows, ws[1]}, Dims{ws[0], ws[1]}, Dims{rows, ws[0]}};
     };
     return op.done(

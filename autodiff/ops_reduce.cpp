@@ -202,8 +202,8 @@ Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 }
 AD_INSTANTIATE(max, sig::AlongAxis)
 
-// logsumexp(x) = m + log sum exp(x - m), m the max along the axis;
-// d = g softmax(x) = g exp(x - y)
+// logsumexp(x) = m + log sum exp(x - m), m the max along the axis (NaN if the slice holds a
+// NaN, so that the NaN reaches y even where m is infinite); d = g softmax(x) = g exp(x - y)
 template <class T>
 Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
 {
@@ -216,8 +216,11 @@ Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
     const T* xp = x.value().data();
     for (std::size_t o = 0; o < d.outer; ++o)
         for (std::size_t i = 0; i < d.inner; ++i) {
-            T m = -std::numeric_limits<T>::infinity();
-            for (std::size_t j = 0; j < d.n; ++j) m = std::max(m, xp[d.at(o, j, i)]);
+            T m = -std::numeric_limits<T>::infinity();  // NaN if the slice holds one
+            for (std::size_t j = 0; j < d.n; ++j) {
+                const T v = xp[d.at(o, j, i)];
+                m = v > m || v != v ? v : m;
+            }
             T s = 0;
             for (std::size_t j = 0; j < d.n; ++j) s += std::exp(xp[d.at(o, j, i)] - m);
             y[o * d.inner + i] = std::isinf(m) ? m : m + std::log(s);

@@ -265,7 +265,7 @@ template <class T>
 Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx)
 {
     check_handles("gather_rows", {x});
-    if (x.dimension() == 0) fail("gather_rows", x, "needs a tensor of rank >= 1, got a scalar");
+    if (x.dimension() == 0) fail("gather_rows", x, "needs a tensor of rank >= 1, got a scalar (shape [])");
     const std::size_t rows = x.shape()[0], width = rows ? x.size() / rows : 0;
     check_rows("gather_rows", x, idx, rows);
     Op<T> op("gather_rows", {x});

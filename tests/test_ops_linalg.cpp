@@ -115,6 +115,28 @@ TEST_CASE("a linear layer tanh(x W^T + b) with the bias broadcast over the batch
     require_gradcheck([](const Vars& v) { return ad::tanh(ad::matmul(v[0], v[1], false, true) + v[2]); }, {x, W, b});
 }
 
+TEST_CASE("affine with no input features is b in every row, and its gradients are empty but for db", "[ops][linalg][empty]")
+{
+    // As torch.nn.functional.linear: x [batch, 0] and W [out, 0] give b in each row, and the
+    // backward pass sums g over the rows into db (it divided by the zero feature count).
+    const Tensor<double> b{1.5, -2.0};
+    for (const Shape& xs : {Shape{3, 0}, Shape{0}}) {
+        CAPTURE(xs);
+        Tape<double> tape;
+        const auto x = tape.variable(Tensor<double>::from_shape(xs));
+        const auto W = tape.variable(Tensor<double>::from_shape({2, 0}));
+        const auto bv = tape.variable(b);
+        const auto y = ad::affine(x, W, bv);
+        const std::size_t rows = xs.size() == 2 ? xs[0] : 1;
+        REQUIRE(y.size() == rows * 2);
+        for (std::size_t i = 0; i < y.size(); ++i) CHECK(y.value().data()[i] == b(i % 2));
+        const auto g = ad::grad(ad::sum(y), {x, W, bv});
+        CHECK(g[0].shape() == x.shape());
+        CHECK(g[1].shape() == W.shape());
+        CHECK_THAT(g[2], Equals(Tensor<double>{double(rows), double(rows)}));
+    }
+}
+
 TEST_CASE("transpose reverses the axes: y(i, j, k) = x(k, j, i), and d x^T = g^T", "[ops][linalg]")
 {
     const Shape shape = GENERATE(Shape{4}, Shape{2, 3}, Shape{2, 3, 4});

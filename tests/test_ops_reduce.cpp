@@ -156,6 +156,24 @@ TEST_CASE("logsumexp along an axis equals log(sum(exp(x))) and its gradient is s
     check_close(g, Tensor<double>(xt::exp(x) / sums));
 }
 
+TEST_CASE("logsumexp is NaN over a slice holding a NaN, whatever infinities are beside it", "[ops][reduce][nan]")
+{
+    // As PyTorch: the NaN reaches its slice's result even where the maximum alone would decide
+    // it (a slice of one element, a slice with +inf, a slice otherwise -inf), and only there.
+    const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{{nan, -inf}, {inf, nan}, {-inf, nan}, {1.0, inf}, {-inf, 0.0}});
+    const Tensor<double> y = ad::logsumexp(x, 1).value();
+    CHECK(std::isnan(y(0)));
+    CHECK(std::isnan(y(1)));
+    CHECK(std::isnan(y(2)));
+    CHECK(y(3) == inf);
+    CHECK(y(4) == 0.0);
+    Tensor<double> one = Tensor<double>::from_shape({1, 1});
+    one(0, 0) = nan;
+    CHECK(std::isnan(ad::logsumexp(tape.variable(one), 1).value()(0)));
+}
+
 TEST_CASE("norm(x) = sqrt(sum x^2) with d norm(x) = g x / norm(x)", "[ops][reduce]")
 {
     const Shape shape = GENERATE(Shape{}, Shape{4}, Shape{2, 3}, Shape{2, 3, 4});

@@ -180,3 +180,10 @@ TEST_CASE("gather_rows picks x(idx_i) and adds the gradients of repeated rows", 
         for (std::size_t j = 0; j < width; ++j) CHECK(g.flat(r * width + j) == times[r]);
     require_gradcheck([&](const Vars& v) { return ad::gather_rows(v[0], idx); }, {x});
 }
+
+TEST_CASE("gather_rows refuses a scalar, naming its shape as every op's error does", "[ops][shape][errors]")
+{
+    Tape<double> tape;
+    CHECK_THROWS_WITH(ad::gather_rows(tape.variable(Tensor<double>(1.5)), {0}),
+                      Catch::Matchers::Contains("gather_rows") && Catch::Matchers::Contains("shape []"));
+}
