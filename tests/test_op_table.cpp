@@ -217,7 +217,7 @@ TEST_CASE("op table: a NaN in an input reaches only the outputs that depend on i
                     INFO("output " << i << " does not depend on it");
                     CHECK((yn.data()[i] == y.data()[i] || (is_nan && std::isnan(y.data()[i]))));
                 }
-                CHECK(nans > 0);  // NaN propagates, as in PyTorch
+                if (!dep.empty()) CHECK(nans > 0);  // NaN propagates, as in PyTorch
                 ++checked;
             }
         }
