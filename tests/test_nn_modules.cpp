@@ -428,9 +428,12 @@ TEST_CASE("LayerNorm output has mean 0 and variance var / (var + eps) per row", 
     for (std::size_t r = 0; r < 5; ++r) {
         const Tensor<double> row = xt::view(x, r), out = xt::view(y, r);
         const double mu = xt::mean(row)(), var = xt::mean(xt::square(row - mu))();
+        // mean(out) is 0 but for the kernel's mean (within n ulps of sum |x| / n, times rstd) and
+        // the roundings of out and of its sum: at most 5e-15 for these rows, in any summation order
         CHECK(std::abs(xt::mean(out)()) < 1e-14);
-        // With eps = 0 this is exactly 1.
-        CHECK(xt::mean(xt::square(out))() == Approx(var / (var + eps)).epsilon(1e-13));
+        // With eps = 0 this is exactly 1. The kernel's variance and xt::mean's each sum n = 7
+        // non-negative terms (the mean's error enters only squared): (3 n + 20) ulps, 4.6e-15, apart
+        CHECK(xt::mean(xt::square(out))() == Approx(var / (var + eps)).epsilon(1e-14));
     }
 }
 
@@ -451,14 +454,16 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
         const Tensor<double> centred = row - xt::mean(row)();
         const double s = std::sqrt(xt::sum(xt::square(centred))());
         const Tensor<double> seed001 = std::sqrt(double(m)) / s * ln.gain().value * centred + ln.bias().value;
-        CHECK(xt::allclose(xt::view(y, r), seed001, 1e-13, 1e-14));
+        // the kernel's vectorised mean and variance against xt::'s: at most 19 ulps of |gain xhat|, plus
+        // both means' errors times rstd |gain| and the bias's rounding: 7.3e-15 at most for this seed
+        CHECK(xt::allclose(xt::view(y, r), seed001, 1e-14, 1e-14));
         // Reading sqrt(n - 1) with n = m (the unbiased deviation) is the same map scaled by
         // sqrt((m - 1) / m) before the gain: a different normalisation, not the seed's.
         const Tensor<double> unbiased = std::sqrt(double(m - 1)) / s * ln.gain().value * centred + ln.bias().value;
         const Tensor<double> normalised = (xt::view(y, r) - ln.bias().value) / ln.gain().value;
         CHECK(xt::allclose(unbiased,
                            std::sqrt(double(m - 1) / double(m)) * ln.gain().value * normalised + ln.bias().value,
-                           1e-13, 1e-14));
+                           1e-14, 1e-14));  // as above, plus 7 roundings: 1.1e-14 at most
     }
     // With eps > 0 the two differ by the factor sqrt(var / (var + eps)) on the normalised part.
     nn::LayerNorm<double> ln_eps(m, 1e-5);
@@ -469,7 +474,9 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
         const Tensor<double> row = xt::view(z, r);
         const double var = xt::mean(xt::square(row - xt::mean(row)()))();
         const Tensor<double> a = xt::view(y_eps, r) - ln.bias().value, b = xt::view(y, r) - ln.bias().value;
-        CHECK(xt::allclose(a, b * std::sqrt(var / (var + 1e-5)), 1e-13, 1e-14));
+        // a and b share the kernel's mean: their ratio differs from the factor by a few roundings,
+        // and removing the bias costs an ulp of y each; 3.7e-15 at most for this seed
+        CHECK(xt::allclose(a, b * std::sqrt(var / (var + 1e-5)), 1e-14, 1e-14));
     }
 }
 
@@ -500,11 +507,16 @@ TEST_CASE("BatchNorm1d normalises each feature over the batch and tracks running
     for (std::size_t f = 0; f < 3; ++f) {
         const Tensor<double> col = xt::view(x, xt::all(), f), out = xt::view(y, xt::all(), f);
         const double mu = xt::mean(col)(), var = xt::mean(xt::square(col - mu))();
-        CHECK(std::abs(xt::mean(out)()) < 1e-14);
-        CHECK(xt::mean(xt::square(out))() == Approx(var / (var + eps)).epsilon(1e-13));
+        // As for LayerNorm, with B = 6: |mean(out)| <= 2.8e-15, and mean(out^2) within
+        // (3 B + 20) ulps, 4.2e-15, of var / (var + eps), whatever order either mean sums in
+        CHECK(std::abs(xt::mean(out)()) < 5e-15);
+        CHECK(xt::mean(xt::square(out))() == Approx(var / (var + eps)).epsilon(1e-14));
         // running_mean = 0.9 * 0 + 0.1 * mean; running_var = 0.9 * 1 + 0.1 * var * B / (B - 1).
-        CHECK(bn.running_mean()(f) == Approx(momentum * mu).epsilon(1e-14));
-        CHECK(bn.running_var()(f) == Approx((1 - momentum) + momentum * var * 6.0 / 5.0).epsilon(1e-14));
+        // The op's mean and xt::mean sum 6 terms in their own orders: 2 (B - 1) ulps of sum |x|,
+        // which is at most 1.9 |sum x| here, so 2.5e-15; the variances' orders move the running
+        // variance by at most 1.3e-15.
+        CHECK(bn.running_mean()(f) == Approx(momentum * mu).epsilon(5e-15));
+        CHECK(bn.running_var()(f) == Approx((1 - momentum) + momentum * var * 6.0 / 5.0).epsilon(5e-15));
     }
     // Evaluation uses the running statistics, not the batch's.
     bn.eval();
@@ -512,8 +524,9 @@ TEST_CASE("BatchNorm1d normalises each feature over the batch and tracks running
     const Tensor<double> y2 = run_module(bn, x2);
     for (std::size_t b = 0; b < 2; ++b)
         for (std::size_t f = 0; f < 3; ++f)
+            // the same x - mean and sqrt; times 1 / sqrt against a division: 3 ulps apart at most
             CHECK(y2(b, f) == Approx((x2(b, f) - bn.running_mean()(f)) / std::sqrt(bn.running_var()(f) + eps))
-                                  .epsilon(1e-14));
+                                  .epsilon(1e-15));
 }
 
 TEST_CASE("BatchNorm1d is gradchecked in training and in evaluation", "[nn][batchnorm][gradcheck]")
