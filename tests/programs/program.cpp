@@ -297,8 +297,6 @@ Var<double> apply_step(const Step& s, const OpList& ops, const std::vector<Var<d
 
 Var<double> evaluate(const Program& p, const OpList& ops, const std::vector<Var<double>>& x, Trace* trace)
 {
-    // Inputs perturbed by finite differences must stay inside the domain too: keep a margin.
-    const double margin = 1e-4;
     std::vector<Var<double>> values = x;
     for (std::size_t i = 0; i < p.steps.size(); ++i) {
         const Step& s = p.steps[i];
@@ -306,7 +304,7 @@ Var<double> evaluate(const Program& p, const OpList& ops, const std::vector<Var<
             const OpSpec& op = find_op(ops, s.op);
             for (int v : s.args)
                 for (double e : values.at(std::size_t(v)).value())
-                    if (!(e >= op.lo + margin && e <= op.hi - margin) && trace->in_domain) {
+                    if (!(e >= op.lo + kDomainMargin && e <= op.hi - kDomainMargin) && trace->in_domain) {
                         trace->in_domain = false;
                         trace->problem = "t" + std::to_string(i) + " = " + s.op + ": " + value_name(p, v) + " holds " +
                                          number(e) + ", outside [" + number(op.lo) + ", " + number(op.hi) + "]";

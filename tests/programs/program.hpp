@@ -79,9 +79,12 @@ const OpSpec& find_op(const OpList& ops, const std::string& name);  // throws In
 // The inputs' values, drawn from p.values_seed.
 std::vector<Tensor<double>> input_values(const Program& p);
 
+// How far inside [lo, hi] an op's input must be: finite differences move it a little.
+constexpr double kDomainMargin = 1e-4;
+
 // What evaluating a program at its own input values found besides the output.
 struct Trace {
-    bool in_domain = true;  // every op's input inside its [lo, hi], away from the ends
+    bool in_domain = true;  // every op's input inside its [lo, hi], by kDomainMargin
     double max_abs = 0;     // over every intermediate value
     std::string problem;    // the first op input outside its domain
 };
