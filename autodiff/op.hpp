@@ -26,8 +26,18 @@
 // - done(vjp) states the VJP on tensors (Vjp<T>). done(vjp, graph_vjp) also states it in tape
 //   ops (GradVjp<T>, whose g, y and x(k) are Vars): a sweep asked for a graph (ad::create_graph)
 //   records graph_vjp, so the gradient is itself differentiable, to any order. An op without
-//   graph_vjp works at first order and is refused by name at second order. When one formula
-//   reads the same on tensors and on Vars, one generic lambda serves as both: done(f, f).
+//   graph_vjp works at first order and is refused by name at second order.
+// - One formula, one lambda: where the VJP reads the same on tensors and on Vars, a generic
+//   lambda serves as both, done(f, f). Both contexts speak the same vocabulary: g, y, x(k),
+//   acc(k, e); math called unqualified (exp(v.x(0)), found by argument-dependent lookup in xt
+//   on tensors and in ad on Vars); value(k), input k's value as a tensor; and constant(e), a
+//   quantity the VJP must not differentiate through (a mask, a step derivative): on tensors
+//   the lazy expression itself, on the graph path a constant on the tape.
+//
+//     auto vjp = [](auto& v) { v.acc(0, v.g * v.constant(xt::sign(v.value(0)))); };  // abs
+//     return op.done(vjp, vjp);
+//
+//   Two lambdas are for a fused kernel on tensors that the tape-op form cannot match.
 // - Errors: throw ad::Error naming the op and the shapes (fail() adds the tape position). If
 //   the forward throws after Op was built, the record is taken off the tape again.
 //
@@ -48,6 +58,7 @@
 #include <algorithm>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 namespace ad {
 
@@ -132,6 +143,12 @@ struct Vjp {
     const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record); }
     // Whether input k needs a gradient: ops skip the work for those that do not.
     bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
+    // Input k's value, and a quantity not differentiated through: here the expression itself,
+    // kept lazy (GradVjp makes it a constant on the tape). A temporary lives to the end of the
+    // statement, so use the result within it or store it in a tensor.
+    const Tensor<T>& value(std::size_t k) const { return x(k); }
+    template <class E>
+    E&& constant(E&& e) const { return std::forward<E>(e); }
 
     // The adjoint buffer of input k, shaped like the input, and whether this is its first
     // contribution in this sweep (then it must be overwritten, not added to): for ops that
@@ -204,7 +221,11 @@ struct GradVjp {
     Var<T> saved(std::size_t k) const { return tape.constant(detail::saved_tensor(tape, record(), k)); }
     const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record()); }
     bool wants(std::size_t k) const { return tape.record(id(k)).needs_grad; }
+    // Input k's value as a tensor, and a tensor expression (a mask) as a constant on the tape.
+    const Tensor<T>& value(std::size_t k) const { return tape.value(id(k)); }
     Var<T> constant(const Tensor<T>& t) const { return tape.constant(t); }
+    template <class E>
+    Var<T> constant(const E& e) const { return tape.constant(Tensor<T>(e)); }
 
     // adjoint(input k) += e, summed back to the input's shape where the forward broadcast it.
     void acc(std::size_t k, const Var<T>& e)

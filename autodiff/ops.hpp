@@ -8,7 +8,9 @@
 //   clamp passes the gradient where lo <= x <= hi, boundaries included;
 //   norm(x) at x = 0 has gradient 0; sqrt'(0) = +inf.
 // NaN propagates (as in PyTorch): relu, maximum, minimum, clamp and max along an axis give NaN
-// where an input is NaN (max: for the whole slice), and the gradient goes to the NaN.
+// where an input is NaN (max: for the whole slice) and leave every other element as it would
+// be. Gradients there follow PyTorch too: maximum and minimum pass g to both operands, clamp
+// passes 0.
 //
 // Second derivatives: every op here states a differentiable VJP (autodiff/op.hpp), so
 // ad::create_graph sweeps differentiate to any order. Ops whose derivative is a step function
@@ -36,6 +38,8 @@ template <class T> Var<T> mul(const Var<T>& a, const Var<T>& b);
 template <class T> Var<T> div(const Var<T>& a, const Var<T>& b);
 template <class T> Var<T> add(const Var<T>& x, Scalar<T> s);  // x + s
 template <class T> Var<T> mul(const Var<T>& x, Scalar<T> s);  // s x
+template <class T> Var<T> div(const Var<T>& x, Scalar<T> s);   // x / s
+template <class T> Var<T> sub(Scalar<T> s, const Var<T>& x);   // s - x
 template <class T> Var<T> rdiv(Scalar<T> s, const Var<T>& x);  // s / x
 template <class T> Var<T> pow(const Var<T>& x, Scalar<T> p);   // x^p, p a scalar constant
 template <class T> Var<T> square(const Var<T>& x);
@@ -55,8 +59,8 @@ template <class T> Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha = T(0.01))
 template <class T> Var<T> elu(const Var<T>& x, Scalar<T> alpha = T(1));
 template <class T> Var<T> selu(const Var<T>& x);
 template <class T> Var<T> softplus(const Var<T>& x);  // log(1 + e^x), stable for large |x|
-template <class T> Var<T> gelu(const Var<T>& x);      // x Phi(x), the erf form
-template <class T> Var<T> normal_cdf(const Var<T>& x);  // Phi(x) = (1 + erf(x / sqrt 2)) / 2
+template <class T> Var<T> gelu(const Var<T>& x);      // x Phi(x), the exact (erf) form
+template <class T> Var<T> normal_cdf(const Var<T>& x);  // Phi(x) = erfc(-x / sqrt 2) / 2
 
 // --- linear algebra (ops_linalg.cpp) ---
 // matmul: [m,k]x[k,n] -> [m,n]; [m,k]x[k] -> [m]; [k]x[k,n] -> [n]; [k]x[k] -> scalar.
@@ -125,10 +129,10 @@ template <class T> Var<T> operator/(const Var<T>& a, const Var<T>& b) { return d
 template <class T> Var<T> operator+(const Var<T>& x, Scalar<T> s) { return add(x, s); }
 template <class T> Var<T> operator+(Scalar<T> s, const Var<T>& x) { return add(x, s); }
 template <class T> Var<T> operator-(const Var<T>& x, Scalar<T> s) { return add(x, -s); }
-template <class T> Var<T> operator-(Scalar<T> s, const Var<T>& x) { return add(neg(x), s); }
+template <class T> Var<T> operator-(Scalar<T> s, const Var<T>& x) { return sub(s, x); }
 template <class T> Var<T> operator*(const Var<T>& x, Scalar<T> s) { return mul(x, s); }
 template <class T> Var<T> operator*(Scalar<T> s, const Var<T>& x) { return mul(x, s); }
-template <class T> Var<T> operator/(const Var<T>& x, Scalar<T> s) { return mul(x, T(1) / s); }
+template <class T> Var<T> operator/(const Var<T>& x, Scalar<T> s) { return div(x, s); }
 template <class T> Var<T> operator/(Scalar<T> s, const Var<T>& x) { return rdiv(s, x); }
 
 }  // namespace ad

@@ -1,8 +1,9 @@
 // Elementwise ops. Each: the formula, the forward, and beside it the VJP as the derivative
-// times the cotangent g. Where the formula reads the same on tensors and on Vars one generic
-// lambda serves as both VJPs (first order and differentiable). Binary ops broadcast; acc sums
-// g back to each input's shape. Derivatives that are step functions (relu's, abs's) enter the
-// differentiable VJP as constant masks, so their second derivatives are exactly zero.
+// times the cotangent g, one generic lambda serving as both VJPs (first order on tensors and
+// differentiable on Vars; autodiff/op.hpp). Binary ops broadcast; acc sums g back to each
+// input's shape. Derivatives that are step functions (relu's, abs's) enter as constant masks
+// (v.constant), so their second derivatives are exactly zero. NaN is tested with isnan, never
+// with x != x: xtensor's != on two expressions compares whole arrays and gives one bool.
 #include "autodiff/op.hpp"
 
 #include <cmath>
@@ -21,13 +22,28 @@ void check_broadcast(const char* op, const Var<T>& a, const Var<T>& b)
     broadcast_shape(op, a, b);
 }
 
-// A tensor shaped like t holding f(t_i), for masks and step derivatives.
-template <class T, class F>
-Tensor<T> map(const Tensor<T>& t, F f)
+// The lazy tensor forms of functions whose tape forms are ops: a generic VJP calls them
+// unqualified, and a Var argument picks the op.
+template <class E, class = std::enable_if_t<xt::is_xexpression<std::decay_t<E>>::value>>
+auto sigmoid(E&& x)
 {
-    Tensor<T> out = Tensor<T>::from_shape(t.shape());
-    for (std::size_t i = 0; i < t.size(); ++i) out.data()[i] = f(t.data()[i]);
-    return out;
+    using T = typename std::decay_t<E>::value_type;
+    return T(1) / (T(1) + xt::exp(-std::forward<E>(x)));
+}
+// Phi(x) = erfc(-x / sqrt 2) / 2: erfc keeps full relative precision in the left tail, where
+// 1 + erf(x / sqrt 2) would cancel (it is about 3e-4 at x = -3.6).
+template <class E, class = std::enable_if_t<xt::is_xexpression<std::decay_t<E>>::value>>
+auto normal_cdf(E&& x)
+{
+    using T = typename std::decay_t<E>::value_type;
+    return T(0.5) * xt::erfc(std::forward<E>(x) * T(-inv_sqrt2));
+}
+// 1 where x > 0, else 0: the derivative of relu and the switch of elu and selu.
+template <class E>
+auto positive(const E& x)
+{
+    using T = typename std::decay_t<E>::value_type;
+    return xt::where(x > T(0), T(1), T(0));
 }
 
 }  // namespace
@@ -135,6 +151,28 @@ Var<T> mul(const Var<T>& x, Scalar<T> s)
 }
 AD_INSTANTIATE(mul, sig::WithScalar)
 
+// d(x / s) = g / s. A division, not a product with 1 / s, which rounds differently.
+template <class T>
+Var<T> div(const Var<T>& x, Scalar<T> s)
+{
+    Op<T> op("div_scalar", {x});
+    assign(op.out(), x.value() / s);
+    auto vjp = [s](auto& v) { v.acc(0, v.g / s); };
+    return op.done(vjp, vjp);
+}
+AD_INSTANTIATE(div, sig::WithScalar)
+
+// d(s - x) = -g
+template <class T>
+Var<T> sub(Scalar<T> s, const Var<T>& x)
+{
+    Op<T> op("rsub_scalar", {x});
+    assign(op.out(), s - x.value());
+    auto vjp = [](auto& v) { v.acc(0, -v.g); };
+    return op.done(vjp, vjp);
+}
+AD_INSTANTIATE(sub, sig::ScalarFirst)
+
 // d(s / x) = -s g / x^2 = -g y / x
 template <class T>
 Var<T> rdiv(Scalar<T> s, const Var<T>& x)
@@ -152,8 +190,8 @@ Var<T> pow(const Var<T>& x, Scalar<T> p)
 {
     Op<T> op("pow", {x});
     assign(op.out(), xt::pow(x.value(), p));
-    return op.done([p](Vjp<T>& v) { v.acc(0, v.g * p * xt::pow(v.x(0), p - T(1))); },
-                   [p](GradVjp<T>& v) { v.acc(0, v.g * p * ad::pow(v.x(0), p - T(1))); });
+    auto vjp = [p](auto& v) { v.acc(0, v.g * p * pow(v.x(0), p - T(1))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(pow, sig::WithScalar)
 
@@ -207,10 +245,8 @@ Var<T> abs(const Var<T>& x)
 {
     Op<T> op("abs", {x});
     assign(op.out(), xt::abs(x.value()));
-    return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::sign(v.x(0))); },
-                   [](GradVjp<T>& v) {
-                       v.acc(0, v.g * v.constant(xt::sign(v.x(0).value())));
-                   });
+    auto vjp = [](auto& v) { v.acc(0, v.g * v.constant(xt::sign(v.value(0)))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(abs, sig::Unary)
 
@@ -220,8 +256,8 @@ Var<T> sin(const Var<T>& x)
 {
     Op<T> op("sin", {x});
     assign(op.out(), xt::sin(x.value()));
-    return op.done([](Vjp<T>& v) { v.acc(0, v.g * xt::cos(v.x(0))); },
-                   [](GradVjp<T>& v) { v.acc(0, v.g * ad::cos(v.x(0))); });
+    auto vjp = [](auto& v) { v.acc(0, v.g * cos(v.x(0))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(sin, sig::Unary)
 
@@ -231,41 +267,36 @@ Var<T> cos(const Var<T>& x)
 {
     Op<T> op("cos", {x});
     assign(op.out(), xt::cos(x.value()));
-    return op.done([](Vjp<T>& v) { v.acc(0, -v.g * xt::sin(v.x(0))); },
-                   [](GradVjp<T>& v) { v.acc(0, -v.g * ad::sin(v.x(0))); });
+    auto vjp = [](auto& v) { v.acc(0, -v.g * sin(v.x(0))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(cos, sig::Unary)
 
 // The share of the gradient of max(a, b) that goes to a, elementwise: 1 where a > b, 1/2 at a
-// tie, 0 where a < b. With a NaN the output is NaN, and the gradient goes to the NaN operand (1 if
-// a is NaN, else 0): it is NaN too whenever g is. A lazy expression; the differentiable VJPs take
-// it as a constant mask.
+// tie, 0 where a < b, and 1 where a or b is NaN (so both operands receive g there, as in
+// PyTorch). A lazy expression; the differentiable VJPs take it as a constant mask.
 template <class A, class B>
 auto share(const A& a, const B& b)
 {
     using T = typename std::decay_t<decltype(a + b)>::value_type;
-    return xt::where(xt::isnan(a), T(1),
-                     xt::where(xt::isnan(b), T(0), xt::where(a > b, T(1), xt::where(xt::equal(a, b), T(0.5), T(0)))));
+    return xt::where(a < b, T(0), xt::where(xt::equal(a, b), T(0.5), T(1)));
 }
 
-// max(a, b), NaN if either is NaN;  d = g share(a, b), g share(b, a)
+// max(a, b), NaN if either is NaN (a where a is NaN or greater, else b, NaN or not);
+// d = g share(a, b), g share(b, a)
 template <class T>
 Var<T> maximum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("maximum", a, b);
     Op<T> op("maximum", {a, b});
-    xt::noalias(op.out()) = xt::where(a.value() != a.value() || a.value() > b.value(), a.value(),
-                                      xt::where(b.value() != b.value(), b.value(), xt::maximum(a.value(), b.value())));
-    return op.done(
-        [](Vjp<T>& v) {
-            v.acc(0, v.g * share(v.x(0), v.x(1)));
-            v.acc(1, v.g * share(v.x(1), v.x(0)));
-        },
-        [](GradVjp<T>& v) {
-            const auto &a = v.x(0).value(), &b = v.x(1).value();
-            v.acc(0, v.g * v.constant(share(a, b)));
-            v.acc(1, v.g * v.constant(share(b, a)));
-        });
+    const auto &av = a.value(), &bv = b.value();
+    assign(op.out(), xt::where(xt::isnan(av) || av > bv, av, bv));
+    auto vjp = [](auto& v) {
+        const auto &a = v.value(0), &b = v.value(1);
+        v.acc(0, v.g * v.constant(share(a, b)));
+        v.acc(1, v.g * v.constant(share(b, a)));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(maximum, sig::Binary)
 
@@ -275,18 +306,14 @@ Var<T> minimum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("minimum", a, b);
     Op<T> op("minimum", {a, b});
-    xt::noalias(op.out()) = xt::where(a.value() != a.value() || a.value() < b.value(), a.value(),
-                                      xt::where(b.value() != b.value(), b.value(), xt::minimum(a.value(), b.value())));
-    return op.done(
-        [](Vjp<T>& v) {
-            v.acc(0, v.g * share(-v.x(0), -v.x(1)));
-            v.acc(1, v.g * share(-v.x(1), -v.x(0)));
-        },
-        [](GradVjp<T>& v) {
-            const auto &a = v.x(0).value(), &b = v.x(1).value();
-            v.acc(0, v.g * v.constant(share(-a, -b)));
-            v.acc(1, v.g * v.constant(share(-b, -a)));
-        });
+    const auto &av = a.value(), &bv = b.value();
+    assign(op.out(), xt::where(xt::isnan(av) || av < bv, av, bv));
+    auto vjp = [](auto& v) {
+        const auto &a = v.value(0), &b = v.value(1);
+        v.acc(0, v.g * v.constant(share(-a, -b)));
+        v.acc(1, v.g * v.constant(share(-b, -a)));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(minimum, sig::Binary)
 
@@ -297,10 +324,13 @@ Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi)
     if (!(lo <= hi))
         fail("clamp", x, "needs lo <= hi, got lo = " + std::to_string(lo) + ", hi = " + std::to_string(hi));
     Op<T> op("clamp", {x});
-    assign(op.out(), xt::where(x.value() != x.value(), x.value(), xt::clip(x.value(), lo, hi)));
-    auto inside = [lo, hi](const Tensor<T>& x) { return map(x, [&](T t) { return T(t >= lo && t <= hi); }); };
-    return op.done([lo, hi](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) >= lo && v.x(0) <= hi, v.g, T(0))); },
-                   [inside](GradVjp<T>& v) { v.acc(0, v.g * v.constant(inside(v.x(0).value()))); });
+    const auto& xv = x.value();
+    assign(op.out(), xt::where(xt::isnan(xv), xv, xt::clip(xv, lo, hi)));
+    auto vjp = [lo, hi](auto& v) {
+        const auto& x = v.value(0);
+        v.acc(0, v.g * v.constant(xt::where(x >= lo && x <= hi, T(1), T(0))));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(clamp, sig::WithTwoScalars)
 
@@ -341,9 +371,7 @@ Var<T> relu(const Var<T>& x)
             const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
             v.acc_each(0, [&](std::size_t i) { return y[i] > T(0) ? g[i] : T(0); });
         },
-        [](GradVjp<T>& v) {
-            v.acc(0, v.g * v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); })));
-        });
+        [](GradVjp<T>& v) { v.acc(0, v.g * v.constant(positive(v.value(0)))); });
 }
 AD_INSTANTIATE(relu, sig::Unary)
 
@@ -353,24 +381,23 @@ Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("leaky_relu", {x});
     assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * x.value()));
-    return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, alpha * v.g)); },
-                   [alpha](GradVjp<T>& v) {
-                       v.acc(0, v.g * v.constant(map(v.x(0).value(), [&](T t) { return t > T(0) ? T(1) : alpha; })));
-                   });
+    auto vjp = [alpha](auto& v) { v.acc(0, v.g * v.constant(xt::where(v.value(0) > T(0), T(1), alpha))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(leaky_relu, sig::WithScalar)
 
-// elu x = x for x > 0, alpha (e^x - 1) otherwise;  d = g (x > 0 ? 1 : y + alpha)
+// elu x = x for x > 0, alpha (e^x - 1) otherwise (expm1: e^x - 1 cancels for x near 0);
+// d = g (x > 0 ? 1 : y + alpha)
 template <class T>
 Var<T> elu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("elu", {x});
-    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1))));
-    return op.done([alpha](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), v.g, v.g * (v.y + alpha))); },
-                   [alpha](GradVjp<T>& v) {
-                       const auto pos = v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); }));
-                       v.acc(0, v.g * (pos + (T(1) - pos) * (v.y + alpha)));
-                   });
+    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * xt::expm1(x.value())));
+    auto vjp = [alpha](auto& v) {
+        const auto pos = v.constant(positive(v.value(0)));
+        v.acc(0, v.g * (pos + (T(1) - pos) * (v.y + alpha)));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(elu, sig::WithScalar)
 
@@ -381,13 +408,12 @@ Var<T> selu(const Var<T>& x)
 {
     const T alpha = T(selu_alpha), scale = T(selu_scale);
     Op<T> op("selu", {x});
-    assign(op.out(), scale * xt::where(x.value() > T(0), x.value(), alpha * (xt::exp(x.value()) - T(1))));
-    return op.done(
-        [=](Vjp<T>& v) { v.acc(0, xt::where(v.x(0) > T(0), scale * v.g, v.g * (v.y + scale * alpha))); },
-        [=](GradVjp<T>& v) {
-            const auto pos = v.constant(map(v.x(0).value(), [](T t) { return T(t > T(0)); }));
-            v.acc(0, v.g * (pos * scale + (T(1) - pos) * (v.y + scale * alpha)));
-        });
+    assign(op.out(), scale * xt::where(x.value() > T(0), x.value(), alpha * xt::expm1(x.value())));
+    auto vjp = [=](auto& v) {
+        const auto pos = v.constant(positive(v.value(0)));
+        v.acc(0, v.g * (pos * scale + (T(1) - pos) * (v.y + scale * alpha)));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(selu, sig::Unary)
 
@@ -397,19 +423,20 @@ Var<T> softplus(const Var<T>& x)
 {
     Op<T> op("softplus", {x});
     assign(op.out(), xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value()))));
-    return op.done([](Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
-                   [](GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
+    auto vjp = [](auto& v) { v.acc(0, v.g * sigmoid(v.x(0))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(softplus, sig::Unary)
 
-// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF;  d = phi(x) g = e^(-x^2/2) / sqrt(2 pi) g
+// Phi(x) = erfc(-x / sqrt 2) / 2 = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF;
+// d = phi(x) g = e^(-x^2/2) / sqrt(2 pi) g
 template <class T>
 Var<T> normal_cdf(const Var<T>& x)
 {
     Op<T> op("normal_cdf", {x});
-    assign(op.out(), T(0.5) * (T(1) + xt::erf(x.value() * T(inv_sqrt2))));
-    return op.done([](Vjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * xt::exp(T(-0.5) * v.x(0) * v.x(0))); },
-                   [](GradVjp<T>& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * ad::exp(T(-0.5) * v.x(0) * v.x(0))); });
+    assign(op.out(), normal_cdf(x.value()));
+    auto vjp = [](auto& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * exp(T(-0.5) * v.x(0) * v.x(0))); };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(normal_cdf, sig::Unary)
 
@@ -418,17 +445,12 @@ template <class T>
 Var<T> gelu(const Var<T>& x)
 {
     Op<T> op("gelu", {x});
-    assign(op.out(), T(0.5) * x.value() * (T(1) + xt::erf(x.value() * T(inv_sqrt2))));
-    return op.done(
-        [](Vjp<T>& v) {
-            const auto& x = v.x(0);
-            v.acc(0, v.g * (T(0.5) * (T(1) + xt::erf(x * T(inv_sqrt2))) +
-                            x * T(inv_sqrt_2pi) * xt::exp(T(-0.5) * x * x)));
-        },
-        [](GradVjp<T>& v) {
-            const auto x = v.x(0);
-            v.acc(0, v.g * (normal_cdf(x) + x * T(inv_sqrt_2pi) * ad::exp(T(-0.5) * x * x)));
-        });
+    assign(op.out(), x.value() * normal_cdf(x.value()));
+    auto vjp = [](auto& v) {
+        const auto& x = v.x(0);
+        v.acc(0, v.g * (normal_cdf(x) + x * T(inv_sqrt_2pi) * exp(T(-0.5) * x * x)));
+    };
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(gelu, sig::Unary)
 

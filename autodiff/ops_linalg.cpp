@@ -178,8 +178,8 @@ Var<T> transpose(const Var<T>& x)
 {
     Op<T> op("transpose", {x});
     xt::noalias(op.out()) = xt::transpose(x.value());
-    return op.done([](Vjp<T>& v) { v.acc(0, xt::transpose(v.g)); },
-                   [](GradVjp<T>& v) { v.acc(0, ad::transpose(v.g)); });
+    auto vjp = [](auto& v) { v.acc(0, transpose(v.g)); };  // xt::transpose or ad::transpose
+    return op.done(vjp, vjp);
 }
 AD_INSTANTIATE(transpose, sig::Unary)
 

@@ -299,8 +299,8 @@ Var<T> dropout(const Var<T>& x, const Tensor<T>& mask, Scalar<T> p)
     auto& scaled = op.save(0);
     xt::noalias(scaled) = mask * (T(1) / (T(1) - p));
     xt::noalias(op.out()) = x.value() * scaled;
-    return op.done([](Vjp<T>& v) { v.acc(0, v.g * v.saved(0)); },
-                   [](GradVjp<T>& v) { v.acc(0, v.g * v.saved(0)); });
+    auto vjp = [](auto& v) { v.acc(0, v.g * v.saved(0)); };
+    return op.done(vjp, vjp);
 }
 namespace sig {
 template <class T> using Dropout = Var<T>(const Var<T>&, const Tensor<T>&, Scalar<T>);

@@ -45,6 +45,18 @@ Shape to_shape(const S& s)
     return Shape(s.begin(), s.end());
 }
 
+// g in the given shape: a view on tensors, a reshape op on Vars (so one VJP serves both).
+template <class E, class S>
+auto reshaped(const E& g, const S& shape)
+{
+    return xt::reshape_view(g, shape);
+}
+template <class T, class S>
+Var<T> reshaped(const Var<T>& g, const S& shape)
+{
+    return reshape(g, signed_shape(shape));
+}
+
 }  // namespace
 
 // d reshape(x) = g reshaped to x's shape
@@ -79,8 +91,8 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
     Op<T> op("reshape", {x});
     xt::noalias(op.out()) = x.value();
     op.out().reshape(s);
-    return op.done([](Vjp<T>& v) { v.acc(0, xt::reshape_view(v.g, v.x(0).shape())); },
-                   [](GradVjp<T>& v) { v.acc(0, reshape(v.g, signed_shape(v.x(0).shape()))); });
+    auto vjp = [](auto& v) { v.acc(0, reshaped(v.g, v.value(0).shape())); };
+    return op.done(vjp, vjp);
 }
 namespace sig {
 template <class T> using Reshape = Var<T>(const Var<T>&, const std::vector<std::ptrdiff_t>&);

@@ -1,6 +1,7 @@
 // Writing your own ops: three ops on the public contract (autodiff/op.hpp), used inside a module,
 // trained, and checked.
 //
+// The ops are in examples/custom_ops.hpp:
 // - log_cosh(x) = log(cosh(x)), a robust regression loss (quadratic near 0, linear in the tails).
 //   Written naively it overflows: cosh(800) is inf in double. The stable form
 //   |x| + log1p(exp(-2|x|)) - log 2 is finite for every x. d = tanh(x) g.
@@ -12,8 +13,7 @@
 // The module QuantizedMLP uses all three; main() fits it to a curve with outliers and gradchecks
 // the loss of its named parameters. Run: build/examples/custom_op [--steps N]
 // ctest-args: --steps 300
-#include "autodiff/autodiff.hpp"
-#include "autodiff/op.hpp"
+#include "custom_ops.hpp"
 #include "nn/nn.hpp"
 
 #include <cmath>
@@ -21,42 +21,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-namespace ops {
-
-// log cosh x = |x| + log1p(e^{-2|x|}) - log 2;  d = tanh(x) g
-template <class T>
-ad::Var<T> log_cosh(const ad::Var<T>& x)
-{
-    ad::Op<T> op("log_cosh", {x});
-    const auto a = xt::abs(x.value());
-    xt::noalias(op.out()) = a + xt::log1p(xt::exp(T(-2) * a)) - T(std::log(2.0));
-    return op.done([](ad::Vjp<T>& v) { v.acc(0, v.g * xt::tanh(v.x(0))); },
-                   [](ad::GradVjp<T>& v) { v.acc(0, v.g * ad::tanh(v.x(0))); });
-}
-
-// y = x;  dx = clamp(g, -c, c)
-template <class T>
-ad::Var<T> clip_grad(const ad::Var<T>& x, T c)
-{
-    if (!(c > 0)) throw ad::Error("clip_grad: the bound c = " + std::to_string(c) + " must be > 0");
-    ad::Op<T> op("clip_grad", {x});
-    xt::noalias(op.out()) = x.value();
-    return op.done([c](ad::Vjp<T>& v) { v.acc(0, xt::clip(v.g, -c, c)); },
-                   [c](ad::GradVjp<T>& v) { v.acc(0, ad::clamp(v.g, -c, c)); });
-}
-
-// y = step round(x / step);  dx = g (straight through)
-template <class T>
-ad::Var<T> round_ste(const ad::Var<T>& x, T step)
-{
-    ad::Op<T> op("round_ste", {x});
-    xt::noalias(op.out()) = step * xt::round(x.value() / step);
-    auto straight_through = [](auto& v) { v.acc(0, v.g); };  // reads the same on tensors and Vars
-    return op.done(straight_through, straight_through);
-}
-
-}  // namespace ops
 
 // x -> W2 clip_grad(tanh(Q(W1) x + b1)) + b2, with Q rounding the first layer's weights to
 // multiples of 1/16 (a 5-bit grid on [-1, 1]).

@@ -32,8 +32,8 @@ struct Sample {
     std::vector<std::ptrdiff_t> ints = {};
     std::vector<double> reals = {};
     // Every input away from the op's kinks and poles (by more than 1e-3), and within its
-    // domain: central differences apply. Edge samples (values at a kink, huge, tiny) are not
-    // smooth; their values and their finite gradients are checked against the reference only.
+    // domain: central differences apply. Edge samples (values at a kink, huge, tiny, infinite)
+    // are not smooth: only their values are checked, against the reference.
     bool smooth = true;
 };
 
@@ -50,7 +50,8 @@ enum class Kind {
 };
 
 struct Entry {
-    std::string name;  // as the op's errors name it
+    std::string name;        // unique in the table: the op's name ("sum", "sum along an axis")
+    std::string error_name;  // what the op's errors name it, if not `name`
     Kind kind = Kind::other;
     Call<float> f32;
     Call<double> f64;
@@ -66,6 +67,9 @@ struct Entry {
     // Which inputs take a NaN in the NaN test (default: every input).
     std::vector<std::size_t> nan_inputs = {};
 };
+
+// What the op's errors name it.
+inline const std::string& error_name(const Entry& e) { return e.error_name.empty() ? e.name : e.error_name; }
 
 // The whole table, built once.
 const std::vector<Entry>& table();

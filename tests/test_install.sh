@@ -66,6 +66,7 @@ fi
 src=$(cd "$(dirname "$0")/.." && pwd)
 mkdir "$work/custom_op"
 cp "$src/examples/custom_op.cpp" "$work/custom_op/main.cpp"
+cp "$src/examples/custom_ops.hpp" "$work/custom_op/custom_ops.hpp"
 cat >"$work/custom_op/CMakeLists.txt" <<'EOF'
 cmake_minimum_required(VERSION 3.25)
 project(custom_op LANGUAGES CXX)

@@ -4,6 +4,8 @@
 #include "gradcheck_helpers.hpp"
 
 #include <cmath>
+#include <limits>
+#include <string>
 
 using namespace adtest;
 using ad::Tape;
@@ -46,7 +48,8 @@ void check_binary(const Binary& f, const Tensor<double>& a, const Tensor<double>
 }
 
 double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
-double Phi(double x) { return 0.5 * (1 + std::erf(x / std::sqrt(2.0))); }
+// erfc, not 1 + erf, which cancels in the left tail (1 + erf(-3.6 / sqrt 2) is about 3e-4).
+double Phi(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 double phi(double x) { return std::exp(-x * x / 2) / std::sqrt(2 * M_PI); }
 
 }  // namespace
@@ -116,6 +119,23 @@ TEST_CASE("x + s, x - s, s - x, s x, x / s, s / x have derivatives 1, 1, -1, s, 
     check_unary([&](auto v) { return s * v; }, [&](double t) { return s * t; }, [&](double) { return s; }, x);
     check_unary([&](auto v) { return v / s; }, [&](double t) { return t / s; }, [&](double) { return 1 / s; }, x);
     check_unary([&](auto v) { return s / v; }, [&](double t) { return s / t; }, [&](double t) { return -s / (t * t); }, x);
+}
+
+TEST_CASE("x / s is one division and s - x one op, rounded as written", "[ops][elementwise]")
+{
+    // 0.1 / 3 and 0.1 * (1 / 3) round differently in double: a division must give the former.
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{0.1, 7.0, -2.5});
+    const auto q = x / 3.0;
+    CHECK(q.tape().record(q.index()).op == std::string("div_scalar"));
+    for (std::size_t i = 0; i < 3; ++i) CHECK(q.value()(i) == x.value()(i) / 3.0);
+    CHECK(0.1 / 3.0 != 0.1 * (1.0 / 3.0));  // the case above tells the two apart
+    const std::size_t before = tape.size();
+    const auto r = 2.0 - x;
+    CHECK(tape.size() == before + 1);
+    CHECK(r.tape().record(r.index()).op == std::string("rsub_scalar"));
+    CHECK_THAT(r.value(), Equals({2.0 - 0.1, 2.0 - 7.0, 2.0 + 2.5}));
+    CHECK_THAT(ad::grad(ad::sum(r), {x})[0], Equals({-1.0, -1.0, -1.0}));
 }
 
 // --- unary ops ---
@@ -254,10 +274,31 @@ TEST_CASE("gelu(x) = x Phi(x) with d = (Phi(x) + x phi(x)) g", "[ops][elementwis
                 randn(shape, 31, 2.0));
 }
 
+TEST_CASE("Phi and gelu keep full relative precision in both tails", "[ops][elementwise]")
+{
+    // 1 + erf(x / sqrt 2) loses about log10(1 / Phi(x)) digits to cancellation (3.5 at x = -3.6,
+    // all of them by x = -8.3); erfc loses none. The reference is std::erfc; the tolerance is
+    // 32 ulps, room for two vectorised erfc implementations but far below what cancellation costs.
+    const Tensor<double> x{-3.6, -5.0, -8.0, -12.0, -20.0, 3.6, 8.0};
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto p = ad::normal_cdf(xv), y = ad::gelu(xv);
+    const Tensor<double> dp = ad::grad(ad::sum(p), {xv})[0], dy = ad::grad(ad::sum(y), {xv})[0];
+    const double tol = 32 * std::numeric_limits<double>::epsilon();
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        CAPTURE(x(i));
+        CHECK(p.value()(i) == Approx(Phi(x(i))).epsilon(tol));
+        CHECK(y.value()(i) == Approx(x(i) * Phi(x(i))).epsilon(tol));
+        CHECK(dp(i) == Approx(phi(x(i))).epsilon(tol));
+        CHECK(dy(i) == Approx(Phi(x(i)) + x(i) * phi(x(i))).epsilon(tol));
+    }
+}
+
 TEST_CASE("gelu(1) = (1 + erf(1 / sqrt 2)) / 2 and gelu(-1) = -(1 - erf(1 / sqrt 2)) / 2", "[ops][elementwise]")
 {
     Tape<double> tape;
     const auto y = ad::gelu(tape.constant(Tensor<double>{1.0, -1.0, 0.0}));
+    // Vectorised erfc against std::erf: a few ulps apart on any instruction set (1e-15 is 4.5).
     CHECK(y.value()(0) == Approx(0.5 * (1 + std::erf(1 / std::sqrt(2.0)))).epsilon(1e-15));
     CHECK(y.value()(1) == Approx(-0.5 * (1 - std::erf(1 / std::sqrt(2.0)))).epsilon(1e-15));
     CHECK(y.value()(2) == 0.0);
@@ -296,6 +337,50 @@ TEST_CASE("maximum and minimum split a tie: each input gets g / 2", "[ops][eleme
     const auto gs = ad::vjp(ad::maximum(a, s), c, {a, s});
     CHECK_THAT(gs[0], Equals({0.0, 4.0, 16.0}));
     CHECK(gs[1]() == 4.0 + 4.0);
+}
+
+// PyTorch 1.13 (Debian's python3-torch) on the same inputs gives the outputs and gradients below:
+//   torch.clamp(x, 0, 2) and torch.maximum/minimum(a, b) with backward(c).
+TEST_CASE("a NaN next to ordinary values: clamp, maximum and minimum change only its own element", "[ops][elementwise][nan]")
+{
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    Tape<double> tape;
+    const auto x = tape.variable(Tensor<double>{nan, -1.0, 3.0, -5.0});
+    const auto y = ad::clamp(x, 0.0, 2.0);
+    CHECK(std::isnan(y.value()(0)));
+    CHECK(y.value()(1) == 0.0);
+    CHECK(y.value()(2) == 2.0);
+    CHECK(y.value()(3) == 0.0);
+    CHECK_THAT(ad::vjp(y, Tensor<double>{1.0, 2.0, 3.0, 4.0}, {x})[0], Equals({0.0, 0.0, 0.0, 0.0}));
+
+    const auto a = tape.variable(Tensor<double>{nan, -1.0, 3.0, 2.0, nan});
+    const auto b = tape.variable(Tensor<double>{0.0, nan, 0.0, 2.0, nan});
+    const Tensor<double> c{1.0, 2.0, 3.0, 4.0, 5.0};
+    const auto hi = ad::maximum(a, b), lo = ad::minimum(a, b);
+    for (const std::size_t i : {0, 1, 4}) {
+        CHECK(std::isnan(hi.value()(i)));
+        CHECK(std::isnan(lo.value()(i)));
+    }
+    CHECK(hi.value()(2) == 3.0);
+    CHECK(hi.value()(3) == 2.0);
+    CHECK(lo.value()(2) == 0.0);
+    CHECK(lo.value()(3) == 2.0);
+    // Where either operand is NaN both receive g; a tie splits it; otherwise the winner takes it.
+    const auto ghi = ad::vjp(hi, c, {a, b}), glo = ad::vjp(lo, c, {a, b});
+    CHECK_THAT(ghi[0], Equals({1.0, 2.0, 3.0, 2.0, 5.0}));
+    CHECK_THAT(ghi[1], Equals({1.0, 2.0, 0.0, 2.0, 5.0}));
+    CHECK_THAT(glo[0], Equals({1.0, 2.0, 0.0, 2.0, 5.0}));
+    CHECK_THAT(glo[1], Equals({1.0, 2.0, 3.0, 2.0, 5.0}));
+
+    // maximum(x, 0) and minimum(x, 0): the relu-like uses that once returned x unchanged.
+    const auto zero = tape.constant(Tensor<double>(0.0));
+    const auto mx = ad::maximum(x, zero), mn = ad::minimum(x, zero);
+    CHECK(std::isnan(mx.value()(0)));
+    CHECK(std::isnan(mn.value()(0)));
+    CHECK(mx.value()(1) == 0.0);
+    CHECK(mx.value()(2) == 3.0);
+    CHECK(mn.value()(2) == 0.0);
+    CHECK(mn.value()(3) == -5.0);
 }
 
 TEST_CASE("clamp passes the gradient at lo and at hi, boundaries included", "[ops][elementwise][kinks]")
