@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <random>
 #include <sstream>
 
 namespace programs {
@@ -19,25 +18,32 @@ std::uint64_t splitmix(std::uint64_t x)
     return x ^ (x >> 31);
 }
 
-Tensor<double> uniform(const Shape& shape, std::uint64_t seed, double lo, double hi)
+// Element values keyed by (seed, draw, index): the index read in base 5 (extents are at most 4)
+// from the last axis, so leading axes of extent 1 and shorter extents leave a value unchanged.
+template <class F>
+Tensor<double> drawn(const Shape& shape, std::uint64_t seed, int draw, F from_unit)
 {
-    std::mt19937_64 gen(seed);
-    std::uniform_real_distribution<double> d(lo, hi);
     auto t = Tensor<double>::from_shape(shape);
-    for (auto& v : t) v = d(gen);
+    std::vector<std::size_t> index(shape.size(), 0);
+    for (std::size_t i = 0; i < t.size(); ++i) {
+        std::uint64_t key = 0;
+        for (std::size_t d = 0; d < shape.size(); ++d) key = key * 5 + index[d];
+        const std::uint64_t h = splitmix(splitmix(seed ^ splitmix(std::uint64_t(draw) + 1)) ^ key);
+        t.data()[i] = from_unit(double(h >> 11) * 0x1.0p-53);
+        for (std::size_t d = shape.size(); d-- > 0;) {
+            if (++index[d] < shape[d]) break;
+            index[d] = 0;
+        }
+    }
     return t;
 }
 
-// wsum's weight for output position k: |w| in [0.5, 1.5], random sign, so that no element's
-// cotangent is near zero.
+// wsum's weight for an output: |w| in [0.5, 1.5], random sign, so that no element's cotangent is
+// near zero.
 Tensor<double> output_weight(const Program& p, std::size_t k, const Shape& shape)
 {
-    std::mt19937_64 gen(splitmix(p.values_seed ^ splitmix(1000 + k)));
-    std::uniform_real_distribution<double> d(0.5, 1.5);
-    std::bernoulli_distribution sign(0.5);
-    auto t = Tensor<double>::from_shape(shape);
-    for (auto& v : t) v = sign(gen) ? d(gen) : -d(gen);
-    return t;
+    return drawn(shape, splitmix(p.values_seed) + 1, p.output_draw(k),
+                 [](double u) { return u < 0.5 ? -0.5 - 2 * u : 2 * u - 0.5; });
 }
 
 // The shortest decimal form that reads back as the same double.
@@ -106,6 +112,13 @@ double parse_number(const std::string& s)
     return v;
 }
 
+// The draw after '@' in "x1@2", or `position` without one.
+int parse_draw(const std::string& s, int position)
+{
+    const auto at = s.find('@');
+    return at == std::string::npos ? position : int(to_size(s.substr(at + 1), s));
+}
+
 // "x1" or "t3" as a value index, given how many inputs there are and how many values exist.
 int parse_value(const std::string& s, std::size_t inputs, int defined)
 {
@@ -167,7 +180,9 @@ std::string to_text(const Program& p)
 {
     std::ostringstream out;
     out << "values=" << p.values_seed << " |";
-    for (std::size_t k = 0; k < p.inputs.size(); ++k) out << " x" << k << ":" << shape_text(p.inputs[k]);
+    auto draw = [](int d, std::size_t k) { return d == int(k) ? std::string() : "@" + std::to_string(d); };
+    for (std::size_t k = 0; k < p.inputs.size(); ++k)
+        out << " x" << k << draw(p.input_draw(k), k) << ":" << shape_text(p.inputs[k]);
     for (std::size_t i = 0; i < p.steps.size(); ++i) {
         const Step& s = p.steps[i];
         std::string args;
@@ -185,7 +200,8 @@ std::string to_text(const Program& p)
         }
     }
     out << " | out = wsum(";
-    for (std::size_t k = 0; k < p.outputs.size(); ++k) out << (k ? ", " : "") << value_name(p, p.outputs[k]);
+    for (std::size_t k = 0; k < p.outputs.size(); ++k)
+        out << (k ? ", " : "") << value_name(p, p.outputs[k]) << draw(p.output_draw(k), k);
     out << ")";
     return out.str();
 }
@@ -202,8 +218,10 @@ Program parse(const std::string& text)
         std::string word;
         while (in >> word) {
             const auto colon = word.find(':');
-            if (colon == std::string::npos || word.substr(0, colon) != "x" + std::to_string(p.inputs.size()))
+            const std::string name = word.substr(0, std::min(colon, word.find('@')));
+            if (colon == std::string::npos || name != "x" + std::to_string(p.inputs.size()))
                 throw Invalid("expected input x" + std::to_string(p.inputs.size()) + ":[shape], got '" + word + "'");
+            p.input_draws.push_back(parse_draw(word.substr(0, colon), int(p.inputs.size())));
             p.inputs.push_back(parse_shape(word.substr(colon + 1)));
         }
     }
@@ -214,7 +232,7 @@ Program parse(const std::string& text)
         if (eq == std::string::npos || open == std::string::npos || part.back() != ')')
             throw Invalid("expected 'name = op(args)', got '" + part + "'");
         const std::string lhs = trim(part.substr(0, eq)), name = trim(part.substr(eq + 1, open - eq - 1));
-        const auto args = split(part.substr(open + 1, part.size() - open - 2), ',');
+        auto args = split(part.substr(open + 1, part.size() - open - 2), ',');
         const int defined = p.value_count();
         auto value = [&](std::size_t a) {
             if (a >= args.size()) throw Invalid("too few arguments in '" + part + "'");
@@ -222,7 +240,11 @@ Program parse(const std::string& text)
         };
         if (i + 1 == parts.size()) {
             if (lhs != "out" || name != "wsum") throw Invalid("expected 'out = wsum(...)' last, got '" + part + "'");
-            for (std::size_t a = 0; a < args.size(); ++a) p.outputs.push_back(value(a));
+            for (std::size_t a = 0; a < args.size(); ++a) {
+                p.output_draws.push_back(parse_draw(args[a], int(a)));
+                args[a] = args[a].substr(0, args[a].find('@'));
+                p.outputs.push_back(value(a));
+            }
             break;
         }
         if (lhs != "t" + std::to_string(p.steps.size()))
@@ -263,7 +285,7 @@ std::vector<Tensor<double>> input_values(const Program& p)
 {
     std::vector<Tensor<double>> out;
     for (std::size_t k = 0; k < p.inputs.size(); ++k)
-        out.push_back(uniform(p.inputs[k], splitmix(p.values_seed ^ splitmix(k)), -2, 2));
+        out.push_back(drawn(p.inputs[k], p.values_seed, p.input_draw(k), [](double u) { return 4 * u - 2; }));
     return out;
 }
 

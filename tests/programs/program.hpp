@@ -5,7 +5,8 @@
 //
 // Input values are drawn from `values` (uniform on [-2, 2]). `out = wsum(a, b, ...)` is the sum
 // over the listed values of sum(v * w_v), each w_v a fixed random weight drawn from `values`,
-// so every element's gradient carries its own cotangent. Steps are ops of an OpList, called by
+// so every element's gradient carries its own cotangent. Each element is drawn by its index
+// counted from the last axis, so an input cut to a part of itself keeps that part's values. Steps are ops of an OpList, called by
 // name, or structural ops the tester knows itself:
 //   squash(a, lo, hi)  lo + (hi - lo) sigmoid(a): brings a value into the next op's domain
 //   sum(a)             all elements, shape []
@@ -61,8 +62,14 @@ struct Program {
     std::vector<Shape> inputs;
     std::vector<Step> steps;
     std::vector<int> outputs;  // the values wsum adds up
+    // Which draw from values_seed gives an input's values or an output's weight: by default its
+    // position, kept when the shrinker removes another (x1@2, t3@1 in the text), so that what is
+    // left keeps its values. Shorter than inputs or outputs: the rest take their position.
+    std::vector<int> input_draws, output_draws;
 
     int value_count() const { return int(inputs.size() + steps.size()); }
+    int input_draw(std::size_t k) const { return k < input_draws.size() ? input_draws[k] : int(k); }
+    int output_draw(std::size_t k) const { return k < output_draws.size() ? output_draws[k] : int(k); }
     bool uses_only_twice_differentiable(const OpList& ops) const;
 };
 

@@ -432,9 +432,17 @@ CheckResult check(const Program& p, const OpList& ops, const Tensors& inputs)
 
 namespace {
 
+// Every input's and output's draw written out, so that removing one keeps the others'.
+void pin_draws(Program& p)
+{
+    for (std::size_t k = p.input_draws.size(); k < p.inputs.size(); ++k) p.input_draws.push_back(int(k));
+    for (std::size_t k = p.output_draws.size(); k < p.outputs.size(); ++k) p.output_draws.push_back(int(k));
+}
+
 // p without value v: its uses read `replacement` instead, and later values move down one.
 Program remove_value(Program p, int v, int replacement)
 {
+    pin_draws(p);
     auto renumber = [&](int& a) {
         if (a == v) a = replacement;
         if (a > v) --a;
@@ -442,12 +450,19 @@ Program remove_value(Program p, int v, int replacement)
     for (auto& s : p.steps)
         for (auto& a : s.args) renumber(a);
     for (auto& o : p.outputs) renumber(o);
-    std::vector<int> seen;
-    for (int o : p.outputs)
-        if (std::find(seen.begin(), seen.end(), o) == seen.end()) seen.push_back(o);
+    std::vector<int> seen, seen_draws;
+    for (std::size_t k = 0; k < p.outputs.size(); ++k)
+        if (std::find(seen.begin(), seen.end(), p.outputs[k]) == seen.end()) {
+            seen.push_back(p.outputs[k]);
+            seen_draws.push_back(p.output_draws[k]);
+        }
     p.outputs = seen;
+    p.output_draws = seen_draws;
     const int n = int(p.inputs.size());
-    if (v < n) p.inputs.erase(p.inputs.begin() + v);
+    if (v < n) {
+        p.inputs.erase(p.inputs.begin() + v);
+        p.input_draws.erase(p.input_draws.begin() + v);
+    }
     else p.steps.erase(p.steps.begin() + (v - n));
     return p;
 }
@@ -484,7 +499,9 @@ std::vector<Program> candidates(const Program& p)
     }
     for (std::size_t k = 0; p.outputs.size() > 1 && k < p.outputs.size(); ++k) {
         Program c = p;
+        pin_draws(c);
         c.outputs.erase(c.outputs.begin() + std::ptrdiff_t(k));
+        c.output_draws.erase(c.output_draws.begin() + std::ptrdiff_t(k));
         out.push_back(c);
     }
     for (int k = 0; n > 1 && k < n; ++k)
