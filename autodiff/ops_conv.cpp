@@ -57,44 +57,44 @@ ConvGeometry geometry(const S1& xs, const S2& ws, const Conv2dOptions& o)
 }
 
 // Checks a convolution of input shape xs by weight shape ws: ranks, strides, dilations, groups,
-// channels and that the dilated kernel fits the padded input. `op` names the op in errors.
-template <class S1, class S2>
-ConvGeometry check_conv(const char* op, const S1& xs, const S2& ws, const Conv2dOptions& o)
+// channels and that the dilated kernel fits the padded input. `op` names the op in errors, `at`
+// (any of its inputs) gives their tape position.
+template <class T, class S1, class S2>
+ConvGeometry check_conv(const char* op, const Var<T>& at, const S1& xs, const S2& ws, const Conv2dOptions& o)
 {
     // Built only when an error is raised: a valid call allocates nothing.
     auto shapes = [&] { return "input " + shape_str(xs) + ", weight " + shape_str(ws); };
     if (xs.size() != 4)
-        throw Error(std::string(op) + ": input must be [N, C, H, W] (rank 4), got shape " + shape_str(xs));
+        fail(op, at, "input must be [N, C, H, W] (rank 4), got shape " + shape_str(xs));
     if (ws.size() != 4)
-        throw Error(std::string(op) + ": weight must be [F, C / groups, kh, kw] (rank 4), got shape " +
-                    shape_str(ws));
+        fail(op, at, "weight must be [F, C / groups, kh, kw] (rank 4), got shape " + shape_str(ws));
     if (o.stride[0] == 0 || o.stride[1] == 0)
-        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (" + shapes() + ")");
+        fail(op, at, "stride " + size2_str(o.stride) + " must be >= 1 (" + shapes() + ")");
     for (std::size_t v : {o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0], o.dilation[1], o.groups})
         if (v > 65535)
-            throw Error(std::string(op) + ": stride " + size2_str(o.stride) + ", padding " + size2_str(o.padding) +
-                        ", dilation " + size2_str(o.dilation) + " and groups = " + std::to_string(o.groups) +
-                        " must each be at most 65535 (" + shapes() + ")");
+            fail(op, at, "stride " + size2_str(o.stride) + ", padding " + size2_str(o.padding) +
+                             ", dilation " + size2_str(o.dilation) + " and groups = " + std::to_string(o.groups) +
+                             " must each be at most 65535 (" + shapes() + ")");
     if (o.dilation[0] == 0 || o.dilation[1] == 0)
-        throw Error(std::string(op) + ": dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes() + ")");
+        fail(op, at, "dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes() + ")");
     if (o.groups == 0 || xs[1] % o.groups != 0 || ws[0] % o.groups != 0)
-        throw Error(std::string(op) + ": groups = " + std::to_string(o.groups) +
-                    " must be >= 1 and divide both the input channels C = " + std::to_string(xs[1]) +
-                    " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes() + ")");
+        fail(op, at, "groups = " + std::to_string(o.groups) +
+                         " must be >= 1 and divide both the input channels C = " + std::to_string(xs[1]) +
+                         " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes() + ")");
     if (ws[1] * o.groups != xs[1])
-        throw Error(std::string(op) + ": channel mismatch: the weight " + shape_str(ws) + " with groups = " +
-                    std::to_string(o.groups) + " takes " + std::to_string(ws[1] * o.groups) +
-                    " input channels, the input " + shape_str(xs) + " has " + std::to_string(xs[1]));
+        fail(op, at, "channel mismatch: the weight " + shape_str(ws) + " with groups = " +
+                         std::to_string(o.groups) + " takes " + std::to_string(ws[1] * o.groups) +
+                         " input channels, the input " + shape_str(xs) + " has " + std::to_string(xs[1]));
     if (ws[2] == 0 || ws[3] == 0)
-        throw Error(std::string(op) + ": the kernel is empty (" + shapes() + ")");
+        fail(op, at, "the kernel is empty (" + shapes() + ")");
     for (int a = 0; a < 2; ++a) {
         const std::size_t in = xs[2 + a], k = ws[2 + a], pad = o.padding[a], dil = o.dilation[a];
         const std::size_t span = dil * (k - 1) + 1;
         if (span > in + 2 * pad)
-            throw Error(std::string(op) + ": the kernel (" + std::to_string(k) + " taps, dilation " +
-                        std::to_string(dil) + ": spans " + std::to_string(span) + ") is larger than the padded " +
-                        (a == 0 ? "height " : "width ") + std::to_string(in) + " + 2 x " + std::to_string(pad) +
-                        " = " + std::to_string(in + 2 * pad) + " (" + shapes() + ")");
+            fail(op, at, "the kernel (" + std::to_string(k) + " taps, dilation " +
+                             std::to_string(dil) + ": spans " + std::to_string(span) + ") is larger than the padded " +
+                             (a == 0 ? "height " : "width ") + std::to_string(in) + " + 2 x " + std::to_string(pad) +
+                             " = " + std::to_string(in + 2 * pad) + " (" + shapes() + ")");
     }
     return geometry(xs, ws, o);
 }
@@ -191,7 +191,7 @@ template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Conv2dOptions& o)
 {
     check_handles("conv2d", {x, w});
-    const ConvGeometry g = check_conv("conv2d", x.shape(), w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o);
     Op<T> op("conv2d", {x, w});
     auto buf = carve(op.save(0), g, 3);
     auto& y = op.out();
@@ -205,10 +205,10 @@ template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, const Conv2dOptions& o)
 {
     check_handles("conv2d", {x, w, b});
-    const ConvGeometry g = check_conv("conv2d", x.shape(), w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o);
     if (b.dimension() != 1 || b.shape()[0] != g.F)
-        throw Error("conv2d: bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
-                    " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
+        fail("conv2d", x, "bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
+                              " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
     Op<T> op("conv2d", {x, w, b});
     auto buf = carve(op.save(0), g, 3);
     auto& y = op.out();
@@ -278,12 +278,13 @@ template <class T>
 Var<T> conv2d_input_grad(const Var<T>& gy, const Var<T>& w, const Shape& input_shape, const Conv2dOptions& o)
 {
     check_handles("conv2d_input_grad", {gy, w});
-    const ConvGeometry g = check_conv("conv2d_input_grad", input_shape, w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d_input_grad", gy, input_shape, w.shape(), o);
     const auto& gs = gy.shape();
     if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
-        throw Error("conv2d_input_grad: the output cotangent has shape " + shape_str(gs) + "; the convolution of " +
-                    shape_str(input_shape) + " by " + shape_str(w.shape()) + " gives [" + std::to_string(g.N) + ", " +
-                    std::to_string(g.F) + ", " + std::to_string(g.Ho) + ", " + std::to_string(g.Wo) + "]");
+        fail("conv2d_input_grad", gy,
+             "the output cotangent has shape " + shape_str(gs) + "; the convolution of " + shape_str(input_shape) +
+                 " by " + shape_str(w.shape()) + " gives [" + std::to_string(g.N) + ", " + std::to_string(g.F) +
+                 ", " + std::to_string(g.Ho) + ", " + std::to_string(g.Wo) + "]");
     Op<T> op("conv2d_input_grad", {gy, w});
     auto buf = carve(op.save(0), g, 4);
     auto& dx = op.out();
@@ -304,13 +305,13 @@ template <class T>
 Var<T> conv2d_weight_grad(const Var<T>& x, const Var<T>& gy, const Shape& weight_shape, const Conv2dOptions& o)
 {
     check_handles("conv2d_weight_grad", {x, gy});
-    const ConvGeometry g = check_conv("conv2d_weight_grad", x.shape(), weight_shape, o);
+    const ConvGeometry g = check_conv("conv2d_weight_grad", x, x.shape(), weight_shape, o);
     const auto& gs = gy.shape();
     if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
-        throw Error("conv2d_weight_grad: the output cotangent has shape " + shape_str(gs) +
-                    "; the convolution of " + shape_str(x.shape()) + " by " + shape_str(weight_shape) + " gives [" +
-                    std::to_string(g.N) + ", " + std::to_string(g.F) + ", " + std::to_string(g.Ho) + ", " +
-                    std::to_string(g.Wo) + "]");
+        fail("conv2d_weight_grad", x,
+             "the output cotangent has shape " + shape_str(gs) + "; the convolution of " + shape_str(x.shape()) +
+                 " by " + shape_str(weight_shape) + " gives [" + std::to_string(g.N) + ", " + std::to_string(g.F) +
+                 ", " + std::to_string(g.Ho) + ", " + std::to_string(g.Wo) + "]");
     Op<T> op("conv2d_weight_grad", {x, gy});
     auto buf = carve(op.save(0), g, 4);
     auto& dw = op.out();
@@ -336,19 +337,19 @@ PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o)
 {
     check_handles(op, {x});
     const auto& s = x.shape();
-    if (s.size() != 4) throw Error(std::string(op) + ": input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
+    if (s.size() != 4) fail(op, x, "input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
     if (o.kernel[0] == 0 || o.kernel[1] == 0)
-        throw Error(std::string(op) + ": kernel " + size2_str(o.kernel) + " must be >= 1 (input " + shape_str(s) + ")");
+        fail(op, x, "kernel " + size2_str(o.kernel) + " must be >= 1 (input " + shape_str(s) + ")");
     if (o.stride[0] == 0 || o.stride[1] == 0)
-        throw Error(std::string(op) + ": stride " + size2_str(o.stride) + " must be >= 1 (input " + shape_str(s) + ")");
+        fail(op, x, "stride " + size2_str(o.stride) + " must be >= 1 (input " + shape_str(s) + ")");
     if (2 * o.padding[0] > o.kernel[0] || 2 * o.padding[1] > o.kernel[1])
-        throw Error(std::string(op) + ": padding " + size2_str(o.padding) + " must be at most half the kernel " +
-                    size2_str(o.kernel) + " (input " + shape_str(s) + ")");
+        fail(op, x, "padding " + size2_str(o.padding) + " must be at most half the kernel " +
+                        size2_str(o.kernel) + " (input " + shape_str(s) + ")");
     for (int a = 0; a < 2; ++a)
         if (o.kernel[a] > s[2 + a] + 2 * o.padding[a])
-            throw Error(std::string(op) + ": the kernel " + size2_str(o.kernel) + " is larger than the padded input " +
-                        (a == 0 ? "height " : "width ") + std::to_string(s[2 + a]) + " + 2 x " +
-                        std::to_string(o.padding[a]) + " (input " + shape_str(s) + ")");
+            fail(op, x, "the kernel " + size2_str(o.kernel) + " is larger than the padded input " +
+                            (a == 0 ? "height " : "width ") + std::to_string(s[2 + a]) + " + 2 x " +
+                            std::to_string(o.padding[a]) + " (input " + shape_str(s) + ")");
     PoolGeometry g;
     g.N = s[0], g.C = s[1], g.H = s[2], g.W = s[3];
     g.kh = o.kernel[0], g.kw = o.kernel[1], g.sh = o.stride[0], g.sw = o.stride[1];
@@ -517,9 +518,9 @@ Var<T> global_avg_pool2d(const Var<T>& x)
     check_handles("global_avg_pool2d", {x});
     const auto& s = x.shape();
     if (s.size() != 4)
-        throw Error("global_avg_pool2d: input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
+        fail("global_avg_pool2d", x, "input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
     if (s[2] * s[3] == 0)
-        throw Error("global_avg_pool2d: the mean over an empty plane is undefined (input " + shape_str(s) + ")");
+        fail("global_avg_pool2d", x, "the mean over an empty plane is undefined (input " + shape_str(s) + ")");
     Op<T> op("global_avg_pool2d", {x});
     const std::size_t NC = s[0] * s[1], P = s[2] * s[3];
     auto& y = op.out();
@@ -557,7 +558,7 @@ Var<T> flatten(const Var<T>& x)
 {
     check_handles("flatten", {x});
     const auto& s = x.shape();
-    if (s.size() < 1) throw Error("flatten: input must have a batch axis, got a scalar (shape " + shape_str(s) + ")");
+    if (s.size() < 1) fail("flatten", x, "input must have a batch axis, got a scalar (shape " + shape_str(s) + ")");
     Op<T> op("flatten", {x});
     auto& y = op.out();
     typename Tensor<T>::shape_type ys;
@@ -631,14 +632,15 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
     check_handles("batch_norm2d", {x, gamma, beta});
     const auto& s = x.shape();
     if (s.size() != 4 && s.size() != 2)
-        throw Error("batch_norm2d: input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
+        fail("batch_norm2d", x, "input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
     const std::size_t N = s[0], C = s[1], P = s.size() == 4 ? s[2] * s[3] : 1;
     if (gamma.dimension() != 1 || gamma.shape()[0] != C || beta.dimension() != 1 || beta.shape()[0] != C)
-        throw Error("batch_norm2d: gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
-                    " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+        fail("batch_norm2d", x,
+             "gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
+                 " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
     if (N * P < 1)
-        throw Error("batch_norm2d: batch statistics need at least one value per channel (input " + shape_str(s) + ")");
-    if (!(eps >= T(0))) throw Error("batch_norm2d: eps = " + std::to_string(eps) + " must be >= 0");
+        fail("batch_norm2d", x, "batch statistics need at least one value per channel (input " + shape_str(s) + ")");
+    if (!(eps >= T(0))) fail("batch_norm2d", x, "eps = " + std::to_string(eps) + " must be >= 0");
     Op<T> op("batch_norm2d", {x, gamma, beta});
     Tensor<T>& stat = op.save(0);
     typename Tensor<T>::shape_type ss;

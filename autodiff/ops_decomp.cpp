@@ -20,20 +20,21 @@ using Index = xt::blas_index_t;
 template <class S>
 std::string dims(const S& s) { return shape_str(s); }
 
-// A must be a square matrix; n is its order.
+// A must be a square matrix (its handle already checked); n is its order.
 template <class T>
 std::size_t require_square(const char* op, const Var<T>& A, const char* what = "A")
 {
     const auto& s = A.shape();
     if (s.size() != 2 || s[0] != s[1])
-        throw Error(std::string(op) + ": " + what + " must be a square matrix [n, n], got shape " + dims(s));
+        fail(op, A, std::string(what) + " must be a square matrix [n, n], got shape " + dims(s));
     return s[0];
 }
 
 // L (row-major, [n, n]) = the Cholesky factor of (A + A^T) / 2, upper triangle zeroed.
-// Row-major L is column-major L^T, an upper factor: so LAPACK is asked for 'U'.
+// Row-major L is column-major L^T, an upper factor: so LAPACK is asked for 'U'. Called once the
+// op is recorded at tape position `position`, which its error names as fail() does.
 template <class T>
-void cholesky_into(const char* op, const Tensor<T>& A, Tensor<T>& L)
+void cholesky_into(const char* op, std::size_t position, const Tensor<T>& A, Tensor<T>& L)
 {
     const std::size_t n = A.shape()[0];
     L.resize({n, n});
@@ -42,9 +43,13 @@ void cholesky_into(const char* op, const Tensor<T>& A, Tensor<T>& L)
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < n; ++j) l[i * n + j] = T(0.5) * (a[i * n + j] + a[j * n + i]);
     if (n == 0) return;
-    const Index info = cxxlapack::potrf<Index>('U', Index(n), l, Index(n));
+    Index info = cxxlapack::potrf<Index>('U', Index(n), l, Index(n));
+    // OpenBLAS's potrf stops at a pivot <= 0 but lets a NaN pivot through: refuse it the same way.
+    for (std::size_t k = 0; info == 0 && k < n; ++k)
+        if (!(l[k * n + k] > T(0))) info = Index(k + 1);
     if (info != 0)
-        throw Error(std::string(op) + ": the matrix of shape " + dims(A.shape()) +
+        throw Error(std::string(op) + " (tape position " + std::to_string(position) + "): the matrix of shape " +
+                    dims(A.shape()) +
                     " is not symmetric positive definite (the Cholesky factorisation of its "
                     "symmetric part fails at its leading " + std::to_string(info) + " x " +
                     std::to_string(info) + " minor)");
@@ -112,9 +117,10 @@ Var<T> as_column(const Var<T>& x)
 template <class T>
 Var<T> cholesky(const Var<T>& A)
 {
+    check_handles("cholesky", {A});
     require_square("cholesky", A);
     Op<T> op("cholesky", {A});
-    cholesky_into("cholesky", A.value(), op.out());
+    cholesky_into("cholesky", op.index(), A.value(), op.out());
     return op.done([](Vjp<T>& v) {
         const std::size_t n = v.y.shape()[0];
         const T* L = v.y.data();
@@ -147,16 +153,18 @@ AD_INSTANTIATE(cholesky, sig::Unary)
 template <class T>
 Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
 {
+    check_handles("solve_triangular", {L, B});
     const std::size_t n = require_square("solve_triangular", L, "L");
     const auto& bs = B.shape();
     if (bs.size() < 1 || bs.size() > 2 || bs[0] != n)
-        throw Error("solve_triangular: L of shape " + dims(L.shape()) + " and B of shape " + dims(bs) +
-                    " do not match: B must be [" + std::to_string(n) + "] or [" + std::to_string(n) +
-                    ", k]");
+        fail("solve_triangular", L,
+             "L of shape " + dims(L.shape()) + " and B of shape " + dims(bs) + " do not match: B must be [" +
+                 std::to_string(n) + "] or [" + std::to_string(n) + ", k]");
     for (std::size_t i = 0; i < n; ++i)
         if (!(L.value().data()[i * n + i] != T(0)))
-            throw Error("solve_triangular: L of shape " + dims(L.shape()) + " is singular: L[" +
-                        std::to_string(i) + ", " + std::to_string(i) + "] = 0");
+            fail("solve_triangular", L,
+                 "L of shape " + dims(L.shape()) + " is singular: L[" + std::to_string(i) + ", " +
+                     std::to_string(i) + "] = 0");
     Op<T> op("solve_triangular", {L, B});
     xt::noalias(op.out()) = B.value();
     trsm(cxxblas::Left, transpose, L.value().data(), n, op.out().data(), n, bs.size() == 1 ? 1 : bs[1]);
@@ -196,10 +204,11 @@ AD_INSTANTIATE(solve_triangular, sig::Solve)
 template <class T>
 Var<T> logdet(const Var<T>& A)
 {
+    check_handles("logdet", {A});
     const std::size_t n = require_square("logdet", A);
     Op<T> op("logdet", {A});
     auto& L = op.save(0);
-    cholesky_into("logdet", A.value(), L);
+    cholesky_into("logdet", op.index(), A.value(), L);
     T y = 0;
     for (std::size_t i = 0; i < n; ++i) y += std::log(L.data()[i * n + i]);
     op.out().resize({});

@@ -76,7 +76,8 @@ Trains a convolutional network on Fashion-MNIST:
   --no-plot           do not run gnuplot
   --help              this text
 
-Default: 32 and 64 channels, 8 epochs: 92.88% test accuracy (seed 1), 421,738 parameters.
+Default: 32 and 64 channels, 8 epochs: 92.88% test accuracy (seed 1, on an AVX-512 Xeon),
+421,738 parameters.
 )";
 
 [[noreturn]] void bad_usage(const std::string& what)

@@ -62,10 +62,16 @@ struct Entry {
     // from, inside the op's domain.
     double lo = -3, hi = 3;
     bool twice = true;          // states a differentiable VJP: gradgradcheck applies
-    double forward_rtol = 1e-12;  // value against the reference, relative (with atol = rtol)
+    // Value against the reference: |y - ref| <= forward_atol + forward_rtol |ref|. Elementwise
+    // entries compare relatively alone (atol 0), so a tiny value must be right to its last digits.
+    double forward_rtol = 1e-12;
+    double forward_atol = 1e-12;
     double float_rtol = 1e-4;     // float against double, relative (with atol = rtol)
     // Which inputs take a NaN in the NaN test (default: every input).
     std::vector<std::size_t> nan_inputs = {};
+    // The op refuses a NaN input with an ad::Error naming it, instead of propagating it (a
+    // decomposition that requires a positive definite matrix).
+    bool refuses_nan = false;
 };
 
 // What the op's errors name it.

@@ -137,7 +137,10 @@ TEST_CASE("checkpoint is gradchecked in every input, with a parameter read insid
     w.zero_grad();
     ad::backward(ad::sum(f({tape.constant(a), tape.constant(b)})));
     const Tensor<double> expected = xt::sum(xt::tanh(a * b), {0});
-    CHECK(xt::allclose(w.grad, expected, 1e-15, 0.0));
+    // Different computations: the op's vectorised tanh and sum_to kernel against xtensor's lazy
+    // reduction, whose tanh differs by an ulp on some instruction sets. Each term is a tanh,
+    // |tanh| <= 1: a few ulps of two terms stay under 1e-15 absolute, cancellation or not.
+    CHECK(xt::allclose(w.grad, expected, 1e-14, 1e-15));
 }
 
 TEST_CASE("checkpoints nest: a checkpoint inside a checkpoint gives the plain gradients", "[checkpointing]")
@@ -187,7 +190,8 @@ TEST_CASE("checkpoint under NoGrad records a constant, and backward() under NoGr
         const ad::NoGrad off;
         const auto y = ad::checkpoint(block, {tape.constant(a)});
         CHECK_FALSE(y.requires_grad());
-        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value, 1e-15, 0.0));
+        // the op's vectorised exp against xtensor's lazy one: an ulp or two apart on some ISAs
+        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value, 1e-14, 0.0));
     }
     tape.clear();
     const auto y = ad::checkpoint(block, {tape.constant(a)});
@@ -198,5 +202,5 @@ TEST_CASE("checkpoint under NoGrad records a constant, and backward() under NoGr
         const ad::NoGrad off;
         ad::backward(total);
     }
-    CHECK(xt::allclose(w.grad, xt::exp(a), 1e-15, 0.0));
+    CHECK(xt::allclose(w.grad, xt::exp(a), 1e-14, 0.0));  // as above: two exp implementations
 }

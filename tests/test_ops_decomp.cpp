@@ -257,8 +257,9 @@ TEST_CASE("cholesky and logdet refuse a matrix that is not square", "[ops][decom
     const std::vector<std::pair<Shape, std::string>> bad{{{2, 3}, "[2, 3]"}, {{4}, "[4]"}, {{2, 2, 2}, "[2, 2, 2]"}};
     for (const auto& [shape, text] : bad) {
         const Tensor<double> x = xt::ones<double>(shape);
-        require_error({x}, [](const Vars& v) { ad::cholesky(v[0]); }, {"cholesky", "square", text});
-        require_error({x}, [](const Vars& v) { ad::logdet(v[0]); }, {"logdet", "square", text});
+        require_error({x}, [](const Vars& v) { ad::cholesky(v[0]); }, {"cholesky (tape position 1): A", "square", text});
+        require_error({x}, [](const Vars& v) { ad::logdet(v[0]); },
+                      {"logdet (tape position 1): A", "square", text});
     }
 }
 
@@ -267,9 +268,9 @@ TEST_CASE("cholesky and logdet refuse a matrix that is not positive definite", "
     // Eigenvalues 3 and -1: the leading 1 x 1 minor is fine, the 2 x 2 is not.
     const Tensor<double> indefinite = {{1., 2.}, {2., 1.}};
     require_error({indefinite}, [](const Vars& v) { ad::cholesky(v[0]); },
-                  {"cholesky", "[2, 2]", "not symmetric positive definite", "leading 2 x 2 minor"});
+                  {"cholesky (tape position 1): ", "[2, 2]", "not symmetric positive definite", "leading 2 x 2 minor"});
     require_error({indefinite}, [](const Vars& v) { ad::logdet(v[0]); },
-                  {"logdet", "[2, 2]", "not symmetric positive definite"});
+                  {"logdet (tape position 1): ", "[2, 2]", "not symmetric positive definite"});
     require_error({xt::zeros<double>({3, 3})}, [](const Vars& v) { ad::cholesky(v[0]); },
                   {"cholesky", "[3, 3]", "leading 1 x 1 minor"});
     // A skew-symmetric part cannot rescue an indefinite symmetric part.
@@ -281,10 +282,29 @@ TEST_CASE("solve_triangular refuses mismatched shapes and a singular L", "[ops][
 {
     const Tensor<double> L = tril(lower_with_junk_above(3, 130));
     auto solve = [](const Vars& v) { ad::solve_triangular(v[0], v[1]); };
-    require_error({xt::ones<double>({3, 2}), L}, solve, {"solve_triangular", "L", "square", "[3, 2]"});
-    require_error({L, xt::ones<double>({4, 2})}, solve, {"solve_triangular", "[3, 3]", "[4, 2]", "B must be [3] or [3, k]"});
+    require_error({xt::ones<double>({3, 2}), L}, solve, {"solve_triangular (tape position 2): L", "square", "[3, 2]"});
+    require_error({L, xt::ones<double>({4, 2})}, solve,
+                  {"solve_triangular (tape position 2): ", "[3, 3]", "[4, 2]", "B must be [3] or [3, k]"});
     require_error({L, xt::ones<double>({3, 2, 1})}, solve, {"solve_triangular", "[3, 2, 1]"});
     Tensor<double> singular = L;
     singular(1, 1) = 0;
-    require_error({singular, xt::ones<double>({3})}, solve, {"solve_triangular", "singular", "L[1, 1] = 0"});
+    require_error({singular, xt::ones<double>({3})}, solve,
+                  {"solve_triangular (tape position 2): ", "singular", "L[1, 1] = 0"});
+}
+
+TEST_CASE("cholesky, logdet and solve_triangular report a handle from before clear() under their own name",
+          "[ops][decomp][errors]")
+{
+    using Catch::Matchers::StartsWith;
+    Tape<double> tape;
+    const auto stale = tape.variable(spd(3, 140));
+    tape.clear();
+    const auto A = tape.variable(spd(3, 141));
+    const auto b = tape.variable(Tensor<double>(xt::ones<double>({3})));
+    // Checked before any shape is read: reading it first would report "value" or "shape".
+    CHECK_THROWS_WITH(ad::cholesky(stale), StartsWith("cholesky: ") && Contains("tape.clear()"));
+    CHECK_THROWS_WITH(ad::logdet(stale), StartsWith("logdet: ") && Contains("tape.clear()"));
+    CHECK_THROWS_WITH(ad::solve_triangular(stale, b), StartsWith("solve_triangular: ") && Contains("tape.clear()"));
+    CHECK_THROWS_WITH(ad::solve_triangular(A, stale), StartsWith("solve_triangular: ") && Contains("tape.clear()"));
+    CHECK(tape.size() == 2);
 }

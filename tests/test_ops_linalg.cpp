@@ -38,6 +38,9 @@ Tensor<double> as(const Tensor<double>& t, const Shape& shape)
     return r;
 }
 
+// BLAS against the loop in product(): two summation orders of k terms differ by at most
+// 2 k ulps of (|A| |B|)_ij. For the seeds used here that is at most 3.7e-14 of (A B)_ij, inside
+// 1e-13 whatever kernel the instruction set picks.
 void check_close(const Tensor<double>& got, const Tensor<double>& want)
 {
     CAPTURE(got, want);
