@@ -400,7 +400,7 @@ CheckResult check(const Program& p, const OpList& ops, const Tensors& inputs)
         for (std::size_t k = 0; k < p.inputs.size(); ++k) options.names.push_back(value_name(p, int(k)));
         const auto first = ad::gradcheck<double>(f, inputs, options);
         if (!first.ok) {
-            result = diagnose(first_order_probe(p, ops), inputs, "gradcheck: " + first.report());
+            result = diagnose(first_order_probe(p, ops), inputs, first.report());
             result.report = "first order: " + result.report;
             return result;
         }
