@@ -116,8 +116,8 @@ void add_elementwise_ops(std::vector<Entry>& table)
           {0.0, -0.0, 1e-8, 40.0, -40.0, 800.0, -800.0}, 340);
     // Its stable form |x| + log1p(e^-2|x|) - log 2 cancels near 0, to about 1e-16 absolute.
     table.back().forward_atol = 1e-15;
-    // clip_grad is the identity; its VJP clips the cotangent to [-c, c]. With c = 1e6, above any
-    // cotangent the generic tests or a random program reach (about 40 at most), the VJP is the
+    // clip_grad is the identity; its VJP clips the cotangent to [-c, c]. With c = 1e6, far above
+    // the cotangents the generic tests draw and random programs reach (tens), the VJP is the
     // identity's; examples/custom_op.cpp shows the clipping itself.
     unary(table, "clip_grad", [](auto x) { return ops::clip_grad(x, decltype(x.item())(1e6)); }, [](double x) { return x; },
           -3, 3, real_edges, 350);
