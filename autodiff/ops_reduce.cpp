@@ -1,5 +1,6 @@
 // Reductions. The VJP of a reduction over an axis spreads g back along that axis; its
 // differentiable form is reshape (keeping the axis) and broadcast_to.
+#include "autodiff/kernels/rows.hpp"
 #include "autodiff/op.hpp"
 
 #include <xtensor/xmanipulation.hpp>
@@ -213,18 +214,9 @@ Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
     const AxisLoop d(x.shape(), ax);
     resize_reduced(x.value(), ax, keepdims, op.out());
     T* y = op.out().data();
-    const T* xp = x.value().data();
-    for (std::size_t o = 0; o < d.outer; ++o)
-        for (std::size_t i = 0; i < d.inner; ++i) {
-            T m = -std::numeric_limits<T>::infinity();  // NaN if the slice holds one
-            for (std::size_t j = 0; j < d.n; ++j) {
-                const T v = xp[d.at(o, j, i)];
-                m = v > m || v != v ? v : m;
-            }
-            T s = 0;
-            for (std::size_t j = 0; j < d.n; ++j) s += std::exp(xp[d.at(o, j, i)] - m);
-            y[o * d.inner + i] = std::isinf(m) ? m : m + std::log(s);
-        }
+    kernels::for_each_slice(x.value().data(), d, [&](std::size_t o, std::size_t i, T m, T s) {
+        y[o * d.inner + i] = std::isinf(m) ? m : m + std::log(s);
+    });
     return op.done(
         [ax](Vjp<T>& v) {
             const AxisLoop d(v.x(0).shape(), ax);
