@@ -299,6 +299,24 @@ TEST_CASE("Phi and gelu keep full relative precision in both tails", "[ops][elem
     }
 }
 
+TEST_CASE("Phi and gelu in float keep full relative precision in the left tail", "[ops][elementwise]")
+{
+    // As in double: the reference is std::erfc in double, the tolerance 8 (1 + x^2) float ulps.
+    const Tensor<float> x{-3.6f, -5.0f, -8.0f, -12.0f, 3.6f};
+    Tape<float> tape;
+    const auto xv = tape.variable(x);
+    const auto p = ad::normal_cdf(xv), y = ad::gelu(xv);
+    const Tensor<float> dy = ad::grad(ad::sum(y), {xv})[0];
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double t = x(i);
+        CAPTURE(t);
+        const double tol = 8 * (1 + t * t) * std::numeric_limits<float>::epsilon();
+        CHECK(p.value()(i) == Approx(Phi(t)).epsilon(tol));
+        CHECK(y.value()(i) == Approx(t * Phi(t)).epsilon(tol));
+        CHECK(dy(i) == Approx(Phi(t) + t * phi(t)).epsilon(tol));
+    }
+}
+
 TEST_CASE("gelu(1) = (1 + erf(1 / sqrt 2)) / 2 and gelu(-1) = -(1 - erf(1 / sqrt 2)) / 2", "[ops][elementwise]")
 {
     Tape<double> tape;
