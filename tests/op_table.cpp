@@ -29,6 +29,25 @@ namespace {
 std::string shape_text(const Shape& s) { return ad::shape_str(s); }
 }  // namespace
 
+double max_of(const std::vector<double>& v)
+{
+    double m = -inf;
+    for (const double x : v) {
+        if (std::isnan(x)) return x;
+        m = std::max(m, x);
+    }
+    return m;
+}
+
+double logsumexp_of(const std::vector<double>& v)
+{
+    const double m = max_of(v);
+    if (std::isnan(m) || std::isinf(m)) return m;
+    double s = 0;
+    for (const double x : v) s += std::exp(x - m);
+    return m + std::log(s);
+}
+
 std::vector<Sample> elementwise_samples(double lo, double hi, std::uint64_t seed)
 {
     std::vector<Sample> out;

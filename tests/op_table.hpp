@@ -11,6 +11,7 @@
 
 #include "gradcheck_helpers.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <functional>
@@ -96,6 +97,61 @@ Entry make(std::string name, Kind kind, F call)
 
 // --- reference helpers: plain loops, independent of xtensor's broadcasting ---
 
+inline constexpr double inf = std::numeric_limits<double>::infinity();
+inline constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+inline Shape shape_of(const Tensor<double>& t) { return Shape(t.shape().begin(), t.shape().end()); }
+
+// A tensor of the given shape holding `values` in row-major order.
+inline Tensor<double> tensor(const Shape& s, const std::vector<double>& values)
+{
+    Tensor<double> t = Tensor<double>::from_shape(s);
+    std::copy(values.begin(), values.end(), t.data());
+    return t;
+}
+
+inline Tensor<double> empty(const Shape& s) { return Tensor<double>::from_shape(s); }
+
+// Calls f(flat position, multi-index) for every element of shape s, row-major.
+template <class F>
+void for_each_index(const Shape& s, F f)
+{
+    std::size_t n = 1;
+    for (const auto d : s) n *= d;
+    std::vector<std::size_t> index(s.size(), 0);
+    for (std::size_t k = 0; k < n; ++k) {
+        f(k, index);
+        for (std::size_t d = s.size(); d-- > 0;) {
+            if (++index[d] < s[d]) break;
+            index[d] = 0;
+        }
+    }
+}
+
+// A possibly negative axis of a tensor of the given rank, counted from the front.
+inline std::size_t axis_of(std::ptrdiff_t axis, std::size_t rank)
+{
+    return std::size_t(axis < 0 ? axis + std::ptrdiff_t(rank) : axis);
+}
+
+// A shape as outer x n x inner around one axis: element (o, j, i) is at (o n + j) inner + i.
+struct Around {
+    std::size_t outer = 1, n = 1, inner = 1;
+    Around(const Shape& s, std::size_t axis)
+    {
+        for (std::size_t d = 0; d < axis; ++d) outer *= s[d];
+        n = s[axis];
+        for (std::size_t d = axis + 1; d < s.size(); ++d) inner *= s[d];
+    }
+    std::size_t at(std::size_t o, std::size_t j, std::size_t i) const { return (o * n + j) * inner + i; }
+};
+
+// The maximum of a slice, NaN if it holds a NaN (as PyTorch's max); -inf for an empty one.
+double max_of(const std::vector<double>& v);
+// log sum exp with the maximum subtracted first: NaN for a slice holding NaN, the maximum
+// itself where it is infinite (or the slice empty).
+double logsumexp_of(const std::vector<double>& v);
+
 // y_i = f(x_i).
 template <class F>
 Reference unary_reference(F f)
@@ -131,14 +187,9 @@ Reference binary_reference(F f)
             out[d] = da == 1 ? db : da;
         }
         Tensor<double> z = Tensor<double>::from_shape(out);
-        std::vector<std::size_t> index(n, 0);
-        for (std::size_t i = 0; i < z.size(); ++i) {
+        for_each_index(out, [&](std::size_t i, const std::vector<std::size_t>& index) {
             z.data()[i] = f(in[0].data()[broadcast_offset(index, a)], in[1].data()[broadcast_offset(index, b)]);
-            for (std::size_t d = n; d-- > 0;) {  // next index, row-major
-                if (++index[d] < out[d]) break;
-                index[d] = 0;
-            }
-        }
+        });
         return z;
     };
 }

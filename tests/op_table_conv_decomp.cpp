@@ -14,19 +14,9 @@ namespace optable {
 
 namespace {
 
-constexpr double inf = std::numeric_limits<double>::infinity();
-constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-
 // The element type of the Vars a generic call receives.
 template <class Vars>
 using ElementOf = decltype(std::declval<const Vars&>()[0].item());
-
-Tensor<double> values(const Shape& shape, std::vector<double> v)
-{
-    Tensor<double> t = Tensor<double>::from_shape(shape);
-    std::copy(v.begin(), v.end(), t.begin());
-    return t;
-}
 
 // Evenly spaced distinct values in [lo, hi], shuffled: no ties in a max-pooling window, and each
 // value is at least (hi - lo) / size from every other, far more than gradcheck's step.
@@ -52,8 +42,6 @@ double at4(const Tensor<double>& t, std::size_t a, std::size_t b, std::size_t c,
     const auto& s = t.shape();
     return t.data()[((a * s[1] + b) * s[2] + c) * s[3] + d];
 }
-
-Shape shape_of(const Tensor<double>& t) { return Shape(t.shape().begin(), t.shape().end()); }
 
 // --- convolutions ---
 
@@ -623,15 +611,15 @@ void add_pool_entries(std::vector<Entry>& table)
             out.push_back({"last row and column not covered: 2x2 by 2 on 5x5", {spread({1, 2, 5, 5}, -2.5, 2.5, 2050)},
                            {2, 2, 2, 2, 0, 0}, {}, false});
             out.push_back({"ties in every window",
-                           {values({1, 1, 2, 4}, {1, 1, 0, 0, -2, -2, 3, 3})},
+                           {tensor({1, 1, 2, 4}, {1, 1, 0, 0, -2, -2, 3, 3})},
                            {2, 2, 2, 2, 0, 0},
                            {},
                            false});
             out.push_back({"NaN and infinities",
-                           {values({1, 1, 4, 4}, {nan, 1, -inf, -inf, 2, 3, -inf, -inf, inf, 0, 5, nan, -1, -2, 6, 7})},
+                           {tensor({1, 1, 4, 4}, {nan, 1, -inf, -inf, 2, 3, -inf, -inf, inf, 0, 5, nan, -1, -2, 6, 7})},
                            {2, 2, 2, 2, 0, 0}, {}, false});
             out.push_back({"NaN and infinities, 3x3 by 1 padded",
-                           {values({1, 1, 3, 3}, {-inf, -inf, -inf, -inf, -inf, nan, 1, inf, -inf})},
+                           {tensor({1, 1, 3, 3}, {-inf, -inf, -inf, -inf, -inf, nan, 1, inf, -inf})},
                            {3, 3, 1, 1, 1, 1}, {}, false});
             return out;
         };
@@ -652,7 +640,7 @@ void add_pool_entries(std::vector<Entry>& table)
             out.push_back({"last row and column not covered: 2x2 by 2 on 5x5", {adtest::randn({1, 2, 5, 5}, 2150)},
                            {2, 2, 2, 2, 0, 0}, {}, false});
             out.push_back({"NaN and infinities",
-                           {values({1, 1, 4, 4}, {nan, 1, inf, -inf, 2, 3, 1e300, 1e300, inf, 0, 5, 1, -1, -2, 6, 7})},
+                           {tensor({1, 1, 4, 4}, {nan, 1, inf, -inf, 2, 3, 1e300, 1e300, inf, 0, 5, 1, -1, -2, 6, 7})},
                            {2, 2, 2, 2, 0, 0}, {}, false});
             return out;
         };
@@ -680,7 +668,7 @@ void add_pool_entries(std::vector<Entry>& table)
                 {"1x1 planes", {adtest::randn({3, 2, 1, 1}, 2202)}},
                 {"empty batch N = 0", {Tensor<double>::from_shape({0, 3, 2, 2})}},
                 {"no channels", {Tensor<double>::from_shape({2, 0, 2, 2})}},
-                {"NaN and infinities", {values({1, 3, 1, 2}, {nan, 1, inf, 1e300, inf, -inf})}, {}, {}, false},
+                {"NaN and infinities", {tensor({1, 3, 1, 2}, {nan, 1, inf, 1e300, inf, -inf})}, {}, {}, false},
             };
         };
         e.refused = [] {
@@ -769,7 +757,7 @@ void add_decomposition_entries(std::vector<Entry>& table)
             {"4x4 not symmetric, symmetric part SPD", {spd_plus_antisymmetric(4, seed + 3)}},
             {"empty 0x0", {Tensor<double>::from_shape({0, 0})}},
             // Values only: a diagonal matrix spanning the range of double.
-            {"diagonal 1e-300, 1, 1e300", {values({3, 3}, {1e-300, 0, 0, 0, 1, 0, 0, 0, 1e300})}, {}, {}, false},
+            {"diagonal 1e-300, 1, 1e300", {tensor({3, 3}, {1e-300, 0, 0, 0, 1, 0, 0, 0, 1e300})}, {}, {}, false},
         };
     };
     auto square_refused = [] {
@@ -777,8 +765,8 @@ void add_decomposition_entries(std::vector<Entry>& table)
             {"[2, 3] not square", {adtest::randn({2, 3}, 1)}},
             {"[3] a vector", {adtest::randn({3}, 2)}},
             {"[2, 2, 2] rank 3", {adtest::randn({2, 2, 2}, 3)}},
-            {"[2, 2] indefinite", {values({2, 2}, {1, 2, 2, 1})}},
-            {"[3, 3] negative diagonal", {values({3, 3}, {4, 0, 0, 0, -1, 0, 0, 0, 4})}},
+            {"[2, 2] indefinite", {tensor({2, 2}, {1, 2, 2, 1})}},
+            {"[3, 3] negative diagonal", {tensor({3, 3}, {4, 0, 0, 0, -1, 0, 0, 0, 4})}},
         };
     };
     {
@@ -829,7 +817,7 @@ void add_decomposition_entries(std::vector<Entry>& table)
                                {Tensor<double>::from_shape({0, 0}), Tensor<double>::from_shape({0})}, {tr}});
                 // Values only: a tiny diagonal entry and a huge right-hand side.
                 out.push_back({t + "tiny diagonal, huge right-hand side",
-                               {values({2, 2}, {1e-300, 0, 1, 1}), values({2}, {1e-10, 1e300})}, {tr}, {}, false});
+                               {tensor({2, 2}, {1e-300, 0, 1, 1}), tensor({2}, {1e-10, 1e300})}, {tr}, {}, false});
                 seed += 10;
             }
             return out;
@@ -845,7 +833,7 @@ void add_decomposition_entries(std::vector<Entry>& table)
                 two("B [2, 3] for L [3, 3]", lower_triangular(3, 4, false, false), {2, 3}),
                 two("B [3, 2, 2] rank 3", lower_triangular(3, 5, false, false), {3, 2, 2}),
                 two("B a scalar", lower_triangular(3, 6, false, false), {}),
-                two("singular L: L[1, 1] = 0", values({3, 3}, {2, 0, 0, 1, 0, 0, 1, 1, 2}), {3}),
+                two("singular L: L[1, 1] = 0", tensor({3, 3}, {2, 0, 0, 1, 0, 0, 1, 1, 2}), {3}),
             };
         };
         table.push_back(e);

@@ -8,18 +8,15 @@ namespace optable {
 
 namespace {
 
-constexpr double inf = std::numeric_limits<double>::infinity();
 constexpr double selu_alpha = 1.6732632423543772848170429916717;
 constexpr double selu_scale = 1.0507009873554804934193349852946;
 
 double Phi(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
 
 // Values at the edges of double: zeros of both signs, tiny and large magnitudes, infinities.
-Sample edges(std::vector<double> values)
+Sample edges(const std::vector<double>& values)
 {
-    Tensor<double> t = Tensor<double>::from_shape({values.size()});
-    std::copy(values.begin(), values.end(), t.begin());
-    return {"edge values", {t}, {}, {}, false};
+    return {"edge values", {tensor({values.size()}, values)}, {}, {}, false};
 }
 const std::vector<double> real_edges{0.0, -0.0, 1e-300, -1e-300, 1e-8, -1e-8, 40.0, -40.0, 800.0, -800.0, inf, -inf};
 const std::vector<double> positive_edges{0.0, 1e-300, 1e-8, 1.0, 1e8, 1e300, inf};

@@ -10,19 +10,6 @@ namespace optable {
 
 namespace {
 
-constexpr double inf = std::numeric_limits<double>::infinity();
-
-Shape shape_of(const Tensor<double>& t) { return Shape(t.shape().begin(), t.shape().end()); }
-
-Tensor<double> tensor(const Shape& s, const std::vector<double>& values)
-{
-    Tensor<double> t = Tensor<double>::from_shape(s);
-    std::copy(values.begin(), values.end(), t.data());
-    return t;
-}
-
-Tensor<double> empty(const Shape& s) { return Tensor<double>::from_shape(s); }
-
 // op(a) op(b) for a [m, k] (or [k, m] when ta) and b [k, n] (or [n, k] when tb); a vector a is
 // one row, a vector b one column, and their axes are left out of the result.
 Tensor<double> product(const Tensor<double>& a, const Tensor<double>& b, bool ta, bool tb)
@@ -53,34 +40,16 @@ template <class F>
 Tensor<double> map_slices(const Tensor<double>& x, std::ptrdiff_t axis_arg, F f)
 {
     const Shape xs = shape_of(x);
-    const std::size_t axis = std::size_t(axis_arg < 0 ? axis_arg + std::ptrdiff_t(xs.size()) : axis_arg);
-    std::size_t outer = 1, inner = 1;
-    for (std::size_t d = 0; d < axis; ++d) outer *= xs[d];
-    for (std::size_t d = axis + 1; d < xs.size(); ++d) inner *= xs[d];
-    const std::size_t n = xs[axis];
+    const Around a(xs, axis_of(axis_arg, xs.size()));
     Tensor<double> y = empty(xs);
-    std::vector<double> slice(n);
-    for (std::size_t o = 0; o < outer; ++o)
-        for (std::size_t i = 0; i < inner; ++i) {
-            for (std::size_t j = 0; j < n; ++j) slice[j] = x.data()[(o * n + j) * inner + i];
+    std::vector<double> slice(a.n);
+    for (std::size_t o = 0; o < a.outer; ++o)
+        for (std::size_t i = 0; i < a.inner; ++i) {
+            for (std::size_t j = 0; j < a.n; ++j) slice[j] = x.data()[a.at(o, j, i)];
             const std::vector<double> out = f(slice);
-            for (std::size_t j = 0; j < n; ++j) y.data()[(o * n + j) * inner + i] = out[j];
+            for (std::size_t j = 0; j < a.n; ++j) y.data()[a.at(o, j, i)] = out[j];
         }
     return y;
-}
-
-// max + log sum exp(v - max); NaN if v holds a NaN, the maximum itself if it is infinite.
-double logsumexp_of(const std::vector<double>& v)
-{
-    double m = -inf;
-    for (const double x : v) {
-        if (std::isnan(x)) return x;
-        m = std::max(m, x);
-    }
-    if (std::isinf(m)) return m;
-    double s = 0;
-    for (const double x : v) s += std::exp(x - m);
-    return m + std::log(s);
 }
 
 std::vector<double> softmax_of(const std::vector<double>& v)

@@ -10,45 +10,6 @@ namespace optable {
 
 namespace {
 
-constexpr double inf = std::numeric_limits<double>::infinity();
-constexpr double nan = std::numeric_limits<double>::quiet_NaN();
-
-Shape shape_of(const Tensor<double>& t) { return Shape(t.shape().begin(), t.shape().end()); }
-
-std::size_t count(const Shape& s)
-{
-    std::size_t n = 1;
-    for (const auto d : s) n *= d;
-    return n;
-}
-
-// A tensor of the given shape holding `values` in row-major order.
-Tensor<double> tensor(const Shape& s, const std::vector<double>& values)
-{
-    Tensor<double> t = Tensor<double>::from_shape(s);
-    std::copy(values.begin(), values.end(), t.data());
-    return t;
-}
-
-Tensor<double> empty(const Shape& s) { return Tensor<double>::from_shape(s); }
-
-std::size_t axis_of(std::ptrdiff_t axis, std::size_t rank)
-{
-    return std::size_t(axis < 0 ? axis + std::ptrdiff_t(rank) : axis);
-}
-
-// A shape as outer x n x inner around one axis: element (o, j, i) is at (o n + j) inner + i.
-struct Around {
-    std::size_t outer = 1, n = 1, inner = 1;
-    Around(const Shape& s, std::size_t axis)
-    {
-        for (std::size_t d = 0; d < axis; ++d) outer *= s[d];
-        n = s[axis];
-        for (std::size_t d = axis + 1; d < s.size(); ++d) inner *= s[d];
-    }
-    std::size_t at(std::size_t o, std::size_t j, std::size_t i) const { return (o * n + j) * inner + i; }
-};
-
 // f(slice) for every slice of x along ints[0], the axis kept (size 1) when ints[1] != 0.
 template <class F>
 Tensor<double> reduce_reference(const Tensor<double>& x, std::ptrdiff_t axis_arg, bool keep, F f)
@@ -74,43 +35,6 @@ double sum_of(const std::vector<double>& v)
     double s = 0;
     for (const double x : v) s += x;
     return s;
-}
-
-// The maximum, NaN if any element is NaN (as PyTorch's max and amax).
-double max_of(const std::vector<double>& v)
-{
-    double m = -inf;
-    for (const double x : v) {
-        if (std::isnan(x)) return x;
-        m = std::max(m, x);
-    }
-    return m;
-}
-
-// log sum exp, the maximum subtracted first; -inf for an empty slice or one of -infs, +inf for
-// one holding +inf, NaN for one holding NaN.
-double logsumexp_of(const std::vector<double>& v)
-{
-    const double m = max_of(v);
-    if (std::isnan(m) || std::isinf(m)) return m;
-    double s = 0;
-    for (const double x : v) s += std::exp(x - m);
-    return m + std::log(s);
-}
-
-// Calls f(flat position, multi-index) for every element of shape s, row-major.
-template <class F>
-void for_each_index(const Shape& s, F f)
-{
-    const std::size_t n = count(s);
-    std::vector<std::size_t> index(s.size(), 0);
-    for (std::size_t k = 0; k < n; ++k) {
-        f(k, index);
-        for (std::size_t d = s.size(); d-- > 0;) {
-            if (++index[d] < s[d]) break;
-            index[d] = 0;
-        }
-    }
 }
 
 std::vector<std::ptrdiff_t> ints_from(const Sample& s, std::size_t first)
