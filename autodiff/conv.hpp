@@ -6,6 +6,14 @@
 // Sizes follow PyTorch: an output axis has (in + 2 padding - dilation (k - 1) - 1) / stride + 1
 // elements. Every op refuses bad shapes and attributes with an ad::Error that names the op and
 // the shapes.
+//
+// Limits, the same for convolutions and pooling: every window attribute - the kernel's height
+// and width (a convolution's from its weight), stride, padding, dilation, groups - is at most
+// window_attribute_limit (65535), far above any real network and small enough that no size built
+// from them wraps. Every size is computed in 64 bits that cannot wrap, and the output and each
+// work buffer (im2col columns, pooling indices) must fit in `max_bytes` of the options (4 GiB by
+// default; raise it for larger layers): both are checked once per call, before anything is
+// allocated, and refused with an ad::Error naming the op, the shapes and the byte count.
 #pragma once
 
 #include "autodiff/ops.hpp"
@@ -13,22 +21,33 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 
 namespace ad {
 
 using Size2 = std::array<std::size_t, 2>;  // (height, width)
+
+// The largest kernel extent, stride, padding, dilation or groups of a convolution or pooling.
+inline constexpr std::size_t window_attribute_limit = 65535;
+// The default largest buffer a convolution or pooling may allocate, in bytes.
+inline constexpr std::uint64_t window_default_max_bytes = std::uint64_t(4) << 30;
 
 struct Conv2dOptions {
     Size2 stride{1, 1};
     Size2 padding{0, 0};   // zeros added on both sides
     Size2 dilation{1, 1};  // spacing of the kernel taps
     std::size_t groups = 1;  // C and F split into this many groups; groups = C is depthwise
+    // The largest output or work buffer (the unfolded input) the op may allocate, in bytes; the
+    // ops its gradient records keep it.
+    std::uint64_t max_bytes = window_default_max_bytes;
 };
 
 struct Pool2dOptions {
     Size2 kernel{2, 2};
     Size2 stride{2, 2};
     Size2 padding{0, 0};  // at most half the kernel (PyTorch's rule), so no window is all padding
+    // The largest output or index buffer the op may allocate, in bytes.
+    std::uint64_t max_bytes = window_default_max_bytes;
     Pool2dOptions() = default;
     // A k x k window moved by k (PyTorch's default stride).
     explicit Pool2dOptions(std::size_t k, std::size_t stride = 0, std::size_t pad = 0)
@@ -60,8 +79,9 @@ template <class T> Var<T> global_avg_pool2d(const Var<T>& x);
 // [N, d1, d2, ...] -> [N, d1 d2 ...].
 template <class T> Var<T> flatten(const Var<T>& x);
 
-// Batch normalisation over the channels of x [N, C, H, W] (or [N, C]) with batch statistics,
-// one op: per channel c, over n, h, w,
+// Batch normalisation over the channels of x [N, C, H, W] (or [N, C]) with batch statistics
+// (training mode: at least 2 values per channel, N H W >= 2, as in PyTorch), one op: per channel
+// c, over n, h, w,
 //   mean_c, var_c = the mean and the biased (1/m) variance, m = N H W;
 //   y = (x - mean_c) / sqrt(var_c + eps) gamma_c + beta_c;  gamma, beta of shape [C].
 // If `stats` is given it receives mean and var ([C] each), for running statistics (nn::BatchNorm2d

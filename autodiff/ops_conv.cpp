@@ -7,6 +7,8 @@
 #include "autodiff/op.hpp"
 #include "autodiff/kernels/conv.hpp"
 
+#include <cstdint>
+#include <limits>
 #include <string>
 
 namespace ad {
@@ -18,14 +20,39 @@ using kernels::PoolGeometry;
 
 std::string size2_str(const Size2& s) { return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + "]"; }
 
-// A convolution's attributes as the VJPs capture them: 14 bytes (check_conv refuses values
-// above 65535), so both closures are stored in the record itself and recording allocates nothing.
+using kernels::CheckedSize;
+
+// n, or "more than 18446744073709551615" when it did not fit.
+std::string size_str(const CheckedSize& n)
+{
+    return n.overflow ? "more than " + std::to_string(std::numeric_limits<std::size_t>::max()) : std::to_string(n.value);
+}
+
+// Refuses a buffer of n elements of `each` bytes when it needs more than `cap` bytes; what()
+// describes the buffer and the op's shapes (built only when the buffer is refused).
+template <class T, class What>
+void check_bytes(const char* op, const Var<T>& at, CheckedSize n, std::size_t each, std::uint64_t cap,
+                 const char* options, What what)
+{
+    const CheckedSize bytes = n * each;
+    if (!bytes.overflow && bytes.value <= cap) return;
+    fail(op, at, what() + " would take " + size_str(bytes) + " bytes, more than the " + std::to_string(cap) +
+                     " bytes the op may allocate (" + options + "::max_bytes)");
+}
+
+// A window attribute as the VJPs capture it: every one is at most window_attribute_limit (checked
+// before an op records), so 16 bits hold it exactly.
+using Attr = std::uint16_t;
+static_assert(window_attribute_limit <= std::numeric_limits<Attr>::max(), "a window attribute must fit in Attr");
+
+// A convolution's attributes as the VJPs capture them: 24 bytes, so both closures are stored in
+// the record itself and recording allocates nothing.
 struct ConvAttrs {
-    using U = std::uint16_t;
-    U sh, sw, ph, pw, dh, dw, groups;
+    Attr sh, sw, ph, pw, dh, dw, groups;
+    std::uint64_t max_bytes;
     explicit ConvAttrs(const Conv2dOptions& o)
-        : sh(U(o.stride[0])), sw(U(o.stride[1])), ph(U(o.padding[0])), pw(U(o.padding[1])), dh(U(o.dilation[0])),
-          dw(U(o.dilation[1])), groups(U(o.groups))
+        : sh(Attr(o.stride[0])), sw(Attr(o.stride[1])), ph(Attr(o.padding[0])), pw(Attr(o.padding[1])),
+          dh(Attr(o.dilation[0])), dw(Attr(o.dilation[1])), groups(Attr(o.groups)), max_bytes(o.max_bytes)
     {
     }
     Conv2dOptions options() const
@@ -35,6 +62,7 @@ struct ConvAttrs {
         o.padding = {ph, pw};
         o.dilation = {dh, dw};
         o.groups = groups;
+        o.max_bytes = max_bytes;
         return o;
     }
 };
@@ -56,11 +84,17 @@ ConvGeometry geometry(const S1& xs, const S2& ws, const Conv2dOptions& o)
     return g;
 }
 
-// Checks a convolution of input shape xs by weight shape ws: ranks, strides, dilations, groups,
-// channels and that the dilated kernel fits the padded input. `op` names the op in errors, `at`
-// (any of its inputs) gives their tape position.
+// Which of the three shapes a convolution op returns.
+enum class ConvResult { output, input, weight };
+
+// Checks a convolution of input shape xs by weight shape ws: ranks, attributes, groups, channels,
+// that the dilated kernel fits the padded input, and the sizes of the result (`result`) and of the
+// work space of `parts` parts (carve). `op` names the op in errors, `at` (any of its inputs) gives
+// their tape position. Shapes given as a Shape (the adjoint ops') may be anything: every size is
+// computed without wrapping.
 template <class T, class S1, class S2>
-ConvGeometry check_conv(const char* op, const Var<T>& at, const S1& xs, const S2& ws, const Conv2dOptions& o)
+ConvGeometry check_conv(const char* op, const Var<T>& at, const S1& xs, const S2& ws, const Conv2dOptions& o,
+                        ConvResult result, int parts)
 {
     // Built only when an error is raised: a valid call allocates nothing.
     auto shapes = [&] { return "input " + shape_str(xs) + ", weight " + shape_str(ws); };
@@ -68,35 +102,71 @@ ConvGeometry check_conv(const char* op, const Var<T>& at, const S1& xs, const S2
         fail(op, at, "input must be [N, C, H, W] (rank 4), got shape " + shape_str(xs));
     if (ws.size() != 4)
         fail(op, at, "weight must be [F, C / groups, kh, kw] (rank 4), got shape " + shape_str(ws));
+    for (std::size_t v : {ws[2], ws[3], o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0],
+                          o.dilation[1], o.groups})
+        if (v > window_attribute_limit)
+            fail(op, at, "the kernel [" + std::to_string(ws[2]) + ", " + std::to_string(ws[3]) + "], stride " +
+                             size2_str(o.stride) + ", padding " + size2_str(o.padding) + ", dilation " +
+                             size2_str(o.dilation) + " and groups = " + std::to_string(o.groups) +
+                             " must each be at most " + std::to_string(window_attribute_limit) +
+                             ", the limit of convolution and pooling attributes (" + shapes() + ")");
     if (o.stride[0] == 0 || o.stride[1] == 0)
         fail(op, at, "stride " + size2_str(o.stride) + " must be >= 1 (" + shapes() + ")");
-    for (std::size_t v : {o.stride[0], o.stride[1], o.padding[0], o.padding[1], o.dilation[0], o.dilation[1], o.groups})
-        if (v > 65535)
-            fail(op, at, "stride " + size2_str(o.stride) + ", padding " + size2_str(o.padding) +
-                             ", dilation " + size2_str(o.dilation) + " and groups = " + std::to_string(o.groups) +
-                             " must each be at most 65535 (" + shapes() + ")");
     if (o.dilation[0] == 0 || o.dilation[1] == 0)
         fail(op, at, "dilation " + size2_str(o.dilation) + " must be >= 1 (" + shapes() + ")");
     if (o.groups == 0 || xs[1] % o.groups != 0 || ws[0] % o.groups != 0)
         fail(op, at, "groups = " + std::to_string(o.groups) +
                          " must be >= 1 and divide both the input channels C = " + std::to_string(xs[1]) +
                          " and the output channels F = " + std::to_string(ws[0]) + " (" + shapes() + ")");
-    if (ws[1] * o.groups != xs[1])
+    if (ws[1] != xs[1] / o.groups)
         fail(op, at, "channel mismatch: the weight " + shape_str(ws) + " with groups = " +
-                         std::to_string(o.groups) + " takes " + std::to_string(ws[1] * o.groups) +
+                         std::to_string(o.groups) + " takes " + size_str(CheckedSize(ws[1]) * o.groups) +
                          " input channels, the input " + shape_str(xs) + " has " + std::to_string(xs[1]));
     if (ws[2] == 0 || ws[3] == 0)
         fail(op, at, "the kernel is empty (" + shapes() + ")");
     for (int a = 0; a < 2; ++a) {
         const std::size_t in = xs[2 + a], k = ws[2 + a], pad = o.padding[a], dil = o.dilation[a];
-        const std::size_t span = dil * (k - 1) + 1;
-        if (span > in + 2 * pad)
+        const std::size_t span = dil * (k - 1) + 1;  // below 2^32: both are at most 65535
+        const CheckedSize padded = CheckedSize(in) + 2 * pad;
+        const char* axis = a == 0 ? "height " : "width ";
+        if (padded.overflow)
+            fail(op, at, std::string("the padded ") + axis + std::to_string(in) + " + 2 x " + std::to_string(pad) +
+                             " does not fit in 64 bits (" + shapes() + ")");
+        if (span > padded.value)
             fail(op, at, "the kernel (" + std::to_string(k) + " taps, dilation " +
                              std::to_string(dil) + ": spans " + std::to_string(span) + ") is larger than the padded " +
-                             (a == 0 ? "height " : "width ") + std::to_string(in) + " + 2 x " + std::to_string(pad) +
-                             " = " + std::to_string(in + 2 * pad) + " (" + shapes() + ")");
+                             axis + std::to_string(in) + " + 2 x " + std::to_string(pad) +
+                             " = " + std::to_string(padded.value) + " (" + shapes() + ")");
     }
-    return geometry(xs, ws, o);
+    const ConvGeometry g = geometry(xs, ws, o);
+    const CheckedSize pixels = CheckedSize(g.N) * g.Ho * g.Wo;
+    const CheckedSize out = CheckedSize(g.F) * pixels, taps = CheckedSize(g.C) * g.kh * g.kw;
+    const CheckedSize cols = taps * pixels;
+    auto out_shape = [&] {
+        return Shape{g.N, g.F, g.Ho, g.Wo};
+    };
+    CheckedSize n;
+    const char* what = "";
+    switch (result) {
+    case ConvResult::output: n = out; what = "the output "; break;
+    case ConvResult::input: n = CheckedSize(g.N) * g.C * g.H * g.W; what = "the input gradient "; break;
+    case ConvResult::weight: n = CheckedSize(g.F) * ws[1] * g.kh * g.kw; what = "the weight gradient "; break;
+    }
+    check_bytes(op, at, n, sizeof(T), o.max_bytes, "Conv2dOptions", [&] {
+        const std::string s = result == ConvResult::output ? shape_str(out_shape())
+                              : result == ConvResult::input ? shape_str(xs)
+                                                            : shape_str(ws);
+        return std::string(what) + s + " (" + size_str(n) + " elements; " + shapes() + ")";
+    });
+    const CheckedSize parts_sizes[4] = {cols, out, cols, out};
+    CheckedSize work = 0;
+    for (int i = 0; i < parts; ++i) work = work + parts_sizes[i];
+    check_bytes(op, at, work, sizeof(T), o.max_bytes, "Conv2dOptions", [&] {
+        return "the work space of " + size_str(work) + " elements (the unfolded input, [C kh kw, N Ho Wo] = [" +
+               size_str(taps) + ", " + size_str(pixels) + "], and the output " + shape_str(out_shape()) +
+               " as [F, N Ho Wo]; " + shapes() + ")";
+    });
+    return g;
 }
 
 // Work space carved from one saved tensor: cols [C kh kw, N P], cnp [F, N P], dcols like cols,
@@ -191,7 +261,7 @@ template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Conv2dOptions& o)
 {
     check_handles("conv2d", {x, w});
-    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o, ConvResult::output, 3);
     Op<T> op("conv2d", {x, w});
     auto buf = carve(op.save(0), g, 3);
     auto& y = op.out();
@@ -205,7 +275,7 @@ template <class T>
 Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, const Conv2dOptions& o)
 {
     check_handles("conv2d", {x, w, b});
-    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o, ConvResult::output, 3);
     if (b.dimension() != 1 || b.shape()[0] != g.F)
         fail("conv2d", x, "bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
                               " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
@@ -278,7 +348,7 @@ template <class T>
 Var<T> conv2d_input_grad(const Var<T>& gy, const Var<T>& w, const Shape& input_shape, const Conv2dOptions& o)
 {
     check_handles("conv2d_input_grad", {gy, w});
-    const ConvGeometry g = check_conv("conv2d_input_grad", gy, input_shape, w.shape(), o);
+    const ConvGeometry g = check_conv("conv2d_input_grad", gy, input_shape, w.shape(), o, ConvResult::input, 4);
     const auto& gs = gy.shape();
     if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
         fail("conv2d_input_grad", gy,
@@ -305,7 +375,7 @@ template <class T>
 Var<T> conv2d_weight_grad(const Var<T>& x, const Var<T>& gy, const Shape& weight_shape, const Conv2dOptions& o)
 {
     check_handles("conv2d_weight_grad", {x, gy});
-    const ConvGeometry g = check_conv("conv2d_weight_grad", x, x.shape(), weight_shape, o);
+    const ConvGeometry g = check_conv("conv2d_weight_grad", x, x.shape(), weight_shape, o, ConvResult::weight, 4);
     const auto& gs = gy.shape();
     if (gs.size() != 4 || gs[0] != g.N || gs[1] != g.F || gs[2] != g.Ho || gs[3] != g.Wo)
         fail("conv2d_weight_grad", x,
@@ -331,13 +401,20 @@ Var<T> conv2d_weight_grad(const Var<T>& x, const Var<T>& gy, const Shape& weight
 
 namespace {
 
-// Checks a pooling of x and returns its geometry.
+// Checks a pooling of x - attributes, that the kernel fits the padded input, the sizes of the
+// output and (`indices`: max_pool2d) of the saved positions of the maxima - and returns its
+// geometry.
 template <class T>
-PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o)
+PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o, bool indices)
 {
     check_handles(op, {x});
     const auto& s = x.shape();
     if (s.size() != 4) fail(op, x, "input must be [N, C, H, W] (rank 4), got shape " + shape_str(s));
+    for (std::size_t v : {o.kernel[0], o.kernel[1], o.stride[0], o.stride[1], o.padding[0], o.padding[1]})
+        if (v > window_attribute_limit)
+            fail(op, x, "kernel " + size2_str(o.kernel) + ", stride " + size2_str(o.stride) + " and padding " +
+                            size2_str(o.padding) + " must each be at most " + std::to_string(window_attribute_limit) +
+                            ", the limit of convolution and pooling attributes (input " + shape_str(s) + ")");
     if (o.kernel[0] == 0 || o.kernel[1] == 0)
         fail(op, x, "kernel " + size2_str(o.kernel) + " must be >= 1 (input " + shape_str(s) + ")");
     if (o.stride[0] == 0 || o.stride[1] == 0)
@@ -345,7 +422,7 @@ PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o)
     if (2 * o.padding[0] > o.kernel[0] || 2 * o.padding[1] > o.kernel[1])
         fail(op, x, "padding " + size2_str(o.padding) + " must be at most half the kernel " +
                         size2_str(o.kernel) + " (input " + shape_str(s) + ")");
-    for (int a = 0; a < 2; ++a)
+    for (int a = 0; a < 2; ++a)  // s[2 + a], the extent of a tensor that exists, is far below 2^63
         if (o.kernel[a] > s[2 + a] + 2 * o.padding[a])
             fail(op, x, "the kernel " + size2_str(o.kernel) + " is larger than the padded input " +
                             (a == 0 ? "height " : "width ") + std::to_string(s[2 + a]) + " + 2 x " +
@@ -356,21 +433,35 @@ PoolGeometry check_pool(const char* op, const Var<T>& x, const Pool2dOptions& o)
     g.ph = o.padding[0], g.pw = o.padding[1];
     g.Ho = kernels::conv_out_size(g.H, g.kh, g.sh, g.ph, 1);
     g.Wo = kernels::conv_out_size(g.W, g.kw, g.sw, g.pw, 1);
+    const CheckedSize out = CheckedSize(g.N) * g.C * g.Ho * g.Wo;
+    auto what = [&](const char* buffer) {
+        return [&s, &g, &out, buffer] {
+            return std::string(buffer) + shape_str(Shape{g.N, g.C, g.Ho, g.Wo}) + " (" + size_str(out) +
+                   " elements; input " + shape_str(s) + ")";
+        };
+    };
+    check_bytes(op, x, out, sizeof(T), o.max_bytes, "Pool2dOptions", what("the output "));
+    if (indices)
+        check_bytes(op, x, out, sizeof(std::ptrdiff_t), o.max_bytes, "Pool2dOptions",
+                    what("the positions of the maxima, one for each element of the output "));
     return g;
 }
 
-// A pooling's attributes as its VJP captures them (24 bytes: stored in the record itself).
+// A pooling's attributes as its VJPs capture them: 24 bytes, stored in the record itself (each
+// attribute is at most window_attribute_limit, checked by check_pool).
 struct PoolAttrs {
-    std::uint32_t kh, kw, sh, sw, ph, pw;
-    explicit PoolAttrs(const PoolGeometry& g)
-        : kh(std::uint32_t(g.kh)), kw(std::uint32_t(g.kw)), sh(std::uint32_t(g.sh)), sw(std::uint32_t(g.sw)),
-          ph(std::uint32_t(g.ph)), pw(std::uint32_t(g.pw))
+    Attr kh, kw, sh, sw, ph, pw;
+    std::uint64_t max_bytes;
+    PoolAttrs(const PoolGeometry& g, std::uint64_t max_bytes)
+        : kh(Attr(g.kh)), kw(Attr(g.kw)), sh(Attr(g.sh)), sw(Attr(g.sw)), ph(Attr(g.ph)), pw(Attr(g.pw)),
+          max_bytes(max_bytes)
     {
     }
     Pool2dOptions options() const
     {
         Pool2dOptions o;
         o.kernel = {kh, kw}, o.stride = {sh, sw}, o.padding = {ph, pw};
+        o.max_bytes = max_bytes;
         return o;
     }
     // The geometry again, from the input's and output's shapes.
@@ -471,14 +562,14 @@ Var<T> avg_pool2d_adjoint(const Var<T>& g, const PoolAttrs& a, const Shape& xs)
 template <class T>
 Var<T> max_pool2d(const Var<T>& x, const Pool2dOptions& o)
 {
-    const PoolGeometry g = check_pool("max_pool2d", x, o);
+    const PoolGeometry g = check_pool("max_pool2d", x, o, true);
     Op<T> op("max_pool2d", {x});
     auto& arg = op.save_indices();
     arg.resize(g.out_size());
     auto& y = op.out();
     set_shape4(y, g.N, g.C, g.Ho, g.Wo);
     kernels::max_pool2d_forward(x.value().data(), g, y.data(), arg.data());
-    const PoolAttrs a(g);
+    const PoolAttrs a(g, o.max_bytes);
     return op.done([a](Vjp<T>& v) {
         if (!v.wants(0)) return;
         const PoolGeometry g = a.geometry(v.x(0).shape(), v.y.shape());
@@ -495,12 +586,12 @@ Var<T> max_pool2d(const Var<T>& x, const Pool2dOptions& o)
 template <class T>
 Var<T> avg_pool2d(const Var<T>& x, const Pool2dOptions& o)
 {
-    const PoolGeometry g = check_pool("avg_pool2d", x, o);
+    const PoolGeometry g = check_pool("avg_pool2d", x, o, false);
     Op<T> op("avg_pool2d", {x});
     auto& y = op.out();
     set_shape4(y, g.N, g.C, g.Ho, g.Wo);
     kernels::avg_pool2d_forward(x.value().data(), g, y.data());
-    const PoolAttrs a(g);
+    const PoolAttrs a(g, o.max_bytes);
     return op.done([a](Vjp<T>& v) {
         if (!v.wants(0)) return;
         const PoolGeometry g = a.geometry(v.x(0).shape(), v.y.shape());
@@ -638,8 +729,10 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
         fail("batch_norm2d", x,
              "gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
                  " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
-    if (N * P < 1)
-        fail("batch_norm2d", x, "batch statistics need at least one value per channel (input " + shape_str(s) + ")");
+    if (N * P < 2)  // the variance of one value is 0 / 0 (NaN with eps = 0)
+        fail("batch_norm2d", x,
+             "expected more than 1 value per channel for batch statistics (training mode), got " +
+                 std::to_string(N * P) + " (N H W of the input " + shape_str(s) + ")");
     if (!(eps >= T(0))) fail("batch_norm2d", x, "eps = " + std::to_string(eps) + " must be >= 0");
     Op<T> op("batch_norm2d", {x, gamma, beta});
     Tensor<T>& stat = op.save(0);

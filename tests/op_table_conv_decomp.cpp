@@ -234,6 +234,7 @@ std::vector<Sample> conv2d_refused()
         two("stride 0", {1, 2, 5, 5}, {2, 2, 3, 3}, {0, 1, 0, 0, 1, 1, 1}),
         two("dilation 0", {1, 2, 5, 5}, {2, 2, 3, 3}, {1, 1, 0, 0, 1, 0, 1}),
         two("groups 0", {1, 2, 5, 5}, {2, 2, 3, 3}, {1, 1, 0, 0, 1, 1, 0}),
+        two("stride 65536, past the limit of 65535", {1, 2, 5, 5}, {2, 2, 3, 3}, {65536, 1, 0, 0, 1, 1, 1}),
     };
 }
 
@@ -327,6 +328,7 @@ std::vector<Sample> pool_refused()
         one("padding 2 more than half the kernel 3", {1, 2, 6, 6}, {3, 3, 1, 1, 2, 2}),
         one("kernel 0", {1, 2, 4, 4}, {0, 2, 1, 1, 0, 0}),
         one("stride 0", {1, 2, 4, 4}, {2, 2, 1, 0, 0, 0}),
+        one("stride 65536, past the limit of 65535", {1, 2, 4, 4}, {2, 2, 65536, 1, 0, 0}),
     };
 }
 
@@ -742,6 +744,8 @@ void add_batch_norm_entry(std::vector<Entry>& table)
             bn("input of rank 1", {3}, {3}, {3}),
             bn("empty batch: no values for the statistics", {0, 3, 2, 2}, {3}, {3}),
             bn("empty planes: no values for the statistics", {2, 3, 0, 2}, {3}, {3}),
+            bn("one value per channel: no variance", {1, 3, 1, 1}, {3}, {3}),
+            bn("[N, C] with N = 1", {1, 3}, {3}, {3}),
         };
     };
     table.push_back(e);

@@ -44,7 +44,31 @@ struct ConvGeometry {
     std::size_t weight_size() const { return F * Kg(); }
 };
 
+// A size in 64-bit arithmetic that cannot wrap: once a product or sum does not fit, the result
+// is marked `overflow` and so is everything computed from it. The ops size their outputs and work
+// space with it once per call, before allocating anything.
+struct CheckedSize {
+    std::size_t value = 0;
+    bool overflow = false;
+    CheckedSize(std::size_t v = 0) : value(v) {}  // NOLINT: implicit, so that sizes mix with it
+
+    friend CheckedSize operator*(CheckedSize a, CheckedSize b)
+    {
+        CheckedSize r;
+        r.overflow = __builtin_mul_overflow(a.value, b.value, &r.value) || a.overflow || b.overflow;
+        return r;
+    }
+    friend CheckedSize operator+(CheckedSize a, CheckedSize b)
+    {
+        CheckedSize r;
+        r.overflow = __builtin_add_overflow(a.value, b.value, &r.value) || a.overflow || b.overflow;
+        return r;
+    }
+};
+
 // (in + 2 pad - dilation (k - 1) - 1) / stride + 1, or 0 when the dilated kernel does not fit.
+// The caller has checked that in + 2 pad and dilation (k - 1) + 1 fit in 64 bits (check_conv,
+// check_pool).
 inline std::size_t conv_out_size(std::size_t in, std::size_t k, std::size_t stride, std::size_t pad,
                                  std::size_t dilation)
 {
