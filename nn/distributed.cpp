@@ -283,6 +283,9 @@ std::string disagreement(const std::vector<Statement>& all, const char* who)
         for (std::size_t g = 0; g < groups.size(); ++g)
             msg << (g ? "," : "") << " " << groups[g].first << " on " << ranks_text(groups[g].second);
     }
+    if (all[0][0] == call_sampler && !first)
+        msg << " (every rank must pass the same values: with different ones the ranks' parts of each global "
+               "batch overlap)";
     return msg.str();
 }
 
