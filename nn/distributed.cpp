@@ -294,6 +294,7 @@ std::string disagreement(const std::vector<Statement>& all, const char* who)
 template <class Detail>
 void agree(const Statement& mine, MPI_Comm comm, const char* who, const Detail& detail)
 {
+    timeout();  // a malformed AD_DIST_TIMEOUT is an error at the first call, not at the first long wait
     std::uint64_t reduced[2 * kFields];
     MPI_Request request = MPI_REQUEST_NULL;
     start_statement(mine, reduced, comm, &request);
@@ -454,8 +455,11 @@ double timeout() { return timeout_seconds(); }
 
 void set_timeout(double seconds)
 {
-    if (!(seconds > 0))
-        throw Error("set_timeout: " + std::to_string(seconds) + " seconds; expected a number > 0 (infinity: no limit)");
+    if (!(seconds > 0)) {
+        std::ostringstream msg;
+        msg << "set_timeout: " << seconds << " seconds; expected a number > 0 (infinity: no limit)";
+        throw Error(msg.str());
+    }
     timeout_seconds() = seconds;
 }
 

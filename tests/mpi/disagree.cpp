@@ -6,6 +6,7 @@
 //   params   rank 1's model has one Linear layer more
 //   shape    rank 1's hidden layer is wider
 //   seed     each rank gives the Sampler its own seed
+//   no-mpi   a Sampler of 2 ranks in a process that has not initialised MPI (run without mpirun)
 #include "nn/distributed.hpp"
 
 #include "autodiff/autodiff.hpp"
@@ -56,6 +57,15 @@ int train(const std::string& mode)
 int main(int argc, char** argv)
 {
     const std::string mode = argc > 1 ? argv[1] : "";
+    if (mode == "no-mpi") {
+        try {
+            ad::dist::Sampler sampler(64, 16, 1, 0, 2);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "%s\n", e.what());
+            return 1;
+        }
+        return 0;
+    }
     return ad::dist::run(argc, argv, [&] {
         const int r = ad::dist::rank();
         if (mode == "steps" || mode == "leak" || mode == "stuck") return train(mode);
