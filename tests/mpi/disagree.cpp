@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -38,7 +39,8 @@ int train(const std::string& mode)
     auto dp = std::make_unique<ad::dist::DataParallel<double>>(*model, opt);
     const std::size_t examples = r == 1 && mode != "stuck" ? 48 : 64;
     const ad::Tensor<double> x = xt::ones<double>({std::size_t(8), std::size_t(4)});
-    const std::vector<std::int64_t> y{0, 1, 0, 1, 0, 1, 0, 1};
+    std::vector<std::int64_t> y(8);
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] = std::int64_t(i % 2);
     ad::Tape<double> tape;
     for (std::size_t step = 0; step * 8 < examples; ++step) {
         if (mode == "stuck" && r == 1 && step == 3) std::this_thread::sleep_for(std::chrono::seconds(600));
@@ -47,7 +49,9 @@ int train(const std::string& mode)
         dp->backward(nn::cross_entropy_loss((*model)(tape.constant(x)), y), 0.5);
         dp->step();
     }
-    if (mode == "leak") (void)dp.release();  // never destroyed: its finish() never comes
+    // Kept past MPI_Finalize (its destructor then does nothing): its finish() never comes.
+    static std::unique_ptr<ad::dist::DataParallel<double>> kept;
+    if (mode == "leak") kept = std::move(dp);
     std::printf("rank %d finished its steps\n", r);
     return 0;
 }
