@@ -5,14 +5,18 @@
 #include "nn/checkpoint.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 namespace ad::dist {
 
@@ -44,13 +48,342 @@ int count_of(std::size_t n, const char* who)
     return static_cast<int>(n);
 }
 
+std::string g_program = "ad::dist";  // run() sets the program's name
+
+[[noreturn]] void abort_job(MPI_Comm comm, const std::string& what)
+{
+    int r = 0, s = 1;
+    MPI_Comm_rank(comm, &r);
+    MPI_Comm_size(comm, &s);
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: rank %d of %d: %s\n", g_program.c_str(), r, s, what.c_str());
+    std::fflush(stderr);
+    MPI_Abort(comm, 1);
+    std::_Exit(1);  // MPI_Abort does not return; this is for an MPI that would
+}
+
+double timeout_from_environment()
+{
+    const char* text = std::getenv("AD_DIST_TIMEOUT");
+    if (!text) return 300;
+    char* end = nullptr;
+    const double v = std::strtod(text, &end);
+    if (end == text || *end != '\0' || !(v > 0))
+        throw Error(std::string("AD_DIST_TIMEOUT: expected a number of seconds > 0, got '") + text + "'");
+    return v;
+}
+
+double& timeout_seconds()
+{
+    static double seconds = timeout_from_environment();
+    return seconds;
+}
+
+// Waits for n requests, at most timeout() seconds; then ends the job, naming who() waited. (A
+// request still under way cannot be abandoned: MPI would write into its buffer later.)
+template <class Who>
+void wait_for(MPI_Request* requests, int n, MPI_Comm comm, const Who& who)
+{
+    int done = 0;
+    check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (done) return;
+    const double limit = timeout();
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+        std::this_thread::yield();  // ranks may share cores
+        check_mpi(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+        if (done) return;
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (waited > limit) {
+            std::ostringstream msg;
+            msg << who() << ": no answer from every rank after " << waited
+                << " s (the timeout: ad::dist::set_timeout or AD_DIST_TIMEOUT); a rank has left the job's "
+                   "sequence of collective calls: it may have returned early without destroying its "
+                   "DataParallel, be stuck, or wait in another collective";
+            abort_job(comm, msg.str());
+        }
+    }
+}
+
+template <class Who>
+void wait_for(MPI_Request& request, MPI_Comm comm, const Who& who)
+{
+    wait_for(&request, 1, comm, who);
+}
+
+auto named(const char* who)
+{
+    return [who] { return std::string(who); };
+}
+
 // Whether every rank says ok: a check that fails on one rank must stop every rank before the
 // next collective, or the others would wait for it forever.
-bool all_agree(bool ok, MPI_Comm comm)
+bool all_agree(bool ok, MPI_Comm comm, const char* who)
 {
-    int mine = ok ? 1 : 0, all = 0;
-    check_mpi(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm), "MPI_Allreduce");
+    int all = ok ? 1 : 0;
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, comm, &request), "MPI_Iallreduce");
+    wait_for(request, comm, named(who));
     return all == 1;
+}
+
+// Agreement (distributed.hpp): a statement is the call a rank is in and the values every rank
+// must share. One allreduce of (v, ~v) under MPI_MAX gives the largest and the smallest of each.
+enum Call : std::uint64_t {
+    call_data_parallel = 1,
+    call_step,
+    call_finish,
+    call_check_replicas,
+    call_save_checkpoint,
+    call_load_checkpoint,
+    call_broadcast,
+    call_sampler,
+};
+constexpr std::size_t kFields = 7;  // the call and up to six values
+using Statement = std::array<std::uint64_t, kFields>;
+
+void fold(const Statement& s, std::uint64_t* out)
+{
+    for (std::size_t i = 0; i < kFields; ++i) {
+        out[i] = s[i];
+        out[kFields + i] = ~s[i];
+    }
+}
+
+bool agreed(const std::uint64_t* reduced)
+{
+    for (std::size_t i = 0; i < kFields; ++i)
+        if (reduced[i] != ~reduced[kFields + i]) return false;
+    return true;
+}
+
+void start_statement(const Statement& s, std::uint64_t* buffer, MPI_Comm comm, MPI_Request* request)
+{
+    fold(s, buffer);
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buffer, int(2 * kFields), MPI_UINT64_T, MPI_MAX, comm, request),
+              "MPI_Iallreduce");
+}
+
+// Every rank's statement (after a disagreement, which every rank saw alike).
+std::vector<Statement> gather_statements(const Statement& mine, MPI_Comm comm, const char* who)
+{
+    std::vector<Statement> all(static_cast<std::size_t>(size(comm)));
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallgather(mine.data(), int(kFields), MPI_UINT64_T, all.data(), int(kFields), MPI_UINT64_T, comm,
+                             &request),
+              "MPI_Iallgather");
+    wait_for(request, comm, named(who));
+    return all;
+}
+
+// Every rank's string.
+std::vector<std::string> gather_strings(const std::string& mine, MPI_Comm comm, const char* who)
+{
+    const auto P = static_cast<std::size_t>(size(comm));
+    std::vector<int> lengths(P), offsets(P);
+    int length = count_of(mine.size(), who);
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm, &request), "MPI_Iallgather");
+    wait_for(request, comm, named(who));
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < P; ++r) {
+        offsets[r] = count_of(total, who);
+        total += static_cast<std::size_t>(lengths[r]);
+    }
+    std::string all(total, '\0');
+    check_mpi(MPI_Iallgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
+                              comm, &request),
+              "MPI_Iallgatherv");
+    wait_for(request, comm, named(who));
+    std::vector<std::string> out;
+    for (std::size_t r = 0; r < P; ++r)
+        out.push_back(all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(lengths[r])));
+    return out;
+}
+
+std::string ranks_text(const std::vector<int>& ranks)
+{
+    std::string s = ranks.size() > 1 ? "ranks " : "rank ";
+    for (std::size_t i = 0; i < ranks.size(); ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
+    return s;
+}
+
+// The names of a call's values in messages; null for values that are not shown (shape hashes).
+const char* field_name(std::uint64_t call, std::size_t field)
+{
+    static const std::map<std::uint64_t, std::array<const char*, kFields - 1>> names = {
+        {call_data_parallel, {"parameters", nullptr, "buffers", nullptr, "bytes per element", nullptr}},
+        {call_step, {"steps taken"}},
+        {call_finish, {"steps taken"}},
+        {call_check_replicas, {"steps taken"}},
+        {call_save_checkpoint, {"steps taken"}},
+        {call_load_checkpoint, {"steps taken"}},
+        {call_broadcast, {"tensors", nullptr}},
+        {call_sampler, {"data set size", "global batch", "seed", "epoch", "ranks",
+                        "rank argument equal to the MPI rank (1 yes, 0 no)"}},
+    };
+    const auto it = names.find(call);
+    return it == names.end() ? nullptr : it->second[field - 1];
+}
+
+std::string describe(const Statement& s)
+{
+    const std::string steps = std::to_string(s[1]) + (s[1] == 1 ? " step" : " steps");
+    switch (s[0]) {
+    case call_data_parallel: return "constructing a DataParallel";
+    case call_step: return "in DataParallel::step after " + steps;
+    case call_finish: return "finished after " + steps + " (DataParallel::finish or its destructor)";
+    case call_check_replicas: return "in check_replicas after " + steps;
+    case call_save_checkpoint: return "in save_checkpoint after " + steps;
+    case call_load_checkpoint: return "in load_checkpoint after " + steps;
+    case call_broadcast: return "broadcasting " + std::to_string(s[1]) + " tensors";
+    case call_sampler:
+        return "constructing a Sampler or in Sampler::set_epoch (data set size " + std::to_string(s[1]) +
+               ", global batch " + std::to_string(s[2]) + ", seed " + std::to_string(s[3]) + ", epoch " +
+               std::to_string(s[4]) + ")";
+    default: return "in a collective call that is not this component's";
+    }
+}
+
+// The same text on every rank: each rank's call, or the values that differ and who has which.
+std::string disagreement(const std::vector<Statement>& all, const char* who)
+{
+    std::ostringstream msg;
+    msg << who;
+    bool same_call = true;
+    for (const auto& s : all) same_call = same_call && s[0] == all[0][0];
+    if (!same_call) {
+        msg << ": the ranks are in different calls:";
+        std::vector<std::pair<std::string, std::vector<int>>> groups;
+        for (std::size_t r = 0; r < all.size(); ++r) {
+            const std::string d = describe(all[r]);
+            auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == d; });
+            if (it == groups.end()) groups.push_back({d, {int(r)}});
+            else it->second.push_back(int(r));
+        }
+        for (std::size_t g = 0; g < groups.size(); ++g)
+            msg << (g ? "; " : " ") << ranks_text(groups[g].second) << ": " << groups[g].first;
+        msg << "; every rank must make the same calls in the same order (as many steps on every rank: "
+               "data sets of the same size)";
+        return msg.str();
+    }
+    msg << ": the ranks disagree:";
+    bool first = true;
+    for (std::size_t f = 1; f < kFields; ++f) {
+        const char* name = field_name(all[0][0], f);
+        std::vector<std::pair<std::uint64_t, std::vector<int>>> groups;
+        for (std::size_t r = 0; r < all.size(); ++r) {
+            auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == all[r][f]; });
+            if (it == groups.end()) groups.push_back({all[r][f], {int(r)}});
+            else it->second.push_back(int(r));
+        }
+        if (groups.size() < 2 || !name) continue;
+        msg << (first ? " " : "; ") << name << ":";
+        first = false;
+        for (std::size_t g = 0; g < groups.size(); ++g)
+            msg << (g ? "," : "") << " " << groups[g].first << " on " << ranks_text(groups[g].second);
+    }
+    if (all[0][0] == call_sampler && !first)
+        msg << " (every rank must pass the same values: with different ones the ranks' parts of each global "
+               "batch overlap)";
+    return msg.str();
+}
+
+// Every rank states `mine`; throws the same ad::Error on every rank when they differ. `detail`
+// (collective too) adds to the message when the ranks are in the same call.
+template <class Detail>
+void agree(const Statement& mine, MPI_Comm comm, const char* who, const Detail& detail)
+{
+    timeout();  // a malformed AD_DIST_TIMEOUT is an error at the first call, not at the first long wait
+    std::uint64_t reduced[2 * kFields];
+    MPI_Request request = MPI_REQUEST_NULL;
+    start_statement(mine, reduced, comm, &request);
+    wait_for(request, comm, named(who));
+    if (agreed(reduced)) return;
+    const auto all = gather_statements(mine, comm, who);
+    std::string msg = disagreement(all, who);
+    bool same_call = true;
+    for (const auto& s : all) same_call = same_call && s[0] == mine[0];
+    if (same_call) {
+        const std::string more = detail();
+        if (!more.empty()) msg += (msg.back() == ':' ? " " : "; ") + more;
+    }
+    throw Error(msg);
+}
+
+void agree(const Statement& mine, MPI_Comm comm, const char* who)
+{
+    agree(mine, comm, who, [] { return std::string(); });
+}
+
+// Names and shapes of tensors, and a hash of the shapes (names may differ between ranks: the
+// broadcast needs only the shapes to match).
+struct Listing {
+    std::vector<std::string> names, shapes;
+};
+
+template <class Tensors>
+Listing listing_of(const Tensors& tensors)
+{
+    Listing l;
+    for (const auto& [name, t] : tensors) {
+        l.names.push_back(name);
+        l.shapes.push_back(shape_str(t->shape()));
+    }
+    return l;
+}
+
+std::uint64_t hash_of(const Listing& l)
+{
+    std::uint64_t h = 1469598103934665603ull;
+    for (const auto& s : l.shapes)
+        for (const char c : s + ";") {
+            h ^= static_cast<unsigned char>(c);
+            h *= 1099511628211ull;
+        }
+    return h;
+}
+
+// The first tensor whose shape differs from rank 0's on the first rank that differs. Collective.
+std::string first_difference(const Listing& mine, const char* kind, MPI_Comm comm, const char* who)
+{
+    std::string encoded;
+    for (std::size_t i = 0; i < mine.names.size(); ++i) encoded += mine.names[i] + '\t' + mine.shapes[i] + '\n';
+    const auto all = gather_strings(encoded, comm, who);
+    std::vector<Listing> lists(all.size());
+    for (std::size_t r = 0; r < all.size(); ++r) {
+        std::istringstream in(all[r]);
+        std::string line;
+        while (std::getline(in, line)) {
+            const auto tab = line.find('\t');
+            lists[r].names.push_back(line.substr(0, tab));
+            lists[r].shapes.push_back(line.substr(tab + 1));
+        }
+    }
+    const Listing& zero = lists[0];
+    for (std::size_t r = 1; r < lists.size(); ++r) {
+        const Listing& other = lists[r];
+        const std::string rank = "rank " + std::to_string(r);
+        const std::size_t n = std::min(zero.shapes.size(), other.shapes.size());
+        std::string msg;
+        if (zero.shapes.size() != other.shapes.size())
+            msg = "rank 0 has " + std::to_string(zero.shapes.size()) + " " + kind + "s, " + rank + " has " +
+                  std::to_string(other.shapes.size()) + "; ";
+        for (std::size_t i = 0; i < n; ++i)
+            if (zero.shapes[i] != other.shapes[i]) {
+                msg += kind + std::string(" ") + std::to_string(i) + " ('" + zero.names[i] + "') has shape " +
+                       zero.shapes[i] + " on rank 0 and " + other.shapes[i] + " on " + rank;
+                if (other.names[i] != zero.names[i]) msg += " (named '" + other.names[i] + "' there)";
+                return msg;
+            }
+        if (zero.shapes.size() != other.shapes.size()) {
+            const bool longer = other.shapes.size() > n;
+            const Listing& l = longer ? other : zero;
+            return msg + kind + " " + std::to_string(n) + " ('" + l.names[n] + "' " + l.shapes[n] + ") is on " +
+                   (longer ? rank : std::string("rank 0")) + " only";
+        }
+    }
+    return {};
 }
 
 // FNV-1a over a tensor's shape and bytes.
@@ -72,36 +405,26 @@ std::uint64_t hash_of(const Tensor<T>& t)
     return h;
 }
 
-// Sends every tensor from root; every rank must hold tensors of the same shapes (checked first,
-// collectively, so that a mismatch is an error on every rank rather than a hang).
+// Sends every tensor from root. With `check`, the ranks first agree on the tensors' number and
+// shapes (an error on every rank naming the first difference rather than a hang or a truncated
+// message); without, the caller has checked them.
 template <class T>
 void broadcast_tensors(const std::vector<std::pair<std::string, Tensor<T>*>>& tensors, int root, MPI_Comm comm,
-                       const char* who)
+                       const char* who, bool check = true)
 {
-    std::vector<std::uint64_t> sizes;
-    for (const auto& [name, t] : tensors) sizes.push_back(t->size());
-    sizes.push_back(tensors.size());
-    std::vector<std::uint64_t> root_sizes = sizes;
-    check_mpi(MPI_Bcast(root_sizes.data(), count_of(root_sizes.size(), who), MPI_UINT64_T, root, comm), "MPI_Bcast");
-    const bool same = root_sizes == sizes;
-    if (!all_agree(same, comm)) {
-        std::string msg = std::string(who) + ": the ranks hold different models: ";
-        if (same) msg += "another rank's tensors differ from rank " + std::to_string(root) + "'s";
-        else if (root_sizes.back() != sizes.back())
-            msg += "rank " + std::to_string(root) + " has " + std::to_string(root_sizes.back()) + " tensors, rank " +
-                   std::to_string(rank(comm)) + " has " + std::to_string(sizes.back());
-        else
-            for (std::size_t i = 0; i + 1 < sizes.size(); ++i)
-                if (sizes[i] != root_sizes[i]) {
-                    msg += "'" + tensors[i].first + "' has " + std::to_string(root_sizes[i]) + " elements on rank " +
-                           std::to_string(root) + " and " + std::to_string(sizes[i]) + " on rank " +
-                           std::to_string(rank(comm));
-                    break;
-                }
-        throw Error(msg);
+    if (check) {
+        const Listing mine = listing_of(tensors);
+        agree(Statement{call_broadcast, mine.shapes.size(), hash_of(mine)}, comm, who,
+              [&] { return first_difference(mine, "tensor", comm, who); });
     }
-    for (const auto& [name, t] : tensors)
-        check_mpi(MPI_Bcast(t->data(), count_of(t->size(), who), mpi_type<T>(), root, comm), "MPI_Bcast");
+    std::vector<MPI_Request> requests;
+    requests.reserve(tensors.size());
+    for (const auto& [name, t] : tensors) {
+        requests.push_back(MPI_REQUEST_NULL);
+        check_mpi(MPI_Ibcast(t->data(), count_of(t->size(), who), mpi_type<T>(), root, comm, &requests.back()),
+                  "MPI_Ibcast");
+    }
+    wait_for(requests.data(), count_of(requests.size(), who), comm, named(who));
 }
 
 template <class T>
@@ -128,6 +451,18 @@ int size(MPI_Comm comm)
     return s;
 }
 
+double timeout() { return timeout_seconds(); }
+
+void set_timeout(double seconds)
+{
+    if (!(seconds > 0)) {
+        std::ostringstream msg;
+        msg << "set_timeout: " << seconds << " seconds; expected a number > 0 (infinity: no limit)";
+        throw Error(msg.str());
+    }
+    timeout_seconds() = seconds;
+}
+
 int run(int argc, char** argv, const std::function<int()>& fn)
 {
     int provided = 0;
@@ -135,16 +470,8 @@ int run(int argc, char** argv, const std::function<int()>& fn)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     std::string program = argc > 0 && argv[0] ? argv[0] : "program";
     if (const auto slash = program.rfind('/'); slash != std::string::npos) program = program.substr(slash + 1);
-    auto fail = [&](const std::string& what) {
-        int r = 0, s = 1;
-        MPI_Comm_rank(MPI_COMM_WORLD, &r);
-        MPI_Comm_size(MPI_COMM_WORLD, &s);
-        std::fflush(stdout);
-        std::fprintf(stderr, "%s: rank %d of %d: %s\n", program.c_str(), r, s, what.c_str());
-        std::fflush(stderr);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-        std::_Exit(1);  // MPI_Abort does not return; this is for an MPI that would
-    };
+    g_program = program;
+    auto fail = [&](const std::string& what) { abort_job(MPI_COMM_WORLD, what); };
     int result = 0;
     try {
         result = fn();
@@ -171,16 +498,39 @@ Shard shard(std::size_t global, int rank, int size)
     return s;
 }
 
-Sampler::Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size)
-    : n_(n), batch_(global_batch), seed_(seed), rank_(rank), size_(size)
+Sampler::Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size, MPI_Comm comm)
+    : n_(n), batch_(global_batch), seed_(seed), rank_(rank), size_(size), comm_(comm)
 {
     if (global_batch == 0) throw Error("Sampler: the global batch must hold at least one example, got 0");
     dist::shard(global_batch, rank, size);  // checks rank and size
+    if (size > 1) {
+        int initialised = 0;
+        MPI_Initialized(&initialised);
+        if (!initialised)
+            throw Error("Sampler: " + std::to_string(size) +
+                        " ranks need MPI, which is not initialised (ad::dist::run or MPI_Init first)");
+    }
     set_epoch(0);
+}
+
+void Sampler::check_agreement(std::uint64_t epoch) const
+{
+    const int mpi_rank = dist::rank(comm_), mpi_size = dist::size(comm_);
+    const Statement mine{call_sampler, n_, batch_, seed_, epoch, static_cast<std::uint64_t>(size_),
+                         rank_ == mpi_rank ? 1u : 0u};
+    agree(mine, comm_, "Sampler");
+    // The ranks agree: each check below fails on every rank alike.
+    if (size_ != mpi_size)
+        throw Error("Sampler: " + std::to_string(size_) + " ranks given, but the communicator has " +
+                    std::to_string(mpi_size));
+    if (rank_ != mpi_rank)
+        throw Error("Sampler: rank " + std::to_string(rank_) + " given on the process of rank " +
+                    std::to_string(mpi_rank) + " in the communicator; expected its own rank");
 }
 
 void Sampler::set_epoch(std::uint64_t epoch)
 {
+    if (size_ > 1) check_agreement(epoch);
     order_.resize(n_);
     for (std::size_t i = 0; i < n_; ++i) order_[i] = i;
     std::seed_seq seq{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32),
@@ -222,6 +572,26 @@ void broadcast_parameters(nn::Module<T>& model, int root, MPI_Comm comm)
 }
 
 template <class T>
+void DataParallel<T>::check_usable(const char* who) const
+{
+    if (broken_)
+        throw Error(std::string(who) + ": the ranks disagreed earlier (see that error); this DataParallel makes "
+                                       "no more collective calls");
+}
+
+template <class T>
+void DataParallel<T>::agree(std::uint64_t call, const char* who) const
+{
+    check_usable(who);
+    try {
+        dist::agree(Statement{call, steps_}, comm_, who);
+    } catch (const Error&) {
+        broken_ = true;
+        throw;
+    }
+}
+
+template <class T>
 DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer, DataParallelOptions options,
                               MPI_Comm comm)
     : model_(model), optimizer_(optimizer), options_(options), comm_(comm)
@@ -242,8 +612,22 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
                     std::to_string(opt_params.size()) + " in the optimiser, " + std::to_string(params_.size()) +
                     " in the model)");
 
-    broadcast_parameters(model_, 0, comm_);
-    broadcast_tensors<T>(model_.named_buffers(), 0, comm_, "DataParallel");
+    // Every rank's model must have the same parameters and buffers (shapes, and element type).
+    {
+        const Listing params = listing_of(parameter_values(model_)), buffers = listing_of(model_.named_buffers());
+        const Statement mine{call_data_parallel, params.shapes.size(), hash_of(params), buffers.shapes.size(),
+                             hash_of(buffers), sizeof(T)};
+        dist::agree(mine, comm_, "DataParallel", [&] {
+            std::string detail = first_difference(params, "parameter", comm_, "DataParallel");
+            if (detail.empty()) detail = first_difference(buffers, "buffer", comm_, "DataParallel");
+            return detail;
+        });
+    }
+    broadcast_tensors<T>(parameter_values(model_), 0, comm_, "DataParallel", false);
+    for (auto* p : model_.parameters()) p->mark_modified();
+    broadcast_tensors<T>(model_.named_buffers(), 0, comm_, "DataParallel", false);
+    statement_.assign(2 * kFields, 0);
+    uncaught_ = std::uncaught_exceptions();
 
     // Buckets in reverse parameter order: the sweep finishes the last layers first.
     const std::size_t n = params_.size();
@@ -273,11 +657,22 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
 template <class T>
 DataParallel<T>::~DataParallel()
 {
-    // Requests still under way (an exception between backward and step) are completed, so that
-    // MPI does not write into freed buffers.
-    for (auto& b : buckets_)
-        for (auto& r : b.requests)
-            if (r != MPI_REQUEST_NULL) MPI_Wait(&r, MPI_STATUS_IGNORE);
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;
+    try {
+        // Requests still under way (an exception between backward and step) are completed, so that
+        // MPI does not write into freed buffers.
+        const bool mid_step = statement_sent_ || swept_;
+        wait_for(statement_request_, comm_, named("~DataParallel"));
+        for (auto& b : buckets_)
+            if (!b.requests.empty())
+                wait_for(b.requests.data(), static_cast<int>(b.requests.size()), comm_, named("~DataParallel"));
+        // Unwinding: the exception ends the job (dist::run); a collective call now could only hide it.
+        if (!finished_ && !broken_ && !mid_step && std::uncaught_exceptions() <= uncaught_) finish();
+    } catch (const std::exception& e) {
+        abort_job(comm_, e.what());
+    }
 }
 
 template <class T>
@@ -291,6 +686,40 @@ void DataParallel<T>::reset_step()
     next_start_ = 0;
     swept_ = false;
     weight_ = 0;
+    statement_sent_ = false;
+    agreed_ = false;
+}
+
+template <class T>
+void DataParallel<T>::begin_step()
+{
+    if (statement_sent_) return;
+    check_usable("DataParallel::step");
+    if (finished_) throw Error("DataParallel::step: called after finish()");
+    start_statement(Statement{call_step, steps_}, statement_.data(), comm_, &statement_request_);
+    statement_sent_ = true;
+}
+
+// Whether every rank has stated this step (without waiting).
+template <class T>
+bool DataParallel<T>::step_agreed()
+{
+    if (agreed_) return true;
+    if (!statement_sent_) return false;
+    int done = 0;
+    check_mpi(MPI_Test(&statement_request_, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    agreed_ = done && agreed(statement_.data());
+    return agreed_;
+}
+
+template <class T>
+void DataParallel<T>::finish()
+{
+    if (finished_) return;
+    if (statement_sent_ || swept_)
+        throw Error("DataParallel::finish: called between backward() and step(); finish after the last step");
+    finished_ = true;
+    agree(call_finish, "DataParallel::finish");
 }
 
 template <class T>
@@ -313,6 +742,8 @@ void DataParallel<T>::pack(std::size_t k)
 template <class T>
 void DataParallel<T>::start_ready_buckets()
 {
+    // No gradient goes out before every rank is known to be in this step.
+    if (!step_agreed()) return;
     while (next_start_ < buckets_.size() && buckets_[next_start_].pending == 0) {
         Bucket& b = buckets_[next_start_++];
         const std::size_t piece = std::max<std::size_t>(1, options_.message_bytes / sizeof(T));
@@ -354,6 +785,7 @@ void DataParallel<T>::backward(const Var<T>& loss, double weight)
     if (!(weight >= 0 && weight <= 1))
         throw Error("DataParallel::backward: weight " + std::to_string(weight) +
                     " is outside [0, 1]; expected this rank's share n_r / N of the global batch (Shard::weight())");
+    begin_step();
     swept_ = true;
     weight_ = static_cast<T>(weight);
     ad::backward(loss, hook_);
@@ -364,14 +796,21 @@ void DataParallel<T>::synchronize()
 {
     // Parameters the sweep did not reach (and every parameter of a rank without examples) add
     // their .grad as it stands, zero after zero_grad(), so that every bucket is sent.
+    begin_step();
     for (std::size_t k = 0; k < params_.size(); ++k)
         if (!packed_[k]) pack(k);
-    start_ready_buckets();
     const auto t0 = std::chrono::steady_clock::now();
+    const auto who = [this] { return "DataParallel::step (step " + std::to_string(steps_ + 1) + ")"; };
+    wait_for(statement_request_, comm_, who);
+    if (!step_agreed()) {
+        broken_ = true;  // no bucket went out on any rank: nothing is left under way
+        reset_step();
+        const Statement mine{call_step, steps_};
+        throw Error(disagreement(gather_statements(mine, comm_, "DataParallel::step"), "DataParallel::step"));
+    }
+    start_ready_buckets();
     for (auto& b : buckets_)
-        if (!b.requests.empty())
-            check_mpi(MPI_Waitall(static_cast<int>(b.requests.size()), b.requests.data(), MPI_STATUSES_IGNORE),
-                      "MPI_Waitall");
+        if (!b.requests.empty()) wait_for(b.requests.data(), static_cast<int>(b.requests.size()), comm_, who);
     wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (std::size_t k = 0; k < params_.size(); ++k) {
         Parameter<T>& p = *params_[k].second;
@@ -379,6 +818,7 @@ void DataParallel<T>::synchronize()
         std::copy_n(src, p.value.size(), p.grad.data());
     }
     reset_step();
+    ++steps_;
 }
 
 template <class T>
@@ -386,7 +826,9 @@ void DataParallel<T>::step()
 {
     synchronize();
     optimizer_.step();
-    if (options_.broadcast_buffers) broadcast_tensors<T>(model_.named_buffers(), 0, comm_, "DataParallel::step");
+    // The buffers' shapes were agreed at construction.
+    if (options_.broadcast_buffers)
+        broadcast_tensors<T>(model_.named_buffers(), 0, comm_, "DataParallel::step", false);
 }
 
 template <class T>
@@ -399,9 +841,12 @@ void DataParallel<T>::check_replicas() const
     for (const auto& [name, t] : tensors) mine.push_back(hash_of(*t));
     const std::size_t k = mine.size();
     std::vector<std::uint64_t> all(k * static_cast<std::size_t>(size_));
-    check_mpi(MPI_Allgather(mine.data(), count_of(k, "check_replicas"), MPI_UINT64_T, all.data(),
-                            count_of(k, "check_replicas"), MPI_UINT64_T, comm_),
-              "MPI_Allgather");
+    agree(call_check_replicas, "check_replicas");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallgather(mine.data(), count_of(k, "check_replicas"), MPI_UINT64_T, all.data(),
+                             count_of(k, "check_replicas"), MPI_UINT64_T, comm_, &request),
+              "MPI_Iallgather");
+    wait_for(request, comm_, named("check_replicas"));
     for (std::size_t i = 0; i < k; ++i) {
         std::vector<int> differ;
         for (int r = 1; r < size_; ++r)
@@ -419,6 +864,7 @@ void DataParallel<T>::check_replicas() const
 template <class T>
 void save_checkpoint(DataParallel<T>& dp, const std::string& path)
 {
+    dp.agree(call_save_checkpoint, "save_checkpoint");
     std::string error;
     if (dp.rank() == 0) {
         try {
@@ -427,7 +873,7 @@ void save_checkpoint(DataParallel<T>& dp, const std::string& path)
             error = e.what();
         }
     }
-    if (!all_agree(error.empty(), dp.comm())) {
+    if (!all_agree(error.empty(), dp.comm(), "save_checkpoint")) {
         if (dp.rank() == 0) throw Error("save_checkpoint: " + error);
         throw Error("save_checkpoint: rank 0 could not write " + path + " (its error names the cause)");
     }
@@ -436,6 +882,7 @@ void save_checkpoint(DataParallel<T>& dp, const std::string& path)
 template <class T>
 void load_checkpoint(DataParallel<T>& dp, const std::string& path)
 {
+    dp.agree(call_load_checkpoint, "load_checkpoint");
     std::string error;
     if (dp.rank() == 0) {
         try {
@@ -444,7 +891,7 @@ void load_checkpoint(DataParallel<T>& dp, const std::string& path)
             error = e.what();
         }
     }
-    if (!all_agree(error.empty(), dp.comm())) {
+    if (!all_agree(error.empty(), dp.comm(), "load_checkpoint")) {
         if (dp.rank() == 0) throw Error("load_checkpoint: " + error);
         throw Error("load_checkpoint: rank 0 could not load " + path + " (its error names the cause)");
     }
@@ -453,7 +900,9 @@ void load_checkpoint(DataParallel<T>& dp, const std::string& path)
     broadcast_tensors<T>(dp.model().named_buffers(), 0, comm, "load_checkpoint");
     broadcast_tensors<T>(dp.optimizer().named_state(), 0, comm, "load_checkpoint");
     double scalars[2] = {static_cast<double>(dp.optimizer().step_count()), dp.optimizer().lr()};
-    check_mpi(MPI_Bcast(scalars, 2, MPI_DOUBLE, 0, comm), "MPI_Bcast");
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Ibcast(scalars, 2, MPI_DOUBLE, 0, comm, &request), "MPI_Ibcast");
+    wait_for(request, comm, named("load_checkpoint"));
     dp.optimizer().set_step_count(static_cast<std::uint64_t>(scalars[0]));
     dp.optimizer().set_lr(scalars[1]);
 }

@@ -34,6 +34,27 @@
 // "rank R of P: <what()>" to stderr and calls MPI_Abort, which ends every rank of the job (one rank
 // waiting in a collective for a rank that died would otherwise hang forever).
 //
+// Agreement. Every collective call of this component (the constructor, each step(), finish(),
+// check_replicas(), the checkpoints, broadcast_parameters(), Sampler's constructor and set_epoch())
+// first states, in one small allreduce, which call this rank is in and the values every rank must
+// share: the number of steps taken, the parameters' number and shapes, the sampler's data set size,
+// batch, seed and epoch. When the ranks differ, every rank raises the same ad::Error naming each
+// rank's call and values, e.g.
+//   DataParallel::step: the ranks are in different calls: rank 0: in DataParallel::step after 3
+//   steps; rank 1: finished after 3 steps (DataParallel::finish or its destructor); ...
+// A step's statement goes out when backward() starts and its buckets only once every rank agreed
+// (it takes about as long as the sweep's first layer, so the overlap is kept). The destructor calls
+// finish() (unless an exception is unwinding), so a rank whose loop ends early is named by the
+// others' next step. After a disagreement the DataParallel makes no more collective calls.
+//
+// Timeout. Every wait for the other ranks is bounded: after timeout() seconds without an answer
+// (default 300; the environment variable AD_DIST_TIMEOUT, in seconds, or set_timeout() change it)
+// the rank prints "<program>: rank R of P: <call>: no answer from every rank after T s ..." and
+// calls MPI_Abort, which ends the job. This catches a rank that left without telling (it returned
+// without destroying its DataParallel, is stuck, or waits in a collective of its own). The bound
+// must exceed the longest time one rank may spend alone between two collective calls (an
+// evaluation on rank 0 only, a slow data loader).
+//
 // Checkpoints. save_checkpoint() writes on rank 0 only (the others wait for it and learn whether it
 // worked); load_checkpoint() reads on rank 0 and broadcasts the parameters, buffers and optimiser
 // state, so every rank ends with the same values, even when only rank 0 sees the file.
@@ -58,6 +79,12 @@ namespace ad::dist {
 int rank(MPI_Comm comm = MPI_COMM_WORLD);
 int size(MPI_Comm comm = MPI_COMM_WORLD);
 
+// The longest wait, in seconds, of any collective call of this component for the other ranks
+// before it ends the job (see Timeout above). Default 300, or AD_DIST_TIMEOUT when set; infinity
+// waits forever. set_timeout throws ad::Error for a value that is not > 0.
+double timeout();
+void set_timeout(double seconds);
+
 // The top level of a data-parallel program: MPI_Init_thread (funneled: only the main thread calls
 // MPI), fn(), MPI_Finalize. An exception out of fn on any rank ends the whole job through
 // MPI_Abort after printing "<program>: rank R of P: <what()>" to stderr; returns fn's result
@@ -79,9 +106,15 @@ Shard shard(std::size_t global, int rank, int size);
 // (seed, epoch) that every rank builds alike, so every rank sees the same permutation and takes a
 // disjoint part of each global batch. The last global batch of an epoch holds the remainder
 // (n % batch examples) as in a single process; it is sharded the same way.
+//
+// With size > 1 the constructor and set_epoch() are collective over `comm` (whose rank and size
+// must be `rank` and `size`): they throw ad::Error on every rank, naming each rank's values, unless
+// every rank has the same n, global batch, seed and epoch (with different seeds the permutations
+// differ and the ranks' parts overlap). With size 1 they make no MPI call.
 class Sampler {
 public:
-    Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size);
+    Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size,
+            MPI_Comm comm = MPI_COMM_WORLD);
     void set_epoch(std::uint64_t epoch);     // reshuffles: the permutation of that epoch
     std::size_t steps() const;               // global batches per epoch
     Shard shard(std::size_t step) const;     // positions within global batch `step`
@@ -90,9 +123,12 @@ public:
     const std::vector<std::size_t>& order() const { return order_; }  // this epoch's permutation
 
 private:
+    void check_agreement(std::uint64_t epoch) const;
+
     std::size_t n_, batch_;
     std::uint64_t seed_;
     int rank_, size_;
+    MPI_Comm comm_;
     std::vector<std::size_t> order_;
 };
 
@@ -115,9 +151,14 @@ template <class T>
 class DataParallel {
 public:
     // Broadcasts every parameter and buffer from rank 0, so every rank starts from rank 0's model.
-    // Collective: every rank of comm must construct it with the same model and optimiser layout.
+    // Collective: every rank of comm must construct it with the same model and optimiser layout;
+    // ranks whose parameters or buffers differ in number or shape, or whose element types differ,
+    // get an ad::Error naming the first difference and the ranks, e.g. "parameter 2 ('1.weight')
+    // has shape [8, 8] on rank 0 and [9, 8] on rank 1".
     DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer, DataParallelOptions options = {},
                  MPI_Comm comm = MPI_COMM_WORLD);
+    // finish(), unless an exception is unwinding or finish() or a disagreement came first; if the
+    // other ranks disagree, prints their difference and ends the job (MPI_Abort).
     ~DataParallel();
     DataParallel(const DataParallel&) = delete;
     DataParallel& operator=(const DataParallel&) = delete;
@@ -132,6 +173,12 @@ public:
     // synchronize(), then the optimiser's step; with broadcast_buffers, rank 0's buffers.
     void step();
     void zero_grad() { optimizer_.zero_grad(); }
+    // Collective: training ends on every rank. Throws ad::Error on every rank, naming the ranks and
+    // their step counts, when another rank is still taking steps (or in another call). step()
+    // after finish() is refused.
+    void finish();
+    // Steps taken: synchronize() and step() calls completed.
+    std::uint64_t steps() const { return steps_; }
 
     // Throws ad::Error on every rank, naming the first parameter or buffer and the ranks whose
     // values differ, unless every rank holds the same bits. Collective.
@@ -158,8 +205,18 @@ private:
     };
     void on_ready(Parameter<T>& p);
     void pack(std::size_t param);
+    void begin_step();
+    bool step_agreed();
     void start_ready_buckets();
     void reset_step();
+    // Every rank states `call` with its step count; a disagreement throws (see Agreement).
+    void agree(std::uint64_t call, const char* who) const;
+    void check_usable(const char* who) const;
+
+    template <class U>
+    friend void save_checkpoint(DataParallel<U>& dp, const std::string& path);
+    template <class U>
+    friend void load_checkpoint(DataParallel<U>& dp, const std::string& path);
 
     nn::Module<T>& model_;
     nn::Optimizer<T>& optimizer_;
@@ -176,6 +233,14 @@ private:
     T weight_ = 0;
     double wait_seconds_ = 0;
     std::function<void(Parameter<T>&)> hook_;
+    std::uint64_t steps_ = 0;
+    // This step's statement (see Agreement), reduced in place while the sweep runs.
+    std::vector<std::uint64_t> statement_;
+    MPI_Request statement_request_ = MPI_REQUEST_NULL;
+    bool statement_sent_ = false, agreed_ = false;
+    bool finished_ = false;
+    mutable bool broken_ = false;  // the ranks disagreed: no more collective calls
+    int uncaught_ = 0;             // exceptions in flight at construction
 };
 
 // Collective checkpoint I/O (nn/checkpoint.hpp's format). save_checkpoint writes on rank 0 only

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs an MPI job that must fail: passes if it ends within the time limit, with a non-zero status,
-# and its output holds the expected text.
+# and its output holds the expected text (every part of it, when parts are separated by '|').
 # Usage: expect_abort.sh SECONDS EXPECTED-TEXT COMMAND [ARGS...]
 set -uo pipefail
 limit=$1 expected=$2
@@ -17,7 +17,10 @@ fi
 if [ "$status" -eq 0 ]; then
   echo "FAILED: the job exited with status 0"; exit 1
 fi
-if ! grep -qF -- "$expected" <<<"$output"; then
-  echo "FAILED: the output does not contain: $expected"; exit 1
-fi
+IFS='|' read -r -a parts <<<"$expected"
+for part in "${parts[@]}"; do
+  if ! grep -qF -- "$part" <<<"$output"; then
+    echo "FAILED: the output does not contain: $part"; exit 1
+  fi
+done
 echo "PASSED: ended with status $status in $elapsed s, naming the rank and the error"

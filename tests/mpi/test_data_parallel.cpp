@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -140,6 +141,8 @@ Params train_parallel(const Data& data, std::size_t batch, int steps, Opt which,
         dp.step();
         dp.check_replicas();
     }
+    CHECK(dp.steps() == std::uint64_t(steps));
+    dp.finish();
     return values_of(*model);
 }
 
@@ -419,6 +422,152 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
     CHECK(same_bits(values_of(*model), before));
     CHECK_THROWS_WITH(dist::save_checkpoint(dp, (dir / "no-such-dir" / "x.npz").string()),
                       Catch::Contains("save_checkpoint"));
+}
+
+namespace {
+
+// Linear(5, hidden) then Linear(hidden, 3), and `extra` Linear(3, 3) after them.
+std::shared_ptr<nn::Sequential<double>> linears(std::size_t hidden, int extra = 0)
+{
+    nn::Rng rng(1);
+    auto m = std::make_shared<nn::Sequential<double>>();
+    m->add(std::make_shared<nn::Linear<double>>(kInputs, hidden, rng));
+    m->add(std::make_shared<nn::Linear<double>>(hidden, kClasses, rng));
+    for (int i = 0; i < extra; ++i) m->add(std::make_shared<nn::Linear<double>>(kClasses, kClasses, rng));
+    return m;
+}
+
+// One step of `dp` on the first four examples of make_data(4, 1).
+void one_step(dist::DataParallel<double>& dp)
+{
+    const Data d = make_data(4, 1);
+    ad::Tape<double> tape;
+    dp.zero_grad();
+    dp.backward(nn::cross_entropy_loss(dp.model()(tape.constant(d.x)), d.y), 1.0 / dist::size());
+    dp.step();
+}
+
+}  // namespace
+
+TEST_CASE("DataParallel names the ranks whose models differ in parameter count, shape or element type, on every rank", "[mpi][agreement]")
+{
+    if (dist::size() != 2) return;  // the messages below name ranks 0 and 1
+    const int r = dist::rank();
+    {
+        auto model = r == 0 ? linears(8) : linears(8, 1);
+        nn::SGD<double> opt(*model, nn::SGDOptions{});
+        CHECK_THROWS_WITH(dist::DataParallel<double>(*model, opt),
+                          Catch::Contains("DataParallel: the ranks disagree: parameters: 4 on rank 0, 6 on rank 1") &&
+                              Catch::Contains("rank 0 has 4 parameters, rank 1 has 6; parameter 4 ('2.weight' [3, 3]) "
+                                              "is on rank 1 only"));
+    }
+    {
+        auto model = linears(r == 0 ? 8 : 9);
+        nn::SGD<double> opt(*model, nn::SGDOptions{});
+        CHECK_THROWS_WITH(dist::DataParallel<double>(*model, opt),
+                          Catch::Contains("parameter 0 ('0.weight') has shape [8, 5] on rank 0 and [9, 5] on rank 1"));
+    }
+    if (r == 0) {
+        auto model = linears(8);
+        nn::SGD<double> opt(*model, nn::SGDOptions{});
+        CHECK_THROWS_WITH(dist::DataParallel<double>(*model, opt),
+                          Catch::Contains("bytes per element: 8 on rank 0, 4 on rank 1"));
+    } else {
+        nn::Rng rng(1);
+        auto model = std::make_shared<nn::Sequential<float>>();
+        model->add(std::make_shared<nn::Linear<float>>(kInputs, 8, rng));
+        model->add(std::make_shared<nn::Linear<float>>(8, kClasses, rng));
+        nn::SGD<float> opt(*model, nn::SGDOptions{});
+        CHECK_THROWS_WITH(dist::DataParallel<float>(*model, opt),
+                          Catch::Contains("bytes per element: 8 on rank 0, 4 on rank 1"));
+    }
+    // Models that agree still work afterwards: nothing was left under way.
+    auto model = linears(8);
+    nn::SGD<double> opt(*model, nn::SGDOptions{});
+    dist::DataParallel<double> dp(*model, opt);
+    one_step(dp);
+    CHECK(dp.steps() == 1);
+    REQUIRE_NOTHROW(dp.check_replicas());
+}
+
+TEST_CASE("Sampler names each rank's seed, data set size, batch or epoch when they differ, on every rank", "[mpi][agreement]")
+{
+    if (dist::size() != 2) return;
+    const int r = dist::rank(), P = dist::size();
+    // With its own seed each rank would take its shard of a different permutation: 16 of 64
+    // examples twice and 16 never, every epoch.
+    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1 + std::uint64_t(r), r, P),
+                      Catch::StartsWith("Sampler: the ranks disagree: seed: 1 on rank 0, 2 on rank 1"));
+    CHECK_THROWS_WITH(dist::Sampler(64 - 16 * std::size_t(r), 16, 1, r, P),
+                      Catch::StartsWith("Sampler: the ranks disagree: data set size: 64 on rank 0, 48 on rank 1"));
+    CHECK_THROWS_WITH(dist::Sampler(64, 16 + std::size_t(r), 1, r, P),
+                      Catch::StartsWith("Sampler: the ranks disagree: global batch: 16 on rank 0, 17 on rank 1"));
+    // Every rank passing rank 0 would take the same shard.
+    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1, 0, P),
+                      Catch::Contains("rank argument equal to the MPI rank (1 yes, 0 no): 1 on rank 0, 0 on rank 1"));
+    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1, 1 - r, P),
+                      Catch::Contains("rank " + std::to_string(1 - r) + " given on the process of rank " +
+                                      std::to_string(r)));
+    dist::Sampler sampler(64, 16, 1, r, P);
+    CHECK_THROWS_WITH(sampler.set_epoch(3 + std::uint64_t(r)),
+                      Catch::StartsWith("Sampler: the ranks disagree: epoch: 3 on rank 0, 4 on rank 1"));
+    REQUIRE_NOTHROW(sampler.set_epoch(5));
+    // One process with MPI running needs no agreement.
+    if (r == 1) REQUIRE_NOTHROW(dist::Sampler(10, 4, 99, 0, 1));
+}
+
+TEST_CASE("a rank that finishes while another steps: every rank names both, and neither makes another collective call", "[mpi][agreement]")
+{
+    if (dist::size() != 2) return;
+    const int r = dist::rank();
+    auto model = linears(8);
+    nn::SGD<double> opt(*model, nn::SGDOptions{});
+    dist::DataParallel<double> dp(*model, opt);
+    one_step(dp);
+    one_step(dp);
+    const std::string expected = "the ranks are in different calls: rank 0: in DataParallel::step after 2 steps; "
+                                 "rank 1: finished after 2 steps (DataParallel::finish or its destructor)";
+    if (r == 0) CHECK_THROWS_WITH(one_step(dp), Catch::StartsWith("DataParallel::step: " + expected));
+    else CHECK_THROWS_WITH(dp.finish(), Catch::StartsWith("DataParallel::finish: " + expected));
+    // Refused locally from now on (a collective call could only hang); the destructor is silent.
+    CHECK_THROWS_WITH(dp.check_replicas(), Catch::Contains("the ranks disagreed earlier"));
+    CHECK_THROWS_WITH(one_step(dp), Catch::Contains("the ranks disagreed earlier"));
+}
+
+TEST_CASE("a rank in check_replicas while another steps, and steps after finish, are named", "[mpi][agreement]")
+{
+    if (dist::size() != 2) return;
+    const int r = dist::rank();
+    {
+        auto model = linears(8);
+        nn::SGD<double> opt(*model, nn::SGDOptions{});
+        dist::DataParallel<double> dp(*model, opt);
+        one_step(dp);
+        const std::string expected = "the ranks are in different calls: rank 0: in check_replicas after 1 step; "
+                                     "rank 1: in DataParallel::step after 1 step";
+        if (r == 0) CHECK_THROWS_WITH(dp.check_replicas(), Catch::StartsWith("check_replicas: " + expected));
+        else CHECK_THROWS_WITH(one_step(dp), Catch::StartsWith("DataParallel::step: " + expected));
+    }
+    auto model = linears(8);
+    nn::SGD<double> opt(*model, nn::SGDOptions{});
+    dist::DataParallel<double> dp(*model, opt);
+    one_step(dp);
+    REQUIRE_NOTHROW(dp.finish());
+    CHECK(dp.steps() == 1);
+    CHECK_THROWS_WITH(one_step(dp), Catch::Contains("DataParallel::step: called after finish()"));
+    REQUIRE_NOTHROW(dp.check_replicas());  // every rank finished alike: collective calls still agree
+}
+
+TEST_CASE("set_timeout takes seconds > 0 or infinity", "[mpi][agreement]")
+{
+    const double before = dist::timeout();
+    CHECK(before > 0);
+    CHECK_THROWS_WITH(dist::set_timeout(0), Catch::Contains("expected a number > 0"));
+    CHECK_THROWS_WITH(dist::set_timeout(-1), Catch::Contains("expected a number > 0"));
+    CHECK_THROWS_WITH(dist::set_timeout(std::nan("")), Catch::Contains("expected a number > 0"));
+    dist::set_timeout(std::numeric_limits<double>::infinity());
+    CHECK(dist::timeout() == std::numeric_limits<double>::infinity());
+    dist::set_timeout(before);
 }
 
 int main(int argc, char** argv)
