@@ -299,10 +299,11 @@ public:
         return inputs_[r.first_input + k];
     }
     // The handle belongs to this tape's current generation, or ad::Error naming `op`.
+    // (No handle to a record that is not done exists: handle() refuses one, and drop() undoes
+    // only records whose op never reached done().)
     void check(const Var<T>& v, const char* op) const
     {
-        if (v.anchor() != anchor_ || v.generation() != generation_ || v.index() >= n_ || !record(v.index()).done)
-            refuse(v, op);
+        if (v.anchor() != anchor_ || v.generation() != generation_ || v.index() >= n_) refuse(v, op);
     }
     // The calling thread owns the tape (or takes it), or ad::Error naming `op`.
     void check_thread(const char* op)
