@@ -1,5 +1,7 @@
 #include "autodiff/anomaly.hpp"
 
+#include "autodiff/sweep.hpp"
+
 #include <xtensor/xmath.hpp>
 
 namespace ad {
@@ -31,15 +33,15 @@ void check_forward_anomaly(const Tape<T>& tape, std::size_t index)
 }
 
 template <class T>
-void check_backward_anomaly(Tape<T>& tape, std::size_t index)
+void check_backward_anomaly(Sweep<T>& sweep, std::size_t index)
 {
+    const Tape<T>& tape = sweep.tape;
     const auto& r = tape.record(index);
     for (std::size_t k = 0; k < r.n_inputs; ++k) {
         const auto i = tape.input(r, k);
         const auto& in = tape.record(i);
-        if (!in.needs_grad || !tape.has_adjoint()[i]) continue;
-        const Tensor<T>& adj =
-            (in.param && tape.into_params) ? in.param->grad : tape.adjoint(i);
+        if (!in.needs_grad || !sweep.reached(i)) continue;
+        const Tensor<T>& adj = (in.param && sweep.into_params) ? in.param->grad : sweep.adjoint(i);
         if (all_finite(adj)) continue;
         throw Error(std::string("anomaly: backward of op '") + r.op + "' (tape position " +
                     std::to_string(index) + ", output " + shape_str(tape.value(index).shape()) +
@@ -51,7 +53,7 @@ void check_backward_anomaly(Tape<T>& tape, std::size_t index)
 
 template void check_forward_anomaly(const Tape<float>&, std::size_t);
 template void check_forward_anomaly(const Tape<double>&, std::size_t);
-template void check_backward_anomaly(Tape<float>&, std::size_t);
-template void check_backward_anomaly(Tape<double>&, std::size_t);
+template void check_backward_anomaly(Sweep<float>&, std::size_t);
+template void check_backward_anomaly(Sweep<double>&, std::size_t);
 
 }  // namespace ad

@@ -27,6 +27,8 @@ template <class T>
 void check_forward_anomaly(const Tape<T>& tape, std::size_t index);
 // Throws if the VJP of record `index` left a non-finite adjoint in one of its inputs.
 template <class T>
-void check_backward_anomaly(Tape<T>& tape, std::size_t index);
+class Sweep;
+template <class T>
+void check_backward_anomaly(Sweep<T>& sweep, std::size_t index);
 
 }  // namespace ad

@@ -1,7 +1,9 @@
 // The one reverse sweep. It knows nothing about particular ops: it seeds the output's adjoint,
 // then walks the records from last to first and calls each one's VJP. Tape order puts every
 // record after its inputs, so each VJP runs once, after all of its consumers have added into
-// its adjoint. The graph-building sweep is the same loop over Vars: the VJPs it calls record
+// its adjoint. What the sweep reached and the adjoints it holds live in a Sweep object of its
+// own (autodiff/sweep.hpp), so a sweep started from a hook or a VJP on the same tape leaves the
+// running one alone. The graph-building sweep is the same loop over Vars: the VJPs it calls record
 // ops, appended past the output, so the loop never meets them.
 #include "autodiff/backward.hpp"
 
@@ -54,42 +56,52 @@ void check_output(Tape<T>& tape, const Var<T>& output, const Shape* cotangent, c
     }
 }
 
-// An output that needs no gradient while an input does: the gradient is zero by construction,
-// which is almost always a mistake.
+// An output that needs no gradient: nothing upstream of it can have one, which is almost always
+// a mistake (PyTorch: "element 0 of tensors does not require grad").
 template <class T>
-void check_differentiable(Tape<T>& tape, const Var<T>& output, const std::vector<Var<T>>& inputs,
-                          const char* who)
+void check_differentiable(const Tape<T>& tape, const Var<T>& output, const char* who)
 {
     if (tape.record(output.index()).needs_grad) return;
-    for (const auto& x : inputs)
-        if (tape.record(x.index()).needs_grad)
-            throw Error(std::string(who) + ": the output (op '" + tape.record(output.index()).op +
-                        "', tape position " + std::to_string(output.index()) +
-                        ") depends on nothing that needs a gradient: it was built from constants, "
-                        "detached values, or a gradient computed without ad::create_graph (pass "
-                        "ad::create_graph to the grad() that computed it to differentiate it again)");
+    throw Error(std::string(who) + ": the output (op '" + tape.record(output.index()).op + "', tape position " +
+                std::to_string(output.index()) +
+                ") depends on nothing that needs a gradient: it was recorded under NoGrad, or built from "
+                "constants, detached values, or a gradient computed without ad::create_graph (pass ad::create_graph to the grad() that "
+                "computed it to differentiate it again)");
+}
+
+// The checks every sweep makes before it starts; returns the output's tape.
+template <class T>
+Tape<T>& start(const Var<T>& output, const Shape* cotangent, const std::vector<Var<T>>* inputs, const char* who)
+{
+    Tape<T>& tape = tape_of(output, who);
+    if (inputs)
+        for (const auto& x : *inputs) tape.check(x, who);
+    check_output(tape, output, cotangent, who);
+    check_differentiable(tape, output, who);
+    check_versions(tape, output.index(), who);
+    return tape;
+}
+
+[[noreturn]] void refuse_unused(const char* who, std::size_t k, const char* op, std::size_t at, bool after)
+{
+    throw Error(std::string(who) + ": input " + std::to_string(k) + " (op '" + op + "', tape position " +
+                std::to_string(at) + ") is not used by the output" +
+                (after ? " (it was recorded after the output)" : "") +
+                ", so it has no gradient; pass ad::allow_unused to get zeros for inputs the output does not "
+                "depend on");
 }
 
 template <class T>
 using Hook = std::function<void(Parameter<T>&)>;
 
-// The sweep on tensors. `hook`, if given, is called for each parameter reached, at its earliest leaf.
+// The sweep on tensors, from the output s.output(). `hook`, if given, is called for each
+// parameter reached, at its earliest leaf; `keep` lists the records whose adjoints the caller
+// reads after the loop.
 template <class T>
-void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, const char* who,
-           const Hook<T>* hook = nullptr, const std::vector<Var<T>>* keep = nullptr)
+void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std::vector<Var<T>>* keep)
 {
-    Tape<T>& tape = tape_of(output, who);
-    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
-    check_output(tape, output, cotangent ? &cshape : nullptr, who);
-    const std::size_t out = output.index();
-    check_versions(tape, out, who);
-
-    auto& has = tape.has_adjoint();
-    // Clear the marks of the whole tape, not only up to the output: grad() and vjp() read them for
-    // inputs that may have been recorded after the output (and were reached by an earlier sweep).
-    std::fill(has.begin(), has.begin() + static_cast<std::ptrdiff_t>(tape.size()), 0);
-    tape.into_params = into_params;
-    if (!tape.record(out).needs_grad) return;  // nothing upstream wants a gradient
+    Tape<T>& tape = s.tape;
+    const std::size_t out = s.output();
 
     // With a hook: each parameter's earliest leaf, and whether any of its leaves was reached.
     std::vector<std::pair<std::uint32_t, Parameter<T>*>> earliest;
@@ -107,7 +119,7 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
             auto* p = earliest.back().second;
             bool reached = false;
             for (const auto j : tape.param_leaves())
-                reached = reached || (j <= out && tape.record(j).param == p && has[j]);
+                reached = reached || (j <= out && tape.record(j).param == p && s.reached(j));
             earliest.pop_back();
             if (reached) (*hook)(*p);
         }
@@ -121,41 +133,75 @@ void sweep(const Var<T>& output, const Tensor<T>* cotangent, bool into_params, c
         for (const auto& v : *keep) kept.push_back(v.index());
     }
     std::sort(kept.begin(), kept.end());
-    tape.start_sweep(out + 1);
-    auto& seed = tape.take_adjoint(out, tape.value(out).shape());
-    if (cotangent) xt::noalias(seed) = *cotangent;
-    else seed.fill(T(1));
-    has[out] = 1;
-    // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
-    if (auto& r = tape.record(out); r.param && into_params) xt::noalias(r.param->grad) += seed;
+    auto& r_out = tape.record(out);
+    if (r_out.param && s.into_params) {
+        // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
+        Tensor<T>& grad = s.param_grad(out);
+        if (cotangent) xt::noalias(grad) += *cotangent;
+        else grad += T(1);
+    } else {
+        auto& seed = s.take_adjoint(out, tape.value(out).shape());
+        if (cotangent) xt::noalias(seed) = *cotangent;
+        else seed.fill(T(1));
+        s.reach_flag(out) = 1;
+    }
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
-        if (has[i] && r.vjp) {
-            Vjp<T> v{tape, r, i, tape.adjoint(i), tape.value(i)};
+        if (s.reached(i) && r.vjp) {
+            Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.value(i)};
             r.vjp(v);
-            if (check) check_backward_anomaly(tape, i);
+            if (check) check_backward_anomaly(s, i);
             while (!kept.empty() && kept.back() > i) kept.pop_back();
-            if (kept.empty() || kept.back() != i) tape.release_adjoint(i);
+            if (kept.empty() || kept.back() != i) s.release_adjoint(i);
         }
         if (hook) fire(i);
     }
 }
 
+// The adjoints of the inputs after sweep s: zeros for one the sweep did not reach if
+// `allow_unused`, else an ad::Error.
 template <class T>
-std::vector<Tensor<T>> collect(Tape<T>& tape, const std::vector<Var<T>>& inputs, const char* who)
+std::vector<Tensor<T>> collect(Sweep<T>& s, const std::vector<Var<T>>& inputs, bool allow_unused, const char* who)
 {
     std::vector<Tensor<T>> out;
     out.reserve(inputs.size());
-    for (const auto& v : inputs) {
-        tape.check(v, who);
-        if (tape.has_adjoint()[v.index()]) out.push_back(tape.adjoint(v.index()));
-        else out.push_back(xt::zeros<T>(v.shape()));
+    for (std::size_t k = 0; k < inputs.size(); ++k) {
+        const std::size_t i = inputs[k].index();
+        if (s.reached(i)) out.push_back(s.adjoint(i));
+        else if (allow_unused) out.push_back(xt::zeros<T>(inputs[k].shape()));
+        else refuse_unused(who, k, s.tape.record(i).op, i, i > s.output());
     }
     return out;
 }
 
-// The sweep on Vars: every VJP is the op's differentiable one, recorded on the tape.
+template <class T>
+void backward_sweep(const Var<T>& output, const Tensor<T>* cotangent, const Hook<T>* hook)
+{
+    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
+    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, nullptr, "backward");
+    Sweep<T> s(tape, output.index(), true);
+    try {
+        run<T>(s, cotangent, hook, nullptr);
+    } catch (...) {  // leave every .grad as it was before this sweep
+        s.restore_params();
+        throw;
+    }
+}
+
+template <class T>
+std::vector<Tensor<T>> first_order(const Var<T>& output, const Tensor<T>* cotangent, const std::vector<Var<T>>& inputs,
+                                   bool allow_unused, const char* who)
+{
+    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
+    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, &inputs, who);
+    Sweep<T> s(tape, output.index(), false);
+    run<T>(s, cotangent, nullptr, &inputs);
+    return collect(s, inputs, allow_unused, who);
+}
+
+// The sweep on Vars: every VJP is the op's differentiable one, recorded on the tape. An input
+// the sweep did not reach gets an empty Var.
 template <class T>
 std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, const std::vector<Var<T>>& inputs,
                                 const char* who)
@@ -164,22 +210,19 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
     if (!grad_enabled())
         throw Error(std::string(who) + ": ad::create_graph inside NoGrad: a graph of the gradient cannot be "
                                        "recorded while recording is off (leave the NoGrad scope first)");
-    for (const auto& x : inputs) tape.check(x, who);
     Shape cshape;
     if (cotangent) {
         tape.check(*cotangent, who);
         cshape.assign(cotangent->shape().begin(), cotangent->shape().end());
     }
-    check_output(tape, output, cotangent ? &cshape : nullptr, who);
-    check_differentiable(tape, output, inputs, who);
+    start<T>(output, cotangent ? &cshape : nullptr, &inputs, who);
     const std::size_t out = output.index();
-    check_versions(tape, out, who);
 
     std::vector<Var<T>> adjoints(out + 1);
     std::vector<char> reached(out + 1, 0);
     adjoints[out] = cotangent ? *cotangent : tape.constant(xt::ones<T>(tape.value(out).shape()));
     reached[out] = 1;
-    for (std::size_t i = out + 1; tape.record(out).needs_grad && i-- > 0;) {
+    for (std::size_t i = out + 1; i-- > 0;) {
         const auto& r = tape.record(i);
         if (!reached[i] || !r.vjp) continue;
         if (!r.vjp.differentiable())
@@ -194,49 +237,28 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
     result.reserve(inputs.size());
     for (const auto& x : inputs) {
         const std::size_t i = x.index();
-        result.push_back(i <= out && reached[i] ? adjoints[i] : tape.constant(xt::zeros<T>(x.shape())));
+        result.push_back(i <= out && reached[i] ? adjoints[i] : Var<T>());
     }
     return result;
 }
 
-}  // namespace
-
+// graph_sweep's result with zeros, or an ad::Error, for the inputs it did not reach.
 template <class T>
-void backward(const Var<T>& output)
+std::vector<Var<T>> fill_unused(std::vector<Var<T>> gs, const Var<T>& output, const std::vector<Var<T>>& inputs,
+                                bool allow_unused, const char* who)
 {
-    sweep<T>(output, nullptr, true, "backward");
+    Tape<T>& tape = output.tape();
+    for (std::size_t k = 0; k < gs.size(); ++k) {
+        if (gs[k].anchor()) continue;
+        const std::size_t i = inputs[k].index();
+        if (!allow_unused) refuse_unused(who, k, tape.record(i).op, i, i > output.index());
+        gs[k] = tape.constant(xt::zeros<T>(inputs[k].shape()));
+    }
+    return gs;
 }
 
 template <class T>
-void backward(const Var<T>& output, const Tensor<T>& cotangent)
-{
-    sweep<T>(output, &cotangent, true, "backward");
-}
-
-template <class T>
-void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready)
-{
-    sweep<T>(output, nullptr, true, "backward", &on_grad_ready);
-}
-
-template <class T>
-std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs)
-{
-    Tape<T>& tape = tape_of(output, "grad");
-    for (const auto& v : inputs) tape.check(v, "grad");
-    check_differentiable(tape, output, inputs, "grad");
-    sweep<T>(output, nullptr, false, "grad", nullptr, &inputs);
-    return collect(tape, inputs, "grad");
-}
-
-template <class T>
-std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph)
-{
-    return graph_sweep<T>(output, nullptr, inputs, "grad");
-}
-
-template <class T>
-std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph)
+std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Parameter<T>*>& params, bool allow_unused)
 {
     Tape<T>& tape = tape_of(output, "grad");
     tape.check(output, "grad");
@@ -252,32 +274,119 @@ std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>&
     }
     const auto per_leaf = graph_sweep<T>(output, nullptr, leaves, "grad");
     std::vector<Var<T>> result(params.size());
-    std::vector<char> set(params.size(), 0);
     for (std::size_t j = 0; j < leaves.size(); ++j) {
+        if (!per_leaf[j].anchor()) continue;  // a leaf the output does not depend on
         const std::size_t k = owner[j];
-        result[k] = set[k] ? add(result[k], per_leaf[j]) : per_leaf[j];
-        set[k] = 1;
+        result[k] = result[k].anchor() ? add(result[k], per_leaf[j]) : per_leaf[j];
     }
-    for (std::size_t k = 0; k < params.size(); ++k)
-        if (!set[k]) result[k] = tape.constant(xt::zeros<T>(params[k]->value.shape()));
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        if (result[k].anchor()) continue;
+        if (!allow_unused)
+            throw Error("grad: parameter " + std::to_string(k) + " (shape " + shape_str(params[k]->value.shape()) +
+                        ") is not used by the output, so it has no gradient; pass ad::allow_unused to get zeros "
+                        "for parameters the output does not depend on");
+        result[k] = tape.constant(xt::zeros<T>(params[k]->value.shape()));
+    }
     return result;
 }
 
+}  // namespace
+
 template <class T>
-std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
-                           const std::vector<Var<T>>& inputs)
+void backward(const Var<T>& output)
 {
-    Tape<T>& tape = tape_of(output, "vjp");
-    for (const auto& v : inputs) tape.check(v, "vjp");
-    sweep<T>(output, &cotangent, false, "vjp", nullptr, &inputs);
-    return collect(tape, inputs, "vjp");
+    backward_sweep<T>(output, nullptr, nullptr);
+}
+
+template <class T>
+void backward(const Var<T>& output, const Tensor<T>& cotangent)
+{
+    backward_sweep<T>(output, &cotangent, nullptr);
+}
+
+template <class T>
+void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready)
+{
+    backward_sweep<T>(output, nullptr, &on_grad_ready);
+}
+
+template <class T>
+std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs)
+{
+    return first_order<T>(output, nullptr, inputs, false, "grad");
+}
+
+template <class T>
+std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, AllowUnused)
+{
+    return first_order<T>(output, nullptr, inputs, true, "grad");
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph)
+{
+    return fill_unused(graph_sweep<T>(output, nullptr, inputs, "grad"), output, inputs, false, "grad");
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph, AllowUnused)
+{
+    return fill_unused(graph_sweep<T>(output, nullptr, inputs, "grad"), output, inputs, true, "grad");
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph)
+{
+    return param_grads(output, params, false);
+}
+
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph, AllowUnused)
+{
+    return param_grads(output, params, true);
+}
+
+template <class T>
+std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent, const std::vector<Var<T>>& inputs)
+{
+    return first_order<T>(output, &cotangent, inputs, false, "vjp");
+}
+
+template <class T>
+std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent, const std::vector<Var<T>>& inputs,
+                           AllowUnused)
+{
+    return first_order<T>(output, &cotangent, inputs, true, "vjp");
 }
 
 template <class T>
 std::vector<Var<T>> vjp(const Var<T>& output, const Var<T>& cotangent, const std::vector<Var<T>>& inputs,
                         CreateGraph)
 {
-    return graph_sweep<T>(output, &cotangent, inputs, "vjp");
+    return fill_unused(graph_sweep<T>(output, &cotangent, inputs, "vjp"), output, inputs, false, "vjp");
+}
+
+template <class T>
+std::vector<Var<T>> vjp(const Var<T>& output, const Var<T>& cotangent, const std::vector<Var<T>>& inputs,
+                        CreateGraph, AllowUnused)
+{
+    return fill_unused(graph_sweep<T>(output, &cotangent, inputs, "vjp"), output, inputs, true, "vjp");
+}
+
+template <class T>
+std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>& output, const Tensor<T>& cotangent,
+                                                 const std::vector<Var<T>>& inputs)
+{
+    const Shape cshape(cotangent.shape().begin(), cotangent.shape().end());
+    Tape<T>& tape = start<T>(output, &cshape, &inputs, "backward");
+    Sweep<T> s(tape, output.index(), true);
+    try {
+        run<T>(s, &cotangent, nullptr, &inputs);
+        return collect(s, inputs, true, "backward");
+    } catch (...) {
+        s.restore_params();
+        throw;
+    }
 }
 
 namespace {
@@ -310,21 +419,25 @@ Var<T> scalar_output(const char* who, const Fn<T>& f, const Var<T>& x)
 
 }  // namespace
 
+// Each records with grad enabled, inside a NoGrad scope too (PyTorch's functional API does the
+// same): f runs on a tape of its own, so nothing outside is recorded.
+
 template <class T>
 Tensor<T> jacobian(const Fn<T>& f, const Tensor<T>& x)
 {
+    const EnableGrad on;
     Tape<T> tape;
     const Var<T> xv = tape.variable(x);
     const Var<T> y = f(xv);
     tape.check(y, "jacobian");
     Tensor<T> J = xt::zeros<T>(joined(y.value(), x));
-    if (!tape.record(y.index()).needs_grad) return J;  // f does not depend on x
+    if (!y.requires_grad()) return J;  // f does not depend on x
     const std::size_t m = y.size(), n = x.size();
     if (m <= n) {  // reverse mode: row i is e_i^T J
         Tensor<T> e = xt::zeros<T>(y.shape());
         for (std::size_t i = 0; i < m; ++i) {
             e.flat(i) = T(1);
-            const auto row = vjp<T>(y, e, {xv})[0];
+            const auto row = vjp<T>(y, e, {xv}, allow_unused)[0];
             std::copy(row.begin(), row.end(), J.begin() + static_cast<std::ptrdiff_t>(i * n));
             e.flat(i) = T(0);
         }
@@ -332,11 +445,12 @@ Tensor<T> jacobian(const Fn<T>& f, const Tensor<T>& x)
     }
     // forward mode: g(u) = J^T u recorded once; column j is the VJP of g with cotangent e_j
     const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
-    const Var<T> g = vjp<T>(y, u, {xv}, create_graph)[0];
+    const Var<T> g = vjp<T>(y, u, {xv}, create_graph, allow_unused)[0];
+    if (!g.requires_grad()) return J;
     Tensor<T> e = xt::zeros<T>(x.shape());
     for (std::size_t j = 0; j < n; ++j) {
         e.flat(j) = T(1);
-        const auto column = vjp<T>(g, e, {u})[0];
+        const auto column = vjp<T>(g, e, {u}, allow_unused)[0];
         for (std::size_t i = 0; i < m; ++i) J.flat(i * n + j) = column.flat(i);
         e.flat(j) = T(0);
     }
@@ -347,28 +461,32 @@ template <class T>
 Tensor<T> hvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
 {
     check_like("hvp", x, v);
+    const EnableGrad on;
     Tape<T> tape;
     const Var<T> xv = tape.variable(x);
     const Var<T> y = scalar_output("hvp", f, xv);
-    if (!tape.record(y.index()).needs_grad) return xt::zeros<T>(x.shape());
-    const Var<T> g = grad<T>(y, {xv}, create_graph)[0];
-    return vjp<T>(g, v, {xv})[0];
+    if (!y.requires_grad()) return xt::zeros<T>(x.shape());
+    const Var<T> g = grad<T>(y, {xv}, create_graph, allow_unused)[0];
+    if (!g.requires_grad()) return xt::zeros<T>(x.shape());  // f is linear in x
+    return vjp<T>(g, v, {xv}, allow_unused)[0];
 }
 
 template <class T>
 Tensor<T> hessian(const Fn<T>& f, const Tensor<T>& x)
 {
+    const EnableGrad on;
     Tape<T> tape;
     const Var<T> xv = tape.variable(x);
     const Var<T> y = scalar_output("hessian", f, xv);
     Tensor<T> H = xt::zeros<T>(joined(x, x));
-    if (!tape.record(y.index()).needs_grad) return H;
-    const Var<T> g = grad<T>(y, {xv}, create_graph)[0];
+    if (!y.requires_grad()) return H;
+    const Var<T> g = grad<T>(y, {xv}, create_graph, allow_unused)[0];
+    if (!g.requires_grad()) return H;  // f is linear in x
     const std::size_t n = x.size();
     Tensor<T> e = xt::zeros<T>(x.shape());
     for (std::size_t i = 0; i < n; ++i) {
         e.flat(i) = T(1);
-        const auto row = vjp<T>(g, e, {xv})[0];  // d g_i / dx
+        const auto row = vjp<T>(g, e, {xv}, allow_unused)[0];  // d g_i / dx
         std::copy(row.begin(), row.end(), H.begin() + static_cast<std::ptrdiff_t>(i * n));
         e.flat(i) = T(0);
     }
@@ -379,14 +497,16 @@ template <class T>
 std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
 {
     check_like("jvp", x, v);
+    const EnableGrad on;
     Tape<T> tape;
     const Var<T> xv = tape.variable(x);
     const Var<T> y = f(xv);
     tape.check(y, "jvp");
-    if (!tape.record(y.index()).needs_grad) return {y.value(), xt::zeros<T>(y.shape())};
+    if (!y.requires_grad()) return {y.value(), xt::zeros<T>(y.shape())};
     const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
-    const Var<T> g = vjp<T>(y, u, {xv}, create_graph)[0];  // J^T u, linear in u
-    return {y.value(), vjp<T>(g, v, {u})[0]};
+    const Var<T> g = vjp<T>(y, u, {xv}, create_graph, allow_unused)[0];  // J^T u, linear in u
+    if (!g.requires_grad()) return {y.value(), xt::zeros<T>(y.shape())};
+    return {y.value(), vjp<T>(g, v, {u}, allow_unused)[0]};
 }
 
 #define AD_INSTANTIATE_SWEEPS(T)                                                                            \
@@ -394,10 +514,20 @@ std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Te
     template void backward(const Var<T>&, const Tensor<T>&);                                                \
     template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);                       \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);                        \
+    template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&, AllowUnused);           \
     template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Var<T>>&, CreateGraph);              \
+    template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Var<T>>&, CreateGraph, AllowUnused); \
     template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Parameter<T>*>&, CreateGraph);       \
+    template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Parameter<T>*>&, CreateGraph,        \
+                                      AllowUnused);                                                         \
     template std::vector<Tensor<T>> vjp(const Var<T>&, const Tensor<T>&, const std::vector<Var<T>>&);       \
+    template std::vector<Tensor<T>> vjp(const Var<T>&, const Tensor<T>&, const std::vector<Var<T>>&,        \
+                                        AllowUnused);                                                       \
     template std::vector<Var<T>> vjp(const Var<T>&, const Var<T>&, const std::vector<Var<T>>&, CreateGraph); \
+    template std::vector<Var<T>> vjp(const Var<T>&, const Var<T>&, const std::vector<Var<T>>&, CreateGraph,  \
+                                     AllowUnused);                                                          \
+    template std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>&, const Tensor<T>&,              \
+                                                              const std::vector<Var<T>>&);                  \
     template Tensor<T> jacobian(const Fn<T>&, const Tensor<T>&);                                            \
     template Tensor<T> hvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);                               \
     template Tensor<T> hessian(const Fn<T>&, const Tensor<T>&);                                             \

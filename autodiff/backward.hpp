@@ -17,11 +17,19 @@ namespace ad {
 // The tag that asks a sweep to record its VJPs as tape ops.
 struct CreateGraph {};
 inline constexpr CreateGraph create_graph{};
+// The tag that asks grad() and vjp() for zeros for an input the output does not depend on (a
+// constant, a value off the output's path, or one recorded after it), which they otherwise
+// refuse with an ad::Error naming the input (PyTorch's allow_unused). It follows
+// ad::create_graph where both are given.
+struct AllowUnused {};
+inline constexpr AllowUnused allow_unused{};
 
 // Adds d(output)/d(p) into p.grad for every parameter p the output depends on. The output must
 // have one element, or a cotangent of the output's shape must be given (then this is the
 // vector-Jacobian product cotangent^T J accumulated into the parameters). The tape is kept:
-// backward from another output of the same forward pass works without re-running it.
+// backward from another output of the same forward pass works without re-running it. An output
+// that needs no gradient (recorded under NoGrad, or built from constants) is refused, as grad()
+// refuses it. If a VJP or the hook below throws, every .grad is left as it was before the call.
 template <class T>
 void backward(const Var<T>& output);
 template <class T>
@@ -36,33 +44,54 @@ void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on
 
 // Gradients of a one-element output with respect to chosen inputs (variables, parameters or
 // intermediate values), returned in order. Parameter gradients (.grad) are left untouched.
-// An input the output does not depend on gets zeros. An output that depends on nothing that
-// needs a gradient (built from constants, detached values, or a gradient taken without
-// create_graph) is refused.
+// An input the output does not depend on is refused, or gets zeros with ad::allow_unused. An
+// output that needs no gradient (recorded under NoGrad, built from constants, detached values,
+// or a gradient taken without create_graph) is refused.
 template <class T>
 std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs);
+template <class T>
+std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, AllowUnused);
 // The same gradients as Vars recorded on the tape, differentiable again.
 template <class T>
 std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph);
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs, CreateGraph, AllowUnused);
 
 // Gradients with respect to parameters, each summed over every leaf that read it in the
 // forward pass (tape.param(p) may have been called more than once), as Vars: what a Hessian-vector
 // product over a model's weights or a gradient penalty on them needs. A parameter the output
-// does not read gets zeros.
+// does not depend on is refused, or gets zeros with ad::allow_unused.
 template <class T>
 std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph);
+template <class T>
+std::vector<Var<T>> grad(const Var<T>& output, const std::vector<Parameter<T>*>& params, CreateGraph, AllowUnused);
 
 // cotangent^T J for each chosen input, where J is the Jacobian of output with respect to it.
+// Unused inputs and an output that needs no gradient are treated as grad() treats them.
 template <class T>
 std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
                            const std::vector<Var<T>>& inputs);
+template <class T>
+std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
+                           const std::vector<Var<T>>& inputs, AllowUnused);
 // The same as Vars recorded on the tape; the cotangent may itself be a Var (then the result is
 // differentiable with respect to it too).
 template <class T>
 std::vector<Var<T>> vjp(const Var<T>& output, const Var<T>& cotangent, const std::vector<Var<T>>& inputs,
                         CreateGraph);
+template <class T>
+std::vector<Var<T>> vjp(const Var<T>& output, const Var<T>& cotangent, const std::vector<Var<T>>& inputs,
+                        CreateGraph, AllowUnused);
 
-// --- functional API: each runs f on a tape of its own ---
+namespace detail {
+// backward(output, cotangent) that also returns the adjoints of `inputs` (zeros where unused),
+// which must not be parameter leaves: what a checkpointed block's VJP needs in one sweep.
+template <class T>
+std::vector<Tensor<T>> backward_and_grad(const Var<T>& output, const Tensor<T>& cotangent,
+                                         const std::vector<Var<T>>& inputs);
+}  // namespace detail
+
+// --- functional API: each runs f on a tape of its own, with grad enabled (inside NoGrad too) ---
 
 template <class X>
 struct NonDeduced {

@@ -117,15 +117,10 @@ Var<T> checkpoint(const BlockFn<T>& f, const std::vector<Var<T>>& inputs)
                         "values on each run)");
         if (!y.requires_grad()) return;
         // The block's leaves are the first records of the scratch tape, in input order.
-        if (v.tape.into_params) {
-            backward(y, v.g);  // adds into the .grad of the parameters the block reads
-            for (std::size_t k = 0; k < v.inputs(); ++k)
-                if (v.wants(k) && scratch->has_adjoint()[k]) v.acc(k, scratch->adjoint(k));
-            return;
-        }
         std::vector<Var<T>> xs;
         for (std::size_t k = 0; k < v.inputs(); ++k) xs.push_back(scratch->handle(k));
-        const auto gs = vjp(y, v.g, xs);
+        // backward() adds into the .grad of the parameters the block reads
+        const auto gs = v.sweep.into_params ? detail::backward_and_grad(y, v.g, xs) : vjp(y, v.g, xs, allow_unused);
         for (std::size_t k = 0; k < v.inputs(); ++k) v.acc(k, gs[k]);
     });
 }

@@ -48,6 +48,7 @@
 #include "autodiff/anomaly.hpp"
 #include "autodiff/kernels/reduce.hpp"
 #include "autodiff/ops.hpp"
+#include "autodiff/sweep.hpp"
 #include "autodiff/tape.hpp"
 
 #include <xtensor/xbroadcast.hpp>
@@ -106,14 +107,16 @@ void assign(Tensor<T>& out, const E& e)
 }
 
 namespace detail {
-// Tensor k of what an op saved, or an ad::Error naming the op if it saved fewer.
+// Tensor k of what record r saved this step, or an ad::Error naming the op if it saved no such.
 template <class T>
 const Tensor<T>& saved_tensor(const Tape<T>& tape, const Record<T>& r, std::size_t k)
 {
     const Saved<T>* s = tape.saved_of(r);
-    if (!s || k >= s->tensors.size())
+    if (!s || k >= s->set.size() || !s->set[k]) {
+        const std::size_t n = s ? static_cast<std::size_t>(std::count(s->set.begin(), s->set.end(), 1)) : 0;
         throw Error(std::string(r.op) + ": its VJP reads saved tensor " + std::to_string(k) + ", but the op saved " +
-                    std::to_string(s ? s->tensors.size() : 0) + " (Op::save(k) in the forward)");
+                    std::to_string(n) + " tensors and not this one (Op::save(k) in the forward)");
+    }
     return s->tensors[k];
 }
 // The integers an op saved (empty if none).
@@ -124,12 +127,47 @@ const std::vector<std::ptrdiff_t>& saved_indices(const Tape<T>& tape, const Reco
     const Saved<T>* s = tape.saved_of(r);
     return s ? s->indices : none;
 }
+
+// Whether a contribution of shape `e` sums back to an input of shape `x`: equal, or e is x
+// broadcast (x aligned with e's trailing axes, each of x's axes equal to e's or 1).
+template <class S1, class S2>
+bool sums_to(const S1& e, const S2& x)
+{
+    if (e.size() < x.size()) return false;
+    const std::size_t lead = e.size() - x.size();
+    for (std::size_t j = 0; j < x.size(); ++j)
+        if (x[j] != e[j + lead] && x[j] != 1) return false;
+    return true;
+}
+
+// The errors of a VJP that names an input its op does not have, or adds a gradient of a shape
+// that is not its input's.
+template <class T>
+[[noreturn]] void refuse_input(const Tape<T>& tape, std::size_t index, std::size_t k)
+{
+    const auto& r = tape.record(index);
+    throw Error(std::string(r.op) + " (tape position " + std::to_string(index) + "): its VJP refers to input " +
+                std::to_string(k) + ", but the op has " + std::to_string(r.n_inputs) + " input" +
+                (r.n_inputs == 1 ? "" : "s"));
+}
+template <class T, class S>
+[[noreturn]] void refuse_contribution(const Tape<T>& tape, std::size_t index, std::size_t k, const S& shape)
+{
+    const auto& r = tape.record(index);
+    const auto i = tape.input(r, k);
+    throw Error(std::string(r.op) + " (tape position " + std::to_string(index) + "): its VJP adds a gradient of shape " +
+                shape_str(shape) + " into input " + std::to_string(k) + " of shape " +
+                shape_str(tape.value(i).shape()) + " (op '" + tape.record(i).op + "' at tape position " +
+                std::to_string(i) + "); a gradient must have its input's shape, or broadcast to it (then it is "
+                "summed back)");
+}
 }  // namespace detail
 
 // The context a first-order VJP receives: the cotangent g of the op's output, the output y,
-// the inputs' values, and the adjoints to add into.
+// the inputs' values, and the adjoints to add into, which belong to the sweep.
 template <class T>
 struct Vjp {
+    Sweep<T>& sweep;
     Tape<T>& tape;
     const detail::Record<T>& record;
     std::size_t index;   // the op's position on the tape
@@ -137,8 +175,14 @@ struct Vjp {
     const Tensor<T>& y;  // the output
 
     std::size_t inputs() const { return record.n_inputs; }
-    std::uint32_t id(std::size_t k) const { return tape.input(record, k); }
+    // Input k's position on the tape; an op has inputs 0 .. inputs() - 1, others are refused.
+    std::uint32_t id(std::size_t k) const
+    {
+        if (k >= record.n_inputs) detail::refuse_input(tape, index, k);
+        return tape.input(record, k);
+    }
     const Tensor<T>& x(std::size_t k) const { return tape.value(id(k)); }
+    // What this record saved this step.
     const Tensor<T>& saved(std::size_t k) const { return detail::saved_tensor(tape, record, k); }
     const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record); }
     // Whether input k needs a gradient: ops skip the work for those that do not.
@@ -156,34 +200,35 @@ struct Vjp {
     Tensor<T>& slot(std::size_t k, bool& first)
     {
         const auto i = id(k);
-        auto& rec = tape.record(i);
-        if (rec.param && tape.into_params) {
+        if (tape.record(i).param && sweep.into_params) {
             first = false;
-            tape.has_adjoint()[i] = 1;  // reached: a grad-ready hook reports it
-            return rec.param->grad;
+            return sweep.param_grad(i);
         }
-        auto& flag = tape.has_adjoint()[i];
+        auto& flag = sweep.reach_flag(i);
         first = !flag;
         flag = 1;
-        return first ? tape.take_adjoint(i, x(k).shape()) : tape.adjoint(i);
+        return first ? sweep.take_adjoint(i, x(k).shape()) : sweep.adjoint(i);
     }
 
     // adjoint(input k) += e, with e summed back to the input's shape where the forward
-    // broadcast it. e is evaluated only if input k needs a gradient.
+    // broadcast it; e of another shape is refused. e is evaluated only if input k needs a
+    // gradient.
     template <class E>
     void acc(std::size_t k, const E& e)
     {
         if (!wants(k)) return;
+        const auto& xs = x(k).shape();
+        const bool same = std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end());
+        if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         bool first;
         auto& a = slot(k, first);
-        const auto& xs = x(k).shape();
-        if (std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end())) {
+        if (same) {
             if (detail::assign_scalar(a, e, !first)) return;
             if (first) xt::noalias(a) = e;
             else xt::noalias(a) += e;
             return;
         }
-        kernels::sum_to(e, xs, a, !first, tape.scratch, tape.scratch2);
+        kernels::sum_to(e, xs, a, !first, sweep.scratch(), sweep.scratch2());
     }
 
     // adjoint(input k)[i] += f(i) for every element i of the input, as a plain loop.
@@ -214,7 +259,11 @@ struct GradVjp {
 
     const detail::Record<T>& record() const { return tape.record(index); }
     std::size_t inputs() const { return record().n_inputs; }
-    std::uint32_t id(std::size_t k) const { return tape.input(record(), k); }
+    std::uint32_t id(std::size_t k) const
+    {
+        if (k >= record().n_inputs) detail::refuse_input(tape, index, k);
+        return tape.input(record(), k);
+    }
     Var<T> x(std::size_t k) const { return tape.handle(id(k)); }
     // A saved tensor as a constant: what the forward computed from its inputs' values, which a
     // graph VJP must not differentiate through (build it from x(k) instead where it must).
@@ -227,13 +276,17 @@ struct GradVjp {
     template <class E>
     Var<T> constant(const E& e) const { return tape.constant(Tensor<T>(e)); }
 
-    // adjoint(input k) += e, summed back to the input's shape where the forward broadcast it.
+    // adjoint(input k) += e, summed back to the input's shape where the forward broadcast it;
+    // e of another shape is refused.
     void acc(std::size_t k, const Var<T>& e)
     {
         if (!wants(k)) return;
         const auto i = id(k);
+        tape.check(e, record().op);
         const auto& xs = tape.value(i).shape();
-        const Var<T> d = e.shape() == xs ? e : sum_to(e, Shape(xs.begin(), xs.end()));
+        const bool same = e.shape() == xs;
+        if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
+        const Var<T> d = same ? e : sum_to(e, Shape(xs.begin(), xs.end()));
         adjoints[i] = reached[i] ? add(adjoints[i], d) : d;
         reached[i] = 1;
     }
@@ -256,15 +309,17 @@ public:
     Op& operator=(const Op&) = delete;
     ~Op()
     {
-        if (!done_) tape_.pop();
+        if (!done_) tape_.drop(index_);
     }
 
     Tensor<T>& out() { return r_.value; }
     Tensor<T>& save(std::size_t k)
     {
-        auto& tensors = tape_.saved(r_).tensors;
-        if (tensors.size() <= k) tensors.resize(k + 1);
-        return tensors[k];
+        auto& s = tape_.saved(r_);
+        if (s.tensors.size() <= k) s.tensors.resize(k + 1);
+        if (s.set.size() <= k) s.set.resize(k + 1, 0);
+        s.set[k] = 1;
+        return s.tensors[k];
     }
     std::vector<std::ptrdiff_t>& save_indices()
     {
@@ -289,6 +344,7 @@ public:
         if (r_.needs_grad) r_.vjp.set(std::forward<F>(vjp), std::forward<G>(graph_vjp));
         if (anomaly_enabled()) check_forward_anomaly(tape_, index_);
         if (!grad_enabled()) tape_.count_no_grad(r_.op, index_);
+        r_.done = true;
         done_ = true;
         return tape_.handle(index_);
     }

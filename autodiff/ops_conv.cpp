@@ -547,7 +547,7 @@ Var<T> avg_pool2d_adjoint(const Var<T>& g, const PoolAttrs& a, const Shape& xs)
                 kernels::avg_pool2d_forward(v.g.data(), geo, d);
                 return;
             }
-            Tensor<T>& tmp = v.tape.scratch;  // the pooled cotangent, then added
+            Tensor<T>& tmp = v.sweep.scratch();  // the pooled cotangent, then added
             if (tmp.size() != v.x(0).size()) tmp.resize({v.x(0).size()});
             kernels::avg_pool2d_forward(v.g.data(), geo, tmp.data());
             for (std::size_t i = 0; i < v.x(0).size(); ++i) d[i] += tmp.data()[i];

@@ -1,5 +1,7 @@
 #include "autodiff/tape.hpp"
 
+#include "autodiff/sweep.hpp"
+
 #include <xtensor/xbuilder.hpp>
 
 #include <deque>
@@ -61,11 +63,45 @@ std::string thread_str(std::thread::id id)
 }
 }  // namespace
 
+namespace {
+// The lock table of parameters written by sweeps: a parameter's stripe is param_stripe(&p).
+// Spin locks that yield: one exchange to take when no other thread holds it, which is the
+// single-threaded case, where a mutex would cost a measurable share of a small step.
+struct alignas(64) Stripe {
+    std::atomic<bool> held{false};
+};
+Stripe stripes[64];
+thread_local std::uint64_t held_stripes = 0;  // by this thread's sweeps (nested ones add none twice)
+}  // namespace
+
+std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
+{
+    const std::uint64_t taken = mask & ~held_stripes;
+    for (std::uint64_t m = taken; m; m &= m - 1) {
+        auto& held = stripes[__builtin_ctzll(m)].held;
+        while (held.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+    }
+    held_stripes |= taken;
+    return taken;
+}
+
+void detail::unlock_param_stripes(std::uint64_t taken)
+{
+    held_stripes &= ~taken;
+    for (std::uint64_t m = taken; m; m &= m - 1) stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
+}
+
+std::uint64_t detail::next_sweep_id()
+{
+    static std::atomic<std::uint64_t> counter{1};
+    return counter.fetch_add(1, std::memory_order_relaxed);
+}
+
 NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
 NoGrad::~NoGrad() { detail::grad_mode = previous_; }
 
 template <class T>
-Parameter<T>::Parameter(Tensor<T> v) : value(std::move(v)), grad(xt::zeros<T>(value.shape()))
+Parameter<T>::Parameter(Tensor<T> v) : value(std::move(v)), grad(xt::zeros<T>(value.shape())), grad_zeroed(true)
 {
 }
 
@@ -74,6 +110,7 @@ void Parameter<T>::zero_grad()
 {
     if (grad.shape() != value.shape()) grad.resize(value.shape());
     grad.fill(T(0));
+    grad_zeroed = true;
 }
 
 template <class T>
@@ -141,6 +178,34 @@ void Tape<T>::refuse(const Var<T>& v, const char* op) const
 }
 
 template <class T>
+void Tape<T>::refuse_handle(std::size_t i) const
+{
+    throw Error("handle: tape position " + std::to_string(i) +
+                (i < n_ ? std::string(" holds op '") + record(i).op + "', which has not finished (Op::done())"
+                        : " is past the tape's end (" + std::to_string(n_) + " records)") +
+                "; a handle is valid only after its op's done()");
+}
+
+template <class T>
+std::unique_ptr<detail::SweepBuffers<T>> Tape<T>::lend_sweep_buffers()
+{
+    if (sweep_buffers_) return std::move(sweep_buffers_);
+    return std::make_unique<detail::SweepBuffers<T>>();
+}
+
+template <class T>
+void Tape<T>::return_sweep_buffers(std::unique_ptr<detail::SweepBuffers<T>> b)
+{
+    if (!sweep_buffers_ || b->pool.size() > sweep_buffers_->pool.size()) sweep_buffers_ = std::move(b);
+}
+
+template <class T>
+std::size_t Tape<T>::adjoint_buffers() const
+{
+    return sweep_buffers_ ? sweep_buffers_->pool.size() : 0;
+}
+
+template <class T>
 void Tape<T>::take_or_refuse(const char* op)
 {
     const auto me = std::this_thread::get_id();
@@ -189,6 +254,7 @@ detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs)
         needs = needs || record(v.index()).needs_grad;
     }
     auto& r = leaf(op, needs && detail::grad_mode);
+    r.done = false;
     r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = static_cast<std::uint32_t>(inputs.size());
     for (const auto& v : inputs) inputs_.push_back(v.index());
@@ -215,9 +281,10 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
         if (n_ > UINT32_MAX - 1)
             throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
                         " records); clear it between steps");
-        chunks_.emplace_back(new detail::Record<T>[chunk_mask + 1]);
+        // capacity_ grows only once the chunk is held, so a throw leaves the tape as it was
+        std::unique_ptr<detail::Record<T>[]> chunk(new detail::Record<T>[chunk_mask + 1]);
+        chunks_.push_back(std::move(chunk));
         capacity_ += chunk_mask + 1;
-        has_adjoint_.resize(capacity_, 0);
     }
     auto& r = record(n_++);
     r.op = op;
@@ -226,17 +293,22 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
     r.n_inputs = 0;
     r.saved = 0;
     r.needs_grad = needs_grad;
+    r.done = true;  // leaves; push() clears it until Op::done()
     r.param = nullptr;
     return r;
 }
 
 template <class T>
-void Tape<T>::pop()
+void Tape<T>::drop(std::size_t i)
 {
+    auto& r = record(i);
+    r.vjp.reset();
+    r.done = false;
+    r.needs_grad = false;
+    if (i + 1 != n_) return;
     --n_;
-    inputs_.resize(record(n_).first_input);
-    record(n_).vjp.reset();
-    if (record(n_).saved) n_saved_ = record(n_).saved - 1;
+    inputs_.resize(r.first_input);
+    if (r.saved) n_saved_ = r.saved - 1;
     if (!param_leaves_.empty() && param_leaves_.back() == n_) param_leaves_.pop_back();
 }
 
@@ -246,6 +318,10 @@ detail::Saved<T>& Tape<T>::saved(detail::Record<T>& r)
     if (!r.saved) {
         if (n_saved_ == saved_.size()) saved_.emplace_back();
         r.saved = static_cast<std::uint32_t>(++n_saved_);
+        // An entry another record used in an earlier step: keep its buffers, not its contents.
+        auto& s = saved_[r.saved - 1];
+        s.set.clear();
+        s.indices.clear();
     }
     return saved_[r.saved - 1];
 }

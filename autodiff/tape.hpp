@@ -4,14 +4,21 @@
 // The tape owns every record; a Var is an index plus the tape's generation, so a handle kept
 // past clear() or past the tape's life is detected instead of reading reused memory. clear()
 // keeps the records' buffers, so a training loop that records the same ops every step allocates
-// nothing for values after the first step.
+// nothing for values after the first step. The tape holds records, leaves and the generation;
+// what one reverse sweep needs lives in a Sweep object (autodiff/sweep.hpp) of its own, the tape
+// only lending it buffers kept from step to step.
 //
 // The contract:
 // - One thread at a time. A tape belongs to the thread that records its first value after
 //   construction or clear(); recording on it or sweeping it from another thread raises
-//   ad::Error. Threads that train at once each use a tape of their own (parameters may be
-//   shared for reading; each thread's optimiser steps its own).
-// - A Var is valid until its tape is cleared or destroyed; using it later raises ad::Error.
+//   ad::Error. Threads that train at once each use a tape of their own. A Parameter may be
+//   shared by tapes on several threads: reading its value is safe, and backward() on several
+//   threads adding into one parameter's .grad is safe too (sweeps that write the same parameter
+//   take turns: each locks its parameters' stripes of a global lock table, in one order, for
+//   the whole sweep, so a grad-ready hook runs holding them). Updating a shared parameter while
+//   another thread reads it is the caller's to order.
+// - A Var is valid from the op's done() until its tape is cleared or destroyed; using it later
+//   raises ad::Error.
 // - Clear the tape once per step: every op appends a record, so a loop that never clears grows
 //   without bound. Under NoGrad (evaluation) a tape whose values recorded since its last
 //   clear() pass no_grad_limit() bytes raises ad::Error saying so.
@@ -38,6 +45,12 @@ template <class T>
 struct Vjp;
 template <class T>
 struct GradVjp;
+template <class T>
+class Sweep;
+namespace detail {
+template <class T>
+struct SweepBuffers;
+}
 
 // A trainable tensor that lives outside any tape and persists across steps. Its gradient
 // accumulates over backward() calls until zero_grad(). `version` counts in-place updates
@@ -53,6 +66,12 @@ struct Parameter {
     explicit Parameter(Tensor<T> v);
     void zero_grad();
     void mark_modified() { ++version; }
+
+    // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad() (then
+    // nothing needs copying to put .grad back; write .grad directly only after a backward()
+    // or zero_grad() and not between the two), and the sweep that last wrote .grad.
+    bool grad_zeroed = false;
+    std::uint64_t written_by = 0;
 };
 
 namespace detail {
@@ -137,12 +156,18 @@ void Backward<T>::set(F&& first, G&& graph)
     static_assert(sizeof(Pair) <= inline_size && alignof(Pair) <= 16, "an op's VJP captures too much to be stored inline");
 #endif
     reset();
-    void* at = buffer_;
     if constexpr (sizeof(Pair) > inline_size || alignof(Pair) > 16) {
-        at = ::operator new(sizeof(Pair), std::align_val_t(alignof(Pair)));
+        void* at = ::operator new(sizeof(Pair), std::align_val_t(alignof(Pair)));
+        try {
+            new (at) Pair{std::forward<F>(first), std::forward<G>(graph)};
+        } catch (...) {  // a capture's copy or move threw: the block is not the record's yet
+            ::operator delete(at, std::align_val_t(alignof(Pair)));
+            throw;
+        }
         *reinterpret_cast<void**>(buffer_) = at;
+    } else {
+        new (buffer_) Pair{std::forward<F>(first), std::forward<G>(graph)};
     }
-    new (at) Pair{std::forward<F>(first), std::forward<G>(graph)};
     calls_ = &calls_for<Pair>;
 }
 
@@ -154,6 +179,7 @@ struct Record {
     std::uint32_t n_inputs = 0;
     std::uint32_t saved = 0;        // 0, or 1 + the position of what the op saved in tape.saved_
     bool needs_grad = false;
+    bool done = false;              // its handle is valid: a leaf, or an op that reached Op::done()
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
     Tensor<T> value;                // the output (unused for parameter leaves)
@@ -164,6 +190,7 @@ struct Record {
 template <class T>
 struct Saved {
     std::vector<Tensor<T>> tensors;       // a mask, probabilities: Op::save(k)
+    std::vector<char> set;                // tensors[k] was saved by this record this step
     std::vector<std::ptrdiff_t> indices;  // argmax positions, labels: Op::save_indices()
 };
 
@@ -249,9 +276,15 @@ public:
     // --- for ops (autodiff/op.hpp) and the reverse sweep ---
     detail::Record<T>& push(const char* op, std::initializer_list<Var<T>> inputs);
     detail::Record<T>& push(const char* op, const std::vector<Var<T>>& inputs);
-    void pop();  // undo the last push (an op whose forward threw)
+    // Undoes record i, an op whose forward threw: removed if it is the last record; otherwise
+    // (it recorded ops after itself, whose handles may have escaped) it stays, never done, so
+    // no handle to it is valid and those after it keep theirs.
+    void drop(std::size_t i);
+    // The handle of record i, which must be done (a handle before Op::done() would alias
+    // whatever took the record's place, should the op throw).
     Var<T> handle(std::size_t i) const
     {
+        if (i >= n_ || !record(i).done) refuse_handle(i);
         return Var<T>(anchor_, static_cast<std::uint32_t>(i), generation_);
     }
     detail::Record<T>& record(std::size_t i) { return chunks_[i >> chunk_bits][i & chunk_mask]; }
@@ -266,6 +299,8 @@ public:
         return inputs_[r.first_input + k];
     }
     // The handle belongs to this tape's current generation, or ad::Error naming `op`.
+    // (No handle to a record that is not done exists: handle() refuses one, and drop() undoes
+    // only records whose op never reached done().)
     void check(const Var<T>& v, const char* op) const
     {
         if (v.anchor() != anchor_ || v.generation() != generation_ || v.index() >= n_) refuse(v, op);
@@ -286,80 +321,26 @@ public:
     // Positions of the parameter leaves recorded since the last clear(), in tape order.
     const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
 
-    // Adjoints. A sweep gives each record it reaches a buffer from a pool (take_adjoint), and
-    // once the record's own VJP has run hands the buffer back (release_adjoint) unless the
-    // record is kept (a leaf, or an input the caller asked for): a sweep holds the adjoints
-    // still to be read, not one per record. Buffers are matched by size, so a loop that sweeps
-    // the same graph every step reuses them without allocating; a buffer no sweep has used in
-    // the last `pool_keep` sweeps is freed, so a loop whose shapes change keeps a bounded pool.
-    // When `into_params` is set (backward()), a parameter leaf's adjoint is the parameter's own
-    // .grad instead.
-    //
-    // adjoint(i) is record i's buffer: valid while i is reached and not released.
-    Tensor<T>& adjoint(std::size_t i) { return *pool_[adjoint_at_[i]].tensor; }
-    template <class S>
-    Tensor<T>& take_adjoint(std::size_t i, const S& shape)
-    {
-        std::size_t n = 1;
-        for (const auto d : shape) n *= d;
-        // The most recently freed buffer of n elements among the last 16 freed, else a new one.
-        std::size_t f = free_.size();
-        const std::size_t stop = f > 16 ? f - 16 : 0;
-        while (f > stop && pool_[free_[f - 1]].tensor->size() != n) --f;
-        std::uint32_t at;
-        if (f > stop) {
-            at = free_[f - 1];
-            free_[f - 1] = free_.back();
-            free_.pop_back();
-        } else {
-            at = static_cast<std::uint32_t>(pool_.size());
-            pool_.push_back({std::make_unique<Tensor<T>>(), 0});
-        }
-        adjoint_at_[i] = at;
-        pool_[at].last_sweep = sweeps_;
-        Tensor<T>& a = *pool_[at].tensor;
-        if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
-        return a;
-    }
-    void release_adjoint(std::size_t i) { free_.push_back(adjoint_at_[i]); }
-    std::size_t adjoint_buffers() const { return pool_.size(); }  // the pool's size, for memory reports
-    static constexpr std::uint64_t pool_keep = 16;
-    // Starts a sweep over records [0, n): every pooled buffer is free again, and those unused
-    // for pool_keep sweeps are dropped.
-    void start_sweep(std::size_t n)
-    {
-        if (adjoint_at_.size() < n) adjoint_at_.resize(capacity_);
-        ++sweeps_;
-        pool_.erase(std::remove_if(pool_.begin(), pool_.end(),
-                                   [&](const Pooled& p) { return sweeps_ - p.last_sweep > pool_keep; }),
-                    pool_.end());
-        free_.clear();
-        for (std::size_t k = pool_.size(); k-- > 0;) free_.push_back(static_cast<std::uint32_t>(k));
-    }
-    std::vector<char>& has_adjoint() { return has_adjoint_; }
-    bool into_params = false;
-    Tensor<T> scratch, scratch2;  // reused by broadcasting reductions in the sweep
+    // The buffers of a sweep (autodiff/sweep.hpp), kept from one sweep to the next: the first
+    // sweep borrows the tape's, a sweep started while they are lent gets new ones.
+    std::unique_ptr<detail::SweepBuffers<T>> lend_sweep_buffers();
+    void return_sweep_buffers(std::unique_ptr<detail::SweepBuffers<T>> b);
+    std::size_t adjoint_buffers() const;  // the pool's size, for memory reports
+    static constexpr std::uint64_t pool_keep = 16;  // sweeps a pooled buffer may go unused
 
 private:
     template <class Inputs>
     detail::Record<T>& push_impl(const char* op, const Inputs& inputs);
     detail::Record<T>& leaf(const char* op, bool needs_grad);
     [[noreturn]] void refuse(const Var<T>& v, const char* op) const;
+    [[noreturn]] void refuse_handle(std::size_t i) const;
     void take_or_refuse(const char* op);
 
     // Records live in fixed-size chunks: references stay valid as the tape grows, and finding
     // record i is a shift and a mask.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
-    // The adjoint pool, made by sweeps: the forward pass neither builds nor touches it.
-    struct Pooled {
-        std::unique_ptr<Tensor<T>> tensor;
-        std::uint64_t last_sweep;  // the sweep that last took it
-    };
-    std::vector<Pooled> pool_;
-    std::uint64_t sweeps_ = 0;  // sweeps started on this tape
-    std::vector<std::uint32_t> free_;        // positions in pool_ not in use
-    std::vector<std::uint32_t> adjoint_at_;  // record -> position in pool_
+    std::unique_ptr<detail::SweepBuffers<T>> sweep_buffers_;  // null while a sweep has them
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
@@ -367,7 +348,6 @@ private:
     // what its own op saved, so entries must not move as the list grows.
     std::deque<detail::Saved<T>> saved_;
     std::size_t n_saved_ = 0;  // entries of saved_ in use since the last clear()
-    std::vector<char> has_adjoint_;
     std::vector<std::uint32_t> param_leaves_;
     std::uint64_t generation_;
     detail::Anchor<T>* anchor_;
@@ -392,6 +372,19 @@ namespace detail {
 inline thread_local bool grad_mode = true;
 }
 inline bool grad_enabled() { return detail::grad_mode; }
+
+// The opposite: ops record what needs a gradient while an EnableGrad is alive on this thread,
+// inside a NoGrad scope too.
+class EnableGrad {
+public:
+    EnableGrad() : previous_(detail::grad_mode) { detail::grad_mode = true; }
+    ~EnableGrad() { detail::grad_mode = previous_; }
+    EnableGrad(const EnableGrad&) = delete;
+    EnableGrad& operator=(const EnableGrad&) = delete;
+
+private:
+    bool previous_;
+};
 
 template <class T>
 inline const Tensor<T>& Var<T>::value() const

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 
+using Catch::Matchers::Contains;
 using namespace adtest;
 using ad::Parameter;
 using ad::Tape;
@@ -136,12 +137,13 @@ TEST_CASE("grad(y, inputs) returns dy/dinput for parameters, variables and inter
     }
     CHECK_THAT(W.grad, Equals(Tensor<double>{{7.0, 7.0}, {7.0, 7.0}}));
 
-    // An input the output does not depend on gets zeros of its shape.
+    // An input the output does not depend on is refused, or gets zeros of its shape if asked.
     const auto unused = tape.variable(Tensor<double>{{1.0, 2.0, 3.0}});
-    CHECK_THAT(ad::grad(y, {unused})[0], Equals(Tensor<double>{{0.0, 0.0, 0.0}}));
+    CHECK_THROWS_WITH(ad::grad(y, {unused}), Contains("not used by the output"));
+    CHECK_THAT(ad::grad(y, {unused}, ad::allow_unused)[0], Equals(Tensor<double>{{0.0, 0.0, 0.0}}));
 }
 
-TEST_CASE("a value recorded after the output does not reach it: its gradient is 0, even after another sweep reached it", "[backward]")
+TEST_CASE("a value recorded after the output does not reach it: it is unused, even after another sweep reached it", "[backward]")
 {
     Tape<double> tape;
     const auto x = tape.variable(Tensor<double>{1.0, 2.0});
@@ -149,15 +151,16 @@ TEST_CASE("a value recorded after the output does not reach it: its gradient is 
     const auto z = x * 2.0;  // recorded after y1
     const auto y2 = ad::sum(z);
     CHECK_THAT(ad::grad(y2, {z})[0], Equals({1.0, 1.0}));
-    CHECK_THAT(ad::grad(y1, {z, x})[0], Equals({0.0, 0.0}));
-    CHECK_THAT(ad::grad(y1, {z, x})[1], Equals({1.0, 1.0}));
+    CHECK_THROWS_WITH(ad::grad(y1, {z, x}), Contains("recorded after the output"));
+    CHECK_THAT(ad::grad(y1, {z, x}, ad::allow_unused)[0], Equals({0.0, 0.0}));
+    CHECK_THAT(ad::grad(y1, {z, x}, ad::allow_unused)[1], Equals({1.0, 1.0}));
 
     // The same across clear(): the new, shorter forward pass must not see the old sweep's marks.
     tape.clear();
     const auto u = tape.variable(Tensor<double>{3.0});
     const auto su = ad::sum(u);
     const auto w = tape.variable(Tensor<double>{4.0, 5.0});  // where z was
-    CHECK_THAT(ad::grad(su, {w})[0], Equals({0.0, 0.0}));
+    CHECK_THAT(ad::grad(su, {w}, ad::allow_unused)[0], Equals({0.0, 0.0}));
 }
 
 TEST_CASE("a parameter read twice on one tape gets both contributions: d sum(p p) = 2 p", "[backward]")
@@ -207,8 +210,12 @@ TEST_CASE("backward from an output no parameter reaches changes nothing", "[back
     Parameter<double> p(Tensor<double>{1.0, -2.0});
     p.grad = Tensor<double>{0.25, 0.5};  // as if from an earlier backward()
     const auto dependent = ad::sum(tape.param(p) * 3.0);
-    const auto unrelated = ad::sum(ad::exp(tape.constant(Tensor<double>{1.0, 2.0})));
+    const auto unrelated = ad::sum(ad::exp(tape.variable(Tensor<double>{1.0, 2.0})));
     REQUIRE_NOTHROW(ad::backward(unrelated));
+    CHECK_THAT(p.grad, Equals({0.25, 0.5}));
+    // an output built from constants alone needs no gradient: refused, as grad() refuses it
+    CHECK_THROWS_WITH(ad::backward(ad::sum(ad::exp(tape.constant(Tensor<double>{1.0})))),
+                      Contains("depends on nothing that needs a gradient"));
     CHECK_THAT(p.grad, Equals({0.25, 0.5}));
     ad::backward(dependent);
     CHECK_THAT(p.grad, Equals({3.25, 3.5}));  // exact: dyadic sums
@@ -379,7 +386,7 @@ TEST_CASE("the grad-ready hook reports a parameter that is the output itself, an
     CHECK(got[0].first == &s);
     CHECK_THAT(got[0].second, Equals(Tensor<double>(1.0)));
 
-    const auto none = reported(ad::sum(ad::exp(tape.constant(Tensor<double>{1.0, 2.0}))));
+    const auto none = reported(ad::sum(ad::exp(tape.variable(Tensor<double>{1.0, 2.0}))));
     CHECK(none.empty());
 }
 

@@ -104,3 +104,29 @@ TEST_CASE("NoGrad and anomaly mode are per thread", "[threads]")
     CHECK(other_grad);
     CHECK_FALSE(other_anomaly);
 }
+
+TEMPLATE_TEST_CASE("threads with tapes of their own add into shared parameters' gradients without losing any",
+                   "[threads]", float, double)
+{
+    // Each backward() adds 1 to every element of p.grad and 2 to q.grad; the two threads read
+    // the parameters in opposite orders, which must not deadlock their sweeps.
+    // The parameters are large enough that unguarded additions overlap and lose updates.
+    ad::Parameter<TestType> p(Tensor<TestType>(xt::zeros<TestType>({4096}))),
+        q(Tensor<TestType>(xt::zeros<TestType>({1024})));
+    constexpr int steps = 10000;
+    auto work = [&](bool p_first) {
+        Tape<TestType> tape;
+        for (int s = 0; s < steps; ++s) {
+            tape.clear();
+            const auto a = ad::sum(tape.param(p_first ? p : q));
+            const auto b = ad::sum(tape.param(p_first ? q : p));
+            ad::backward(p_first ? a + b * TestType(2) : a * TestType(2) + b);
+        }
+    };
+    std::thread ta(work, true), tb(work, false);
+    ta.join();
+    tb.join();
+    // exact: integers below 2^24
+    CHECK(std::count(p.grad.begin(), p.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(p.grad.size()));
+    CHECK(std::count(q.grad.begin(), q.grad.end(), TestType(4 * steps)) == std::ptrdiff_t(q.grad.size()));
+}

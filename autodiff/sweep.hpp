@@ -1,0 +1,211 @@
+// One reverse sweep's state, apart from the tape it sweeps (as PyTorch's GraphTask is apart from
+// its graph): which records the sweep has reached, their adjoint buffers, the scratch space of
+// broadcasting reductions, and, for backward(), the parameters whose .grad it writes. The VJPs
+// it calls see it as Vjp::sweep. A sweep started inside another on the same tape (a grad-ready
+// hook or a VJP calling ad::grad) has an object of its own, so neither disturbs the other.
+//
+// Adjoint buffers: a sweep gives each record it reaches a buffer (take_adjoint), and once the
+// record's own VJP has run hands it back (release_adjoint) unless the record is kept (a leaf, or
+// an input the caller asked for): a sweep holds the adjoints still to be read, not one per
+// record. Buffers are matched by size and kept by the tape between sweeps (the first sweep on a
+// tape borrows them, a nested one makes its own), so a loop that sweeps the same graph every
+// step reuses them without allocating; a buffer no sweep has used in the last Tape::pool_keep
+// sweeps is freed, so a loop whose shapes change keeps a bounded pool.
+#pragma once
+
+#include "autodiff/tape.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace ad {
+
+namespace detail {
+
+// The buffers a sweep works in, lent by its tape from one sweep to the next.
+template <class T>
+struct SweepBuffers {
+    struct Pooled {
+        std::unique_ptr<Tensor<T>> tensor;
+        std::uint64_t last_sweep;  // the sweep that last took it
+    };
+    std::vector<Pooled> pool;
+    std::uint64_t sweeps = 0;                // sweeps that used these buffers
+    std::vector<std::uint32_t> free;         // positions in pool not in use
+    std::vector<std::uint32_t> adjoint_at;   // record -> position in pool
+    std::vector<char> reached;               // record -> has an adjoint in this sweep
+    Tensor<T> scratch, scratch2;             // reused by broadcasting reductions
+    // backward(): the parameters whose .grad the sweep wrote, with what to put back if it throws
+    struct Touched {
+        Parameter<T>* param;
+        std::int32_t backup;  // position in pool of a copy of .grad, or -1: it was zero
+    };
+    std::vector<Touched> touched;
+};
+
+// Locks the stripes in `mask` not already held by this thread, in stripe order, and returns
+// those it took. Sweeps that add into one parameter's .grad from several threads take turns.
+std::uint64_t lock_param_stripes(std::uint64_t mask);
+void unlock_param_stripes(std::uint64_t taken);
+std::uint64_t next_sweep_id();  // never 0
+inline std::uint64_t param_stripe(const void* p)
+{
+    return std::uint64_t(1) << ((reinterpret_cast<std::uintptr_t>(p) >> 4) * 0x9E3779B97F4A7C15ull >> 58);
+}
+
+}  // namespace detail
+
+template <class T>
+class Sweep {
+public:
+    // A sweep over records [0, output]. With `into_params` (backward()) a parameter leaf's
+    // adjoint is the parameter's own .grad, locked against sweeps on other threads.
+    Sweep(Tape<T>& tape, std::size_t output, bool into_params);
+    ~Sweep();
+    Sweep(const Sweep&) = delete;
+    Sweep& operator=(const Sweep&) = delete;
+
+    Tape<T>& tape;
+    const bool into_params;
+    std::size_t output() const { return out_; }
+
+    // Whether record i has an adjoint in this sweep (records after the output never do).
+    bool reached(std::size_t i) const { return i <= out_ && b_->reached[i]; }
+    char& reach_flag(std::size_t i) { return b_->reached[i]; }
+    // Record i's buffer: valid while i is reached and not released.
+    Tensor<T>& adjoint(std::size_t i) { return *b_->pool[b_->adjoint_at[i]].tensor; }
+    template <class S>
+    Tensor<T>& take_adjoint(std::size_t i, const S& shape)
+    {
+        auto& b = *b_;
+        std::size_t n = 1;
+        for (const auto d : shape) n *= d;
+        const std::uint32_t at = take(n);
+        b.adjoint_at[i] = at;
+        Tensor<T>& a = *b.pool[at].tensor;
+        if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
+        return a;
+    }
+    void release_adjoint(std::size_t i) { b_->free.push_back(b_->adjoint_at[i]); }
+
+    // The .grad of parameter leaf i, marked reached. The first time the sweep writes a
+    // parameter it remembers how to put its .grad back should the sweep throw.
+    Tensor<T>& param_grad(std::size_t i)
+    {
+        Parameter<T>& p = *tape.record(i).param;
+        char& flag = b_->reached[i];
+        if (!flag) {
+            flag = 1;
+            touch(p);
+        }
+        return p.grad;
+    }
+    // Puts back the .grad of every parameter this sweep wrote (a VJP threw).
+    void restore_params();
+
+    Tensor<T>& scratch() { return b_->scratch; }
+    Tensor<T>& scratch2() { return b_->scratch2; }
+
+private:
+    std::uint32_t take(std::size_t n);
+    void touch(Parameter<T>& p);
+
+    std::unique_ptr<detail::SweepBuffers<T>> b_;
+    std::size_t out_;
+    std::uint64_t locked_ = 0;  // stripes this sweep locked
+    std::uint64_t id_ = 0;      // backward(): unique among sweeps, marks the parameters it wrote
+};
+
+template <class T>
+Sweep<T>::Sweep(Tape<T>& t, std::size_t output, bool params)
+    : tape(t), into_params(params), b_(t.lend_sweep_buffers()), out_(output)
+{
+    auto& b = *b_;
+    if (b.reached.size() < out_ + 1) {
+        b.reached.resize(out_ + 1);
+        b.adjoint_at.resize(out_ + 1);
+    }
+    std::fill(b.reached.begin(), b.reached.begin() + static_cast<std::ptrdiff_t>(out_ + 1), 0);
+    ++b.sweeps;
+    b.pool.erase(std::remove_if(b.pool.begin(), b.pool.end(),
+                                [&](const auto& p) { return b.sweeps - p.last_sweep > Tape<T>::pool_keep; }),
+                 b.pool.end());
+    b.free.clear();
+    for (std::size_t k = b.pool.size(); k-- > 0;) b.free.push_back(static_cast<std::uint32_t>(k));
+    b.touched.clear();
+    if (into_params) {
+        std::uint64_t mask = 0;
+        for (const auto i : t.param_leaves()) {
+            if (i > out_) break;
+            mask |= detail::param_stripe(t.record(i).param);
+        }
+        locked_ = detail::lock_param_stripes(mask);
+        id_ = detail::next_sweep_id();
+    }
+}
+
+template <class T>
+Sweep<T>::~Sweep()
+{
+    if (locked_) detail::unlock_param_stripes(locked_);
+    tape.return_sweep_buffers(std::move(b_));
+}
+
+template <class T>
+std::uint32_t Sweep<T>::take(std::size_t n)
+{
+    auto& b = *b_;
+    // The most recently freed buffer of n elements among the last 16 freed, else a new one.
+    std::size_t f = b.free.size();
+    const std::size_t stop = f > 16 ? f - 16 : 0;
+    while (f > stop && b.pool[b.free[f - 1]].tensor->size() != n) --f;
+    std::uint32_t at;
+    if (f > stop) {
+        at = b.free[f - 1];
+        b.free[f - 1] = b.free.back();
+        b.free.pop_back();
+    } else {
+        at = static_cast<std::uint32_t>(b.pool.size());
+        b.pool.push_back({std::make_unique<Tensor<T>>(), 0});
+    }
+    b.pool[at].last_sweep = b.sweeps;
+    return at;
+}
+
+template <class T>
+void Sweep<T>::touch(Parameter<T>& p)
+{
+    if (p.written_by == id_) return;  // another leaf of p was reached first
+    p.written_by = id_;
+    std::int32_t backup = -1;
+    if (!p.grad_zeroed) {  // keep a copy; after zero_grad() the old .grad is known to be zero
+        const std::uint32_t at = take(p.grad.size());
+        Tensor<T>& copy = *b_->pool[at].tensor;
+        if (copy.shape() != p.grad.shape()) copy.resize(p.grad.shape());
+        std::copy(p.grad.begin(), p.grad.end(), copy.begin());
+        backup = static_cast<std::int32_t>(at);
+    }
+    p.grad_zeroed = false;
+    b_->touched.push_back({&p, backup});
+}
+
+template <class T>
+void Sweep<T>::restore_params()
+{
+    // Last first: a parameter written again after a nested sweep wrote it has two entries.
+    for (auto it = b_->touched.rbegin(); it != b_->touched.rend(); ++it) {
+        const auto& t = *it;
+        if (t.backup < 0) {
+            t.param->grad.fill(T(0));
+            t.param->grad_zeroed = true;
+        } else {
+            const Tensor<T>& copy = *b_->pool[static_cast<std::size_t>(t.backup)].tensor;
+            std::copy(copy.begin(), copy.end(), t.param->grad.begin());
+        }
+    }
+    b_->touched.clear();
+}
+
+}  // namespace ad
