@@ -72,14 +72,41 @@ struct alignas(64) Stripe {
 };
 Stripe stripes[64];
 thread_local std::uint64_t held_stripes = 0;  // by this thread's sweeps (nested ones add none twice)
+
+void lock_in_order(std::uint64_t mask)
+{
+    for (std::uint64_t m = mask; m; m &= m - 1) {
+        auto& held = stripes[__builtin_ctzll(m)].held;
+        while (held.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+    }
+}
+void unlock(std::uint64_t mask)
+{
+    for (std::uint64_t m = mask; m; m &= m - 1) stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
+}
 }  // namespace
 
 std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
 {
     const std::uint64_t taken = mask & ~held_stripes;
-    for (std::uint64_t m = taken; m; m &= m - 1) {
-        auto& held = stripes[__builtin_ctzll(m)].held;
-        while (held.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
+    if (!taken) return 0;
+    if (held_stripes) {
+        // A sweep inside a sweep (a checkpointed block's rerun): taking more stripes while holding
+        // some could deadlock against a thread doing the reverse. Try them; if one is busy, let go
+        // of everything and take the union in order. The outer sweep is paused inside a VJP
+        // meanwhile, so it writes no .grad while it holds nothing.
+        std::uint64_t got = 0;
+        for (std::uint64_t m = taken; m; m &= m - 1) {
+            const std::uint64_t bit = m & (~m + 1);
+            if (stripes[__builtin_ctzll(m)].held.exchange(true, std::memory_order_acquire)) {
+                unlock(got | held_stripes);
+                lock_in_order(held_stripes | taken);
+                break;
+            }
+            got |= bit;
+        }
+    } else {
+        lock_in_order(taken);
     }
     held_stripes |= taken;
     return taken;
@@ -88,7 +115,7 @@ std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
 void detail::unlock_param_stripes(std::uint64_t taken)
 {
     held_stripes &= ~taken;
-    for (std::uint64_t m = taken; m; m &= m - 1) stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
+    unlock(taken);
 }
 
 std::uint64_t detail::next_sweep_id()

@@ -130,3 +130,30 @@ TEMPLATE_TEST_CASE("threads with tapes of their own add into shared parameters' 
     CHECK(std::count(p.grad.begin(), p.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(p.grad.size()));
     CHECK(std::count(q.grad.begin(), q.grad.end(), TestType(4 * steps)) == std::ptrdiff_t(q.grad.size()));
 }
+
+TEMPLATE_TEST_CASE("threads whose checkpointed blocks write each other's parameters take turns without deadlock",
+                   "[threads]", float, double)
+{
+    // Thread a's sweep writes p and, rerunning its block, q; thread b's the reverse. A rerun that
+    // waited for its block's parameter while holding its own would wait for ever.
+    ad::Parameter<TestType> p(Tensor<TestType>(xt::zeros<TestType>({1024}))),
+        q(Tensor<TestType>(xt::zeros<TestType>({1024})));
+    constexpr int steps = 2000;
+    auto work = [&](ad::Parameter<TestType>& outer, ad::Parameter<TestType>& inner) {
+        Tape<TestType> tape;
+        for (int s = 0; s < steps; ++s) {
+            tape.clear();
+            const auto h = ad::checkpoint(
+                [&](const std::vector<ad::Var<TestType>>& in) {
+                    return ad::sum(in[0]) + ad::sum(in[0].tape().param(inner));
+                },
+                {tape.param(outer)});
+            ad::backward(h);  // adds 1 to every element of outer.grad and of inner.grad
+        }
+    };
+    std::thread ta(work, std::ref(p), std::ref(q)), tb(work, std::ref(q), std::ref(p));
+    ta.join();
+    tb.join();
+    CHECK(std::count(p.grad.begin(), p.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(p.grad.size()));
+    CHECK(std::count(q.grad.begin(), q.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(q.grad.size()));
+}
