@@ -16,15 +16,12 @@ GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, Gr
         std::vector<Tensor<double>> start, grads;
         o.names.clear();
         for (auto& [name, p] : named) {
-            start.push_back(p->value);
+            start.push_back(p->value());
             o.names.push_back(name);
         }
         Tape<double> tape;
         auto set = [&](const std::vector<Tensor<double>>& values) {
-            for (std::size_t i = 0; i < named.size(); ++i) {
-                named[i].second->value = values[i];
-                named[i].second->mark_modified();
-            }
+            for (std::size_t i = 0; i < named.size(); ++i) named[i].second->set_value(values[i]);
         };
         auto value_at = [&](const std::vector<Tensor<double>>& values) {
             set(values);

@@ -191,7 +191,7 @@ TEST_CASE("checkpoint under NoGrad records a constant, and backward() under NoGr
         const auto y = ad::checkpoint(block, {tape.constant(a)});
         CHECK_FALSE(y.requires_grad());
         // the op's vectorised exp against xtensor's lazy one: an ulp or two apart on some ISAs
-        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value, 1e-14, 0.0));
+        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value(), 1e-14, 0.0));
     }
     tape.clear();
     const auto y = ad::checkpoint(block, {tape.constant(a)});

@@ -229,14 +229,14 @@ TEST_CASE("gradcheck_module checks a model's loss by parameter name", "[gradchec
                                    std::make_shared<ad::nn::Tanh<double>>(),
                                    std::make_shared<ad::nn::Linear<double>>(5, 2, rng)};
     const Tensor<double> x = randn({4, 3}, 5);
-    const auto before = net.named_parameters()[0].second->value;
+    const auto before = net.named_parameters()[0].second->value();
     const auto r = ad::nn::gradcheck_module<double>(net, [&](ad::nn::Module<double>& m, Tape<double>& tape) {
         return ad::nn::cross_entropy_loss(m(tape.constant(x)), {0, 1, 1, 0});
     });
     INFO(r.report());
     CHECK(r.ok);
     CHECK(r.checked == 3 * 5 + 5 + 5 * 2 + 2);
-    CHECK_THAT(net.named_parameters()[0].second->value, Equals(before));  // restored
+    CHECK_THAT(net.named_parameters()[0].second->value(), Equals(before));  // restored
     // a wrong gradient is named by its parameter
     const auto wrong = ad::nn::gradcheck_module<double>(net, [&](ad::nn::Module<double>& m, Tape<double>& tape) {
         const auto out = m(tape.constant(x));
