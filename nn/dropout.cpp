@@ -1,5 +1,7 @@
 #include "nn/dropout.hpp"
 
+#include "autodiff/checkpoint.hpp"
+
 namespace ad::nn {
 
 template <class T>
@@ -7,6 +9,7 @@ Tensor<T> bernoulli_mask(const Shape& shape, double keep, Rng& rng)
 {
     Tensor<T> m(shape);
     std::bernoulli_distribution kept(keep);
+    preserve_rng_state(rng);
     for (auto& v : m) v = kept(rng) ? T(1) : T(0);
     return m;
 }

@@ -35,7 +35,8 @@ private:
     Tensor<T> mask_;
 };
 
-// A 0/1 mask of the given shape with P(1) = keep, from rng.
+// A 0/1 mask of the given shape with P(1) = keep, from rng. A checkpoint around the block that
+// draws it replays the same draws when it reruns the block (ad::preserve_rng_state).
 template <class T>
 Tensor<T> bernoulli_mask(const Shape& shape, double keep, Rng& rng);
 

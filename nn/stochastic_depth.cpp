@@ -1,5 +1,7 @@
 #include "nn/stochastic_depth.hpp"
 
+#include "autodiff/checkpoint.hpp"
+
 #include <xtensor/xview.hpp>
 
 namespace ad::nn {
@@ -25,6 +27,7 @@ Var<T> StochasticDepth<T>::forward(const Var<T>& x)
     if (!this->training() || p_ == T(0)) return y;
     std::bernoulli_distribution kept(1.0 - double(p_));
     mask_ = Tensor<T>(y.shape());
+    preserve_rng_state(rng_);
     if (y.dimension() < 2) {
         mask_.fill(kept(rng_) ? T(1) : T(0));
     } else {
