@@ -78,8 +78,8 @@ private:
 
 using SavedRngs = std::vector<std::unique_ptr<detail::SavedRng>>;
 
-// While the VJP reruns a block: each generator the block drew from is as it was before the
-// forward pass drew, and afterwards as it was before the rerun. Blocks nested in the rerun keep
+// While the VJP reruns a block: each generator the block drew from (that still exists) is as it
+// was before the forward pass drew, and afterwards as it was before the rerun. Blocks nested in the rerun keep
 // states of their own, so none is recorded for an enclosing block meanwhile.
 class ReplayRngStates {
 public:
@@ -87,7 +87,8 @@ public:
     {
         if (saved) {
             now_.reserve(saved->size());
-            for (const auto& s : *saved) now_.push_back(s->save_current());
+            for (const auto& s : *saved)
+                if (auto current = s->save_current()) now_.push_back(std::move(current));
             for (const auto& s : *saved) s->restore();
         }
         detail::recording_rng_states = nullptr;

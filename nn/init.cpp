@@ -1,6 +1,5 @@
 #include "nn/init.hpp"
 
-#include "autodiff/checkpoint.hpp"
 #include "nn/linear.hpp"
 
 #include <xtensor-blas/xlinalg.hpp>
@@ -54,7 +53,6 @@ Tensor<T> normal(const Shape& shape, T mean, T stddev, Rng& rng)
     if (!(stddev >= T(0))) throw Error("normal: standard deviation " + std::to_string(stddev) + " is negative");
     Tensor<T> t(shape);
     std::normal_distribution<T> d(mean, stddev);
-    preserve_rng_state(rng);
     for (auto& v : t) v = d(rng);
     return t;
 }
@@ -66,7 +64,6 @@ Tensor<T> uniform(const Shape& shape, T lo, T hi, Rng& rng)
         throw Error("uniform: need lo < hi, got [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     Tensor<T> t(shape);
     std::uniform_real_distribution<T> d(lo, hi);
-    preserve_rng_state(rng);
     for (auto& v : t) v = d(rng);
     return t;
 }

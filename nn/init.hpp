@@ -39,8 +39,6 @@ std::string init_scheme_name(InitScheme s);
 template <class T>
 WeightInit<T> weight_init(InitScheme s);
 
-// Samples, also for noise in a forward pass: a checkpoint around the block that draws them
-// replays the same draws when it reruns the block (ad::preserve_rng_state).
 template <class T> Tensor<T> normal(const Shape& shape, T mean, T stddev, Rng& rng);
 template <class T> Tensor<T> uniform(const Shape& shape, T lo, T hi, Rng& rng);
 

@@ -177,6 +177,22 @@ TEST_CASE("checkpoint replays dropout and stochastic depth, nested too, where th
     }
 }
 
+TEST_CASE("a dropout module made inside a checkpointed block, gone by the backward pass, is left alone: the "
+          "rerun makes it afresh and draws the same mask", "[checkpointing]")
+{
+    const Tensor<double> x = randn({4, 6}, 26), c = randn({4, 6}, 27);
+    auto block = [](const Vars& in) {
+        nn::Dropout<double> drop(0.5, 41);
+        return drop(ad::exp(in[0]));
+    };
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto plain = ad::grad(ad::sum(block(Vars{xv}) * tape.constant(c)), {xv})[0];
+    const auto checkpointed = ad::grad(ad::sum(ad::checkpoint(block, {xv}) * tape.constant(c)), {xv})[0];
+    REQUIRE(xt::any(xt::equal(plain, 0.0)));  // some units dropped
+    CHECK(same_bits(checkpointed, plain));
+}
+
 TEST_CASE("a checkpointed stack gives the loss and parameter gradients of the plain stack bit for bit, "
           "with fewer records on the tape", "[checkpointing]")
 {
