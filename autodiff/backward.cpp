@@ -24,10 +24,10 @@ void check_versions(const Tape<T>& tape, std::size_t out, const char* who)
     for (const auto i : tape.param_leaves()) {
         if (i > out) break;
         const auto& r = tape.record(i);
-        if (r.param->version == r.param_version) continue;
+        if (r.param->version() == r.param_version) continue;
         std::size_t reads = 0;
         for (const auto j : tape.param_leaves()) reads += tape.record(j).param == r.param;
-        const std::string shape = shape_str(r.param->value.shape());
+        const std::string shape = shape_str(r.param->value().shape());
         if (reads > 1)
             throw Error(std::string(who) + ": a parameter of shape " + shape +
                         " was modified after the forward pass recorded it, and the tape holds " +
@@ -282,10 +282,10 @@ std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Paramete
     for (std::size_t k = 0; k < params.size(); ++k) {
         if (result[k].anchor()) continue;
         if (!allow_unused)
-            throw Error("grad: parameter " + std::to_string(k) + " (shape " + shape_str(params[k]->value.shape()) +
+            throw Error("grad: parameter " + std::to_string(k) + " (shape " + shape_str(params[k]->value().shape()) +
                         ") is not used by the output, so it has no gradient; pass ad::allow_unused to get zeros "
                         "for parameters the output does not depend on");
-        result[k] = tape.constant(xt::zeros<T>(params[k]->value.shape()));
+        result[k] = tape.constant(xt::zeros<T>(params[k]->value().shape()));
     }
     return result;
 }

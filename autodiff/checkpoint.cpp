@@ -60,6 +60,52 @@ private:
     bool previous_;
 };
 
+// Makes `states` the innermost block's for preserve_rng_state while the forward pass runs.
+class RecordRngStates {
+public:
+    explicit RecordRngStates(detail::RngStates& states) : states_(states)
+    {
+        states_.outer = detail::recording_rng_states;
+        detail::recording_rng_states = &states_;
+    }
+    ~RecordRngStates() { detail::recording_rng_states = states_.outer; }
+    RecordRngStates(const RecordRngStates&) = delete;
+    RecordRngStates& operator=(const RecordRngStates&) = delete;
+
+private:
+    detail::RngStates& states_;
+};
+
+using SavedRngs = std::vector<std::unique_ptr<detail::SavedRng>>;
+
+// While the VJP reruns a block: each generator the block drew from (that still exists) is as it
+// was before the forward pass drew, and afterwards as it was before the rerun. Blocks nested in the rerun keep
+// states of their own, so none is recorded for an enclosing block meanwhile.
+class ReplayRngStates {
+public:
+    explicit ReplayRngStates(const SavedRngs* saved) : outer_(detail::recording_rng_states)
+    {
+        if (saved) {
+            now_.reserve(saved->size());
+            for (const auto& s : *saved)
+                if (auto current = s->save_current()) now_.push_back(std::move(current));
+            for (const auto& s : *saved) s->restore();
+        }
+        detail::recording_rng_states = nullptr;
+    }
+    ~ReplayRngStates()
+    {
+        for (const auto& s : now_) s->restore();
+        detail::recording_rng_states = outer_;
+    }
+    ReplayRngStates(const ReplayRngStates&) = delete;
+    ReplayRngStates& operator=(const ReplayRngStates&) = delete;
+
+private:
+    SavedRngs now_;
+    detail::RngStates* outer_;
+};
+
 template <class T>
 using Block = std::function<Var<T>(const std::vector<Var<T>>&)>;
 
@@ -94,7 +140,9 @@ Var<T> checkpoint(const BlockFn<T>& f, const std::vector<Var<T>>& inputs)
     Op<T> op("checkpoint", inputs);
     Tape<T>& tape = op.tape();
     bool needs_grad;
+    detail::RngStates rng_states;
     {
+        const RecordRngStates record(rng_states);
         ScratchTape<T> scratch;
         const Var<T> y = run<T>(
             *block, *scratch, inputs.size(), [&](std::size_t k) -> const Tensor<T>& { return inputs[k].value(); },
@@ -104,8 +152,11 @@ Var<T> checkpoint(const BlockFn<T>& f, const std::vector<Var<T>>& inputs)
         needs_grad = y.requires_grad();
     }
     tape.record(op.index()).needs_grad = needs_grad && grad_enabled();
-    return op.done([block](Vjp<T>& v) {
+    std::shared_ptr<const SavedRngs> rngs;
+    if (!rng_states.saved.empty()) rngs = std::make_shared<const SavedRngs>(std::move(rng_states.saved));
+    return op.done([block, rngs](Vjp<T>& v) {
         const GradOn on;
+        const ReplayRngStates replay(rngs.get());
         ScratchTape<T> scratch;
         const Var<T> y = run<T>(
             *block, *scratch, v.inputs(), [&](std::size_t k) -> const Tensor<T>& { return v.x(k); },
@@ -113,8 +164,9 @@ Var<T> checkpoint(const BlockFn<T>& f, const std::vector<Var<T>>& inputs)
         if (!same_bits(y.value(), v.y))
             throw Error("checkpoint (tape position " + std::to_string(v.index) +
                         "): the block computed a different output when it ran again in the backward pass; "
-                        "a checkpointed block must be deterministic (a random op such as dropout draws new "
-                        "values on each run)");
+                        "a checkpointed block must be deterministic (code that draws random numbers in it "
+                        "must call ad::preserve_rng_state on its generator first, so that the rerun draws "
+                        "the same ones)");
         if (!y.requires_grad()) return;
         // The block's leaves are the first records of the scratch tape, in input order.
         std::vector<Var<T>> xs;

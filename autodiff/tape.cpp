@@ -128,14 +128,14 @@ NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
 NoGrad::~NoGrad() { detail::grad_mode = previous_; }
 
 template <class T>
-Parameter<T>::Parameter(Tensor<T> v) : value(std::move(v)), grad(xt::zeros<T>(value.shape())), grad_zeroed(true)
+Parameter<T>::Parameter(Tensor<T> v) : grad(xt::zeros<T>(v.shape())), grad_zeroed(true), value_(std::move(v))
 {
 }
 
 template <class T>
 void Parameter<T>::zero_grad()
 {
-    if (grad.shape() != value.shape()) grad.resize(value.shape());
+    if (grad.shape() != value_.shape()) grad.resize(value_.shape());
     grad.fill(T(0));
     grad_zeroed = true;
 }
@@ -374,18 +374,18 @@ Var<T> Tape<T>::variable(const Tensor<T>& value)
 template <class T>
 Var<T> Tape<T>::param(Parameter<T>& p)
 {
-    if (p.grad.shape() != p.value.shape()) p.zero_grad();
+    if (p.grad.shape() != p.value().shape()) p.zero_grad();
     auto& r = leaf("param", detail::grad_mode);
     r.param = &p;
-    r.param_version = p.version;
+    r.param_version = p.version();
     param_leaves_.push_back(static_cast<std::uint32_t>(n_ - 1));
     return handle(n_ - 1);
 }
 
 template void detail::refuse_handle(const Var<float>&, const char*);
 template void detail::refuse_handle(const Var<double>&, const char*);
-template struct Parameter<float>;
-template struct Parameter<double>;
+template class Parameter<float>;
+template class Parameter<double>;
 template class Var<float>;
 template class Var<double>;
 template class Tape<float>;

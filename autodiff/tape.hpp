@@ -53,25 +53,51 @@ struct SweepBuffers;
 }
 
 // A trainable tensor that lives outside any tape and persists across steps. Its gradient
-// accumulates over backward() calls until zero_grad(). `version` counts in-place updates
-// (optimisers bump it) so that a backward pass through a value changed since it was recorded
-// is refused rather than silently wrong.
+// accumulates over backward() calls until zero_grad().
+//
+// The value is reached through accessors so that every change is counted: version() counts the
+// changes, and a backward pass through a parameter changed since the forward pass read it is
+// refused rather than silently wrong (the sweep would mix old and new values, or read out of
+// bounds if the shape changed).
+// - value() reads it.
+// - mutable_value() is write access: calling it counts as a modification, so writing through the
+//   reference it returns after a forward pass makes a later backward through that pass throw.
+//   Take the reference when you mean to write (an optimiser step), not to keep: writes through a
+//   reference held since before the forward pass are not seen.
+// - set_value(v) replaces it (any shape); the gradient is resized on the next zero_grad() or
+//   tape.param().
+// - mark_modified() counts a change made some other way (through a pointer into the data).
 template <class T>
-struct Parameter {
-    Tensor<T> value;
+class Parameter {
+public:
     Tensor<T> grad;
-    std::uint64_t version = 0;
 
     Parameter() = default;
     explicit Parameter(Tensor<T> v);
-    void zero_grad();
-    void mark_modified() { ++version; }
 
+    const Tensor<T>& value() const { return value_; }
+    Tensor<T>& mutable_value()
+    {
+        ++version_;
+        return value_;
+    }
+    void set_value(Tensor<T> v)
+    {
+        value_ = std::move(v);
+        ++version_;
+    }
+    std::uint64_t version() const { return version_; }
+    void mark_modified() { ++version_; }
+    void zero_grad();
     // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad() (then
     // nothing needs copying to put .grad back; write .grad directly only after a backward()
     // or zero_grad() and not between the two), and the sweep that last wrote .grad.
     bool grad_zeroed = false;
     std::uint64_t written_by = 0;
+
+private:
+    Tensor<T> value_;
+    std::uint64_t version_ = 0;
 };
 
 namespace detail {
@@ -259,7 +285,7 @@ public:
     // Leaves.
     Var<T> constant(const Tensor<T>& value);  // data: no gradient, no adjoint work
     Var<T> variable(const Tensor<T>& value);  // an input whose gradient grad() can return
-    Var<T> param(Parameter<T>& p);            // reads p.value in place; backward() adds into p.grad
+    Var<T> param(Parameter<T>& p);            // reads p.value() in place; backward() adds into p.grad
 
     // Forget every record, keeping their memory for the next step. Every Var recorded so far
     // becomes invalid, and using one raises ad::Error. The next thread to record owns the tape.
@@ -292,7 +318,7 @@ public:
     const Tensor<T>& value(std::size_t i) const
     {
         const auto& r = record(i);
-        return r.param ? r.param->value : r.value;
+        return r.param ? r.param->value() : r.value;
     }
     std::uint32_t input(const detail::Record<T>& r, std::size_t k) const
     {
@@ -394,8 +420,8 @@ inline const Tensor<T>& Var<T>::value() const
     return t.value(index_);
 }
 
-extern template struct Parameter<float>;
-extern template struct Parameter<double>;
+extern template class Parameter<float>;
+extern template class Parameter<double>;
 extern template class Var<float>;
 extern template class Var<double>;
 extern template class Tape<float>;

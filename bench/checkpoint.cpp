@@ -81,10 +81,7 @@ struct Model {
             i = end;
         }
         ad::backward(ad::mse(h, tape.constant(target)));
-        for (auto* p : params) {
-            xt::noalias(p->value) -= 1e-3f * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : params) xt::noalias(p->mutable_value()) -= 1e-3f * p->grad;
     }
 
     // A hash of every parameter's bits after the steps: equal hashes, equal training.
@@ -92,7 +89,7 @@ struct Model {
     {
         std::uint64_t h = 1469598103934665603ull;
         for (const auto* p : params)
-            for (const float v : p->value) {
+            for (const float v : p->value()) {
                 std::uint32_t bits;
                 std::memcpy(&bits, &v, sizeof bits);
                 h = (h ^ bits) * 1099511628211ull;

@@ -24,10 +24,10 @@ public:
     {
         conv1_ = std::make_unique<ad::nn::Conv2d<float>>(1, c1, k, rng_);
         conv2_ = std::make_unique<ad::nn::Conv2d<float>>(c1, c2, k, rng_);
-        conv1_->weight().value = tensor(init.w1, {c1, 1, k, k});
-        conv1_->bias()->value = tensor(init.b1, {c1});
-        conv2_->weight().value = tensor(init.w2, {c2, c1, k, k});
-        conv2_->bias()->value = tensor(init.b2, {c2});
+        conv1_->weight().set_value(tensor(init.w1, {c1, 1, k, k}));
+        conv1_->bias()->set_value(tensor(init.b1, {c1}));
+        conv2_->weight().set_value(tensor(init.w2, {c2, c1, k, k}));
+        conv2_->bias()->set_value(tensor(init.b2, {c2}));
         fc1_ = std::make_unique<ad::nn::Linear<float>>(tensor(init.w3, {hidden, flat}), tensor(init.b3, {hidden}));
         fc2_ = std::make_unique<ad::nn::Linear<float>>(tensor(init.w4, {classes, hidden}), tensor(init.b4, {classes}));
         for (ad::nn::Module<float>* m : {(ad::nn::Module<float>*)conv1_.get(), (ad::nn::Module<float>*)conv2_.get(),
@@ -48,10 +48,7 @@ public:
         const ad::Var<float> loss = ad::cross_entropy((*fc2_)(h), labels_);
         ad::backward(loss);
         loss_ = loss.item();
-        for (auto* p : params_) {
-            xt::noalias(p->value) -= lr * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : params_) xt::noalias(p->mutable_value()) -= lr * p->grad;
     }
 
     double loss() override { return loss_; }

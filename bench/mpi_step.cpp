@@ -143,7 +143,7 @@ int main(int argc, char** argv)
             for (std::size_t k = params.size(); k-- > 0;) {
                 if (!open) buckets.emplace_back();
                 open = true;
-                buckets.back().resize(buckets.back().size() + params[k]->value.size(), 1.0f);
+                buckets.back().resize(buckets.back().size() + params[k]->value().size(), 1.0f);
                 if (buckets.back().size() * sizeof(float) >= overlap.bucket_bytes) open = false;
             }
             if (buckets.size() != dp_overlap.buckets()) throw std::logic_error("bucket layouts differ");

@@ -73,10 +73,7 @@ public:
         ad::backward(loss);
         loss_ = loss.item();
         mark(2);
-        for (auto* p : params_) {
-            xt::noalias(p->value) -= T(c_.lr) * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : params_) xt::noalias(p->mutable_value()) -= T(c_.lr) * p->grad;
         mark(3);
     }
 

@@ -68,7 +68,7 @@ std::vector<Layer> make_net(std::size_t width, std::size_t depth, const nn::Weig
         auto lin = std::make_shared<nn::Linear<T>>(width, width, rng, init);
         // Small random biases, so that no layer sits exactly at tanh(0).
         std::normal_distribution<T> d(0, 0.1);
-        for (auto& b : lin->bias()->value) b = d(rng);
+        for (auto& b : lin->bias()->mutable_value()) b = d(rng);
         net.push_back({lin, j + 1 < depth});
     }
     return net;
@@ -147,8 +147,8 @@ void small_network(std::size_t width, std::size_t depth)
     const Chain c = chain(net, x);
     T formula_err = 0;
     for (std::size_t j = 0; j < depth; ++j) {
-        const auto& W = net[j].linear->weight().value;
-        const auto& b = net[j].linear->bias()->value;
+        const auto& W = net[j].linear->weight().value();
+        const auto& b = net[j].linear->bias()->value();
         const Tensor<T> v = xt::linalg::dot(W, c.inputs[j]) + b;
         const Tensor<T> dA = net[j].tanh ? Tensor<T>(1 - xt::square(xt::tanh(v))) : Tensor<T>(xt::ones<T>(v.shape()));
         const Tensor<T> expected = xt::view(dA, xt::all(), xt::newaxis()) * W;

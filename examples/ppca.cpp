@@ -155,7 +155,7 @@ Fit fit(const Tensor<T>& X, const ClosedForm& cf, Method method)
     std::mt19937_64 rng(5);
     std::normal_distribution<T> normal(0, 0.1);
     ad::Parameter<T> W(Tensor<T>::from_shape({m, q})), b(Tensor<T>(xt::zeros<T>({m}))), log_s2(Tensor<T>(T(0)));
-    for (auto& v : W.value) v = normal(rng);
+    for (auto& v : W.mutable_value()) v = normal(rng);
     const std::vector<ad::Parameter<T>*> params{&W, &b, &log_s2};
 
     const bool adam = method == Method::adam;
@@ -173,7 +173,7 @@ Fit fit(const Tensor<T>& X, const ClosedForm& cf, Method method)
         for (auto* p : params) p->zero_grad();
         const auto L = log_likelihood(tape.constant(X), tape.param(W), tape.param(b), tape.param(log_s2));
         f.loglik = L.item();
-        f.rel = frobenius(covariance(W.value, std::exp(log_s2.value())) - cf.C) / frobenius(cf.C);
+        f.rel = frobenius(covariance(W.value(), std::exp(log_s2.value()())) - cf.C) / frobenius(cf.C);
         return L;
     };
     const auto t0 = std::chrono::steady_clock::now();
@@ -191,16 +191,13 @@ Fit fit(const Tensor<T>& X, const ClosedForm& cf, Method method)
             f.converged = true;
             break;
         }
-        for (auto* p : params) {
-            p->value -= lr * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : params) p->mutable_value() -= lr * p->grad;
     }
     if (adam) evaluate();  // the values after the last step
     f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    f.W = W.value;
-    f.b = b.value;
-    f.sigma2 = std::exp(log_s2.value());
+    f.W = W.value();
+    f.b = b.value();
+    f.sigma2 = std::exp(log_s2.value()());
     return f;
 }
 

@@ -113,7 +113,7 @@ Eigen power_iteration(Params& p, const Tensor<double>& x, const std::vector<std:
     std::normal_distribution<double> normal(0.0, 1.0);
     Vec v;
     for (auto& q : p) {
-        Tensor<double> t = Tensor<double>::from_shape(q.value.shape());
+        Tensor<double> t = Tensor<double>::from_shape(q.value().shape());
         for (auto& e : t) e = normal(rng);
         v.push_back(t);
     }
@@ -144,7 +144,7 @@ void check_against_exact_hessian()
     const std::size_t in = 8, hidden = 4, classes = 3, n = 32;
     Params p = make_mlp(in, hidden, classes, 5);
     for (auto& q : p)  // non-zero biases, so that every block of the Hessian is exercised
-        if (q.value.dimension() == 1) q.value += 0.1;
+        if (q.value().dimension() == 1) q.mutable_value() += 0.1;
     std::mt19937_64 rng(6);
     std::normal_distribution<double> normal(0.0, 1.0);
     Tensor<double> x = Tensor<double>::from_shape({n, in});
@@ -154,13 +154,13 @@ void check_against_exact_hessian()
 
     // theta = [W1 (row-major), b1, W2, b2].
     std::vector<std::size_t> offsets{0};
-    for (auto& q : p) offsets.push_back(offsets.back() + q.value.size());
+    for (auto& q : p) offsets.push_back(offsets.back() + q.value().size());
     Tensor<double> theta = Tensor<double>::from_shape({offsets.back()});
     for (std::size_t i = 0; i < p.size(); ++i)
-        std::copy(p[i].value.begin(), p[i].value.end(), theta.begin() + std::ptrdiff_t(offsets[i]));
+        std::copy(p[i].value().begin(), p[i].value().end(), theta.begin() + std::ptrdiff_t(offsets[i]));
     const ad::Fn<double> f = [&](const Var<double>& t) {
         auto part = [&](std::size_t i) {
-            std::vector<std::ptrdiff_t> shape(p[i].value.shape().begin(), p[i].value.shape().end());
+            std::vector<std::ptrdiff_t> shape(p[i].value().shape().begin(), p[i].value().shape().end());
             return ad::reshape(ad::slice(t, 0, std::ptrdiff_t(offsets[i]), std::ptrdiff_t(offsets[i + 1])), shape);
         };
         return mlp_loss(part(0), part(1), part(2), part(3), t.tape().constant(x), y);
@@ -172,7 +172,7 @@ void check_against_exact_hessian()
     for (auto& e : vflat) e = nv(rng);
     Vec v;
     for (std::size_t i = 0; i < p.size(); ++i) {
-        Tensor<double> t = Tensor<double>::from_shape(p[i].value.shape());
+        Tensor<double> t = Tensor<double>::from_shape(p[i].value().shape());
         std::copy(vflat.begin() + std::ptrdiff_t(offsets[i]), vflat.begin() + std::ptrdiff_t(offsets[i + 1]), t.begin());
         v.push_back(t);
     }
@@ -254,10 +254,7 @@ int main(int argc, char** argv)
                 ad::Tape<double> tape;
                 for (auto& q : p) q.zero_grad();
                 ad::backward(loss_on(tape, p, xb, yb));
-                for (auto& q : p) {
-                    q.value -= lr * q.grad;
-                    q.mark_modified();
-                }
+                for (auto& q : p) q.mutable_value() -= lr * q.grad;
                 if (s + 1 == half) measure(epoch + 0.5);
             }
             measure(epoch + 1);

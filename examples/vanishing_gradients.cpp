@@ -239,7 +239,7 @@ void jacobian_bounds(const Sizes& s, std::ofstream& csv)
                 ad::Tape<T> tape;
                 const Tensor<T> v = linear(tape.constant(z)).value();
                 const T norm = nn::spectral_norm<T>(J);
-                const T bound = max_derivative(act, v) * nn::spectral_norm<T>(linear.weight().value);
+                const T bound = max_derivative(act, v) * nn::spectral_norm<T>(linear.weight().value());
                 csv << nn::activation_name(act) << ',' << init_name << ',' << j + 1 << ',' << norm << ',' << bound << '\n';
                 ++checked;
                 if (bound > 0) {

@@ -95,10 +95,7 @@ T train(TwoLayerNet& net, int steps, T lr)
         auto loss = cost(net(tape.constant(X)), tape.constant(Y));
         J = loss.item();
         ad::backward(loss);
-        for (auto* p : net.parameters()) {
-            p->value -= lr * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : net.parameters()) p->mutable_value() -= lr * p->grad;
     }
     return J;
 }

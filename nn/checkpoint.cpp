@@ -22,8 +22,15 @@ template <class T>
 struct Slots {
     struct Slot {
         std::string key;
-        Tensor<T>* tensor;
-        Parameter<T>* param;  // set for parameters, whose value is `tensor` and need mark_modified()
+        Tensor<T>* tensor;    // a buffer or optimiser state; null for a parameter
+        Parameter<T>* param;  // a parameter, written through set_value() so that the change is counted
+
+        const Tensor<T>& current() const { return param ? param->value() : *tensor; }
+        void assign(Tensor<T> v) const
+        {
+            if (param) param->set_value(std::move(v));
+            else *tensor = std::move(v);
+        }
     };
     std::vector<Slot> tensors;
     Optimizer<T>* optimizer = nullptr;
@@ -37,7 +44,7 @@ void add_model(Slots<T>& s, const NamedParameters<T>& params, const std::vector<
         if (!p) throw Error(std::string(fn) + ": parameter " + name + " is null");
         if (has_prefix(name, optim_prefix))
             throw Error(std::string(fn) + ": parameter name '" + name + "' clashes with the optimiser's \"optim.\" keys");
-        s.tensors.push_back({name, &p->value, p});
+        s.tensors.push_back({name, nullptr, p});
     }
     for (const auto& [name, b] : buffers) {
         if (has_prefix(name, optim_prefix))
@@ -57,7 +64,7 @@ template <class T>
 void save_slots(const Slots<T>& s, const std::string& path)
 {
     NpzWriter w;
-    for (const auto& slot : s.tensors) w.add(slot.key, *slot.tensor);
+    for (const auto& slot : s.tensors) w.add(slot.key, slot.current());
     if (s.optimizer) {
         w.add_scalar(step_key, double(s.optimizer->step_count()));
         w.add_scalar(lr_key, s.optimizer->lr());
@@ -132,8 +139,8 @@ void load_slots(const Slots<T>& s, const std::string& path)
     std::map<std::string, const Tensor<T>*> wanted;
     std::uint64_t model_bytes = 4096;
     for (const auto& slot : s.tensors) {
-        wanted.emplace(slot.key, slot.tensor);
-        model_bytes += 8 * std::uint64_t(slot.tensor->size());
+        wanted.emplace(slot.key, &slot.current());
+        model_bytes += 8 * std::uint64_t(slot.current().size());
     }
     NpzReadOptions options;
     options.max_bytes = model_bytes;
@@ -176,10 +183,10 @@ void load_slots(const Slots<T>& s, const std::string& path)
         expected[slot.key] = true;
         const auto it = in_file.find(slot.key);
         if (it == in_file.end()) {
-            problems.push_back("missing " + slot.key + " " + shape_str(slot.tensor->shape()));
-        } else if (!detail::same_shape(it->second->shape, slot.tensor->shape())) {
+            problems.push_back("missing " + slot.key + " " + shape_str(slot.current().shape()));
+        } else if (!detail::same_shape(it->second->shape, slot.current().shape())) {
             problems.push_back(slot.key + " has shape " + shape_str(it->second->shape) + " in the file but " +
-                               shape_str(slot.tensor->shape()) + " in the model");
+                               shape_str(slot.current().shape()) + " in the model");
         }
     }
     for (const auto& [name, a] : archive)
@@ -201,10 +208,7 @@ void load_slots(const Slots<T>& s, const std::string& path)
     std::vector<Tensor<T>> values;
     values.reserve(s.tensors.size());
     for (const auto& slot : s.tensors) values.push_back(in_file.at(slot.key)->template to_tensor<T>());
-    for (std::size_t i = 0; i < s.tensors.size(); ++i) {
-        *s.tensors[i].tensor = std::move(values[i]);
-        if (s.tensors[i].param) s.tensors[i].param->mark_modified();
-    }
+    for (std::size_t i = 0; i < s.tensors.size(); ++i) s.tensors[i].assign(std::move(values[i]));
     if (s.optimizer) {
         s.optimizer->set_step_count(static_cast<std::uint64_t>(step));
         s.optimizer->set_lr(lr);

@@ -13,8 +13,8 @@
 // Loading reads and checks the whole file first: a corrupt file, a missing tensor, a tensor the
 // model does not have, or a tensor of the wrong shape raises ad::Error listing every problem,
 // and the model and optimiser are left exactly as they were. Only then are values replaced
-// (and each parameter's mark_modified() called). Loading into a model without an optimiser
-// ignores the "optim." entries, so a training checkpoint also serves for evaluation.
+// (parameters through set_value(), which counts the change). Loading into a model without an
+// optimiser ignores the "optim." entries, so a training checkpoint also serves for evaluation.
 #pragma once
 
 #include "nn/module.hpp"

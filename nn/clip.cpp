@@ -19,8 +19,8 @@ std::string num(double v)
 template <class T>
 void check_grad(const char* fn, const std::string& name, const Parameter<T>& p)
 {
-    if (!detail::same_shape(p.grad.shape(), p.value.shape()))
-        throw Error(std::string(fn) + ": parameter " + name + " has value of shape " + shape_str(p.value.shape()) +
+    if (!detail::same_shape(p.grad.shape(), p.value().shape()))
+        throw Error(std::string(fn) + ": parameter " + name + " has value of shape " + shape_str(p.value().shape()) +
                     " but gradient of shape " + shape_str(p.grad.shape()) + "; expected equal shapes");
 }
 
@@ -127,7 +127,7 @@ bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
 {
     const auto dot = name.rfind('.');
     const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
-    return last != "bias" && p.value.dimension() == 2;
+    return last != "bias" && p.value().dimension() == 2;
 }
 
 // --- gradients ---
@@ -194,11 +194,10 @@ bool project_frobenius_norm(Parameter<T>& W, double c)
 {
     check_bound("project_frobenius_norm", "c", c);
     double sq = 0;
-    for (const T& x : W.value) sq += double(x) * double(x);
+    for (const T& x : W.value()) sq += double(x) * double(x);
     const double f = std::sqrt(sq);
     if (f <= c) return false;
-    W.value *= T(c / f);
-    W.mark_modified();
+    W.mutable_value() *= T(c / f);
     return true;
 }
 
@@ -206,30 +205,28 @@ template <class T>
 bool project_elementwise(Parameter<T>& W, double c)
 {
     check_bound("project_elementwise", "c", c);
-    check_matrix("project_elementwise", W.value);
-    const double n = double(W.value.shape()[0]) * double(W.value.shape()[1]);
+    check_matrix("project_elementwise", W.value());
+    const double n = double(W.value().shape()[0]) * double(W.value().shape()[1]);
     const T b = T(c / std::sqrt(n));
-    bool changed = false;
-    for (T& x : W.value) {
-        const T y = std::min(std::max(x, -b), b);
-        changed |= y != x;
-        x = y;
-    }
-    if (changed) W.mark_modified();
-    return changed;
+    const auto clamp = [b](T x) { return std::min(std::max(x, -b), b); };
+    // Write access (which counts as a change) only when some element moves.
+    const auto& w = W.value();
+    if (std::all_of(w.begin(), w.end(), [&](T x) { return clamp(x) == x; })) return false;
+    for (T& x : W.mutable_value()) x = clamp(x);
+    return true;
 }
 
 template <class T>
 bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
 {
     check_bound("project_spectral_norm", "c", c);
-    check_matrix("project_spectral_norm", W.value);
+    check_matrix("project_spectral_norm", W.value());
     if (iterations == 0) throw Error("project_spectral_norm: iterations must be at least 1");
     double sq = 0;
-    for (const T& x : W.value) sq += double(x) * double(x);
+    for (const T& x : W.value()) sq += double(x) * double(x);
     if (std::sqrt(sq) <= c) return false;
 
-    Matrix A = to_matrix(W.value);  // becomes the projection
+    Matrix A = to_matrix(W.value());  // becomes the projection
     Matrix R = A;                   // W with the triples found so far removed
     std::vector<std::vector<double>> found;
     const std::size_t rank_bound = std::min(A.m, A.n);
@@ -247,8 +244,7 @@ bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
     }
     if (!changed) return false;
     std::size_t k = 0;
-    for (T& x : W.value) x = T(A.a[k++]);
-    W.mark_modified();
+    for (T& x : W.mutable_value()) x = T(A.a[k++]);
     return true;
 }
 

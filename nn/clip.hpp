@@ -16,9 +16,10 @@
 // - project_frobenius_norm: W scaled by c / norm(W)_F when that is below one.
 // - project_elementwise: each W_lk clamped to [-b, b], b = c / sqrt(n_{j+1} n_j) for W of shape
 //   [n_{j+1}, n_j]; then norm(W)_2 <= norm(W)_F <= c.
-// The projections change Parameter::value and call mark_modified() when (and only when) they
-// change it. They return whether they did. The forms that take a model or a list apply to every
-// weight matrix: each parameter of rank 2 whose last name component is not "bias".
+// The projections write a parameter's value (through mutable_value(), which counts the change)
+// when, and only when, they change it. They return whether they did. The forms that take a
+// model or a list apply to every weight matrix: each parameter of rank 2 whose last name
+// component is not "bias".
 #pragma once
 
 #include "nn/module.hpp"

@@ -431,7 +431,7 @@ template <class T>
 std::vector<std::pair<std::string, Tensor<T>*>> parameter_values(nn::Module<T>& model)
 {
     std::vector<std::pair<std::string, Tensor<T>*>> out;
-    for (auto& [name, p] : model.named_parameters()) out.emplace_back(name, &p->value);
+    for (auto& [name, p] : model.named_parameters()) out.emplace_back(name, &p->mutable_value());
     return out;
 }
 
@@ -568,7 +568,6 @@ template <class T>
 void broadcast_parameters(nn::Module<T>& model, int root, MPI_Comm comm)
 {
     broadcast_tensors<T>(parameter_values(model), root, comm, "broadcast_parameters");
-    for (auto* p : model.parameters()) p->mark_modified();
 }
 
 template <class T>
@@ -646,7 +645,7 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
         bucket_of_[k] = buckets_.size() - 1;
         offset_[k] = bucket.data.size();
         bucket.params.push_back(k);
-        bucket.data.resize(bucket.data.size() + p->value.size());
+        bucket.data.resize(bucket.data.size() + p->value().size());
         count_of(bucket.data.size(), "DataParallel");
         if (bucket.data.size() * sizeof(T) >= options_.bucket_bytes) open = false;
     }
@@ -726,12 +725,12 @@ template <class T>
 void DataParallel<T>::pack(std::size_t k)
 {
     Parameter<T>& p = *params_[k].second;
-    if (p.grad.size() != p.value.size())
+    if (p.grad.size() != p.value().size())
         throw Error("DataParallel: gradient of '" + params_[k].first + "' has shape " + shape_str(p.grad.shape()) +
-                    " but the parameter has shape " + shape_str(p.value.shape()));
+                    " but the parameter has shape " + shape_str(p.value().shape()));
     T* dst = buckets_[bucket_of_[k]].data.data() + offset_[k];
     const T* src = p.grad.data();
-    const std::size_t m = p.value.size();
+    const std::size_t m = p.value().size();
     if (weight_ == T(0)) std::fill_n(dst, m, T(0));
     else
         for (std::size_t i = 0; i < m; ++i) dst[i] = weight_ * src[i];
@@ -815,7 +814,7 @@ void DataParallel<T>::synchronize()
     for (std::size_t k = 0; k < params_.size(); ++k) {
         Parameter<T>& p = *params_[k].second;
         const T* src = buckets_[bucket_of_[k]].data.data() + offset_[k];
-        std::copy_n(src, p.value.size(), p.grad.data());
+        std::copy_n(src, p.value().size(), p.grad.data());
     }
     reset_step();
     ++steps_;
@@ -835,7 +834,7 @@ template <class T>
 void DataParallel<T>::check_replicas() const
 {
     std::vector<std::pair<std::string, const Tensor<T>*>> tensors;
-    for (const auto& [name, p] : params_) tensors.emplace_back(name, &p->value);
+    for (const auto& [name, p] : params_) tensors.emplace_back(name, &p->value());
     for (const auto& [name, t] : model_.named_buffers()) tensors.emplace_back(name + " (buffer)", t);
     std::vector<std::uint64_t> mine;
     for (const auto& [name, t] : tensors) mine.push_back(hash_of(*t));

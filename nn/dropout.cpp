@@ -1,5 +1,7 @@
 #include "nn/dropout.hpp"
 
+#include "autodiff/checkpoint.hpp"
+
 namespace ad::nn {
 
 template <class T>
@@ -12,7 +14,7 @@ Tensor<T> bernoulli_mask(const Shape& shape, double keep, Rng& rng)
 }
 
 template <class T>
-Dropout<T>::Dropout(T p, std::uint64_t seed) : p_(p), rng_(seed)
+Dropout<T>::Dropout(T p, std::uint64_t seed) : p_(p), rng_(std::make_shared<Rng>(seed))
 {
     if (!(p >= T(0) && p < T(1)))
         throw Error("Dropout: probability p = " + std::to_string(p) + " is outside [0, 1)");
@@ -22,7 +24,8 @@ template <class T>
 Var<T> Dropout<T>::forward(const Var<T>& x)
 {
     if (!this->training() || p_ == T(0)) return x;
-    mask_ = bernoulli_mask<T>(Shape(x.shape().begin(), x.shape().end()), 1.0 - double(p_), rng_);
+    preserve_rng_state(rng_);  // a checkpoint around this pass reruns it with the same mask
+    mask_ = bernoulli_mask<T>(Shape(x.shape().begin(), x.shape().end()), 1.0 - double(p_), *rng_);
     return dropout(x, mask_, p_);
 }
 

@@ -15,6 +15,8 @@
 
 #include "nn/module.hpp"
 
+#include <memory>
+
 namespace ad::nn {
 
 template <class T>
@@ -26,12 +28,12 @@ public:
     T p() const { return p_; }
     // Restart the mask sequence, so the next forward pass draws the same masks as after
     // construction with this seed (for a function that must be deterministic, as in gradcheck).
-    void seed(std::uint64_t s) { rng_.seed(s); }
+    void seed(std::uint64_t s) { rng_->seed(s); }
     const Tensor<T>& last_mask() const { return mask_; }  // the mask of the last training pass
 
 private:
     T p_;
-    Rng rng_;
+    std::shared_ptr<Rng> rng_;  // shared so that a checkpoint can hold it weakly (ad::preserve_rng_state)
     Tensor<T> mask_;
 };
 

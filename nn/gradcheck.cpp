@@ -16,20 +16,19 @@ GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, Gr
         std::vector<Tensor<double>> start, grads;
         o.names.clear();
         for (auto& [name, p] : named) {
-            start.push_back(p->value);
+            start.push_back(p->value());
             o.names.push_back(name);
         }
         Tape<double> tape;
         auto set = [&](const std::vector<Tensor<double>>& values) {
-            for (std::size_t i = 0; i < named.size(); ++i) {
-                named[i].second->value = values[i];
-                named[i].second->mark_modified();
-            }
+            for (std::size_t i = 0; i < named.size(); ++i) named[i].second->set_value(values[i]);
         };
+        // Recorded as in the analytic pass, not under NoGrad: a loss may differentiate inside
+        // (a gradient penalty takes a create_graph gradient), which needs its ops recorded.
+        // Clearing the tape each time keeps one evaluation's records.
         auto value_at = [&](const std::vector<Tensor<double>>& values) {
             set(values);
             tape.clear();
-            NoGrad off;
             const Var<double> y = loss(model, tape);
             if (y.size() != 1)
                 throw Error("gradcheck_module: the loss must have one element, got shape " + shape_str(y.shape()));

@@ -3,6 +3,8 @@
 // parameter element perturbed in place. The report names the parameter ("blocks.1.norm.gain")
 // and the element. The loss must be deterministic (fix dropout masks, use eval mode or a
 // reseeded generator); parameter values are restored afterwards and their .grad is left zeroed.
+// Every evaluation is recorded on a tape cleared before it, so the loss may itself take
+// gradients (a gradient penalty, with ad::create_graph).
 #pragma once
 
 #include "autodiff/gradcheck.hpp"

@@ -184,16 +184,12 @@ void init_linear_layers(Module<T>& m, const WeightInit<T>& init, Rng& rng)
         auto* lin = dynamic_cast<Linear<T>*>(mod);
         if (!lin) continue;
         Parameter<T>& W = lin->weight();
-        Tensor<T> w = init(Shape(W.value.shape().begin(), W.value.shape().end()), rng);
-        if (!detail::same_shape(w.shape(), W.value.shape()))
+        Tensor<T> w = init(Shape(W.value().shape().begin(), W.value().shape().end()), rng);
+        if (!detail::same_shape(w.shape(), W.value().shape()))
             throw Error("init_linear_layers: the initialiser returned shape " + shape_str(w.shape()) +
-                        " for a weight of shape " + shape_str(W.value.shape()));
-        W.value = std::move(w);
-        W.mark_modified();
-        if (Parameter<T>* b = lin->bias()) {
-            b->value.fill(T(0));
-            b->mark_modified();
-        }
+                        " for a weight of shape " + shape_str(W.value().shape()));
+        W.set_value(std::move(w));
+        if (Parameter<T>* b = lin->bias()) b->mutable_value().fill(T(0));
     }
 }
 

@@ -138,7 +138,7 @@ std::string Module<T>::summary()
     out << type_name(*this) << '\n';
     for (auto& [name, m] : named_modules()) out << "  " << name << ": " << type_name(*m) << '\n';
     for (auto& [name, p] : named_parameters())
-        out << "  " << name << ' ' << shape_str(p->value.shape()) << ' ' << p->value.size() << '\n';
+        out << "  " << name << ' ' << shape_str(p->value().shape()) << ' ' << p->value().size() << '\n';
     for (auto& [name, b] : named_buffers())
         out << "  " << name << ' ' << shape_str(b->shape()) << ' ' << b->size() << " (buffer)\n";
     out << "parameters: " << parameter_count() << '\n';
@@ -149,7 +149,7 @@ template <class T>
 std::size_t Module<T>::parameter_count()
 {
     std::size_t n = 0;
-    for (auto* p : parameters()) n += p->value.size();
+    for (auto* p : parameters()) n += p->value().size();
     return n;
 }
 

@@ -25,7 +25,7 @@ bool decays_by_default(const std::string& name, const Parameter<T>& p)
 {
     const auto dot = name.rfind('.');
     const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
-    return last != "bias" && p.value.dimension() >= 2;
+    return last != "bias" && p.value().dimension() >= 2;
 }
 
 template <class T>
@@ -69,7 +69,7 @@ std::vector<Tensor<T>> Optimizer<T>::zeros_like_parameters() const
 {
     std::vector<Tensor<T>> out;
     out.reserve(params_.size());
-    for (const auto& e : params_) out.push_back(xt::zeros<T>(e.second->value.shape()));
+    for (const auto& e : params_) out.push_back(xt::zeros<T>(e.second->value().shape()));
     return out;
 }
 
@@ -78,25 +78,22 @@ void Optimizer<T>::step()
 {
     // Check every gradient first, so a bad one leaves all parameters as they were.
     for (const auto& [pname, p] : params_)
-        if (!detail::same_shape(p->grad.shape(), p->value.shape()))
+        if (!detail::same_shape(p->grad.shape(), p->value().shape()))
             throw Error(std::string(name_) + "::step: parameter '" + pname + "' has value of shape " +
-                        shape_str(p->value.shape()) + " but gradient of shape " + shape_str(p->grad.shape()) +
+                        shape_str(p->value().shape()) + " but gradient of shape " + shape_str(p->grad.shape()) +
                         "; expected equal shapes");
     for (std::size_t i = 0; i < params_.size(); ++i) check_state(i);
     ++steps_;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-        update(i, *params_[i].second, decay_[i] != 0);
-        params_[i].second->mark_modified();
-    }
+    for (std::size_t i = 0; i < params_.size(); ++i) update(i, *params_[i].second, decay_[i] != 0);
 }
 
 template <class T>
 void Optimizer<T>::check_state_shape(std::size_t i, const char* state, const Tensor<T>& t) const
 {
     const Parameter<T>& p = *params_[i].second;
-    if (!detail::same_shape(t.shape(), p.value.shape()))
+    if (!detail::same_shape(t.shape(), p.value().shape()))
         throw Error(std::string(name_) + "::step: parameter " + std::to_string(i) + " ('" + params_[i].first +
-                    "') has value of shape " + shape_str(p.value.shape()) + " but its " + state +
+                    "') has value of shape " + shape_str(p.value().shape()) + " but its " + state +
                     " state has shape " + shape_str(t.shape()) +
                     "; a parameter must keep its shape after the optimiser is built (build a new optimiser "
                     "after resizing it)");
@@ -143,10 +140,10 @@ void SGD<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     const T wd = decay ? T(o_.weight_decay) : T(0);
     const T momentum = T(o_.momentum), keep = T(1 - o_.dampening), neg_lr = T(-this->lr_);
     const bool first = this->steps_ == 1;
-    T* w = p.value.data();
+    T* w = p.mutable_value().data();
     const T* g = p.grad.data();
     T* buf = buf_.empty() ? nullptr : buf_[i].data();
-    for (std::size_t k = 0, n = p.value.size(); k < n; ++k) {
+    for (std::size_t k = 0, n = p.value().size(); k < n; ++k) {
         T d = g[k];
         if (wd != 0) d = d + wd * w[k];
         if (buf) {
@@ -212,12 +209,12 @@ void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     const T shrink = T(1 - lr * wd);
     const bool decoupled_decay = decoupled_ && wd != 0;
 
-    T* w = p.value.data();
+    T* w = p.mutable_value().data();
     const T* grad = p.grad.data();
     T* m = m_[i].data();
     T* v = v_[i].data();
     T* vmax = vmax_.empty() ? nullptr : vmax_[i].data();
-    for (std::size_t k = 0, n = p.value.size(); k < n; ++k) {
+    for (std::size_t k = 0, n = p.value().size(); k < n; ++k) {
         T g = grad[k];
         if (coupled_wd != 0) g = g + coupled_wd * w[k];
         if (decoupled_decay) w[k] = w[k] * shrink;

@@ -22,8 +22,9 @@
 // parameter's gradient and state shapes against its value before updating any, and a resized
 // parameter raises ad::Error naming the optimiser, the parameter and both shapes.
 //
-// step() reads each parameter's .grad, updates .value in place and calls mark_modified(), so a
-// tape recorded before the step refuses to run backward through the old values.
+// step() reads each parameter's .grad and updates its value in place through mutable_value(),
+// which counts the change, so a tape recorded before the step refuses to run backward through
+// the old values.
 #pragma once
 
 #include "nn/module.hpp"
@@ -56,7 +57,7 @@ public:
     Optimizer(const Optimizer&) = delete;
     Optimizer& operator=(const Optimizer&) = delete;
 
-    // One update of every parameter from its current .grad; then mark_modified() on each.
+    // One update of every parameter from its current .grad, written through mutable_value().
     void step();
     void zero_grad();
 

@@ -26,13 +26,13 @@ public:
     Var<T> forward(const Var<T>& x) override;
 
     T p() const { return p_; }
-    void seed(std::uint64_t s) { rng_.seed(s); }  // restart the sequence of draws
+    void seed(std::uint64_t s) { rng_->seed(s); }  // restart the sequence of draws
     const Tensor<T>& last_mask() const { return mask_; }
 
 private:
     Module<T>* branch_ = nullptr;
     T p_;
-    Rng rng_;
+    std::shared_ptr<Rng> rng_;  // shared so that a checkpoint can hold it weakly (ad::preserve_rng_state)
     Tensor<T> mask_;
 };
 

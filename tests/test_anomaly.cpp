@@ -119,7 +119,7 @@ TEST_CASE("a model trained with anomaly mode on gives the same parameters as wit
             ad::backward(ad::nn::cross_entropy_loss((*net)(tape.constant(x)), {0, 1}));
             opt.step();
         }
-        return net->parameters().front()->value;
+        return net->parameters().front()->value();
     };
     const Tensor<double> on = run(true), off = run(false);
     CHECK(on.shape() == off.shape());

@@ -132,7 +132,7 @@ TEST_CASE("grad(y, inputs) returns dy/dinput for parameters, variables and inter
     const Tensor<double> z0 = z.value();
     for (std::size_t i = 0; i < 2; ++i) {
         CHECK(g[2](i) == Approx(2 * z0(i)).epsilon(1e-15));
-        CHECK(g[1](i) == Approx(2 * (W.value(0, i) * z0(0) + W.value(1, i) * z0(1))).epsilon(1e-15));
+        CHECK(g[1](i) == Approx(2 * (W.value()(0, i) * z0(0) + W.value()(1, i) * z0(1))).epsilon(1e-15));
         for (std::size_t j = 0; j < 2; ++j) CHECK(g[0](i, j) == Approx(2 * z0(i) * x0(j)).epsilon(1e-15));
     }
     CHECK_THAT(W.grad, Equals(Tensor<double>{{7.0, 7.0}, {7.0, 7.0}}));
@@ -322,7 +322,7 @@ TEST_CASE("the grad-ready hook reports each parameter once, last layer first, wi
     const Tensor<double> hv = h.value();
     for (std::size_t i = 0; i < 3; ++i) {
         CHECK(got[0].second(0, i) == Approx(hv(i)).epsilon(1e-15));
-        const double d = W2.value(0, i) * (1 - hv(i) * hv(i));
+        const double d = W2.value()(0, i) * (1 - hv(i) * hv(i));
         CHECK(got[1].second(i) == Approx(d).epsilon(1e-15));
         for (std::size_t j = 0; j < 2; ++j) CHECK(got[2].second(i, j) == Approx(d * x0(j)).epsilon(1e-15));
     }

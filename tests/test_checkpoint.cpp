@@ -119,7 +119,7 @@ std::shared_ptr<nn::Sequential<double>> make_model(std::size_t width, std::uint6
 // A deterministic stand-in for a training step: gradients from the values, buffers drift.
 void fake_step(nn::Module<double>& model, nn::Optimizer<double>& opt, int k)
 {
-    for (auto* p : model.parameters()) p->grad = 0.3 * p->value + 0.01 * k - 0.02;
+    for (auto* p : model.parameters()) p->grad = 0.3 * p->value() + 0.01 * k - 0.02;
     opt.step();
     for (auto& [name, b] : model.named_buffers()) *b += 0.125 * k;
 }
@@ -134,8 +134,8 @@ struct Snapshot {
     Snapshot(nn::Module<double>& m, nn::Optimizer<double>* opt = nullptr)
     {
         for (auto& [name, p] : m.named_parameters()) {
-            values.emplace_back(name, p->value);
-            versions.push_back(p->version);
+            values.emplace_back(name, p->value());
+            versions.push_back(p->version());
         }
         for (auto& [name, b] : m.named_buffers()) values.emplace_back(name, *b);
         if (opt) {
@@ -474,7 +474,7 @@ TEST_CASE("a checkpoint holds the parameters and buffers under their names and r
 
     fake_step(*model, opt, 2);
     REQUIRE_FALSE(Snapshot(*model) == saved);
-    const auto version = model->named_parameters()[0].second->version;
+    const auto version = model->named_parameters()[0].second->version();
     nn::load(*model, path);
     const Snapshot loaded(*model);
     CHECK(loaded.values.size() == saved.values.size());
@@ -482,7 +482,7 @@ TEST_CASE("a checkpoint holds the parameters and buffers under their names and r
         INFO(saved.values[i].first);
         CHECK((loaded.values[i].second == saved.values[i].second));
     }
-    CHECK(model->named_parameters()[0].second->version == version + 1);  // loading marks parameters modified
+    CHECK(model->named_parameters()[0].second->version() == version + 1);  // loading marks parameters modified
 
     SECTION("into a fresh model of the same architecture")
     {
@@ -500,7 +500,7 @@ TEST_CASE("a checkpoint holds the parameters and buffers under their names and r
         const auto all = model->named_parameters();
         nn::save<double>(nn::NamedParameters<double>(all.begin(), all.begin() + 2), d2.file("first.npz"));
         nn::load(named, d2.file("first.npz"));
-        CHECK((first.weight().value == Tensor<float>(saved.values[0].second)));
+        CHECK((first.weight().value() == Tensor<float>(saved.values[0].second)));
     }
 }
 
@@ -557,7 +557,7 @@ TEST_CASE("a checkpoint with optimiser state resumes training exactly where it s
         nn::save(*a, opt, path);
         auto b = make_model(4, 2);
         nn::load(*b, path);
-        CHECK((b->named_parameters()[0].second->value == a->named_parameters()[0].second->value));
+        CHECK((b->named_parameters()[0].second->value() == a->named_parameters()[0].second->value()));
     }
 }
 

@@ -74,7 +74,124 @@ struct Stack {
     }
 };
 
+// linear -> relu -> dropout -> stochastic depth -> linear, whose random modules can be reseeded.
+struct RandomNet {
+    nn::Rng rng{21};
+    nn::Linear<double> first{4, 6, rng}, last{6, 3, rng};
+    nn::Dropout<double> drop{0.5, 31};
+    nn::StochasticDepth<double> depth{0.5, 32};
+
+    Var<double> hidden(const Var<double>& x) { return drop(ad::relu(first(x))); }
+    Var<double> out(const Var<double>& h) { return last(depth(h)); }
+    std::vector<Parameter<double>*> params()
+    {
+        return {&first.weight(), first.bias(), &last.weight(), last.bias()};
+    }
+    // How a run starts: the generators as after construction, the gradients zero.
+    void reset()
+    {
+        drop.seed(31);
+        depth.seed(32);
+        for (auto* p : params()) p->zero_grad();
+    }
+    // The parameters' gradients, then the masks the next forward pass draws.
+    std::vector<Tensor<double>> grads_and_next_masks(const Tensor<double>& x)
+    {
+        std::vector<Tensor<double>> out;
+        for (auto* p : params()) out.push_back(p->grad);
+        Tape<double> tape;
+        this->out(hidden(tape.constant(x)));
+        out.push_back(drop.last_mask());
+        out.push_back(depth.last_mask());
+        return out;
+    }
+};
+
 }  // namespace
+
+TEST_CASE("a checkpointed block with dropout and a zero last layer, whose output hides the masks, gets the "
+          "gradients of the plain block: the rerun draws the forward pass's masks", "[checkpointing]")
+{
+    RandomNet net;
+    net.last.weight().mutable_value().fill(0);
+    net.last.bias()->mutable_value().fill(0);
+    const Tensor<double> x = randn({5, 4}, 22), c = randn({5, 3}, 23);
+    auto run = [&](bool checkpointed) {
+        net.reset();
+        Tape<double> tape;
+        const auto xv = tape.constant(x);
+        const auto y = checkpointed
+                           ? ad::checkpoint([&net](const Vars& in) { return net.out(net.hidden(in[0])); }, {xv})
+                           : net.out(net.hidden(xv));
+        CHECK(xt::all(xt::equal(y.value(), 0.0)));
+        ad::backward(ad::sum(y * tape.constant(c)));
+        return net.grads_and_next_masks(x);
+    };
+    const auto plain = run(false), checkpointed = run(true);
+    // d/dW_last = c^T (the dropped hidden layer): it holds the masks, and is not zero
+    REQUIRE(xt::any(xt::not_equal(plain[2], 0.0)));
+    for (std::size_t k = 0; k < plain.size(); ++k) {
+        CAPTURE(k);
+        CHECK(same_bits(checkpointed[k], plain[k]));
+    }
+}
+
+TEST_CASE("checkpoint replays dropout and stochastic depth, nested too, where the output depends on the masks, "
+          "and leaves the generators where the plain block leaves them", "[checkpointing]")
+{
+    RandomNet net;
+    const Tensor<double> x = randn({5, 4}, 24), c = randn({5, 3}, 25);
+    auto run = [&](int how) {
+        net.reset();
+        Tape<double> tape;
+        const auto xv = tape.constant(x);
+        Var<double> y;
+        if (how == 0) {
+            y = net.out(net.hidden(xv));
+        } else if (how == 1) {
+            y = ad::checkpoint([&net](const Vars& in) { return net.out(net.hidden(in[0])); }, {xv});
+        } else {
+            y = ad::checkpoint(
+                [&net](const Vars& in) {
+                    return net.out(ad::checkpoint([&net](const Vars& h) { return net.hidden(h[0]); }, {in[0]}));
+                },
+                {xv});
+        }
+        // A draw between the forward and the backward pass moves the generators on; the rerun
+        // must still draw the forward pass's masks.
+        Tape<double> other;
+        net.hidden(other.constant(x));
+        ad::backward(ad::sum(y * tape.constant(c)));
+        return net.grads_and_next_masks(x);
+    };
+    const auto plain = run(0);
+    REQUIRE(xt::any(xt::not_equal(plain[0], 0.0)));
+    REQUIRE(xt::any(xt::equal(plain[plain.size() - 2], 0.0)));  // some units dropped
+    for (const int how : {1, 2}) {
+        CAPTURE(how);
+        const auto got = run(how);
+        for (std::size_t k = 0; k < plain.size(); ++k) {
+            CAPTURE(k);
+            CHECK(same_bits(got[k], plain[k]));
+        }
+    }
+}
+
+TEST_CASE("a dropout module made inside a checkpointed block, gone by the backward pass, is left alone: the "
+          "rerun makes it afresh and draws the same mask", "[checkpointing]")
+{
+    const Tensor<double> x = randn({4, 6}, 26), c = randn({4, 6}, 27);
+    auto block = [](const Vars& in) {
+        nn::Dropout<double> drop(0.5, 41);
+        return drop(ad::exp(in[0]));
+    };
+    Tape<double> tape;
+    const auto xv = tape.variable(x);
+    const auto plain = ad::grad(ad::sum(block(Vars{xv}) * tape.constant(c)), {xv})[0];
+    const auto checkpointed = ad::grad(ad::sum(ad::checkpoint(block, {xv}) * tape.constant(c)), {xv})[0];
+    REQUIRE(xt::any(xt::equal(plain, 0.0)));  // some units dropped
+    CHECK(same_bits(checkpointed, plain));
+}
 
 TEST_CASE("a checkpointed stack gives the loss and parameter gradients of the plain stack bit for bit, "
           "with fewer records on the tape", "[checkpointing]")
@@ -191,7 +308,7 @@ TEST_CASE("checkpoint under NoGrad records a constant, and backward() under NoGr
         const auto y = ad::checkpoint(block, {tape.constant(a)});
         CHECK_FALSE(y.requires_grad());
         // the op's vectorised exp against xtensor's lazy one: an ulp or two apart on some ISAs
-        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value, 1e-14, 0.0));
+        CHECK(xt::allclose(y.value(), xt::exp(a) * w.value(), 1e-14, 0.0));
     }
     tape.clear();
     const auto y = ad::checkpoint(block, {tape.constant(a)});

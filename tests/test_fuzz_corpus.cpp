@@ -120,7 +120,7 @@ TEST_CASE("fuzz corpus: the seed checkpoints load into the fuzzed model", "[fuzz
 {
     const fs::path npz = fuzz_dir / "corpus" / "npz";
     ad::fuzz::CheckpointModel m;
-    for (auto* p : m.model->parameters()) p->value.fill(0.f);
+    for (auto* p : m.model->parameters()) p->mutable_value().fill(0.f);
 
     // Written from the float model after one Adam step: the optimiser's state and step come back.
     nn::load(*m.model, m.optimizer, (npz / "checkpoint_adam_f4.npz").string());
@@ -130,7 +130,7 @@ TEST_CASE("fuzz corpus: the seed checkpoints load into the fuzzed model", "[fuzz
         INFO(name);
         const auto it = std::find_if(archive.begin(), archive.end(), [&](const auto& e) { return e.first == name; });
         REQUIRE(it != archive.end());
-        CHECK((p->value == it->second.to_tensor<float>()));
+        CHECK((p->value() == it->second.to_tensor<float>()));
     }
 
     // The model alone, stored in float and in double; a model-only checkpoint has no optimiser state.

@@ -141,7 +141,7 @@ TEST_CASE("a gradient penalty: backward through a gradient built with create_gra
     ad::backward(ad::sum(ad::square(gx)));
     // d/dw_i (w_i sech^2(w_i x_i))^2 = 2 s (sech^2 - 2 w x sech^2 tanh) with s = w sech^2(w x)
     for (std::size_t i = 0; i < 3; ++i) {
-        const double wi = w.value(i), xi = x.value()(i), t = std::tanh(wi * xi), s2 = 1 - t * t;
+        const double wi = w.value()(i), xi = x.value()(i), t = std::tanh(wi * xi), s2 = 1 - t * t;
         const double s = wi * s2;
         CHECK(w.grad(i) == Approx(2 * s * (s2 - 2 * wi * xi * s2 * t)).epsilon(1e-12));
     }

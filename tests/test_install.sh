@@ -36,7 +36,7 @@ int main()
     ad::Parameter<double> w(ad::Tensor<double>{0.5, -1.0, 2.0});
     ad::backward(ad::sum(ad::square(tape.param(w))));
     for (std::size_t i = 0; i < 3; ++i)
-        if (w.grad(i) != 2 * w.value(i)) return 1;
+        if (w.grad(i) != 2 * w.value()(i)) return 1;
 
     ad::Tape<float> tf;
     const auto x = tf.variable(ad::Tensor<float>{1.0f, 3.0f});

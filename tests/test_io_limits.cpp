@@ -187,11 +187,11 @@ TEST_CASE("an npz bomb is refused from its declared shape, before its data are i
     SECTION("checkpoint loading: compared with the model")
     {
         auto model = small_model();
-        const Tensor<float> w0 = model->named_parameters()[0].second->value;
+        const Tensor<float> w0 = model->named_parameters()[0].second->value();
         const std::string msg = error_of([&] { nn::load(*model, path); });
         INFO(msg);
         CHECK_THAT(msg, Contains(path) && Contains("0.weight") && Contains("unexpected w [20000, 20000]"));
-        CHECK((model->named_parameters()[0].second->value == w0));
+        CHECK((model->named_parameters()[0].second->value() == w0));
     }
     const double secs = seconds_since(t0), grown = peak_rss_mb() - rss0;
     INFO(secs << " s, peak memory grew by " << grown << " MB");
@@ -366,7 +366,7 @@ TEST_CASE("a checkpoint with 10,000 stray arrays gets an error of bounded length
     auto model = small_model();
     const std::string path = dir.file("many.npz");
     nn::NpzWriter w;
-    for (const auto& [name, p] : model->named_parameters()) w.add(name, p->value);
+    for (const auto& [name, p] : model->named_parameters()) w.add(name, p->value());
     for (int i = 0; i < 10000; ++i) w.add_scalar("stray_array_number_" + std::to_string(i), 0.0);
     w.write(path);
     const std::string msg = error_of([&] { nn::load(*model, path); });
@@ -381,7 +381,7 @@ TEST_CASE("NaN, Inf and values out of the model's range are refused on loading, 
 {
     TempDir dir;
     auto model = small_model();  // float: 0.weight [4, 3], 0.bias [4]
-    const Tensor<float> w0 = model->named_parameters()[0].second->value;
+    const Tensor<float> w0 = model->named_parameters()[0].second->value();
     auto file_with = [&](std::size_t row, std::size_t col, double v) {
         Tensor<double> w = xt::zeros<double>({4, 3});
         w(row, col) = v;
@@ -397,12 +397,12 @@ TEST_CASE("NaN, Inf and values out of the model's range are refused on loading, 
     const std::string p3 = file_with(0, 1, 1e300);
     CHECK_THROWS_WITH(nn::load(*model, p3), Contains("0.weight holds 1.0000000000000001e+300 at [0, 1]") &&
                                                 Contains("outside the range of float"));
-    CHECK((model->named_parameters()[0].second->value == w0));  // nothing was loaded
+    CHECK((model->named_parameters()[0].second->value() == w0));  // nothing was loaded
 
     // 1e300 is a double: a double model takes it.
     nn::Rng rng(3);
     nn::Sequential<double> dmodel;
     dmodel.add(std::make_shared<nn::Linear<double>>(3, 4, rng));
     nn::load(dmodel, p3);
-    CHECK(dmodel.named_parameters()[0].second->value(0, 1) == 1e300);
+    CHECK(dmodel.named_parameters()[0].second->value()(0, 1) == 1e300);
 }

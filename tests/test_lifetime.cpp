@@ -64,8 +64,7 @@ TEST_CASE("a forgotten clear() is named as the likely cause", "[tape][lifetime]"
             break;
         }
         ad::backward(loss);
-        w.value -= 0.1 * w.grad;
-        w.mark_modified();
+        w.mutable_value() -= 0.1 * w.grad;
     }
 }
 

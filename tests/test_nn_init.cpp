@@ -90,12 +90,12 @@ TEST_CASE("Linear's default initialisation is PyTorch's U(-1/sqrt(in), 1/sqrt(in
     nn::Rng rng(5);
     nn::Linear<double> lin(600, 400, rng);
     const double a = 1 / std::sqrt(600.0);
-    check_uniform(lin.weight().value, a);
-    check_uniform(lin.bias()->value, a);
+    check_uniform(lin.weight().value(), a);
+    check_uniform(lin.bias()->value(), a);
     // With an explicit initialiser the bias starts at zero.
     nn::Linear<double> he(600, 400, rng, nn::he_normal<double>);
-    check_normal(he.weight().value, 2.0 / 600);
-    CHECK(xt::all(xt::equal(he.bias()->value, 0.0)));
+    check_normal(he.weight().value(), 2.0 / 600);
+    CHECK(xt::all(xt::equal(he.bias()->value(), 0.0)));
 }
 
 TEST_CASE("orthogonal gives orthonormal rows (wide), columns (tall) or both (square)", "[nn][init]")
@@ -170,13 +170,13 @@ TEST_CASE("init_linear_layers redraws every Linear weight and zeroes its bias", 
     nn::init_linear_layers<double>(*net, nn::xavier_normal<double>, rng);
     for (auto& [name, p] : net->named_parameters()) {
         INFO(name);
-        if (name.size() >= 11 && name.compare(name.size() - 11, 11, "linear.bias") == 0) CHECK(xt::all(xt::equal(p->value, 0.0)));
-        if (name == "input.bias" || name == "output.bias") CHECK(xt::all(xt::equal(p->value, 0.0)));
-        if (name == "blocks.0.norm.gain") CHECK(xt::all(xt::equal(p->value, 1.0)));  // not a Linear: untouched
+        if (name.size() >= 11 && name.compare(name.size() - 11, 11, "linear.bias") == 0) CHECK(xt::all(xt::equal(p->value(), 0.0)));
+        if (name == "input.bias" || name == "output.bias") CHECK(xt::all(xt::equal(p->value(), 0.0)));
+        if (name == "blocks.0.norm.gain") CHECK(xt::all(xt::equal(p->value(), 1.0)));  // not a Linear: untouched
     }
     for (auto* lin : {dynamic_cast<nn::Linear<double>*>(&(*net)[0]), dynamic_cast<nn::Linear<double>*>(&(*net)[4])}) {
         REQUIRE(lin);
-        const auto& w = lin->weight().value;
+        const auto& w = lin->weight().value();
         check_normal(w, 2.0 / double(w.shape()[0] + w.shape()[1]));
     }
 }

@@ -59,22 +59,19 @@ ad::GradcheckResult module_gradcheck(nn::Module<double>& m, const Tensor<double>
     ad::GradcheckOptions opts;
     opts.names = {"input"};
     for (auto& [name, p] : params) {
-        inputs.push_back(p->value);
+        inputs.push_back(p->value());
         claimed.push_back(p->grad);
         opts.names.push_back(name);
     }
     auto f = [&](const std::vector<Tensor<double>>& in) {
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            params[i].second->value = in[i + 1];
-            params[i].second->mark_modified();
-        }
+        for (std::size_t i = 0; i < params.size(); ++i) params[i].second->set_value(in[i + 1]);
         if (reset) reset();
         Tape<double> t;
         const Var<double> out = m(t.constant(in[0]));
         return double(xt::sum(out.value() * c)());
     };
     auto res = ad::check_gradient(f, inputs, claimed, opts);
-    for (std::size_t i = 0; i < params.size(); ++i) params[i].second->value = inputs[i + 1];
+    for (std::size_t i = 0; i < params.size(); ++i) params[i].second->set_value(inputs[i + 1]);
     return res;
 }
 
@@ -330,8 +327,8 @@ TEST_CASE("Residual computes z + f(z) (seed 002) and is gradchecked", "[nn][resi
     gradcheck_module(res, z);
 
     // With W = 0, b = 0 and sigma(0) = 0 the block is the identity map.
-    lin->weight().value.fill(0);
-    lin->bias()->value.fill(0);
+    lin->weight().mutable_value().fill(0);
+    lin->bias()->mutable_value().fill(0);
     CHECK(xt::allclose(run_module(res, z), z, 0.0, 0.0));
 }
 
@@ -445,35 +442,35 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
     const std::size_t m = 6;
     nn::Rng rng(8);
     nn::LayerNorm<double> ln(m, 0.0);
-    ln.gain().value = nn::normal<double>({m}, 1.0, 0.5, rng);  // v
-    ln.bias().value = nn::normal<double>({m}, 0.0, 0.5, rng);  // u
+    ln.gain().set_value(nn::normal<double>({m}, 1.0, 0.5, rng));  // v
+    ln.bias().set_value(nn::normal<double>({m}, 0.0, 0.5, rng));  // u
     const Tensor<double> z = randn({4, m}, 9, 3.0);
     const Tensor<double> y = run_module(ln, z);
     for (std::size_t r = 0; r < 4; ++r) {
         const Tensor<double> row = xt::view(z, r);
         const Tensor<double> centred = row - xt::mean(row)();
         const double s = std::sqrt(xt::sum(xt::square(centred))());
-        const Tensor<double> seed001 = std::sqrt(double(m)) / s * ln.gain().value * centred + ln.bias().value;
+        const Tensor<double> seed001 = std::sqrt(double(m)) / s * ln.gain().value() * centred + ln.bias().value();
         // the kernel's vectorised mean and variance against xt::'s: at most 19 ulps of |gain xhat|, plus
         // both means' errors times rstd |gain| and the bias's rounding: 7.3e-15 at most for this seed
         CHECK(xt::allclose(xt::view(y, r), seed001, 1e-14, 1e-14));
         // Reading sqrt(n - 1) with n = m (the unbiased deviation) is the same map scaled by
         // sqrt((m - 1) / m) before the gain: a different normalisation, not the seed's.
-        const Tensor<double> unbiased = std::sqrt(double(m - 1)) / s * ln.gain().value * centred + ln.bias().value;
-        const Tensor<double> normalised = (xt::view(y, r) - ln.bias().value) / ln.gain().value;
+        const Tensor<double> unbiased = std::sqrt(double(m - 1)) / s * ln.gain().value() * centred + ln.bias().value();
+        const Tensor<double> normalised = (xt::view(y, r) - ln.bias().value()) / ln.gain().value();
         CHECK(xt::allclose(unbiased,
-                           std::sqrt(double(m - 1) / double(m)) * ln.gain().value * normalised + ln.bias().value,
+                           std::sqrt(double(m - 1) / double(m)) * ln.gain().value() * normalised + ln.bias().value(),
                            1e-14, 1e-14));  // as above, plus 7 roundings: 1.1e-14 at most
     }
     // With eps > 0 the two differ by the factor sqrt(var / (var + eps)) on the normalised part.
     nn::LayerNorm<double> ln_eps(m, 1e-5);
-    ln_eps.gain().value = ln.gain().value;
-    ln_eps.bias().value = ln.bias().value;
+    ln_eps.gain().set_value(ln.gain().value());
+    ln_eps.bias().set_value(ln.bias().value());
     const Tensor<double> y_eps = run_module(ln_eps, z);
     for (std::size_t r = 0; r < 4; ++r) {
         const Tensor<double> row = xt::view(z, r);
         const double var = xt::mean(xt::square(row - xt::mean(row)()))();
-        const Tensor<double> a = xt::view(y_eps, r) - ln.bias().value, b = xt::view(y, r) - ln.bias().value;
+        const Tensor<double> a = xt::view(y_eps, r) - ln.bias().value(), b = xt::view(y, r) - ln.bias().value();
         // a and b share the kernel's mean: their ratio differs from the factor by a few roundings,
         // and removing the bias costs an ulp of y each; 3.7e-15 at most for this seed
         CHECK(xt::allclose(a, b * std::sqrt(var / (var + 1e-5)), 1e-14, 1e-14));
@@ -484,8 +481,8 @@ TEST_CASE("LayerNorm is gradchecked with random gain and bias, in 2-D and 3-D", 
 {
     nn::Rng rng(10);
     nn::LayerNorm<double> ln(5);
-    ln.gain().value = nn::normal<double>({5}, 1.0, 0.5, rng);
-    ln.bias().value = nn::normal<double>({5}, 0.0, 0.5, rng);
+    ln.gain().set_value(nn::normal<double>({5}, 1.0, 0.5, rng));
+    ln.bias().set_value(nn::normal<double>({5}, 0.0, 0.5, rng));
     CHECK(parameter_names(ln) == Names{"gain", "bias"});
     gradcheck_module(ln, randn({4, 5}, 11));
     gradcheck_module(ln, randn({2, 3, 5}, 12));
@@ -533,8 +530,8 @@ TEST_CASE("BatchNorm1d is gradchecked in training and in evaluation", "[nn][batc
 {
     nn::Rng rng(15);
     nn::BatchNorm1d<double> bn(4);
-    bn.gain().value = nn::normal<double>({4}, 1.0, 0.5, rng);
-    bn.bias().value = nn::normal<double>({4}, 0.0, 0.5, rng);
+    bn.gain().set_value(nn::normal<double>({4}, 1.0, 0.5, rng));
+    bn.bias().set_value(nn::normal<double>({4}, 0.0, 0.5, rng));
     gradcheck_module(bn, randn({5, 4}, 16));
     bn.eval();
     gradcheck_module(bn, randn({3, 4}, 17));

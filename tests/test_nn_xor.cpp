@@ -42,10 +42,7 @@ T train(nn::Module<T>& net, T lr, int steps)
         const auto L = nn::bce_with_logits_loss(net(tape.constant(x)), y);
         ad::backward(L);
         loss = L.item();
-        for (auto* p : net.parameters()) {
-            p->value -= lr * p->grad;
-            p->mark_modified();
-        }
+        for (auto* p : net.parameters()) p->mutable_value() -= lr * p->grad;
     }
     return loss;
 }

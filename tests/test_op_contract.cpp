@@ -229,14 +229,14 @@ TEST_CASE("gradcheck_module checks a model's loss by parameter name", "[gradchec
                                    std::make_shared<ad::nn::Tanh<double>>(),
                                    std::make_shared<ad::nn::Linear<double>>(5, 2, rng)};
     const Tensor<double> x = randn({4, 3}, 5);
-    const auto before = net.named_parameters()[0].second->value;
+    const auto before = net.named_parameters()[0].second->value();
     const auto r = ad::nn::gradcheck_module<double>(net, [&](ad::nn::Module<double>& m, Tape<double>& tape) {
         return ad::nn::cross_entropy_loss(m(tape.constant(x)), {0, 1, 1, 0});
     });
     INFO(r.report());
     CHECK(r.ok);
     CHECK(r.checked == 3 * 5 + 5 + 5 * 2 + 2);
-    CHECK_THAT(net.named_parameters()[0].second->value, Equals(before));  // restored
+    CHECK_THAT(net.named_parameters()[0].second->value(), Equals(before));  // restored
     // a wrong gradient is named by its parameter
     const auto wrong = ad::nn::gradcheck_module<double>(net, [&](ad::nn::Module<double>& m, Tape<double>& tape) {
         const auto out = m(tape.constant(x));
@@ -244,6 +244,33 @@ TEST_CASE("gradcheck_module checks a model's loss by parameter name", "[gradchec
     });
     CHECK_FALSE(wrong.ok);
     CHECK_THAT(wrong.name, Contains(".weight") || Contains(".bias"));
+}
+
+TEST_CASE("gradcheck_module checks a loss with a gradient penalty, which takes a create_graph gradient inside",
+          "[gradcheck][nn]")
+{
+    ad::nn::Rng rng(4);
+    ad::nn::Sequential<double> net{std::make_shared<ad::nn::Linear<double>>(3, 5, rng),
+                                   std::make_shared<ad::nn::Tanh<double>>(),
+                                   std::make_shared<ad::nn::Linear<double>>(5, 1, rng)};
+    const Tensor<double> x = randn({4, 3}, 6);
+    // mean(f(x)^2) + 0.5 |df/dx|^2, the penalty as WGAN-GP writes it (without the target norm)
+    auto loss = [&](bool halve_penalty) {
+        return [&x, halve_penalty](ad::nn::Module<double>& m, Tape<double>& tape) {
+            const auto xv = tape.variable(x);
+            const auto y = m(xv);
+            const auto gx = ad::grad(ad::sum(y), {xv}, ad::create_graph)[0];
+            const auto penalty = halve_penalty ? ad::sum(ad::detach(gx) * gx) : ad::sum(ad::square(gx));
+            return ad::mean(ad::square(y)) + penalty * 0.5;
+        };
+    };
+    const auto r = ad::nn::gradcheck_module<double>(net, loss(false));
+    INFO(r.report());
+    CHECK(r.ok);
+    CHECK(r.checked == 3 * 5 + 5 + 5 * 1 + 1);
+    // the finite differences still catch a wrong gradient of the penalty (the detach halves it)
+    const auto wrong = ad::nn::gradcheck_module<double>(net, loss(true));
+    CHECK_FALSE(wrong.ok);
 }
 
 TEST_CASE("every activation comes from one row of the table", "[nn][activation]")

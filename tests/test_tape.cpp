@@ -68,7 +68,7 @@ TEST_CASE("under NoGrad ops give the same values, record nothing that needs a gr
         CHECK(!tape.record(without.index()).vjp);
         CHECK_THAT(without.value(), Equals(with.value()));
         CHECK_THROWS_WITH(ad::backward(ad::sum(without)), Contains("depends on nothing that needs a gradient"));
-        CHECK_THAT(W.grad, Equals(Tensor<double>(W.value * 0.0)));
+        CHECK_THAT(W.grad, Equals(Tensor<double>(W.value() * 0.0)));
         {
             ad::NoGrad nested;
             CHECK_FALSE(ad::grad_enabled());
@@ -241,15 +241,14 @@ TEST_CASE("an empty handle raises ad::Error", "[tape][errors]")
     REQUIRE_THROWS_WITH(ad::exp(nothing), Contains("empty handle"));
 }
 
-TEST_CASE("a parameter changed after the forward pass (mark_modified) makes backward throw until the forward runs again", "[tape][errors]")
+TEST_CASE("a parameter written through mutable_value() after the forward pass makes backward throw until the forward runs again", "[tape][errors]")
 {
     Tape<double> tape;
     Parameter<double> W(randn({2, 2}, 12));
     const Tensor<double> x0 = randn({2}, 13);
     const auto x = tape.constant(x0);
     const auto loss = ad::sum(ad::matmul(tape.param(W), x));
-    W.value(0, 0) += 0.5;
-    W.mark_modified();
+    W.mutable_value()(0, 0) += 0.5;
     REQUIRE_THROWS_AS(ad::backward(loss), ad::Error);
     REQUIRE_THROWS_WITH(ad::backward(loss), Contains("backward") && Contains("[2, 2]") && Contains("modified"));
     REQUIRE_THROWS_WITH(ad::grad(loss, {x}), Contains("grad") && Contains("modified"));
@@ -257,6 +256,73 @@ TEST_CASE("a parameter changed after the forward pass (mark_modified) makes back
     tape.clear();
     const auto again = ad::sum(ad::matmul(tape.param(W), tape.constant(x0)));
     REQUIRE_NOTHROW(ad::backward(again));
+}
+
+TEST_CASE("a parameter given a new value between forward and backward, of its shape or another, is refused "
+          "(conv2d's included); reading it is not a change", "[tape][errors]")
+{
+    const auto modified = Contains("modified after the forward pass recorded it");
+    Tape<double> tape;
+    Parameter<double> w(Tensor<double>{3.0, 20.0});
+    auto forward = [&] {
+        tape.clear();
+        return ad::sum(ad::square(tape.param(w)));  // d/dw = 2 w
+    };
+
+    auto loss = forward();
+    const auto version = w.version();
+    CHECK(w.value()(1) == 20.0);  // reading counts as no change
+    CHECK(w.version() == version);
+    REQUIRE_NOTHROW(ad::backward(loss));
+    CHECK_THAT(w.grad, Equals({6.0, 40.0}));
+
+    // Same shape: the sweep would mix the recorded pass with the new value.
+    w.zero_grad();
+    loss = forward();
+    w.set_value(Tensor<double>{30.0, 100.0});
+    CHECK(w.version() == version + 1);
+    REQUIRE_THROWS_WITH(ad::backward(loss), Contains("backward") && Contains("[2]") && modified);
+    CHECK_THAT(w.grad, Equals({0.0, 0.0}));  // refused before anything was added
+    loss = forward();
+    w.mutable_value() = Tensor<double>{3.0, 20.0};
+    REQUIRE_THROWS_WITH(ad::backward(loss), modified);
+    REQUIRE_THROWS_WITH(ad::grad(loss, std::vector<Parameter<double>*>{&w}, ad::create_graph),
+                        Contains("grad") && modified);
+
+    // Another shape: the sweep would read past the new value's end or stop short of it.
+    loss = forward();
+    w.set_value(Tensor<double>{1.0, 2.0, 3.0});
+    REQUIRE_THROWS_WITH(ad::backward(loss), Contains("[3]") && modified);
+    w.zero_grad();
+    ad::backward(forward());
+    CHECK_THAT(w.grad, Equals({2.0, 4.0, 6.0}));
+
+    // conv2d reads the weight's value in its VJP, for the input's gradient and the weight's shape.
+    const Tensor<double> x = randn({1, 1, 5, 5}, 16);
+    Parameter<double> k(randn({2, 1, 3, 3}, 17));
+    auto conv_forward = [&](const Var<double>& xv) { return ad::sum(ad::conv2d(xv, tape.param(k))); };
+    for (const Shape& shape : {Shape{2, 1, 3, 3}, Shape{2, 1, 2, 2}, Shape{4, 1, 4, 4}}) {
+        tape.clear();
+        const auto xv = tape.variable(x);
+        const auto y = conv_forward(xv);
+        k.set_value(Tensor<double>(xt::ones<double>(shape)));
+        REQUIRE_THROWS_WITH(ad::backward(y), modified);
+        REQUIRE_THROWS_WITH(ad::grad(y, {xv}), modified);
+    }
+    // Run again, the pass reads the new [4, 1, 4, 4] kernel: d sum(y) / d k[o, 0, i, j] is the sum
+    // of the 2 x 2 window of x at offset (i, j) (cross-correlation, stride 1, no padding).
+    tape.clear();
+    k.zero_grad();
+    ad::backward(conv_forward(tape.constant(x)));
+    REQUIRE(Shape(k.grad.shape().begin(), k.grad.shape().end()) == Shape{4, 1, 4, 4});
+    for (std::size_t o = 0; o < 4; ++o)
+        for (std::size_t i = 0; i < 4; ++i)
+            for (std::size_t j = 0; j < 4; ++j) {
+                double want = 0;
+                for (std::size_t p = 0; p < 2; ++p)
+                    for (std::size_t q = 0; q < 2; ++q) want += x(0, 0, p + i, q + j);
+                CHECK(k.grad(o, 0, i, j) == Approx(want).epsilon(1e-14));
+            }
 }
 
 TEST_CASE("float and double tapes in one program compute the same function and gradient", "[tape]")

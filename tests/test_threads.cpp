@@ -51,7 +51,7 @@ std::vector<Tensor<T>> train(std::uint64_t seed, int steps)
         opt.step();
     }
     std::vector<Tensor<T>> out;
-    for (auto* p : net->parameters()) out.push_back(p->value);
+    for (auto* p : net->parameters()) out.push_back(p->value());
     return out;
 }
 

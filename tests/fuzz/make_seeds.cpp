@@ -22,7 +22,7 @@ std::shared_ptr<nn::Sequential<double>> as_double(nn::Module<float>& m)
     d->add(std::make_shared<nn::Linear<double>>(4, 2, rng));
     const auto from = m.named_parameters();
     const auto to = d->named_parameters();
-    for (std::size_t i = 0; i < from.size(); ++i) to[i].second->value = Tensor<double>(from[i].second->value);
+    for (std::size_t i = 0; i < from.size(); ++i) to[i].second->set_value(Tensor<double>(from[i].second->value()));
     return d;
 }
 
@@ -46,7 +46,7 @@ int main(int argc, char** argv)
 
     ad::fuzz::CheckpointModel m;
     // One optimiser step, so the Adam moments exist and are not all zero.
-    for (auto* p : m.model->parameters()) p->grad = 0.5f * p->value + 0.25f;
+    for (auto* p : m.model->parameters()) p->grad = 0.5f * p->value() + 0.25f;
     m.optimizer.step();
     nn::save(*m.model, m.optimizer, dir + "/checkpoint_adam_f4.npz");
     nn::save(*m.model, dir + "/checkpoint_model_f4.npz");

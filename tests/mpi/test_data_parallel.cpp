@@ -93,7 +93,7 @@ using Params = std::vector<Tensor<double>>;
 Params values_of(nn::Module<double>& model)
 {
     Params out;
-    for (auto* p : model.parameters()) out.push_back(p->value);
+    for (auto* p : model.parameters()) out.push_back(p->value());
     return out;
 }
 
@@ -339,7 +339,7 @@ TEST_CASE("check_replicas names the parameter and the rank that differ by one bi
     REQUIRE_NOTHROW(dp.check_replicas());
     if (dist::size() < 2) return;
     if (dist::rank() == 1) {
-        auto& v = model->named_parameters().at(2).second->value;
+        auto& v = model->named_parameters().at(2).second->mutable_value();
         v.flat(3) = std::nextafter(v.flat(3), 10.0);
     }
     const std::string name = model->named_parameters().at(2).first;
@@ -398,7 +398,7 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
     CHECK(std::filesystem::exists(path));  // rank 0 wrote it before anyone returned
 
     // Each rank drifts its own way, then loads.
-    for (auto* p : model->parameters()) p->value += 0.25 * double(r + 1);
+    for (auto* p : model->parameters()) p->mutable_value() += 0.25 * double(r + 1);
     opt->set_step_count(99 + std::uint64_t(r));
     dist::load_checkpoint(dp, path);
     CHECK(same_bits(values_of(*model), saved));
@@ -415,7 +415,7 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
     CHECK(sum != 0);
 
     // A file rank 0 cannot read is an error on every rank, and no model changes.
-    for (auto* p : model->parameters()) p->value += 1.0;
+    for (auto* p : model->parameters()) p->mutable_value() += 1.0;
     const Params before = values_of(*model);
     CHECK_THROWS_WITH(dist::load_checkpoint(dp, (dir / "missing.npz").string()),
                       Catch::Contains("load_checkpoint") && Catch::Contains("missing.npz"));
