@@ -19,12 +19,20 @@ namespace {
 
 // Refuses a sweep through a parameter changed since the forward pass read it.
 template <class T>
-void check_versions(const Tape<T>& tape, std::size_t out, const char* who)
+void check_versions(const Tape<T>& tape, std::size_t out, bool into_params, const char* who)
 {
     for (const auto i : tape.param_leaves()) {
         if (i > out) break;
         const auto& r = tape.record(i);
-        if (r.param->version() == r.param_version) continue;
+        if (r.param->version() == r.param_version) {
+            // backward() adds into .grad in place, so it must still have the value's shape
+            if (into_params && r.param->grad.shape() != r.param->value().shape())
+                throw Error(std::string(who) + ": the .grad of a parameter of shape " +
+                            shape_str(r.param->value().shape()) + " has shape " + shape_str(r.param->grad.shape()) +
+                            "; it was resized after the forward pass recorded the parameter (zero_grad() gives "
+                            ".grad the value's shape)");
+            continue;
+        }
         std::size_t reads = 0;
         for (const auto j : tape.param_leaves()) reads += tape.record(j).param == r.param;
         const std::string shape = shape_str(r.param->value().shape());
@@ -71,14 +79,15 @@ void check_differentiable(const Tape<T>& tape, const Var<T>& output, const char*
 
 // The checks every sweep makes before it starts; returns the output's tape.
 template <class T>
-Tape<T>& start(const Var<T>& output, const Shape* cotangent, const std::vector<Var<T>>* inputs, const char* who)
+Tape<T>& start(const Var<T>& output, const Shape* cotangent, const std::vector<Var<T>>* inputs, bool into_params,
+                const char* who)
 {
     Tape<T>& tape = tape_of(output, who);
     if (inputs)
         for (const auto& x : *inputs) tape.check(x, who);
     check_output(tape, output, cotangent, who);
     check_differentiable(tape, output, who);
-    check_versions(tape, output.index(), who);
+    check_versions(tape, output.index(), into_params, who);
     return tape;
 }
 
@@ -179,7 +188,7 @@ template <class T>
 void backward_sweep(const Var<T>& output, const Tensor<T>* cotangent, const Hook<T>* hook)
 {
     const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
-    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, nullptr, "backward");
+    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, nullptr, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     try {
         run<T>(s, cotangent, hook, nullptr);
@@ -194,7 +203,7 @@ std::vector<Tensor<T>> first_order(const Var<T>& output, const Tensor<T>* cotang
                                    bool allow_unused, const char* who)
 {
     const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
-    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, &inputs, who);
+    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, &inputs, false, who);
     Sweep<T> s(tape, output.index(), false);
     run<T>(s, cotangent, nullptr, &inputs);
     return collect(s, inputs, allow_unused, who);
@@ -215,7 +224,7 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
         tape.check(*cotangent, who);
         cshape.assign(cotangent->shape().begin(), cotangent->shape().end());
     }
-    start<T>(output, cotangent ? &cshape : nullptr, &inputs, who);
+    start<T>(output, cotangent ? &cshape : nullptr, &inputs, false, who);
     const std::size_t out = output.index();
 
     std::vector<Var<T>> adjoints(out + 1);
@@ -378,7 +387,7 @@ std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>& output, const Ten
                                                  const std::vector<Var<T>>& inputs)
 {
     const Shape cshape(cotangent.shape().begin(), cotangent.shape().end());
-    Tape<T>& tape = start<T>(output, &cshape, &inputs, "backward");
+    Tape<T>& tape = start<T>(output, &cshape, &inputs, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     try {
         run<T>(s, &cotangent, nullptr, &inputs);

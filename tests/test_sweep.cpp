@@ -29,13 +29,13 @@ struct TwoLayer {
         auto h = Tensor<double>::from_shape({4});
         auto z = Tensor<double>::from_shape({2});
         for (std::size_t i = 0; i < 4; ++i) {
-            double a = b1.value(i);
-            for (std::size_t j = 0; j < 3; ++j) a += W1.value(i, j) * x(j);
+            double a = b1.value()(i);
+            for (std::size_t j = 0; j < 3; ++j) a += W1.value()(i, j) * x(j);
             h(i) = std::tanh(a);
         }
         for (std::size_t k = 0; k < 2; ++k) {
             z(k) = 0;
-            for (std::size_t i = 0; i < 4; ++i) z(k) += W2.value(k, i) * h(i);
+            for (std::size_t i = 0; i < 4; ++i) z(k) += W2.value()(k, i) * h(i);
         }
         dW2 = Tensor<double>::from_shape({2, 4});
         dW1 = Tensor<double>::from_shape({4, 3});
@@ -44,7 +44,7 @@ struct TwoLayer {
             for (std::size_t i = 0; i < 4; ++i) dW2(k, i) = 2 * z(k) * h(i);
         for (std::size_t i = 0; i < 4; ++i) {
             double dh = 0;
-            for (std::size_t k = 0; k < 2; ++k) dh += W2.value(k, i) * 2 * z(k);
+            for (std::size_t k = 0; k < 2; ++k) dh += W2.value()(k, i) * 2 * z(k);
             const double da = dh * (1 - h(i) * h(i));
             db1(i) = da;
             for (std::size_t j = 0; j < 3; ++j) dW1(i, j) = da * x(j);

@@ -350,3 +350,16 @@ TEST_CASE("detach(x) has x's value and stops the gradient: d(x detach(x)) = deta
     CHECK_THAT(ad::grad(ad::sum(x * d), {x})[0], Equals(x0));  // not 2 x
     CHECK_THAT(ad::grad(ad::sum(x * x), {x})[0], Equals(Tensor<double>(2.0 * x0)));
 }
+
+TEST_CASE("backward refuses a parameter whose .grad was resized after the forward pass", "[tape]")
+{
+    ad::Parameter<double> w(Tensor<double>{1.0, 2.0, 3.0});
+    Tape<double> tape;
+    const auto loss = ad::sum(tape.param(w) * tape.param(w));
+    w.grad = xt::zeros<double>({2});  // backward would add three elements into two
+    CHECK_THROWS_WITH(ad::backward(loss), Contains("backward") && Contains("shape [3]") && Contains("has shape [2]"));
+    CHECK(w.grad.size() == 2);
+    w.zero_grad();
+    ad::backward(loss);
+    CHECK_THAT(w.grad, Equals(Tensor<double>{2.0, 4.0, 6.0}));  // d sum(w^2) / dw = 2 w
+}
