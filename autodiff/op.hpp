@@ -38,8 +38,15 @@
 //     return op.done(vjp, vjp);
 //
 //   Two lambdas are for a fused kernel on tensors that the tape-op form cannot match.
+// - What a VJP may do, checked on both paths: acc(k, e) and slot(k) for k < inputs() only, and
+//   e of the input's shape or broadcast from it (then summed back); saved(k) reads only what
+//   this record saved this step. Anything else is an ad::Error naming the op, the input and the
+//   shapes. The adjoints belong to the sweep (v.sweep, autodiff/sweep.hpp), not the tape, so a
+//   VJP may itself call ad::grad on the same tape.
 // - Errors: throw ad::Error naming the op and the shapes (fail() adds the tape position). If
-//   the forward throws after Op was built, the record is taken off the tape again.
+//   the forward throws after Op was built, its record is undone: taken off the tape if it is
+//   the last, else (it recorded ops after itself) left in place, never done, so the handles of
+//   those later ops stay their own. A handle exists only from done() on.
 //
 // Heavy loops belong in named kernels (autodiff/kernels/), so that an op reads formula,
 // forward, VJP.
