@@ -48,18 +48,6 @@ private:
     Tape<T>* tape_;
 };
 
-// Recording on while a VJP reruns a block, even in a backward() called under NoGrad.
-class GradOn {
-public:
-    GradOn() : previous_(detail::grad_mode) { detail::grad_mode = true; }
-    ~GradOn() { detail::grad_mode = previous_; }
-    GradOn(const GradOn&) = delete;
-    GradOn& operator=(const GradOn&) = delete;
-
-private:
-    bool previous_;
-};
-
 // Makes `states` the innermost block's for preserve_rng_state while the forward pass runs.
 class RecordRngStates {
 public:
@@ -155,7 +143,7 @@ Var<T> checkpoint(const BlockFn<T>& f, const std::vector<Var<T>>& inputs)
     std::shared_ptr<const SavedRngs> rngs;
     if (!rng_states.saved.empty()) rngs = std::make_shared<const SavedRngs>(std::move(rng_states.saved));
     return op.done([block, rngs](Vjp<T>& v) {
-        const GradOn on;
+        const EnableGrad on;  // recording on while the block reruns, even in a backward() under NoGrad
         const ReplayRngStates replay(rngs.get());
         ScratchTape<T> scratch;
         const Var<T> y = run<T>(
