@@ -157,7 +157,7 @@ void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
-        if (s.reached(i) && r.vjp) {
+        if (s.reach_flag(i) && r.vjp) {  // i <= out
             Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.value(i)};
             r.vjp(v);
             if (check) check_backward_anomaly(s, i);

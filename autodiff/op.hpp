@@ -204,17 +204,19 @@ struct Vjp {
     // The adjoint buffer of input k, shaped like the input, and whether this is its first
     // contribution in this sweep (then it must be overwritten, not added to): for ops that
     // write straight into it, as BLAS does with beta = 0 or 1.
-    Tensor<T>& slot(std::size_t k, bool& first)
+    Tensor<T>& slot(std::size_t k, bool& first) { return slot_at(id(k), first); }
+    // The same for the input at tape position i.
+    Tensor<T>& slot_at(std::size_t i, bool& first)
     {
-        const auto i = id(k);
-        if (tape.record(i).param && sweep.into_params) {
+        const auto& r = tape.record(i);
+        if (r.param && sweep.into_params) {
             first = false;
             return sweep.param_grad(i);
         }
         auto& flag = sweep.reach_flag(i);
         first = !flag;
         flag = 1;
-        return first ? sweep.take_adjoint(i, x(k).shape()) : sweep.adjoint(i);
+        return first ? sweep.take_adjoint(i, (r.param ? r.param->value : r.value).shape()) : sweep.adjoint(i);
     }
 
     // adjoint(input k) += e, with e summed back to the input's shape where the forward
@@ -223,12 +225,14 @@ struct Vjp {
     template <class E>
     void acc(std::size_t k, const E& e)
     {
-        if (!wants(k)) return;
-        const auto& xs = x(k).shape();
+        const auto i = id(k);  // checked once here
+        const auto& r = tape.record(i);
+        if (!r.needs_grad) return;
+        const auto& xs = (r.param ? r.param->value : r.value).shape();
         const bool same = std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end());
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         bool first;
-        auto& a = slot(k, first);
+        auto& a = slot_at(i, first);
         if (same) {
             if (detail::assign_scalar(a, e, !first)) return;
             if (first) xt::noalias(a) = e;
@@ -242,10 +246,12 @@ struct Vjp {
     template <class F>
     void acc_each(std::size_t k, F f)
     {
-        if (!wants(k)) return;
+        const auto i = id(k);
+        const auto& r = tape.record(i);
+        if (!r.needs_grad) return;
         bool first;
-        T* d = slot(k, first).data();
-        const std::size_t n = x(k).size();
+        T* d = slot_at(i, first).data();
+        const std::size_t n = (r.param ? r.param->value : r.value).size();
         if (first)
             for (std::size_t i = 0; i < n; ++i) d[i] = f(i);
         else

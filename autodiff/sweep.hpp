@@ -16,6 +16,7 @@
 #include "autodiff/tape.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -33,23 +34,52 @@ struct SweepBuffers {
     };
     std::vector<Pooled> pool;
     std::uint64_t sweeps = 0;                // sweeps that used these buffers
+    std::size_t used = 0;                    // buffers the latest sweep took
     std::vector<std::uint32_t> free;         // positions in pool not in use
     std::vector<std::uint32_t> adjoint_at;   // record -> position in pool
     std::vector<char> reached;               // record -> has an adjoint in this sweep
     Tensor<T> scratch, scratch2;             // reused by broadcasting reductions
-    // backward(): the parameters whose .grad the sweep wrote, with what to put back if it throws
+    // backward(): the parameters whose .grad the sweep wrote and was not zero, with what to put
+    // back if it throws
     struct Touched {
         Parameter<T>* param;
-        std::int32_t backup;  // position in pool of a copy of .grad, or -1: it was zero
+        std::int32_t backup;  // position in pool of a copy of .grad
     };
     std::vector<Touched> touched;
 };
 
-// Locks the stripes in `mask` not already held by this thread, in stripe order, and returns
+// The lock table of parameters written by sweeps: a parameter's stripe is param_stripe(&p).
+// Spin locks: one exchange to take when no other thread holds it, which is the single-threaded
+// case, where a mutex would cost a measurable share of a small step.
+struct alignas(64) ParamStripe {
+    std::atomic<bool> held{false};
+};
+extern ParamStripe param_stripes[64];
+inline thread_local std::uint64_t held_param_stripes = 0;  // by this thread's sweeps
+inline std::atomic<std::uint64_t> sweep_ids{1};
+
+// Takes the stripes in `mask` not already held by this thread, in stripe order, and returns
 // those it took. Sweeps that add into one parameter's .grad from several threads take turns.
-std::uint64_t lock_param_stripes(std::uint64_t mask);
-void unlock_param_stripes(std::uint64_t taken);
-std::uint64_t next_sweep_id();  // never 0
+std::uint64_t lock_param_stripes_slow(std::uint64_t mask);
+inline std::uint64_t lock_param_stripes(std::uint64_t mask)
+{
+    if (held_param_stripes) return lock_param_stripes_slow(mask);
+    for (std::uint64_t m = mask; m; m &= m - 1)
+        if (param_stripes[__builtin_ctzll(m)].held.exchange(true, std::memory_order_acquire)) {
+            // busy: let go of those taken so far and wait in order
+            for (std::uint64_t t = mask & ~m; t; t &= t - 1)
+                param_stripes[__builtin_ctzll(t)].held.store(false, std::memory_order_release);
+            return lock_param_stripes_slow(mask);
+        }
+    held_param_stripes = mask;
+    return mask;
+}
+inline void unlock_param_stripes(std::uint64_t taken)
+{
+    held_param_stripes &= ~taken;
+    for (std::uint64_t m = taken; m; m &= m - 1)
+        param_stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
+}
 inline std::uint64_t param_stripe(const void* p)
 {
     return std::uint64_t(1) << ((reinterpret_cast<std::uintptr_t>(p) >> 4) * 0x9E3779B97F4A7C15ull >> 58);
@@ -63,7 +93,11 @@ public:
     // A sweep over records [0, output]. With `into_params` (backward()) a parameter leaf's
     // adjoint is the parameter's own .grad, locked against sweeps on other threads.
     Sweep(Tape<T>& tape, std::size_t output, bool into_params);
-    ~Sweep();
+    ~Sweep()
+    {
+        if (locked_) detail::unlock_param_stripes(locked_);
+        tape.return_sweep_buffers(b_);
+    }
     Sweep(const Sweep&) = delete;
     Sweep& operator=(const Sweep&) = delete;
 
@@ -79,12 +113,11 @@ public:
     template <class S>
     Tensor<T>& take_adjoint(std::size_t i, const S& shape)
     {
-        auto& b = *b_;
         std::size_t n = 1;
         for (const auto d : shape) n *= d;
         const std::uint32_t at = take(n);
-        b.adjoint_at[i] = at;
-        Tensor<T>& a = *b.pool[at].tensor;
+        b_->adjoint_at[i] = at;
+        Tensor<T>& a = *b_->pool[at].tensor;
         if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
         return a;
     }
@@ -98,7 +131,15 @@ public:
         char& flag = b_->reached[i];
         if (!flag) {
             flag = 1;
-            touch(p);
+            if (p.written_by != id_) {  // else another leaf of p was reached first
+                p.written_by = id_;
+                if (p.grad_zeroed) {  // nothing to copy: putting it back is zeroing it
+                    p.grad_zeroed = false;
+                    p.zeroed_before = id_;
+                } else {
+                    back_up(p);
+                }
+            }
         }
         return p.grad;
     }
@@ -109,10 +150,27 @@ public:
     Tensor<T>& scratch2() { return b_->scratch2; }
 
 private:
-    std::uint32_t take(std::size_t n);
-    void touch(Parameter<T>& p);
+    // A free buffer of n elements: the most recently freed among the last 16 freed, else a new one.
+    std::uint32_t take(std::size_t n)
+    {
+        auto& b = *b_;
+        std::size_t f = b.free.size();
+        const std::size_t stop = f > 16 ? f - 16 : 0;
+        while (f > stop && b.pool[b.free[f - 1]].tensor->size() != n) --f;
+        if (f == stop) return grow();
+        const std::uint32_t at = b.free[f - 1];
+        b.free[f - 1] = b.free.back();
+        b.free.pop_back();
+        auto& last = b.pool[at].last_sweep;
+        b.used += last != b.sweeps;
+        last = b.sweeps;
+        return at;
+    }
+    std::uint32_t grow();
+    void start();
+    void back_up(Parameter<T>& p);
 
-    std::unique_ptr<detail::SweepBuffers<T>> b_;
+    detail::SweepBuffers<T>* b_;  // the tape's, given back at the end
     std::size_t out_;
     std::uint64_t locked_ = 0;  // stripes this sweep locked
     std::uint64_t id_ = 0;      // backward(): unique among sweeps, marks the parameters it wrote
@@ -122,6 +180,30 @@ template <class T>
 Sweep<T>::Sweep(Tape<T>& t, std::size_t output, bool params)
     : tape(t), into_params(params), b_(t.lend_sweep_buffers()), out_(output)
 {
+    try {
+        start();
+    } catch (...) {
+        t.return_sweep_buffers(b_);
+        throw;
+    }
+    if (into_params) {
+        const auto& leaves = t.param_leaves();
+        std::uint64_t mask = t.param_mask();
+        if (!leaves.empty() && leaves.back() > out_) {  // an output before some parameter leaf
+            mask = 0;
+            for (const auto i : leaves) {
+                if (i > out_) break;
+                mask |= detail::param_stripe(t.record(i).param);
+            }
+        }
+        locked_ = detail::lock_param_stripes(mask);
+        id_ = detail::sweep_ids.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+template <class T>
+void Sweep<T>::start()
+{
     auto& b = *b_;
     if (b.reached.size() < out_ + 1) {
         b.reached.resize(out_ + 1);
@@ -129,66 +211,41 @@ Sweep<T>::Sweep(Tape<T>& t, std::size_t output, bool params)
     }
     std::fill(b.reached.begin(), b.reached.begin() + static_cast<std::ptrdiff_t>(out_ + 1), 0);
     ++b.sweeps;
+    b.touched.clear();
+    // Every pooled buffer is free again, and those unused for pool_keep sweeps are dropped:
+    // none is when the last sweep took every one.
+    const std::size_t n = b.pool.size();
+    const bool all_used = b.used == n;
+    b.used = 0;
+    b.free.resize(n);
+    std::uint32_t* f = b.free.data();
+    for (std::size_t k = 0; k < n; ++k) f[k] = static_cast<std::uint32_t>(n - 1 - k);
+    if (all_used) return;
     b.pool.erase(std::remove_if(b.pool.begin(), b.pool.end(),
                                 [&](const auto& p) { return b.sweeps - p.last_sweep > Tape<T>::pool_keep; }),
                  b.pool.end());
     b.free.clear();
     for (std::size_t k = b.pool.size(); k-- > 0;) b.free.push_back(static_cast<std::uint32_t>(k));
-    b.touched.clear();
-    if (into_params) {
-        std::uint64_t mask = 0;
-        for (const auto i : t.param_leaves()) {
-            if (i > out_) break;
-            mask |= detail::param_stripe(t.record(i).param);
-        }
-        locked_ = detail::lock_param_stripes(mask);
-        id_ = detail::next_sweep_id();
-    }
 }
 
 template <class T>
-Sweep<T>::~Sweep()
-{
-    if (locked_) detail::unlock_param_stripes(locked_);
-    tape.return_sweep_buffers(std::move(b_));
-}
-
-template <class T>
-std::uint32_t Sweep<T>::take(std::size_t n)
+std::uint32_t Sweep<T>::grow()
 {
     auto& b = *b_;
-    // The most recently freed buffer of n elements among the last 16 freed, else a new one.
-    std::size_t f = b.free.size();
-    const std::size_t stop = f > 16 ? f - 16 : 0;
-    while (f > stop && b.pool[b.free[f - 1]].tensor->size() != n) --f;
-    std::uint32_t at;
-    if (f > stop) {
-        at = b.free[f - 1];
-        b.free[f - 1] = b.free.back();
-        b.free.pop_back();
-    } else {
-        at = static_cast<std::uint32_t>(b.pool.size());
-        b.pool.push_back({std::make_unique<Tensor<T>>(), 0});
-    }
-    b.pool[at].last_sweep = b.sweeps;
+    const auto at = static_cast<std::uint32_t>(b.pool.size());
+    b.pool.push_back({std::make_unique<Tensor<T>>(), b.sweeps});
+    ++b.used;
     return at;
 }
 
 template <class T>
-void Sweep<T>::touch(Parameter<T>& p)
+void Sweep<T>::back_up(Parameter<T>& p)
 {
-    if (p.written_by == id_) return;  // another leaf of p was reached first
-    p.written_by = id_;
-    std::int32_t backup = -1;
-    if (!p.grad_zeroed) {  // keep a copy; after zero_grad() the old .grad is known to be zero
-        const std::uint32_t at = take(p.grad.size());
-        Tensor<T>& copy = *b_->pool[at].tensor;
-        if (copy.shape() != p.grad.shape()) copy.resize(p.grad.shape());
-        std::copy(p.grad.begin(), p.grad.end(), copy.begin());
-        backup = static_cast<std::int32_t>(at);
-    }
-    p.grad_zeroed = false;
-    b_->touched.push_back({&p, backup});
+    const std::uint32_t at = take(p.grad.size());
+    Tensor<T>& copy = *b_->pool[at].tensor;
+    if (copy.shape() != p.grad.shape()) copy.resize(p.grad.shape());
+    std::copy(p.grad.begin(), p.grad.end(), copy.begin());
+    b_->touched.push_back({&p, static_cast<std::int32_t>(at)});
 }
 
 template <class T>
@@ -196,16 +253,19 @@ void Sweep<T>::restore_params()
 {
     // Last first: a parameter written again after a nested sweep wrote it has two entries.
     for (auto it = b_->touched.rbegin(); it != b_->touched.rend(); ++it) {
-        const auto& t = *it;
-        if (t.backup < 0) {
-            t.param->grad.fill(T(0));
-            t.param->grad_zeroed = true;
-        } else {
-            const Tensor<T>& copy = *b_->pool[static_cast<std::size_t>(t.backup)].tensor;
-            std::copy(copy.begin(), copy.end(), t.param->grad.begin());
-        }
+        const Tensor<T>& copy = *b_->pool[static_cast<std::size_t>(it->backup)].tensor;
+        std::copy(copy.begin(), copy.end(), it->param->grad.begin());
     }
     b_->touched.clear();
+    // Those that were zero before this sweep first wrote them: zero is the earliest state, so
+    // it goes back last.
+    for (const auto i : tape.param_leaves()) {
+        if (i > out_) break;
+        Parameter<T>& p = *tape.record(i).param;
+        if (p.zeroed_before != id_ || !id_) continue;
+        p.grad.fill(T(0));
+        p.grad_zeroed = true;
+    }
 }
 
 }  // namespace ad

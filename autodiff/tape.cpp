@@ -63,31 +63,26 @@ std::string thread_str(std::thread::id id)
 }
 }  // namespace
 
-namespace {
-// The lock table of parameters written by sweeps: a parameter's stripe is param_stripe(&p).
-// Spin locks that yield: one exchange to take when no other thread holds it, which is the
-// single-threaded case, where a mutex would cost a measurable share of a small step.
-struct alignas(64) Stripe {
-    std::atomic<bool> held{false};
-};
-Stripe stripes[64];
-thread_local std::uint64_t held_stripes = 0;  // by this thread's sweeps (nested ones add none twice)
+detail::ParamStripe detail::param_stripes[64];
 
+namespace {
 void lock_in_order(std::uint64_t mask)
 {
     for (std::uint64_t m = mask; m; m &= m - 1) {
-        auto& held = stripes[__builtin_ctzll(m)].held;
+        auto& held = detail::param_stripes[__builtin_ctzll(m)].held;
         while (held.exchange(true, std::memory_order_acquire)) std::this_thread::yield();
     }
 }
 void unlock(std::uint64_t mask)
 {
-    for (std::uint64_t m = mask; m; m &= m - 1) stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
+    for (std::uint64_t m = mask; m; m &= m - 1)
+        detail::param_stripes[__builtin_ctzll(m)].held.store(false, std::memory_order_release);
 }
 }  // namespace
 
-std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
+std::uint64_t detail::lock_param_stripes_slow(std::uint64_t mask)
 {
+    auto& held_stripes = held_param_stripes;
     const std::uint64_t taken = mask & ~held_stripes;
     if (!taken) return 0;
     if (held_stripes) {
@@ -98,7 +93,7 @@ std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
         std::uint64_t got = 0;
         for (std::uint64_t m = taken; m; m &= m - 1) {
             const std::uint64_t bit = m & (~m + 1);
-            if (stripes[__builtin_ctzll(m)].held.exchange(true, std::memory_order_acquire)) {
+            if (param_stripes[__builtin_ctzll(m)].held.exchange(true, std::memory_order_acquire)) {
                 unlock(got | held_stripes);
                 lock_in_order(held_stripes | taken);
                 break;
@@ -110,18 +105,6 @@ std::uint64_t detail::lock_param_stripes(std::uint64_t mask)
     }
     held_stripes |= taken;
     return taken;
-}
-
-void detail::unlock_param_stripes(std::uint64_t taken)
-{
-    held_stripes &= ~taken;
-    unlock(taken);
-}
-
-std::uint64_t detail::next_sweep_id()
-{
-    static std::atomic<std::uint64_t> counter{1};
-    return counter.fetch_add(1, std::memory_order_relaxed);
 }
 
 NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
@@ -186,12 +169,6 @@ Tape<T>::Tape() : generation_(next_generation()), anchor_(anchors<T>().take(this
 }
 
 template <class T>
-Tape<T>::~Tape()
-{
-    anchors<T>().give_back(anchor_);
-}
-
-template <class T>
 void Tape<T>::refuse(const Var<T>& v, const char* op) const
 {
     if (!v.anchor())
@@ -214,16 +191,28 @@ void Tape<T>::refuse_handle(std::size_t i) const
 }
 
 template <class T>
-std::unique_ptr<detail::SweepBuffers<T>> Tape<T>::lend_sweep_buffers()
+detail::SweepBuffers<T>* Tape<T>::lend_other_sweep_buffers()
 {
-    if (sweep_buffers_) return std::move(sweep_buffers_);
-    return std::make_unique<detail::SweepBuffers<T>>();
+    if (!sweep_buffers_) {
+        sweep_buffers_ = std::make_unique<detail::SweepBuffers<T>>();
+        sweep_buffers_lent_ = true;
+        return sweep_buffers_.get();
+    }
+    if (nested_buffers_) return nested_buffers_.release();
+    return new detail::SweepBuffers<T>;
 }
 
 template <class T>
-void Tape<T>::return_sweep_buffers(std::unique_ptr<detail::SweepBuffers<T>> b)
+void Tape<T>::return_other_sweep_buffers(detail::SweepBuffers<T>* b)
 {
-    if (!sweep_buffers_ || b->pool.size() > sweep_buffers_->pool.size()) sweep_buffers_ = std::move(b);
+    std::unique_ptr<detail::SweepBuffers<T>> owned(b);  // a sweep inside a nested one: the larger set is kept
+    if (!nested_buffers_ || owned->pool.size() > nested_buffers_->pool.size()) nested_buffers_ = std::move(owned);
+}
+
+template <class T>
+Tape<T>::~Tape()
+{
+    anchors<T>().give_back(anchor_);
 }
 
 template <class T>
@@ -265,6 +254,7 @@ void Tape<T>::clear()
     inputs_.clear();
     n_saved_ = 0;
     param_leaves_.clear();
+    param_mask_ = 0;
     no_grad_bytes_ = 0;
     generation_ = next_generation();
     anchor_->generation.store(generation_, std::memory_order_release);
@@ -379,6 +369,7 @@ Var<T> Tape<T>::param(Parameter<T>& p)
     r.param = &p;
     r.param_version = p.version();
     param_leaves_.push_back(static_cast<std::uint32_t>(n_ - 1));
+    param_mask_ |= detail::param_stripe(&p);
     return handle(n_ - 1);
 }
 

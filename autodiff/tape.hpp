@@ -91,9 +91,11 @@ public:
     void zero_grad();
     // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad() (then
     // nothing needs copying to put .grad back; write .grad directly only after a backward()
-    // or zero_grad() and not between the two), and the sweep that last wrote .grad.
+    // or zero_grad() and not between the two), the sweep that last wrote .grad, and the last
+    // sweep that found it zeroed.
     bool grad_zeroed = false;
     std::uint64_t written_by = 0;
+    std::uint64_t zeroed_before = 0;  // the sweep that found .grad zeroed when it first wrote it
 
 private:
     Tensor<T> value_;
@@ -346,11 +348,24 @@ public:
     }
     // Positions of the parameter leaves recorded since the last clear(), in tape order.
     const std::vector<std::uint32_t>& param_leaves() const { return param_leaves_; }
+    // The lock stripes (autodiff/sweep.hpp) of the parameters read since the last clear(): what
+    // a sweep from an output after every parameter leaf locks.
+    std::uint64_t param_mask() const { return param_mask_; }
 
     // The buffers of a sweep (autodiff/sweep.hpp), kept from one sweep to the next: the first
-    // sweep borrows the tape's, a sweep started while they are lent gets new ones.
-    std::unique_ptr<detail::SweepBuffers<T>> lend_sweep_buffers();
-    void return_sweep_buffers(std::unique_ptr<detail::SweepBuffers<T>> b);
+    // sweep borrows the tape's, a sweep started while they are lent (a nested one) gets a second
+    // set, also kept. Every sweep gives back what it borrowed.
+    detail::SweepBuffers<T>* lend_sweep_buffers()
+    {
+        if (sweep_buffers_lent_ || !sweep_buffers_) return lend_other_sweep_buffers();
+        sweep_buffers_lent_ = true;
+        return sweep_buffers_.get();
+    }
+    void return_sweep_buffers(detail::SweepBuffers<T>* b)
+    {
+        if (b == sweep_buffers_.get()) sweep_buffers_lent_ = false;
+        else return_other_sweep_buffers(b);
+    }
     std::size_t adjoint_buffers() const;  // the pool's size, for memory reports
     static constexpr std::uint64_t pool_keep = 16;  // sweeps a pooled buffer may go unused
 
@@ -361,12 +376,16 @@ private:
     [[noreturn]] void refuse(const Var<T>& v, const char* op) const;
     [[noreturn]] void refuse_handle(std::size_t i) const;
     void take_or_refuse(const char* op);
+    detail::SweepBuffers<T>* lend_other_sweep_buffers();
+    void return_other_sweep_buffers(detail::SweepBuffers<T>* b);
 
     // Records live in fixed-size chunks: references stay valid as the tape grows, and finding
     // record i is a shift and a mask.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
     std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
-    std::unique_ptr<detail::SweepBuffers<T>> sweep_buffers_;  // null while a sweep has them
+    std::unique_ptr<detail::SweepBuffers<T>> sweep_buffers_;  // made by the first sweep
+    bool sweep_buffers_lent_ = false;
+    std::unique_ptr<detail::SweepBuffers<T>> nested_buffers_;  // kept for the next nested sweep
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
     std::vector<std::uint32_t> inputs_;
@@ -375,6 +394,7 @@ private:
     std::deque<detail::Saved<T>> saved_;
     std::size_t n_saved_ = 0;  // entries of saved_ in use since the last clear()
     std::vector<std::uint32_t> param_leaves_;
+    std::uint64_t param_mask_ = 0;
     std::uint64_t generation_;
     detail::Anchor<T>* anchor_;
     std::atomic<std::thread::id> owner_{};
