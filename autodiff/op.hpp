@@ -216,7 +216,7 @@ struct Vjp {
         auto& flag = sweep.reach_flag(i);
         first = !flag;
         flag = 1;
-        return first ? sweep.take_adjoint(i, (r.param ? r.param->value : r.value).shape()) : sweep.adjoint(i);
+        return first ? sweep.take_adjoint(i, (r.param ? r.param->value() : r.value).shape()) : sweep.adjoint(i);
     }
 
     // adjoint(input k) += e, with e summed back to the input's shape where the forward
@@ -228,7 +228,7 @@ struct Vjp {
         const auto i = id(k);  // checked once here
         const auto& r = tape.record(i);
         if (!r.needs_grad) return;
-        const auto& xs = (r.param ? r.param->value : r.value).shape();
+        const auto& xs = (r.param ? r.param->value() : r.value).shape();
         const bool same = std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end());
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         bool first;
@@ -251,7 +251,7 @@ struct Vjp {
         if (!r.needs_grad) return;
         bool first;
         T* d = slot_at(i, first).data();
-        const std::size_t n = (r.param ? r.param->value : r.value).size();
+        const std::size_t n = (r.param ? r.param->value() : r.value).size();
         if (first)
             for (std::size_t i = 0; i < n; ++i) d[i] = f(i);
         else
