@@ -1,11 +1,11 @@
 // Convolution, pooling and batch normalisation ops on NCHW tensors. Each op checks its shapes,
-// fills its output through a kernel of kernels/conv.hpp and records a VJP that calls the
+// fills its output through a kernel of kernels/nchw.hpp and records a VJP that calls the
 // adjoint kernels. The op's saved buffer holds the unfolded input (im2col) and the work space
 // of both passes, sized by the first step and reused by every later one.
-#include "autodiff/conv.hpp"
+#include "autodiff/ops_conv.hpp"
 
 #include "autodiff/op.hpp"
-#include "autodiff/kernels/conv.hpp"
+#include "autodiff/kernels/nchw.hpp"
 
 #include <cstdint>
 #include <limits>

@@ -1,7 +1,7 @@
 // Cholesky factor, triangular solve and log-determinant, with their VJPs. LAPACK's potrf and
 // BLAS's trsm/gemm do the work, called through xtensor-blas's bindings (xflens) on row-major
 // buffers.
-#include "autodiff/linalg.hpp"
+#include "autodiff/ops_decomp.hpp"
 
 #include "autodiff/op.hpp"
 

@@ -4,6 +4,8 @@
 // input's shape. Derivatives that are step functions (relu's, abs's) enter as constant masks
 // (v.constant), so their second derivatives are exactly zero. NaN is tested with isnan, never
 // with x != x: xtensor's != on two expressions compares whole arrays and gives one bool.
+#include "autodiff/ops_elementwise.hpp"
+
 #include "autodiff/op.hpp"
 
 #include <xtensor/xvectorize.hpp>

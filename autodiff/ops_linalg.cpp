@@ -1,5 +1,7 @@
 // Matrix products through BLAS (kernels/blas.hpp), writing straight into the output and
 // adjoint buffers, the affine map of a linear layer, and transpose.
+#include "autodiff/ops_linalg.hpp"
+
 #include "autodiff/op.hpp"
 
 #include "autodiff/kernels/blas.hpp"

@@ -1,6 +1,8 @@
 // Neural-network functions, each one op with a closed-form VJP: fusing softmax with its log or
 // with the loss keeps them finite for logits of any size and saves recording the pieces. The
 // loops live in kernels/rows.hpp; the differentiable VJPs are the same formulas in tape ops.
+#include "autodiff/ops_nn.hpp"
+
 #include "autodiff/op.hpp"
 
 #include "autodiff/kernels/rows.hpp"

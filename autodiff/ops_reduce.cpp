@@ -1,5 +1,7 @@
 // Reductions. The VJP of a reduction over an axis spreads g back along that axis; its
 // differentiable form is reshape (keeping the axis) and broadcast_to.
+#include "autodiff/ops_reduce.hpp"
+
 #include "autodiff/kernels/rows.hpp"
 #include "autodiff/op.hpp"
 

@@ -1,6 +1,8 @@
 // Shape ops: each moves values without arithmetic, so each VJP moves g back the same way, and
 // its differentiable form is the inverse move (reshape back, broadcast and sum_to, gather and
 // scatter, slice and concat).
+#include "autodiff/ops_shape.hpp"
+
 #include "autodiff/op.hpp"
 
 #include <xtensor/xmanipulation.hpp>

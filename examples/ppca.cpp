@@ -7,7 +7,7 @@
 //
 //     l(W, b, sigma^2) = -1/2 [ m log 2 pi + log det C + (1/N) sum_i (x_i - b)^T C^{-1} (x_i - b) ].
 //
-// The engine evaluates it with the decomposition ops of autodiff/linalg.hpp: logdet(C), and the
+// The engine evaluates it with the decomposition ops of autodiff/ops_decomp.hpp: logdet(C), and the
 // quadratic form as |L^{-1} (x_i - b)|^2 with L = cholesky(C) and a triangular solve. The
 // model is fitted twice from the same start, over W, b and log sigma^2 (log keeps sigma^2
 // positive): by plain gradient ascent, and by nn::Adam with a cosine learning-rate schedule.
@@ -30,7 +30,7 @@
 #include "lab.hpp"
 
 #include "autodiff/autodiff.hpp"
-#include "autodiff/linalg.hpp"
+#include "autodiff/ops_decomp.hpp"
 #include "nn/optim.hpp"
 #include "nn/schedule.hpp"
 

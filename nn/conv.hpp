@@ -1,5 +1,5 @@
 // Convolutional building blocks on NCHW inputs ([batch, channels, height, width]), each a
-// composition of the ops of autodiff/conv.hpp; their gradients come from the engine.
+// composition of the ops of autodiff/ops_conv.hpp; their gradients come from the engine.
 //
 //   Conv2d       y = conv2d(x, weight) + bias; weight [out, in / groups, kh, kw], bias [out].
 //                Weights start He-normal by fan-in, N(0, 2 / (in / groups kh kw)), biases at 0.
@@ -17,7 +17,7 @@
 //                "running_var" (ones).
 #pragma once
 
-#include "autodiff/conv.hpp"
+#include "autodiff/ops_conv.hpp"
 #include "nn/init.hpp"
 #include "nn/module.hpp"
 

@@ -2,7 +2,7 @@
 // equations (L L^T = A, L X = B, log det from the determinant), gradients against central
 // differences in double over several sizes, and every bad input.
 #include "autodiff/autodiff.hpp"
-#include "autodiff/linalg.hpp"
+#include "autodiff/ops_decomp.hpp"
 
 #include <catch2/catch.hpp>
 #include <xtensor-blas/xlinalg.hpp>

@@ -1,6 +1,6 @@
 // Convolution, pooling and batch normalisation on NCHW tensors ([batch, channels, height,
 // width]), declared for T = float and T = double. Definitions, each with its VJP, are in
-// ops_conv.cpp; the loops they call are in kernels/conv.hpp. Convolutions run as im2col and one
+// ops_conv.cpp; the loops they call are in kernels/nchw.hpp. Convolutions run as im2col and one
 // GEMM per group over the whole batch, in both passes.
 //
 // Sizes follow PyTorch: an output axis has (in + 2 padding - dilation (k - 1) - 1) / stride + 1
@@ -16,7 +16,7 @@
 // allocated, and refused with an ad::Error naming the op, the shapes and the byte count.
 #pragma once
 
-#include "autodiff/ops.hpp"
+#include "autodiff/ops_elementwise.hpp"  // Scalar
 #include "autodiff/tape.hpp"
 
 #include <array>

@@ -1,0 +1,19 @@
+// Matrix products, declared for T = float and T = double; definitions, each with its
+// vector-Jacobian product beside it, are in ops_linalg.cpp. Decompositions are in ops_decomp.hpp.
+#pragma once
+
+#include "autodiff/tape.hpp"
+
+namespace ad {
+
+// matmul: [m,k]x[k,n] -> [m,n]; [m,k]x[k] -> [m]; [k]x[k,n] -> [n]; [k]x[k] -> scalar.
+template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
+// op(a) op(b) for matrices, op transposing where asked: BLAS reads the transpose in place, so
+// x W^T for a [out, in] weight costs no copy of W.
+template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose_b);
+// x W^T + b, one op (a linear layer): x [batch, in] or [in], W [out, in], b [out]. The bias is
+// written into the output and the product added to it, so it costs no pass of its own.
+template <class T> Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b);
+template <class T> Var<T> transpose(const Var<T>& x);  // reverses the axes, like NumPy's .T
+
+}  // namespace ad

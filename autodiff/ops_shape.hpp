@@ -1,0 +1,32 @@
+// Ops that move elements without arithmetic (reshape, slice, concat, broadcast, gather), declared
+// for T = float and T = double; definitions, each with its vector-Jacobian product beside it, are
+// in ops_shape.cpp.
+#pragma once
+
+#include "autodiff/tape.hpp"
+
+#include <cstddef>
+#include <initializer_list>
+#include <vector>
+
+namespace ad {
+
+// One entry of `shape` may be -1: it is inferred from the size.
+template <class T> Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape);
+// Elements start <= i < stop along `axis`; negative start/stop count from the end.
+template <class T> Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop);
+template <class T> Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis);
+template <class T> Var<T> concat(std::initializer_list<Var<T>> xs, std::ptrdiff_t axis)
+{
+    return concat(std::vector<Var<T>>(xs), axis);
+}
+template <class T> Var<T> broadcast_to(const Var<T>& x, const Shape& shape);
+// broadcast_to in reverse: x summed over the axes broadcasting would add or stretch to reach
+// x's shape from `shape` (the VJP of every broadcasting op).
+template <class T> Var<T> sum_to(const Var<T>& x, const Shape& shape);
+// Rows x[idx[0]], x[idx[1]], ... along axis 0; repeated indices add their gradients.
+template <class T> Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx);
+// gather_rows in reverse: a tensor of `rows` rows, zero but for row idx[i] += x[i].
+template <class T> Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, std::size_t rows);
+
+}  // namespace ad
