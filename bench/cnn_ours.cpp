@@ -4,7 +4,7 @@
 #include "cnn.hpp"
 
 #include "autodiff/autodiff.hpp"
-#include "nn/conv.hpp"
+#include "nn/conv_layers.hpp"
 #include "nn/linear.hpp"
 
 #include <xtensor/xadapt.hpp>

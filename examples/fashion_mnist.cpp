@@ -7,7 +7,7 @@
 //      against central differences on a batch of four images;
 //   3. trains in float, printing epoch, step, loss, examples per second and time left, and the
 //      test accuracy after each epoch;
-//   4. saves a checkpoint (.npz, which numpy.load reads), checks that a fresh model loaded from it
+//   4. saves the model (.npz, which numpy.load reads), checks that a fresh model loaded from it
 //      predicts the same, and draws a PNG of the loss and accuracy curves (gnuplot).
 // The same seed gives the same run. --min-accuracy makes it exit non-zero below a bound, for CI.
 //
@@ -81,7 +81,7 @@ Trains an MLP with residual blocks, layer norm and dropout on Fashion-MNIST.
   --dropout P         dropout probability (0.1)
   --seed N            seed for initialisation, shuffling and dropout (1)
   --data DIR          directory of the gzipped IDX files (/usr/share/datasets/fashion-mnist)
-  --out DIR           where the checkpoint, curves and plot go (.)
+  --out DIR           where the saved model, curves and plot go (.)
   --limit N           train on the first N examples only (all)
   --test-limit N      evaluate on the first N test examples only (all)
   --gradcheck-width N width of the double-precision copy that is gradchecked (16; 0 skips)
@@ -364,7 +364,7 @@ int train_main(const Options& o, const Ranks& ranks)
                 if (!std::isfinite(l)) {
                     std::fprintf(stderr,
                                  "fashion_mnist: training diverged: the loss is %s at epoch %d, step %zu (--lr %g); "
-                                 "stopped, no checkpoint saved (try a smaller --lr)\n",
+                                 "stopped, no model saved (try a smaller --lr)\n",
                                  std::isnan(l) ? "NaN" : "infinite", epoch, b + 1, o.lr);
                     return 4;
                 }
@@ -386,7 +386,7 @@ int train_main(const Options& o, const Ranks& ranks)
             if (!std::isfinite(last.loss)) {
                 std::fprintf(stderr,
                              "fashion_mnist: training diverged: the test loss is %s after epoch %d (--lr %g); "
-                             "stopped, no checkpoint saved (try a smaller --lr)\n",
+                             "stopped, no model saved (try a smaller --lr)\n",
                              std::isnan(last.loss) ? "NaN" : "infinite", epoch, o.lr);
                 return 4;
             }
@@ -404,19 +404,19 @@ int train_main(const Options& o, const Ranks& ranks)
 #ifdef AD_WITH_MPI
         if (o.distributed) dp->check_replicas();  // every rank holds the same model, to the bit
 #endif
-        const std::string checkpoint = o.out_dir + "/fashion_mnist.npz";
+        const std::string saved = o.out_dir + "/fashion_mnist.npz";
 #ifdef AD_WITH_MPI
-        if (o.distributed) ad::dist::save_checkpoint(*dp, checkpoint);  // written by rank 0
+        if (o.distributed) ad::dist::save_checkpoint(*dp, saved);  // written by rank 0
         else
 #endif
-            ad::nn::save(*model, opt, checkpoint);
+            ad::nn::save(*model, opt, saved);
         if (ranks.lead()) {
             // A model built from another seed, loaded from the file, must predict the same.
             ad::nn::Rng other(o.seed + 1);
             auto reloaded = make_model<float>(o.width, o, other);
-            ad::nn::load(*reloaded, checkpoint);
+            ad::nn::load(*reloaded, saved);
             const double again = evaluate(*reloaded, test).accuracy;
-            std::printf("checkpoint: %s (reloaded into a fresh model: test accuracy %.2f%%)\n", checkpoint.c_str(),
+            std::printf("saved model: %s (reloaded into a fresh model: test accuracy %.2f%%)\n", saved.c_str(),
                         100 * again);
             if (again != last.accuracy) {
                 std::printf("FAILED: the reloaded model's accuracy differs from the trained model's\n");

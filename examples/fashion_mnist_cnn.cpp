@@ -7,7 +7,7 @@
 //      mode, dropout with a fixed mask) against central differences on four images;
 //   3. trains in float, printing epoch, step, loss, examples per second and time left, and the
 //      test accuracy after each epoch;
-//   4. saves a checkpoint (.npz, running statistics included), checks that a fresh model loaded
+//   4. saves the model (.npz, running statistics included), checks that a fresh model loaded
 //      from it predicts the same, and draws a PNG of the loss and accuracy curves (gnuplot).
 // The same seed gives the same run. --min-accuracy makes it exit non-zero below a bound, for CI.
 //
@@ -68,7 +68,7 @@ Trains a convolutional network on Fashion-MNIST:
   --dropout P         dropout probability before the last layer (0.3)
   --seed N            seed for initialisation, shuffling and dropout (1)
   --data DIR          directory of the gzipped IDX files (/usr/share/datasets/fashion-mnist)
-  --out DIR           where the checkpoint, curves and plot go (.)
+  --out DIR           where the saved model, curves and plot go (.)
   --limit N           train on the first N examples only (all)
   --test-limit N      evaluate on the first N test examples only (all)
   --no-gradcheck      skip the double-precision gradcheck of the architecture
@@ -317,16 +317,16 @@ int main(int argc, char** argv)
         loss_csv.close();
         epoch_csv.close();
 
-        const std::string checkpoint = o.out_dir + "/fashion_mnist_cnn.npz";
-        ad::nn::save(*model, opt, checkpoint);
+        const std::string saved = o.out_dir + "/fashion_mnist_cnn.npz";
+        ad::nn::save(*model, opt, saved);
         {
             // A model built from another seed, loaded from the file (weights and running
             // statistics), must predict the same.
             ad::nn::Rng other(o.seed + 1);
             auto reloaded = make_model<float>(o.channels, o.hidden, o.dropout, other);
-            ad::nn::load(*reloaded, checkpoint);
+            ad::nn::load(*reloaded, saved);
             const double again = evaluate(*reloaded, test).accuracy;
-            std::printf("checkpoint: %s (reloaded into a fresh model: test accuracy %.2f%%)\n", checkpoint.c_str(),
+            std::printf("saved model: %s (reloaded into a fresh model: test accuracy %.2f%%)\n", saved.c_str(),
                         100 * again);
             if (again != last.accuracy) {
                 std::printf("FAILED: the reloaded model's accuracy differs from the trained model's\n");

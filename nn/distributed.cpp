@@ -2,7 +2,7 @@
 #include "nn/distributed.hpp"
 
 #include "autodiff/backward.hpp"
-#include "nn/checkpoint.hpp"
+#include "nn/serialize.hpp"
 
 #include <algorithm>
 #include <array>

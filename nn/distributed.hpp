@@ -35,7 +35,7 @@
 // waiting in a collective for a rank that died would otherwise hang forever).
 //
 // Agreement. Every collective call of this component (the constructor, each step(), finish(),
-// check_replicas(), the checkpoints, broadcast_parameters(), Sampler's constructor and set_epoch())
+// check_replicas(), saving and loading, broadcast_parameters(), Sampler's constructor and set_epoch())
 // first states, in one small allreduce, which call this rank is in and the values every rank must
 // share: the number of steps taken, the parameters' number and shapes, the sampler's data set size,
 // batch, seed and epoch. When the ranks differ, every rank raises the same ad::Error naming each
@@ -55,7 +55,7 @@
 // must exceed the longest time one rank may spend alone between two collective calls (an
 // evaluation on rank 0 only, a slow data loader).
 //
-// Checkpoints. save_checkpoint() writes on rank 0 only (the others wait for it and learn whether it
+// Saving and loading. save_checkpoint() writes on rank 0 only (the others wait for it and learn whether it
 // worked); load_checkpoint() reads on rank 0 and broadcasts the parameters, buffers and optimiser
 // state, so every rank ends with the same values, even when only rank 0 sees the file.
 #pragma once
@@ -243,7 +243,7 @@ private:
     int uncaught_ = 0;             // exceptions in flight at construction
 };
 
-// Collective checkpoint I/O (nn/checkpoint.hpp's format). save_checkpoint writes on rank 0 only
+// Collective nn::save and nn::load (nn/serialize.hpp's format). save_checkpoint writes on rank 0 only
 // and raises the same error on every rank if rank 0 fails. load_checkpoint reads on rank 0, and
 // every rank ends with rank 0's parameters, buffers and optimiser state (step count and learning
 // rate included); an error on rank 0 is raised on every rank, and no rank's model changes.

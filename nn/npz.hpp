@@ -82,7 +82,7 @@ struct NpzReadOptions {
     std::uint64_t max_bytes = std::uint64_t(1) << 30;
     // Called with each array's name, dtype and shape once its .npy header is read, before its
     // data: false skips the data (the array is returned with has_data false; its bytes are
-    // neither inflated nor CRC-checked). Checkpoint loading uses it to compare with the model.
+    // neither inflated nor CRC-checked). nn::load uses it to compare with the model.
     std::function<bool(const std::string& name, const std::string& dtype, const Shape& shape)> filter;
 };
 

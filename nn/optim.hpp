@@ -72,7 +72,7 @@ public:
     const char* name() const { return name_; }
 
     // Per-parameter state tensors, named "<state>.<parameter name>" ("exp_avg.0.weight"), each
-    // shaped like its parameter. Checkpoints save and restore them.
+    // shaped like its parameter. nn::save and nn::load store and restore them.
     virtual std::vector<std::pair<std::string, Tensor<T>*>> named_state() { return {}; }
 
 protected:

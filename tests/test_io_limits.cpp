@@ -2,10 +2,10 @@
 // .npz and gzip IDX files (refused from their declared sizes, before the data are inflated),
 // files that are not regular files (/dev/zero, a FIFO), and the saving rules: no temporaries
 // left by a killed save, the umask, symbolic links, long file names, bounded error messages, and
-// NaN, Inf or out-of-range values refused when a checkpoint is loaded.
+// NaN, Inf or out-of-range values refused when a saved model is loaded.
 #include "temp_dir.hpp"
 
-#include "nn/checkpoint.hpp"
+#include "nn/serialize.hpp"
 #include "nn/idx.hpp"
 #include "nn/linear.hpp"
 #include "nn/npz.hpp"
@@ -184,7 +184,7 @@ TEST_CASE("an npz bomb is refused from its declared shape, before its data are i
                             Contains("3200000000 bytes") && Contains("1073741824 bytes") &&
                             Contains("NpzReadOptions::max_bytes"));
     }
-    SECTION("checkpoint loading: compared with the model")
+    SECTION("loading a saved model: compared with the model")
     {
         auto model = small_model();
         const Tensor<float> w0 = model->named_parameters()[0].second->value();
@@ -360,7 +360,7 @@ TEST_CASE("a 250-character file name saves: the temporary name fits NAME_MAX", "
     CHECK(nn::read_npz(dir.file(name))[0].second.data == std::vector<double>{2.0});
 }
 
-TEST_CASE("a checkpoint with 10,000 stray arrays gets an error of bounded length", "[checkpoint][errors]")
+TEST_CASE("a saved model with 10,000 stray arrays gets an error of bounded length", "[serialize][errors]")
 {
     TempDir dir;
     auto model = small_model();
@@ -377,7 +377,7 @@ TEST_CASE("a checkpoint with 10,000 stray arrays gets an error of bounded length
 }
 
 TEST_CASE("NaN, Inf and values out of the model's range are refused on loading, by array and position",
-          "[checkpoint][errors]")
+          "[serialize][errors]")
 {
     TempDir dir;
     auto model = small_model();  // float: 0.weight [4, 3], 0.bias [4]

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "nn/batch_norm.hpp"
-#include "nn/checkpoint.hpp"
+#include "nn/serialize.hpp"
 #include "nn/idx.hpp"
 #include "nn/linear.hpp"
 #include "nn/npz.hpp"

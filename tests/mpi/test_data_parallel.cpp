@@ -370,7 +370,7 @@ TEST_CASE("DataParallel refuses a second backward before the step, a weight outs
                       Catch::Contains("the optimiser must update exactly the model's parameters"));
 }
 
-TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every rank rank 0's parameters and optimiser state", "[mpi][checkpoint]")
+TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every rank rank 0's parameters and optimiser state", "[mpi][serialize]")
 {
     const int r = dist::rank();
     const Data data = make_data(16, 9);

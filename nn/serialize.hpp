@@ -1,5 +1,5 @@
-// Checkpoints: a model's parameters and buffers, and optionally an optimiser's state, in one
-// .npz file that numpy.load reads (nn/npz.hpp).
+// Saving a model to disk and loading it back: its parameters and buffers, and optionally an
+// optimiser's state, in one .npz file that numpy.load reads (nn/npz.hpp).
 //
 // Keys are the model's own names: "0.weight", "blocks.3.norm.gain" (named_parameters()) and
 // "bn.running_mean" (named_buffers()). With an optimiser: "optim.step" (the step count) and
@@ -9,12 +9,13 @@
 // either.
 //
 // Saving writes a temporary file in the target's directory and renames it over the target: if
-// anything fails midway, the previous checkpoint is still there, whole.
+// anything fails midway, the previous file is still there, whole.
 // Loading reads and checks the whole file first: a corrupt file, a missing tensor, a tensor the
 // model does not have, or a tensor of the wrong shape raises ad::Error listing every problem,
 // and the model and optimiser are left exactly as they were. Only then are values replaced
 // (parameters through set_value(), which counts the change). Loading into a model without an
-// optimiser ignores the "optim." entries, so a training checkpoint also serves for evaluation.
+// optimiser ignores the "optim." entries, so a model saved during training also
+// loads for evaluation.
 #pragma once
 
 #include "nn/module.hpp"

@@ -1,4 +1,4 @@
-#include "nn/gradcheck.hpp"
+#include "nn/gradcheck_module.hpp"
 
 #include "autodiff/backward.hpp"
 

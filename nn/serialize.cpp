@@ -1,4 +1,4 @@
-#include "nn/checkpoint.hpp"
+#include "nn/serialize.hpp"
 
 #include "nn/npz.hpp"
 
@@ -17,7 +17,7 @@ const std::string lr_key = "optim.lr";
 
 bool has_prefix(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
-// Everything a checkpoint holds, as (key, where it lives in memory).
+// Everything a saved model holds, as (key, where it lives in memory).
 template <class T>
 struct Slots {
     struct Slot {
@@ -122,7 +122,7 @@ std::string first_bad_value(const std::string& key, const NpyArray& a)
     for (std::size_t k = 0; k < a.data.size(); ++k) {
         const double v = a.data[k];
         if (!std::isfinite(v))
-            return key + " holds " + value_str(v) + " at " + position(k, a.shape) + "; a checkpoint must hold finite values";
+            return key + " holds " + value_str(v) + " at " + position(k, a.shape) + "; a saved model must hold finite values";
         if (std::abs(v) > top)
             return key + " holds " + value_str(v) + " at " + position(k, a.shape) + ", outside the range of " +
                    (sizeof(T) == 4 ? "float" : "double") + " (largest " + value_str(top) + ")";
@@ -194,13 +194,13 @@ void load_slots(const Slots<T>& s, const std::string& path)
             problems.push_back("unexpected " + name + " " + shape_str(a.shape) + " (the model has no such tensor)");
 
     if (!problems.empty())
-        throw Error("checkpoint " + path + " does not match the model (nothing was loaded): " + join_bounded(problems));
+        throw Error("load: " + path + " does not match the model (nothing was loaded): " + join_bounded(problems));
     for (const auto& slot : s.tensors) {
         const std::string bad = first_bad_value<T>(slot.key, *in_file.at(slot.key));
         if (!bad.empty()) problems.push_back(bad);
     }
     if (!problems.empty())
-        throw Error("checkpoint " + path + " holds values the model cannot take (nothing was loaded): " +
+        throw Error("load: " + path + " holds values the model cannot take (nothing was loaded): " +
                     join_bounded(problems));
 
     // Everything checked: convert first (the only step left that can fail, by running out of
@@ -267,7 +267,7 @@ void load(const NamedParameters<T>& params, const std::string& path)
     load_slots(s, path);
 }
 
-#define AD_CHECKPOINT_INSTANTIATE(T)                                                     \
+#define AD_SERIALIZE_INSTANTIATE(T)                                                     \
     template void save<T>(Module<T>&, const std::string&);                              \
     template void save<T>(Module<T>&, Optimizer<T>&, const std::string&);               \
     template void load<T>(Module<T>&, const std::string&);                              \
@@ -275,7 +275,7 @@ void load(const NamedParameters<T>& params, const std::string& path)
     template void save<T>(const NamedParameters<T>&, const std::string&);               \
     template void load<T>(const NamedParameters<T>&, const std::string&);
 
-AD_CHECKPOINT_INSTANTIATE(float)
-AD_CHECKPOINT_INSTANTIATE(double)
+AD_SERIALIZE_INSTANTIATE(float)
+AD_SERIALIZE_INSTANTIATE(double)
 
 }  // namespace ad::nn
