@@ -1,6 +1,6 @@
 #include "nn/idx.hpp"
 
-#include "nn/npz.hpp"  // read_regular_file
+#include "nn/file_io.hpp"
 
 #include <zlib.h>
 

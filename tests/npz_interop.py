@@ -3,7 +3,7 @@
 
     /usr/bin/python3 tests/npz_interop.py PATH/TO/tests WORK_DIR
 
-(a) The test binary writes from_cpp.npz and checkpoint.npz (its hidden "[.interop]" tests);
+(a) The test binary writes from_cpp.npz and model.npz (its hidden "[.interop]" tests);
     numpy.load must read them with the right names, dtypes, shapes and values.
 (b) numpy.savez and numpy.savez_compressed write the arrays of tests/fixtures/make_npz_fixtures.py;
     the test binary must read them back with their values.
@@ -38,7 +38,7 @@ def check(cond, what):
 
 
 def numpy_reads_ours(work):
-    for name in ["from_cpp.npz", "checkpoint.npz"]:
+    for name in ["from_cpp.npz", "model.npz"]:
         with zipfile.ZipFile(os.path.join(work, name)) as z:
             check(z.testzip() is None, f"{name}: every entry's CRC-32 matches (zipfile.testzip)")
     with np.load(os.path.join(work, "from_cpp.npz")) as z:
@@ -52,9 +52,9 @@ def numpy_reads_ours(work):
     check(scalar.shape == () and scalar == 0.1, "scalar 0.1 of shape ()")
     check(empty.shape == (0,) and empty.dtype == np.float64, "empty [0]")
 
-    with np.load(os.path.join(work, "checkpoint.npz")) as z:
+    with np.load(os.path.join(work, "model.npz")) as z:
         keys = list(z.keys())
-        check("0.weight" in keys and "1.running_mean" in keys, "checkpoint has parameters and buffers")
+        check("0.weight" in keys and "1.running_mean" in keys, "saved model has parameters and buffers")
         check(z["0.weight"].shape == (4, 3) and z["0.weight"].dtype == np.float64, "0.weight [4, 3] float64")
         check(z["optim.exp_avg.0.weight"].shape == (4, 3), "optim.exp_avg.0.weight [4, 3]")
         check(z["optim.step"].shape == () and z["optim.step"] == 1.0, "optim.step = 1")

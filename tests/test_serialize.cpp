@@ -302,6 +302,40 @@ TEST_CASE("npz loader refuses what it cannot read, naming the file and the probl
     }
 }
 
+TEST_CASE("decode_npy_tensor reads a .npy straight into a tensor of either type, in C order", "[npz]")
+{
+    auto npy = [](const std::string& header, const void* data, std::size_t data_bytes) {
+        std::vector<std::uint8_t> b = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+        b.push_back(std::uint8_t(header.size()));
+        b.push_back(std::uint8_t(header.size() >> 8));
+        b.insert(b.end(), header.begin(), header.end());
+        const auto* p = static_cast<const std::uint8_t*>(data);
+        b.insert(b.end(), p, p + data_bytes);
+        return b;
+    };
+    // x[i][j] = 10 i + j + 1/2, stored column by column.
+    const float column_major[6] = {0.5f, 10.5f, 1.5f, 11.5f, 2.5f, 12.5f};
+    const auto f = npy("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }\n", column_major, sizeof column_major);
+    const Tensor<double> x = nn::decode_npy_tensor<double>(f, "f");
+    CHECK((x == Tensor<double>{{0.5, 1.5, 2.5}, {10.5, 11.5, 12.5}}));
+    CHECK((nn::decode_npy_tensor<float>(f, "f") == Tensor<float>{{0.5f, 1.5f, 2.5f}, {10.5f, 11.5f, 12.5f}}));
+
+    const double tenth[2] = {0.1, -1e-3};
+    const auto d = npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n", tenth, sizeof tenth);
+    const Tensor<float> rounded = nn::decode_npy_tensor<float>(d, "d");  // to nearest, as a cast rounds
+    CHECK(rounded(0) == 0.1f);
+    CHECK(rounded(1) == -1e-3f);
+    CHECK(nn::decode_npy_tensor<double>(d, "d")(0) == 0.1);
+
+    nn::NpzReadOptions small;
+    small.max_bytes = 15;
+    CHECK_THROWS_WITH(nn::decode_npy_tensor<double>(d, "d", small),
+                      Contains("declares 16 bytes") && Contains("NpzReadOptions::max_bytes"));
+    std::vector<std::uint8_t> cut = d;
+    cut.pop_back();
+    CHECK_THROWS_WITH(nn::decode_npy_tensor<double>(cut, "cut"), Contains("cut") && Contains("needs 16 bytes of data"));
+}
+
 TEST_CASE("npz loader refuses two entries of the same name", "[npz][errors]")
 {
     nn::NpzWriter w;
