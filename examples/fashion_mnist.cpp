@@ -273,7 +273,7 @@ int train_main(const Options& o, const Ranks& ranks)
             dp = std::make_unique<ad::dist::DataParallel<float>>(*model, opt);
             reseed_dropout(*model, o.seed + 1000003 * std::uint64_t(ranks.rank + 1));
         }
-        ad::dist::Sampler sampler(train.size(), o.batch, o.seed, ranks.rank, ranks.size);
+        auto sampler = ad::dist::make_sampler(train.size(), o.batch, o.seed, ranks.rank, ranks.size);
 #endif
         const std::size_t steps_per_epoch = (train.size() + o.batch - 1) / o.batch;
         const std::size_t total_steps = steps_per_epoch * std::size_t(o.epochs);

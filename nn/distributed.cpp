@@ -14,7 +14,6 @@
 #include <cstring>
 #include <exception>
 #include <map>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -484,84 +483,33 @@ int run(int argc, char** argv, const std::function<int()>& fn)
     return result;
 }
 
-Shard shard(std::size_t global, int rank, int size)
+void check_sampler(const Sampler& sampler, std::uint64_t epoch, MPI_Comm comm)
 {
-    if (size < 1 || rank < 0 || rank >= size)
-        throw Error("shard: rank " + std::to_string(rank) + " of " + std::to_string(size) +
-                    " ranks; expected size >= 1 and 0 <= rank < size");
-    const auto P = static_cast<std::size_t>(size), r = static_cast<std::size_t>(rank);
-    const std::size_t base = global / P, extra = global % P;
-    Shard s;
-    s.global = global;
-    s.begin = r * base + std::min(r, extra);
-    s.end = s.begin + base + (r < extra ? 1 : 0);
-    return s;
-}
-
-Sampler::Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size, MPI_Comm comm)
-    : n_(n), batch_(global_batch), seed_(seed), rank_(rank), size_(size), comm_(comm)
-{
-    if (global_batch == 0) throw Error("Sampler: the global batch must hold at least one example, got 0");
-    dist::shard(global_batch, rank, size);  // checks rank and size
-    if (size > 1) {
-        int initialised = 0;
-        MPI_Initialized(&initialised);
-        if (!initialised)
-            throw Error("Sampler: " + std::to_string(size) +
-                        " ranks need MPI, which is not initialised (ad::dist::run or MPI_Init first)");
-    }
-    set_epoch(0);
-}
-
-void Sampler::check_agreement(std::uint64_t epoch) const
-{
-    const int mpi_rank = dist::rank(comm_), mpi_size = dist::size(comm_);
-    const Statement mine{call_sampler, n_, batch_, seed_, epoch, static_cast<std::uint64_t>(size_),
-                         rank_ == mpi_rank ? 1u : 0u};
-    agree(mine, comm_, "Sampler");
+    const int mpi_rank = dist::rank(comm), mpi_size = dist::size(comm);
+    const int rank = sampler.rank(), size = sampler.size();
+    const Statement mine{call_sampler, sampler.examples(), sampler.global_batch(), sampler.seed(), epoch,
+                         static_cast<std::uint64_t>(size), rank == mpi_rank ? 1u : 0u};
+    agree(mine, comm, "Sampler");
     // The ranks agree: each check below fails on every rank alike.
-    if (size_ != mpi_size)
-        throw Error("Sampler: " + std::to_string(size_) + " ranks given, but the communicator has " +
+    if (size != mpi_size)
+        throw Error("Sampler: " + std::to_string(size) + " ranks given, but the communicator has " +
                     std::to_string(mpi_size));
-    if (rank_ != mpi_rank)
-        throw Error("Sampler: rank " + std::to_string(rank_) + " given on the process of rank " +
+    if (rank != mpi_rank)
+        throw Error("Sampler: rank " + std::to_string(rank) + " given on the process of rank " +
                     std::to_string(mpi_rank) + " in the communicator; expected its own rank");
 }
 
-void Sampler::set_epoch(std::uint64_t epoch)
+Sampler make_sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size, MPI_Comm comm)
 {
-    if (size_ > 1) check_agreement(epoch);
-    order_.resize(n_);
-    for (std::size_t i = 0; i < n_; ++i) order_[i] = i;
-    std::seed_seq seq{static_cast<std::uint32_t>(seed_), static_cast<std::uint32_t>(seed_ >> 32),
-                      static_cast<std::uint32_t>(epoch), static_cast<std::uint32_t>(epoch >> 32)};
-    std::mt19937_64 gen(seq);
-    // Fisher-Yates with our own draws, so the permutation does not depend on the standard
-    // library's shuffle (ranks built by different compilers still agree).
-    for (std::size_t i = n_; i > 1; --i) {
-        const std::size_t j = static_cast<std::size_t>(gen() % i);
-        std::swap(order_[i - 1], order_[j]);
-    }
-}
-
-std::size_t Sampler::steps() const { return (n_ + batch_ - 1) / batch_; }
-
-Shard Sampler::shard(std::size_t step) const
-{
-    if (step >= steps())
-        throw Error("Sampler::shard: step " + std::to_string(step) + " of an epoch of " + std::to_string(steps()) +
-                    " global batches");
-    const std::size_t start = step * batch_, stop = std::min(n_, start + batch_);
-    Shard s = dist::shard(stop - start, rank_, size_);
-    s.begin += start;
-    s.end += start;
-    return s;
-}
-
-std::vector<std::size_t> Sampler::indices(std::size_t step) const
-{
-    const Shard s = shard(step);
-    return {order_.begin() + static_cast<std::ptrdiff_t>(s.begin), order_.begin() + static_cast<std::ptrdiff_t>(s.end)};
+    if (size <= 1) return Sampler(n, global_batch, seed, rank, size);
+    dist::shard(global_batch, rank, size);  // checks rank and size before MPI is asked anything
+    int initialised = 0;
+    MPI_Initialized(&initialised);
+    if (!initialised)
+        throw Error("Sampler: " + std::to_string(size) +
+                    " ranks need MPI, which is not initialised (ad::dist::run or MPI_Init first)");
+    return Sampler(n, global_batch, seed, rank, size,
+                   [comm](const Sampler& s, std::uint64_t epoch) { check_sampler(s, epoch, comm); });
 }
 
 template <class T>

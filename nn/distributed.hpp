@@ -35,7 +35,8 @@
 // waiting in a collective for a rank that died would otherwise hang forever).
 //
 // Agreement. Every collective call of this component (the constructor, each step(), finish(),
-// check_replicas(), saving and loading, broadcast_parameters(), Sampler's constructor and set_epoch())
+// check_replicas(), saving and loading, broadcast_parameters(), and a make_sampler Sampler's
+// constructor and set_epoch())
 // first states, in one small allreduce, which call this rank is in and the values every rank must
 // share: the number of steps taken, the parameters' number and shapes, the sampler's data set size,
 // batch, seed and epoch. When the ranks differ, every rank raises the same ad::Error naming each
@@ -62,6 +63,7 @@
 
 #include "nn/module.hpp"
 #include "nn/optim.hpp"
+#include "nn/sampler.hpp"
 
 #include <mpi.h>
 
@@ -91,46 +93,15 @@ void set_timeout(double seconds);
 // otherwise. Works without mpirun too (one rank).
 int run(int argc, char** argv, const std::function<int()>& fn);
 
-// This rank's part [begin, end) of a global batch of `global` examples: the first global % size
-// ranks take one example more than the others. A rank may get nothing when global < size.
-struct Shard {
-    std::size_t begin = 0, end = 0;
-    std::size_t global = 0;
-    std::size_t count() const { return end - begin; }
-    // n_r / N: the weight of this rank's mean gradient in the average.
-    double weight() const { return global ? double(count()) / double(global) : 0.0; }
-};
-Shard shard(std::size_t global, int rank, int size);
-
-// Global batches over a data set of n examples, shuffled each epoch by a generator seeded with
-// (seed, epoch) that every rank builds alike, so every rank sees the same permutation and takes a
-// disjoint part of each global batch. The last global batch of an epoch holds the remainder
-// (n % batch examples) as in a single process; it is sharded the same way.
-//
-// With size > 1 the constructor and set_epoch() are collective over `comm` (whose rank and size
-// must be `rank` and `size`): they throw ad::Error on every rank, naming each rank's values, unless
-// every rank has the same n, global batch, seed and epoch (with different seeds the permutations
-// differ and the ranks' parts overlap). With size 1 they make no MPI call.
-class Sampler {
-public:
-    Sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size,
-            MPI_Comm comm = MPI_COMM_WORLD);
-    void set_epoch(std::uint64_t epoch);     // reshuffles: the permutation of that epoch
-    std::size_t steps() const;               // global batches per epoch
-    Shard shard(std::size_t step) const;     // positions within global batch `step`
-    // The example indices this rank takes in global batch `step`, in order.
-    std::vector<std::size_t> indices(std::size_t step) const;
-    const std::vector<std::size_t>& order() const { return order_; }  // this epoch's permutation
-
-private:
-    void check_agreement(std::uint64_t epoch) const;
-
-    std::size_t n_, batch_;
-    std::uint64_t seed_;
-    int rank_, size_;
-    MPI_Comm comm_;
-    std::vector<std::size_t> order_;
-};
+// Shard, shard() and Sampler are in nn/sampler.hpp (no MPI). The agreement of a Sampler across
+// the ranks of `comm`, collective: it throws ad::Error on every rank, naming each rank's values,
+// unless every rank has the same data set size, global batch, seed and `epoch`, and the
+// sampler's rank and size are the process's own in `comm`.
+void check_sampler(const Sampler& sampler, std::uint64_t epoch, MPI_Comm comm = MPI_COMM_WORLD);
+// A Sampler whose constructor and set_epoch() are collective over `comm` when size > 1 (each runs
+// check_sampler first); with size 1 they make no MPI call. size > 1 needs MPI initialised.
+Sampler make_sampler(std::size_t n, std::size_t global_batch, std::uint64_t seed, int rank, int size,
+                     MPI_Comm comm = MPI_COMM_WORLD);
 
 struct DataParallelOptions {
     // A bucket closes once it holds this many bytes of gradient or more.

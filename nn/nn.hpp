@@ -16,6 +16,7 @@
 #include "nn/npz.hpp"
 #include "nn/optim.hpp"
 #include "nn/residual.hpp"
+#include "nn/sampler.hpp"
 #include "nn/schedule.hpp"
 #include "nn/sequential.hpp"
 #include "nn/serialize.hpp"

@@ -63,7 +63,7 @@ int main(int argc, char** argv)
     const std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "no-mpi") {
         try {
-            ad::dist::Sampler sampler(64, 16, 1, 0, 2);
+            ad::dist::make_sampler(64, 16, 1, 0, 2);
         } catch (const std::exception& e) {
             std::fprintf(stderr, "%s\n", e.what());
             return 1;
@@ -83,7 +83,7 @@ int main(int argc, char** argv)
             return 0;
         }
         if (mode == "seed") {
-            ad::dist::Sampler sampler(64, 16, 1 + std::uint64_t(r), r, ad::dist::size());
+            ad::dist::make_sampler(64, 16, 1 + std::uint64_t(r), r, ad::dist::size());
             std::printf("rank %d: the samplers were accepted\n", r);
             return 0;
         }

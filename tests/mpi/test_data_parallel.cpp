@@ -126,7 +126,7 @@ Params train_parallel(const Data& data, std::size_t batch, int steps, Opt which,
     auto opt = make_optimizer(*model, which);
     dist::DataParallel<double> dp(*model, *opt, options);
     dp.check_replicas();
-    dist::Sampler sampler(data.y.size(), batch, 7, r, P);
+    auto sampler = dist::make_sampler(data.y.size(), batch, 7, r, P);
     ad::Tape<double> tape;
     for (int s = 0; s < steps; ++s) {
         const auto step = static_cast<std::size_t>(s) % sampler.steps();
@@ -212,7 +212,7 @@ TEST_CASE("Sampler: every rank draws the same permutation and the ranks' parts o
 {
     const int r = dist::rank(), P = dist::size();
     const std::size_t n = 23, B = 5;  // 5 global batches, the last of 3 examples
-    dist::Sampler sampler(n, B, 42, r, P);
+    auto sampler = dist::make_sampler(n, B, 42, r, P);
     REQUIRE(sampler.steps() == 5);
     for (std::uint64_t epoch : {0, 1}) {
         sampler.set_epoch(epoch);
@@ -378,7 +378,7 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
     auto opt = make_optimizer(*model, Opt::adam);
     dist::DataParallel<double> dp(*model, *opt);
     ad::Tape<double> tape;
-    dist::Sampler sampler(16, 8, 1, r, dist::size());
+    auto sampler = dist::make_sampler(16, 8, 1, r, dist::size());
     for (std::size_t s = 0; s < 2; ++s) {
         const Data b = take(data, sampler.indices(s));
         tape.clear();
@@ -496,24 +496,24 @@ TEST_CASE("Sampler names each rank's seed, data set size, batch or epoch when th
     const int r = dist::rank(), P = dist::size();
     // With its own seed each rank would take its shard of a different permutation: 16 of 64
     // examples twice and 16 never, every epoch.
-    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1 + std::uint64_t(r), r, P),
+    CHECK_THROWS_WITH(dist::make_sampler(64, 16, 1 + std::uint64_t(r), r, P),
                       Catch::StartsWith("Sampler: the ranks disagree: seed: 1 on rank 0, 2 on rank 1"));
-    CHECK_THROWS_WITH(dist::Sampler(64 - 16 * std::size_t(r), 16, 1, r, P),
+    CHECK_THROWS_WITH(dist::make_sampler(64 - 16 * std::size_t(r), 16, 1, r, P),
                       Catch::StartsWith("Sampler: the ranks disagree: data set size: 64 on rank 0, 48 on rank 1"));
-    CHECK_THROWS_WITH(dist::Sampler(64, 16 + std::size_t(r), 1, r, P),
+    CHECK_THROWS_WITH(dist::make_sampler(64, 16 + std::size_t(r), 1, r, P),
                       Catch::StartsWith("Sampler: the ranks disagree: global batch: 16 on rank 0, 17 on rank 1"));
     // Every rank passing rank 0 would take the same shard.
-    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1, 0, P),
+    CHECK_THROWS_WITH(dist::make_sampler(64, 16, 1, 0, P),
                       Catch::Contains("rank argument equal to the MPI rank (1 yes, 0 no): 1 on rank 0, 0 on rank 1"));
-    CHECK_THROWS_WITH(dist::Sampler(64, 16, 1, 1 - r, P),
+    CHECK_THROWS_WITH(dist::make_sampler(64, 16, 1, 1 - r, P),
                       Catch::Contains("rank " + std::to_string(1 - r) + " given on the process of rank " +
                                       std::to_string(r)));
-    dist::Sampler sampler(64, 16, 1, r, P);
+    auto sampler = dist::make_sampler(64, 16, 1, r, P);
     CHECK_THROWS_WITH(sampler.set_epoch(3 + std::uint64_t(r)),
                       Catch::StartsWith("Sampler: the ranks disagree: epoch: 3 on rank 0, 4 on rank 1"));
     REQUIRE_NOTHROW(sampler.set_epoch(5));
     // One process with MPI running needs no agreement.
-    if (r == 1) REQUIRE_NOTHROW(dist::Sampler(10, 4, 99, 0, 1));
+    if (r == 1) REQUIRE_NOTHROW(dist::make_sampler(10, 4, 99, 0, 1));
 }
 
 TEST_CASE("a rank that finishes while another steps: every rank names both, and neither makes another collective call", "[mpi][agreement]")
