@@ -44,7 +44,7 @@ template <class T>
 LabelledImages<T> load_labelled_images(const std::string& images_path, const std::string& labels_path,
                                        std::size_t limit = 0);
 
-// The MNIST file layout: dir/<split>-images-idx3-ubyte[.gz] and dir/<split>-labels-idx1-ubyte[.gz],
+// The MNIST file layout: `dir/<split>-images-idx3-ubyte[.gz]` and `dir/<split>-labels-idx1-ubyte[.gz]`,
 // split "train" or "t10k" (Fashion-MNIST uses the same names).
 template <class T>
 LabelledImages<T> load_mnist_split(const std::string& dir, const std::string& split, std::size_t limit = 0);
