@@ -1,7 +1,7 @@
 // Checkpoints: a model's parameters and buffers, and optionally an optimiser's state, in one
 // .npz file that numpy.load reads (nn/npz.hpp).
 //
-// Keys are the model's own names: "0.weight", "blocks.3.norm.gain" (named_parameters()) and
+// Keys are the model's own names: "0.weight", "blocks.3.norm.weight" (named_parameters()) and
 // "bn.running_mean" (named_buffers()). With an optimiser: "optim.step" (the step count) and
 // "optim.lr" (the learning rate), both float64 scalars, and "optim.<state>.<parameter name>"
 // for each state tensor (named_state(): "optim.exp_avg.0.weight", "optim.momentum_buffer.0.weight").

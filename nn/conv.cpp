@@ -45,6 +45,7 @@ BatchNorm2d<T>::BatchNorm2d(std::size_t channels, T momentum, T eps)
     bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({channels})));
     running_mean_ = &this->register_buffer("running_mean", Tensor<T>(xt::zeros<T>({channels})));
     running_var_ = &this->register_buffer("running_var", Tensor<T>(xt::ones<T>({channels})));
+    num_batches_tracked_ = &this->register_buffer("num_batches_tracked", Tensor<T>(T(0)));
 }
 
 template <class T>
@@ -65,6 +66,7 @@ Var<T> BatchNorm2d<T>::forward(const Var<T>& x)
             (*running_mean_)(c) = (T(1) - momentum_) * (*running_mean_)(c) + momentum_ * stats_.mean(c);
             (*running_var_)(c) = (T(1) - momentum_) * (*running_var_)(c) + momentum_ * unbias * stats_.var(c);
         }
+        *num_batches_tracked_ += T(1);
         return y;
     }
     // Evaluation: (x - running_mean) / sqrt(running_var + eps) weight + bias, per channel.

@@ -14,7 +14,8 @@
 //                            unbiased variance var_b m / (m - 1), m = N H W;
 //                evaluation: the same map with the running statistics.
 //                Parameters "weight" (ones), "bias" (zeros); buffers "running_mean" (zeros),
-//                "running_var" (ones).
+//                "running_var" (ones) and "num_batches_tracked" (shape (), the number of
+//                training passes): PyTorch's state-dict keys (nn/batch_norm.hpp says why the count).
 #pragma once
 
 #include "autodiff/conv.hpp"
@@ -88,6 +89,7 @@ public:
     Parameter<T>& bias() { return *bias_; }
     const Tensor<T>& running_mean() const { return *running_mean_; }
     const Tensor<T>& running_var() const { return *running_var_; }
+    const Tensor<T>& num_batches_tracked() const { return *num_batches_tracked_; }
 
 private:
     std::size_t channels_;
@@ -96,6 +98,7 @@ private:
     Parameter<T>* bias_;
     Tensor<T>* running_mean_;
     Tensor<T>* running_var_;
+    Tensor<T>* num_batches_tracked_;
     BatchStats<T> stats_;             // the last batch's statistics, reused every step
     Tensor<T> eval_scale_, eval_shift_;  // evaluation mode: per-channel factors as [1, C, 1, 1]
 };

@@ -329,13 +329,14 @@ NpyArray decode_npy_stream(EntryStream& s, const std::string& where, const std::
     const NpyHeader h = HeaderParser(text, where).parse();
 
     std::size_t item;
-    if (h.descr == "<f8")
+    const bool integer = h.descr == "<i8";  // PyTorch's int64 buffers (BatchNorm's num_batches_tracked)
+    if (h.descr == "<f8" || integer)
         item = 8;
     else if (h.descr == "<f4")
         item = 4;
     else
         throw Error(where + ": dtype '" + h.descr +
-                    "' is not supported (only little-endian float32 '<f4' and float64 '<f8')");
+                    "' is not supported (only little-endian float32 '<f4', float64 '<f8' and int64 '<i8')");
 
     // The strides of an array of this shape multiply its dimensions with zeros counted as ones:
     // (0, 2^48, 2^48) holds nothing, yet its strides would overflow.
@@ -375,7 +376,15 @@ NpyArray decode_npy_stream(EntryStream& s, const std::string& where, const std::
         const std::size_t k = std::min(per_chunk, a.data.size() - i);
         s.read(chunk, k * item, "the array data");
         for (std::size_t j = 0; j < k; ++j, ++i) {
-            if (item == 8) {
+            if (integer) {
+                std::int64_t v;
+                std::memcpy(&v, chunk + 8 * j, 8);
+                // Beyond 2^53 a double would round the integer: refused rather than changed.
+                if (v > (std::int64_t(1) << 53) || v < -(std::int64_t(1) << 53))
+                    throw Error(where + ": int64 element " + std::to_string(v) + " at flat index " + std::to_string(i) +
+                                " is beyond 2^53, so float64 cannot hold it exactly");
+                a.data[i] = double(v);
+            } else if (item == 8) {
                 std::memcpy(&a.data[i], chunk + 8 * j, 8);
             } else {
                 float f;

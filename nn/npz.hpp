@@ -14,8 +14,8 @@
 // target, so a write that fails midway leaves any previous file untouched.
 //
 // Reading: stored or deflated entries (savez and savez_compressed), zip64 as numpy writes it,
-// .npy versions 1.0, 2.0 and 3.0, dtypes '<f4' and '<f8' (converted to the requested type), C or
-// Fortran order. libzip checks the container (ZIP_CHECKCONS: local headers against the central
+// .npy versions 1.0, 2.0 and 3.0, dtypes '<f4', '<f8' and '<i8' (converted to the requested type;
+// an int64 beyond 2^53, which float64 would round, is refused), C or Fortran order. libzip checks the container (ZIP_CHECKCONS: local headers against the central
 // directory) and each entry's CRC-32; the declared sizes are checked against the limits before
 // anything is inflated, and an entry is inflated only up to its declared size. A truncated or
 // corrupt file raises ad::Error naming the file (and the entry, once one is being read) and
@@ -35,7 +35,7 @@ namespace ad::nn {
 
 // One array of an archive. The elements are kept in double, which holds every float exactly.
 struct NpyArray {
-    std::string dtype;           // "<f4" or "<f8", as stored in the file
+    std::string dtype;           // "<f4", "<f8" or "<i8", as stored in the file
     Shape shape;                 // () for a scalar
     std::vector<double> data;    // row-major (C order)
     bool has_data = true;        // false: NpzReadOptions::filter skipped it (shape and dtype only)

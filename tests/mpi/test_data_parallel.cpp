@@ -311,11 +311,11 @@ TEST_CASE("DataParallel buckets the parameters in reverse order by size and star
     nn::SGD<double> opt(*model, nn::SGDOptions{});
     dist::DataParallelOptions o;
     // From the last parameter, a bucket closing once it holds 216 bytes: {2.bias, 2.weight} 216
-    // bytes, {1.bias, 1.gain, 0.bias, 0.weight} 512.
+    // bytes, {1.bias, 1.weight, 0.bias, 0.weight} 512.
     o.bucket_bytes = 27 * 8;
     dist::DataParallel<double> dp(*model, opt, o);
     CHECK(dp.buckets() == 2);
-    o.bucket_bytes = 100;         // {2.bias, 2.weight}, {1.bias, 1.gain}, {0.bias, 0.weight}
+    o.bucket_bytes = 100;         // {2.bias, 2.weight}, {1.bias, 1.weight}, {0.bias, 0.weight}
     CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 3);
     o.bucket_bytes = 1;           // one per parameter
     CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 6);
