@@ -6,7 +6,9 @@
 // "optim.lr" (the learning rate), both float64 scalars, and "optim.<state>.<parameter name>"
 // for each state tensor (named_state(): "optim.exp_avg.0.weight", "optim.momentum_buffer.0.weight").
 // Tensors are stored as '<f4' for a float model and '<f8' for a double one; either loads into
-// either.
+// either, and so does '<i8'. The keys and shapes are PyTorch's state-dict keys, so a PyTorch state
+// dict saved with numpy.savez loads into the twin model as it is, and load_state_dict(strict=True)
+// takes what save() writes (tests/test_state_dict.cpp).
 //
 // Saving writes a temporary file in the target's directory and renames it over the target: if
 // anything fails midway, the previous checkpoint is still there, whole.

@@ -323,7 +323,7 @@ TEST_CASE("DataParallel buckets the parameters in reverse order by size and star
     CHECK(same_bits(values_of(*model), values_of(*reference)));
     // Buffers are rank 0's: the initial values + 1.
     const auto mine = model->named_buffers(), initial = reference->named_buffers();
-    REQUIRE(mine.size() == 2);
+    REQUIRE(mine.size() == 3);  // running_mean, running_var, num_batches_tracked
     for (std::size_t i = 0; i < mine.size(); ++i) {
         INFO(mine[i].first);
         for (std::size_t j = 0; j < mine[i].second->size(); ++j)
