@@ -36,7 +36,7 @@ const Config& config(char name);
 
 // Initial values shared by both libraries: weight l is [out, in] row-major (PyTorch's layout and
 // nn::Linear's), drawn like PyTorch's default U(-1/sqrt(in), 1/sqrt(in)), as is its bias.
-// Layer norms start at gain 1, bias 0 in both libraries.
+// Layer norms start at weight 1, bias 0 in both libraries.
 struct Init {
     std::vector<std::vector<float>> weight, bias;
     std::vector<float> x;           // [batch, inputs]

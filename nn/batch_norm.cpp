@@ -2,7 +2,6 @@
 
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xmath.hpp>
-#include <xtensor/xview.hpp>
 
 namespace ad::nn {
 
@@ -14,10 +13,11 @@ BatchNorm1d<T>::BatchNorm1d(std::size_t features, T momentum, T eps)
     if (!(momentum >= T(0) && momentum <= T(1)))
         throw Error("BatchNorm1d: momentum = " + std::to_string(momentum) + " is outside [0, 1]");
     if (!(eps >= T(0))) throw Error("BatchNorm1d: eps = " + std::to_string(eps) + " must be >= 0");
-    gain_ = &this->register_parameter("gain", Tensor<T>(xt::ones<T>({features})));
+    weight_ = &this->register_parameter("weight", Tensor<T>(xt::ones<T>({features})));
     bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({features})));
     running_mean_ = &this->register_buffer("running_mean", Tensor<T>(xt::zeros<T>({features})));
     running_var_ = &this->register_buffer("running_var", Tensor<T>(xt::ones<T>({features})));
+    num_batches_tracked_ = &this->register_buffer("num_batches_tracked", Tensor<T>(T(0)));
 }
 
 template <class T>
@@ -27,26 +27,22 @@ Var<T> BatchNorm1d<T>::forward(const Var<T>& x)
         throw Error("BatchNorm1d: input has shape " + shape_str(x.shape()) + ", expected [batch, " +
                     std::to_string(features_) + "]");
     const std::size_t B = x.shape()[0];
-    Var<T> normalised;
     if (this->training()) {
         if (B < 2)
             throw Error("BatchNorm1d: training needs a batch of at least 2 to estimate a variance, got shape " +
                         shape_str(x.shape()));
-        const Var<T> mu = mean(x, 0, true);
-        const Var<T> centred = x - mu;
-        const Var<T> var = mean(square(centred), 0, true);
-        normalised = centred / sqrt(var + eps_);
+        Var<T> y = batch_norm2d(x, this->use(*weight_, x), this->use(*bias_, x), eps_, &stats_);
         // The running statistics are plain tensors updated from the values: no gradient.
         const T unbias = T(B) / T(B - 1);
-        *running_mean_ = (T(1) - momentum_) * *running_mean_ + momentum_ * xt::view(mu.value(), 0, xt::all());
-        *running_var_ = (T(1) - momentum_) * *running_var_ +
-                        (momentum_ * unbias) * xt::view(var.value(), 0, xt::all());
-    } else {
-        Tape<T>& tape = x.tape();
-        const Tensor<T> scale = T(1) / xt::sqrt(*running_var_ + eps_);
-        normalised = (x - tape.constant(*running_mean_)) * tape.constant(scale);
+        *running_mean_ = (T(1) - momentum_) * *running_mean_ + momentum_ * stats_.mean;
+        *running_var_ = (T(1) - momentum_) * *running_var_ + (momentum_ * unbias) * stats_.var;
+        *num_batches_tracked_ += T(1);
+        return y;
     }
-    return normalised * this->use(*gain_, x) + this->use(*bias_, x);
+    Tape<T>& tape = x.tape();
+    const Tensor<T> scale = T(1) / xt::sqrt(*running_var_ + eps_);
+    const Var<T> normalised = (x - tape.constant(*running_mean_)) * tape.constant(scale);
+    return normalised * this->use(*weight_, x) + this->use(*bias_, x);
 }
 
 template class BatchNorm1d<float>;
@@ -64,6 +60,7 @@ BatchNorm2d<T>::BatchNorm2d(std::size_t channels, T momentum, T eps)
     bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({channels})));
     running_mean_ = &this->register_buffer("running_mean", Tensor<T>(xt::zeros<T>({channels})));
     running_var_ = &this->register_buffer("running_var", Tensor<T>(xt::ones<T>({channels})));
+    num_batches_tracked_ = &this->register_buffer("num_batches_tracked", Tensor<T>(T(0)));
 }
 
 template <class T>
@@ -84,6 +81,7 @@ Var<T> BatchNorm2d<T>::forward(const Var<T>& x)
             (*running_mean_)(c) = (T(1) - momentum_) * (*running_mean_)(c) + momentum_ * stats_.mean(c);
             (*running_var_)(c) = (T(1) - momentum_) * (*running_var_)(c) + momentum_ * unbias * stats_.var(c);
         }
+        *num_batches_tracked_ += T(1);
         return y;
     }
     // Evaluation: (x - running_mean) / sqrt(running_var + eps) weight + bias, per channel.

@@ -1,14 +1,21 @@
 // Batch normalisation of [batch, features] inputs (seed 001 names it; PyTorch's BatchNorm1d):
 //
-//   training:   y = (x - mean_b(x)) / sqrt(var_b(x) + eps) * gain + bias,
+//   training:   y = (x - mean_b(x)) / sqrt(var_b(x) + eps) * weight + bias,
 //               statistics over the batch axis, var_b biased (1/B);
 //               running_mean <- (1 - momentum) running_mean + momentum mean_b,
 //               running_var  <- (1 - momentum) running_var  + momentum var_b * B / (B - 1)
 //               (the unbiased variance, as PyTorch keeps it);
-//   evaluation: y = (x - running_mean) / sqrt(running_var + eps) * gain + bias.
+//   evaluation: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
 //
-// Parameters "gain" (ones) and "bias" (zeros); the running statistics are buffers
-// "running_mean" (zeros) and "running_var" (ones): saved in checkpoints, never trained.
+// The training map is one ad::batch_norm2d op (which takes [N, C] as well as [N, C, H, W]).
+//
+// PyTorch's names and shapes, so a torch.nn.BatchNorm1d(features) state dict loads as it is:
+// parameters "weight" (ones) and "bias" (zeros), [features]; buffers (saved, never trained)
+// "running_mean" (zeros), "running_var" (ones), [features], and "num_batches_tracked", shape (),
+// the number of training passes. PyTorch reads that count only when momentum is None (a
+// cumulative average), which this module does not offer: it is kept so that the keys match
+// both ways. It is held in T like every buffer (saved as '<f4' or '<f8'; PyTorch's int64 loads
+// into it and a float one loads into PyTorch); in float it stops counting at 2^24 passes.
 #pragma once
 
 #include "autodiff/ops_conv.hpp"
@@ -22,18 +29,21 @@ public:
     explicit BatchNorm1d(std::size_t features, T momentum = T(0.1), T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
 
-    Parameter<T>& gain() { return *gain_; }
+    Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }
     const Tensor<T>& running_mean() const { return *running_mean_; }
     const Tensor<T>& running_var() const { return *running_var_; }
+    const Tensor<T>& num_batches_tracked() const { return *num_batches_tracked_; }
 
 private:
     std::size_t features_;
     T momentum_, eps_;
-    Parameter<T>* gain_;
+    Parameter<T>* weight_;
     Parameter<T>* bias_;
     Tensor<T>* running_mean_;
     Tensor<T>* running_var_;
+    Tensor<T>* num_batches_tracked_;
+    BatchStats<T> stats_;  // the last batch's statistics
 };
 
 extern template class BatchNorm1d<float>;
@@ -46,7 +56,9 @@ extern template class BatchNorm1d<double>;
 //               running_var likewise with the unbiased variance var_b m / (m - 1), m = N H W;
 //   evaluation: the same map with the running statistics.
 //
-// Parameters "weight" (ones), "bias" (zeros); buffers "running_mean" (zeros), "running_var" (ones).
+// Parameters "weight" (ones), "bias" (zeros); buffers "running_mean" (zeros), "running_var" (ones)
+// and "num_batches_tracked" (shape (), the number of training passes): PyTorch's state-dict keys
+// (BatchNorm1d above says why the count).
 template <class T>
 class BatchNorm2d : public Module<T> {
 public:
@@ -57,6 +69,7 @@ public:
     Parameter<T>& bias() { return *bias_; }
     const Tensor<T>& running_mean() const { return *running_mean_; }
     const Tensor<T>& running_var() const { return *running_var_; }
+    const Tensor<T>& num_batches_tracked() const { return *num_batches_tracked_; }
 
 private:
     std::size_t channels_;
@@ -65,6 +78,7 @@ private:
     Parameter<T>* bias_;
     Tensor<T>* running_mean_;
     Tensor<T>* running_var_;
+    Tensor<T>* num_batches_tracked_;
     BatchStats<T> stats_;             // the last batch's statistics, reused every step
     Tensor<T> eval_scale_, eval_shift_;  // evaluation mode: per-channel factors as [1, C, 1, 1]
 };

@@ -1,6 +1,6 @@
 // gradcheck for a whole model: the gradient of a loss with respect to a module's named
 // parameters, from one backward pass, against central differences of the loss, each
-// parameter element perturbed in place. The report names the parameter ("blocks.1.norm.gain")
+// parameter element perturbed in place. The report names the parameter ("blocks.1.norm.weight")
 // and the element. The loss must be deterministic (fix dropout masks, use eval mode or a
 // reseeded generator); parameter values are restored afterwards and their .grad is left zeroed.
 // Every evaluation is recorded on a tape cleared before it, so the loss may itself take

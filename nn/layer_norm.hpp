@@ -1,18 +1,19 @@
-// Layer normalisation over the last (feature) axis, with learned gain and bias:
+// Layer normalisation over the last (feature) axis, with a learned scale (weight) and bias:
 //
-//   y = (x - mean(x)) / sqrt(var(x) + eps) * gain + bias,
+//   y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias,
 //
 // mean and var taken over the last axis, var the biased (1/n) variance, as in PyTorch. It records
 // one ad::layer_norm op.
-// Parameters "gain" (ones) and "bias" (zeros), of shape [features].
+// Parameters "weight" (ones) and "bias" (zeros), of shape [features]: PyTorch's names and shapes,
+// so a torch.nn.LayerNorm(features) state dict loads as it is.
 //
 // Seed 001 writes it with n_{l+1} counting a constant bias unit, so a layer of m = n_{l+1} - 1
 // features has mean zbar = (1/m) sum z_i, s = ||z - zbar||_2 and
 //   h = sqrt(m) / s * v (.) (z - zbar) + u.
 // Since s / sqrt(m) = sqrt((1/m) sum (z_i - zbar)^2) is the biased standard deviation, this is
-// exactly this module with eps = 0 (gain v, bias u); eps > 0 only keeps a constant row finite.
+// exactly this module with eps = 0 (weight v, bias u); eps > 0 only keeps a constant row finite.
 // Reading the seed's sqrt(n - 1) with n = m (the unbiased deviation) would instead give this
-// map times sqrt((m - 1) / m) before the gain.
+// map times sqrt((m - 1) / m) before the weight.
 #pragma once
 
 #include "nn/module.hpp"
@@ -25,14 +26,14 @@ public:
     explicit LayerNorm(std::size_t features, T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
 
-    Parameter<T>& gain() { return *gain_; }
+    Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }
     T eps() const { return eps_; }
 
 private:
     std::size_t features_;
     T eps_;
-    Parameter<T>* gain_;
+    Parameter<T>* weight_;
     Parameter<T>* bias_;
 };
 

@@ -2,8 +2,8 @@
 // modules; its forward pass is a composition of tape ops, so its gradient comes from the
 // engine's reverse sweep and no module has a backward pass of its own.
 //
-// Names are hierarchical and stable: a parameter "gain" of the child "norm" of the child "3" of
-// the child "blocks" is "blocks.3.norm.gain". Iteration lists a module's own entries in
+// Names are hierarchical and stable: a parameter "weight" of the child "norm" of the child "3" of
+// the child "blocks" is "blocks.3.norm.weight". Iteration lists a module's own entries in
 // registration order, then each child's, in the order the children were registered (PyTorch's
 // rule), so the same model always yields the same names in the same order: they are the keys
 // of checkpoints and of gradient reports.

@@ -238,13 +238,14 @@ NpyLayout read_layout(NpyStream& s, const std::string& where)
     NpyLayout l{HeaderParser(text, where).parse(), 1, 0};
     const NpyHeader& h = l.header;
 
-    if (h.descr == "<f8")
+    // '<i8': PyTorch's int64 buffers (BatchNorm's num_batches_tracked).
+    if (h.descr == "<f8" || h.descr == "<i8")
         l.item = 8;
     else if (h.descr == "<f4")
         l.item = 4;
     else
         throw Error(where + ": dtype '" + h.descr +
-                    "' is not supported (only little-endian float32 '<f4' and float64 '<f8')");
+                    "' is not supported (only little-endian float32 '<f4', float64 '<f8' and int64 '<i8')");
 
     // The strides of an array of this shape multiply its dimensions with zeros counted as ones:
     // (0, 2^48, 2^48) holds nothing, yet its strides would overflow.
@@ -281,11 +282,20 @@ void read_elements(NpyStream& s, const NpyLayout& l, E* out)
     const std::size_t n = std::size_t(l.count), item = l.item;
     std::uint8_t chunk[1 << 16];
     const std::size_t per_chunk = sizeof chunk / item;
+    const bool integer = l.header.descr == "<i8";
     for (std::size_t i = 0; i < n;) {
         const std::size_t k = std::min(per_chunk, n - i);
         s.read(chunk, k * item, "the array data");
         for (std::size_t j = 0; j < k; ++j, ++i) {
-            if (item == 8) {
+            if (integer) {
+                std::int64_t v;
+                std::memcpy(&v, chunk + 8 * j, 8);
+                // Beyond 2^53 a double would round the integer: refused rather than changed.
+                if (v > (std::int64_t(1) << 53) || v < -(std::int64_t(1) << 53))
+                    throw Error(s.where() + ": int64 element " + std::to_string(v) + " at flat index " +
+                                std::to_string(i) + " is beyond 2^53, so float64 cannot hold it exactly");
+                out[i] = static_cast<E>(double(v));
+            } else if (item == 8) {
                 double d;
                 std::memcpy(&d, chunk + 8 * j, 8);
                 out[i] = static_cast<E>(d);

@@ -4,7 +4,8 @@
 // padded with spaces to a multiple of 64 bytes and ended by '\n', then the elements.
 //
 // Writing: version 1.0, dtype '<f4' for float and '<f8' for double, C order.
-// Reading: versions 1.0, 2.0 and 3.0, dtypes '<f4' and '<f8' (converted to the requested type), C
+// Reading: versions 1.0, 2.0 and 3.0, dtypes '<f4', '<f8' and '<i8' (converted to the requested
+// type; an int64 beyond 2^53, which float64 would round, is refused), C
 // or Fortran order. The bytes are read front to back from a stream (NpyStream: memory here, a zip
 // member in nn/npz.cpp): the header is checked, and the declared data size compared with the
 // limits, before anything is allocated for the data or read of it. A truncated or corrupt array
@@ -36,7 +37,7 @@ struct NpzReadOptions {
 
 // One array as stored. The elements are kept in double, which holds every float exactly.
 struct NpyArray {
-    std::string dtype;           // "<f4" or "<f8", as stored in the file
+    std::string dtype;           // "<f4", "<f8" or "<i8", as stored in the file
     Shape shape;                 // () for a scalar
     std::vector<double> data;    // row-major (C order)
     bool has_data = true;        // false: NpzReadOptions::filter skipped it (shape and dtype only)

@@ -14,7 +14,8 @@
 // Weight decay applies only to the parameters a selector picks. The default, decays_by_default,
 // follows seed 001 ("add squared Frobenius norms of the weight matrices excluding the biases"):
 // a parameter decays unless the last component of its name is "bias" or its value has rank 0 or
-// 1. The rank rule also exempts LayerNorm/BatchNorm gains, which are not weight matrices either.
+// 1. The rank rule also exempts the LayerNorm/BatchNorm scales ("weight", rank 1), which are not
+// weight matrices either.
 // For SGD and Adam the decay is the L2 term (wd/2) ||W||_F^2 added to the loss, i.e. wd W added to
 // the gradient; AdamW shrinks the weights directly. Pass decay_all<T> (or any predicate) to choose.
 //

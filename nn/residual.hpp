@@ -26,7 +26,7 @@ private:
 // The MLP builder's block: z + drop_path(dropout(act(norm(linear(z))))), each step optional
 // except the linear layer and the activation. Children, in order: "linear", "norm" (LayerNorm,
 // if asked), "act", "dropout" (if p != 0), "drop_path" (StochasticDepth, if p != 0); so parameter
-// names ("blocks.3.linear.weight", "blocks.3.norm.gain") do not depend on the options without
+// names ("blocks.3.linear.weight", "blocks.3.norm.weight") do not depend on the options without
 // parameters. The linear layer must map a width to itself.
 template <class T>
 class ResidualBlock : public Module<T> {

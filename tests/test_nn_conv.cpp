@@ -45,9 +45,12 @@ TEST_CASE("BatchNorm2d keeps PyTorch's running statistics and uses them in evalu
     REQUIRE(params.size() == 2);
     CHECK(params[0].first == "weight");
     CHECK(params[1].first == "bias");
-    REQUIRE(buffers.size() == 2);
+    REQUIRE(buffers.size() == 3);
     CHECK(buffers[0].first == "running_mean");
     CHECK(buffers[1].first == "running_var");
+    CHECK(buffers[2].first == "num_batches_tracked");
+    CHECK(bn.num_batches_tracked().dimension() == 0);
+    CHECK(bn.num_batches_tracked()() == 0.0);
 
     const Tensor<double> x = randn({4, 3, 2, 5}, 21, 3.0) + 2.0;
     Tape<double> tape;
@@ -65,6 +68,7 @@ TEST_CASE("BatchNorm2d keeps PyTorch's running statistics and uses them in evalu
         CHECK(bn.running_mean()(c) == Approx(0.1 * mu).epsilon(1e-12));
         CHECK(bn.running_var()(c) == Approx(0.9 + 0.1 * q / 39).epsilon(1e-12));
     }
+    CHECK(bn.num_batches_tracked()() == 1.0);
     bn.weight().set_value(Tensor<double>{2.0, -1.0, 0.5});
     bn.bias().set_value(Tensor<double>{0.1, 0.2, 0.3});
     bn.eval();

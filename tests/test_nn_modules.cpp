@@ -173,13 +173,13 @@ TEST_CASE("names are hierarchical, stable and in registration order", "[nn][modu
     o.dropout = 0.1;
     o.stochastic_depth = 0.2;
     auto net = nn::mlp<double>(o, rng);
-    const Names expected = {"input.weight",          "input.bias",
-                            "input_norm.gain",       "input_norm.bias",
+    const Names expected = {"input.weight",           "input.bias",
+                            "input_norm.weight",      "input_norm.bias",
                             "blocks.0.linear.weight", "blocks.0.linear.bias",
-                            "blocks.0.norm.gain",    "blocks.0.norm.bias",
+                            "blocks.0.norm.weight",   "blocks.0.norm.bias",
                             "blocks.1.linear.weight", "blocks.1.linear.bias",
-                            "blocks.1.norm.gain",    "blocks.1.norm.bias",
-                            "output.weight",         "output.bias"};
+                            "blocks.1.norm.weight",   "blocks.1.norm.bias",
+                            "output.weight",          "output.bias"};
     CHECK(parameter_names(*net) == expected);
 
     // Options without parameters do not change the names.
@@ -247,8 +247,8 @@ TEST_CASE("buffers are named like parameters and are not parameters", "[nn][modu
     net.add(std::make_shared<nn::BatchNorm1d<double>>(4));
     std::vector<std::string> buffers;
     for (auto& e : net.named_buffers()) buffers.push_back(e.first);
-    CHECK(buffers == Names{"1.running_mean", "1.running_var"});
-    CHECK(parameter_names(net) == Names{"0.weight", "0.bias", "1.gain", "1.bias"});
+    CHECK(buffers == Names{"1.running_mean", "1.running_var", "1.num_batches_tracked"});
+    CHECK(parameter_names(net) == Names{"0.weight", "0.bias", "1.weight", "1.bias"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
     const std::size_t m = 6;
     nn::Rng rng(8);
     nn::LayerNorm<double> ln(m, 0.0);
-    ln.gain().set_value(nn::normal<double>({m}, 1.0, 0.5, rng));  // v
+    ln.weight().set_value(nn::normal<double>({m}, 1.0, 0.5, rng));  // v
     ln.bias().set_value(nn::normal<double>({m}, 0.0, 0.5, rng));  // u
     const Tensor<double> z = randn({4, m}, 9, 3.0);
     const Tensor<double> y = run_module(ln, z);
@@ -450,21 +450,21 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
         const Tensor<double> row = xt::view(z, r);
         const Tensor<double> centred = row - xt::mean(row)();
         const double s = std::sqrt(xt::sum(xt::square(centred))());
-        const Tensor<double> seed001 = std::sqrt(double(m)) / s * ln.gain().value() * centred + ln.bias().value();
-        // the kernel's vectorised mean and variance against xt::'s: at most 19 ulps of |gain xhat|, plus
-        // both means' errors times rstd |gain| and the bias's rounding: 7.3e-15 at most for this seed
+        const Tensor<double> seed001 = std::sqrt(double(m)) / s * ln.weight().value() * centred + ln.bias().value();
+        // the kernel's vectorised mean and variance against xt::'s: at most 19 ulps of |weight xhat|, plus
+        // both means' errors times rstd |weight| and the bias's rounding: 7.3e-15 at most for this seed
         CHECK(xt::allclose(xt::view(y, r), seed001, 1e-14, 1e-14));
         // Reading sqrt(n - 1) with n = m (the unbiased deviation) is the same map scaled by
-        // sqrt((m - 1) / m) before the gain: a different normalisation, not the seed's.
-        const Tensor<double> unbiased = std::sqrt(double(m - 1)) / s * ln.gain().value() * centred + ln.bias().value();
-        const Tensor<double> normalised = (xt::view(y, r) - ln.bias().value()) / ln.gain().value();
+        // sqrt((m - 1) / m) before the weight: a different normalisation, not the seed's.
+        const Tensor<double> unbiased = std::sqrt(double(m - 1)) / s * ln.weight().value() * centred + ln.bias().value();
+        const Tensor<double> normalised = (xt::view(y, r) - ln.bias().value()) / ln.weight().value();
         CHECK(xt::allclose(unbiased,
-                           std::sqrt(double(m - 1) / double(m)) * ln.gain().value() * normalised + ln.bias().value(),
+                           std::sqrt(double(m - 1) / double(m)) * ln.weight().value() * normalised + ln.bias().value(),
                            1e-14, 1e-14));  // as above, plus 7 roundings: 1.1e-14 at most
     }
     // With eps > 0 the two differ by the factor sqrt(var / (var + eps)) on the normalised part.
     nn::LayerNorm<double> ln_eps(m, 1e-5);
-    ln_eps.gain().set_value(ln.gain().value());
+    ln_eps.weight().set_value(ln.weight().value());
     ln_eps.bias().set_value(ln.bias().value());
     const Tensor<double> y_eps = run_module(ln_eps, z);
     for (std::size_t r = 0; r < 4; ++r) {
@@ -477,13 +477,13 @@ TEST_CASE("LayerNorm equals seed 001's sqrt(n_{l+1} - 1) / s form, n_{l+1} count
     }
 }
 
-TEST_CASE("LayerNorm is gradchecked with random gain and bias, in 2-D and 3-D", "[nn][layernorm][gradcheck]")
+TEST_CASE("LayerNorm is gradchecked with random weight and bias, in 2-D and 3-D", "[nn][layernorm][gradcheck]")
 {
     nn::Rng rng(10);
     nn::LayerNorm<double> ln(5);
-    ln.gain().set_value(nn::normal<double>({5}, 1.0, 0.5, rng));
+    ln.weight().set_value(nn::normal<double>({5}, 1.0, 0.5, rng));
     ln.bias().set_value(nn::normal<double>({5}, 0.0, 0.5, rng));
-    CHECK(parameter_names(ln) == Names{"gain", "bias"});
+    CHECK(parameter_names(ln) == Names{"weight", "bias"});
     gradcheck_module(ln, randn({4, 5}, 11));
     gradcheck_module(ln, randn({2, 3, 5}, 12));
     Tape<double> tape;
@@ -515,10 +515,12 @@ TEST_CASE("BatchNorm1d normalises each feature over the batch and tracks running
         CHECK(bn.running_mean()(f) == Approx(momentum * mu).epsilon(5e-15));
         CHECK(bn.running_var()(f) == Approx((1 - momentum) + momentum * var * 6.0 / 5.0).epsilon(5e-15));
     }
-    // Evaluation uses the running statistics, not the batch's.
+    CHECK(bn.num_batches_tracked()() == 1.0);  // PyTorch's count of training passes
+    // Evaluation uses the running statistics, not the batch's, and counts nothing.
     bn.eval();
     const Tensor<double> x2 = randn({2, 3}, 14);
     const Tensor<double> y2 = run_module(bn, x2);
+    CHECK(bn.num_batches_tracked()() == 1.0);
     for (std::size_t b = 0; b < 2; ++b)
         for (std::size_t f = 0; f < 3; ++f)
             // the same x - mean and sqrt; times 1 / sqrt against a division: 3 ulps apart at most
@@ -530,7 +532,7 @@ TEST_CASE("BatchNorm1d is gradchecked in training and in evaluation", "[nn][batc
 {
     nn::Rng rng(15);
     nn::BatchNorm1d<double> bn(4);
-    bn.gain().set_value(nn::normal<double>({4}, 1.0, 0.5, rng));
+    bn.weight().set_value(nn::normal<double>({4}, 1.0, 0.5, rng));
     bn.bias().set_value(nn::normal<double>({4}, 0.0, 0.5, rng));
     gradcheck_module(bn, randn({5, 4}, 16));
     bn.eval();
@@ -623,7 +625,7 @@ TEST_CASE("mlp builds the plain layout PyTorch's Sequential would", "[nn][mlp]")
     CHECK(dynamic_cast<nn::Dropout<double>*>(&(*net)[3]));
     CHECK(dynamic_cast<nn::Linear<double>*>(&(*net)[8]));
     CHECK(parameter_names(*net) ==
-          Names{"0.weight", "0.bias", "1.gain", "1.bias", "4.weight", "4.bias", "5.gain", "5.bias", "8.weight", "8.bias"});
+          Names{"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias", "5.weight", "5.bias", "8.weight", "8.bias"});
     Tape<double> tape;
     CHECK(net->forward(tape.constant(randn({7, 3}, 1))).shape() == std::vector<std::size_t>{7, 2});
 }

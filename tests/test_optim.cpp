@@ -297,7 +297,7 @@ TEST_CASE("weight decay skips biases by default (seed 001) and follows a selecto
     CHECK(nn::decays_by_default<double>("w", matrix));
     CHECK_FALSE(nn::decays_by_default<double>("0.bias", vector));
     CHECK_FALSE(nn::decays_by_default<double>("bias", vector));
-    CHECK_FALSE(nn::decays_by_default<double>("blocks.3.norm.gain", vector));  // rank 1
+    CHECK_FALSE(nn::decays_by_default<double>("blocks.3.norm.weight", vector));  // rank 1
     CHECK_FALSE(nn::decays_by_default<double>("head.bias", bias_matrix));       // named bias
     CHECK(nn::decays_by_default<double>("unbias", matrix));                     // only the last component counts
     CHECK(nn::decay_all<double>("0.bias", vector));

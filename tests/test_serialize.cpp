@@ -247,11 +247,41 @@ TEST_CASE("npz files written by numpy.savez and numpy.savez_compressed load with
     SECTION("savez_compressed: deflated entries") { check_numpy_arrays(nn::read_npz(fixtures + "numpy_savez_compressed.npz")); }
 }
 
+// One .npy of int64 values, written by hand as numpy does (version 1.0, header padded to 64 bytes).
+static std::vector<std::uint8_t> int64_npy(const std::vector<std::int64_t>& values)
+{
+    std::string header = "{'descr': '<i8', 'fortran_order': False, 'shape': (" + std::to_string(values.size()) + ",), }";
+    header.resize(63, ' ');
+    header += '\n';
+    std::vector<std::uint8_t> bytes = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, std::uint8_t(header.size()), 0};
+    bytes.insert(bytes.end(), header.begin(), header.end());
+    for (std::int64_t v : values) {
+        std::uint8_t b[8];
+        std::memcpy(b, &v, 8);
+        bytes.insert(bytes.end(), b, b + 8);
+    }
+    return bytes;
+}
+
+TEST_CASE("npz loader reads int64 arrays (PyTorch's counters) exactly and refuses those float64 would round",
+          "[npz][errors]")
+{
+    const nn::NpzArchive a = nn::read_npz(fixtures + "numpy_int64.npz");  // numpy.savez(a=numpy.arange(3))
+    REQUIRE(a.size() == 1);
+    CHECK(a[0].second.dtype == "<i8");
+    CHECK(a[0].second.data == std::vector<double>{0, 1, 2});
+    const std::int64_t top = std::int64_t(1) << 53;
+    CHECK(nn::decode_npy(int64_npy({-top, top, -7}), "ok.npy").data == std::vector<double>{-double(top), double(top), -7});
+    CHECK_THROWS_WITH(nn::decode_npy(int64_npy({3, top + 1}), "big.npy"),
+                      Contains("big.npy") && Contains("int64 element 9007199254740993 at flat index 1") &&
+                          Contains("beyond 2^53"));
+    CHECK_THROWS_WITH(nn::decode_npy(int64_npy({-top - 1}), "small.npy"), Contains("-9007199254740993"));
+}
+
 TEST_CASE("npz loader refuses what it cannot read, naming the file and the problem", "[npz][errors]")
 {
-    CHECK_THROWS_WITH(nn::read_npz(fixtures + "numpy_int64.npz"),
-                      Contains("numpy_int64.npz") && Contains("'a.npy'") && Contains("dtype '<i8' is not supported"));
-    CHECK_THROWS_WITH(nn::read_npz(fixtures + "numpy_bigendian.npz"), Contains("dtype '>f8' is not supported"));
+    CHECK_THROWS_WITH(nn::read_npz(fixtures + "numpy_bigendian.npz"),
+                      Contains("numpy_bigendian.npz") && Contains("'a.npy'") && Contains("dtype '>f8' is not supported"));
     CHECK_THROWS_WITH(nn::read_npz(fixtures + "not_npy.npz"), Contains("'readme.txt'") && Contains("not a .npy entry"));
     CHECK_THROWS_WITH(nn::read_npz(fixtures + "optim_fixtures.txt"), Contains("not a zip archive"));
     CHECK_THROWS_WITH(nn::read_npz(fixtures + "no_such_file.npz"), Contains("no_such_file.npz") && Contains("does not exist"));
@@ -503,8 +533,8 @@ TEST_CASE("a saved model holds the parameters and buffers under their names and 
 
     std::vector<std::string> keys;
     for (const auto& e : nn::read_npz(path)) keys.push_back(e.first);
-    CHECK(keys == std::vector<std::string>{"0.weight", "0.bias", "1.gain", "1.bias", "2.gain", "2.bias", "3.weight",
-                                           "3.bias", "1.running_mean", "1.running_var"});
+    CHECK(keys == std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias", "3.weight",
+                                           "3.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"});
 
     fake_step(*model, opt, 2);
     REQUIRE_FALSE(Snapshot(*model) == saved);

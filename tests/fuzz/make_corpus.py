@@ -85,6 +85,8 @@ def npy_seeds():
     write("npy", "numpy_fortran_f4.npy", npy_bytes(np.asfortranarray(a.astype(np.float32))))
     write("npy", "numpy_scalar.npy", npy_bytes(np.float64(-0.5)))
     write("npy", "numpy_rank4.npy", npy_bytes(np.ones((1, 2, 1, 2), dtype=np.float32)))
+    # PyTorch's int64 buffers (num_batches_tracked), with the extremes float64 holds exactly.
+    write("npy", "numpy_int64.npy", npy_bytes(np.array([3, -(2**53), 2**53], dtype=np.int64)))
     truncations("npy", "numpy_v1.npy", [9, 60, -1])
 
 

@@ -311,11 +311,11 @@ TEST_CASE("DataParallel buckets the parameters in reverse order by size and star
     nn::SGD<double> opt(*model, nn::SGDOptions{});
     dist::DataParallelOptions o;
     // From the last parameter, a bucket closing once it holds 216 bytes: {2.bias, 2.weight} 216
-    // bytes, {1.bias, 1.gain, 0.bias, 0.weight} 512.
+    // bytes, {1.bias, 1.weight, 0.bias, 0.weight} 512.
     o.bucket_bytes = 27 * 8;
     dist::DataParallel<double> dp(*model, opt, o);
     CHECK(dp.buckets() == 2);
-    o.bucket_bytes = 100;         // {2.bias, 2.weight}, {1.bias, 1.gain}, {0.bias, 0.weight}
+    o.bucket_bytes = 100;         // {2.bias, 2.weight}, {1.bias, 1.weight}, {0.bias, 0.weight}
     CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 3);
     o.bucket_bytes = 1;           // one per parameter
     CHECK(dist::DataParallel<double>(*model, opt, o).buckets() == 6);
@@ -323,7 +323,7 @@ TEST_CASE("DataParallel buckets the parameters in reverse order by size and star
     CHECK(same_bits(values_of(*model), values_of(*reference)));
     // Buffers are rank 0's: the initial values + 1.
     const auto mine = model->named_buffers(), initial = reference->named_buffers();
-    REQUIRE(mine.size() == 2);
+    REQUIRE(mine.size() == 3);  // running_mean, running_var, num_batches_tracked
     for (std::size_t i = 0; i < mine.size(); ++i) {
         INFO(mine[i].first);
         for (std::size_t j = 0; j < mine[i].second->size(); ++j)
