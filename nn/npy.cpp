@@ -277,7 +277,7 @@ void charge(const NpyLayout& l, const std::string& where, const NpzReadOptions& 
 
 // The elements into out[0, count), converted to E and put in C order.
 template <class E>
-void read_elements(NpyStream& s, const NpyLayout& l, E* out)
+void read_elements(NpyStream& s, const NpyLayout& l, E* out, const std::string& where)
 {
     const std::size_t n = std::size_t(l.count), item = l.item;
     std::uint8_t chunk[1 << 16];
@@ -292,7 +292,7 @@ void read_elements(NpyStream& s, const NpyLayout& l, E* out)
                 std::memcpy(&v, chunk + 8 * j, 8);
                 // Beyond 2^53 a double would round the integer: refused rather than changed.
                 if (v > (std::int64_t(1) << 53) || v < -(std::int64_t(1) << 53))
-                    throw Error(s.where() + ": int64 element " + std::to_string(v) + " at flat index " +
+                    throw Error(where + ": int64 element " + std::to_string(v) + " at flat index " +
                                 std::to_string(i) + " is beyond 2^53, so float64 cannot hold it exactly");
                 out[i] = static_cast<E>(double(v));
             } else if (item == 8) {
@@ -341,7 +341,7 @@ NpyArray decode_npy_stream(NpyStream& s, const std::string& where, const std::st
     }
     charge(l, where, options, budget);
     a.data.resize(std::size_t(l.count));
-    read_elements(s, l, a.data.data());
+    read_elements(s, l, a.data.data(), where);
     return a;
 }
 
@@ -362,7 +362,7 @@ Tensor<T> decode_npy_tensor(const std::vector<std::uint8_t>& bytes, const std::s
     std::uint64_t budget = options.max_bytes;
     charge(l, where, options, budget);
     Tensor<T> t = Tensor<T>::from_shape(l.header.shape);
-    read_elements(s, l, t.data());
+    read_elements(s, l, t.data(), where);
     return t;
 }
 
