@@ -88,12 +88,12 @@ std::shared_ptr<nn::Sequential<T>> make_mlp(nn::Activation act, nn::InitScheme i
     return nn::mlp<T>(o, rng);
 }
 
-// The weights of the Linear layers, first to last (their names end in "weight").
+// The weights of the Linear layers, first to last (LayerNorm's scale is named "weight" too).
 std::vector<ad::Parameter<T>*> linear_weights(nn::Module<T>& m)
 {
     std::vector<ad::Parameter<T>*> w;
-    for (auto& [name, p] : m.named_parameters())
-        if (name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0) w.push_back(p);
+    for (auto& [name, sub] : m.named_modules())
+        if (auto* linear = dynamic_cast<nn::Linear<T>*>(sub)) w.push_back(&linear->weight());
     return w;
 }
 
@@ -121,6 +121,9 @@ Curves gradient_norms(const Sizes& s, std::ofstream& csv)
                     nn::Rng rng(1000 * d + 17);
                     auto net = make_mlp(act, init, arch, s, rng);
                     const auto weights = linear_weights(*net);
+                    if (weights.size() != log_sum.size())
+                        throw ad::Error("vanishing_gradients: expected " + std::to_string(log_sum.size()) +
+                                        " Linear layers, found " + std::to_string(weights.size()));
                     ad::Tape<T> tape;
                     net->zero_grad();
                     ad::backward(ad::mean((*net)(tape.constant(gaussian({s.batch, s.width}, rng)))));
