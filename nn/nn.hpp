@@ -7,6 +7,7 @@
 #include "nn/clip.hpp"
 #include "nn/conv.hpp"
 #include "nn/dropout.hpp"
+#include "nn/functional.hpp"
 #include "nn/gradcheck.hpp"
 #include "nn/idx.hpp"
 #include "nn/init.hpp"
