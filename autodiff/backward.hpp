@@ -1,5 +1,5 @@
 // The reverse sweep and what is built on it: backward, grad, vjp, and the functional API
-// (jacobian, hvp, hessian, jvp).
+// (jacobian, hvp, hessian, jvp) over one tensor or several, JAX-style.
 //
 // Higher order: grad(y, xs, ad::create_graph) returns the gradients as Vars on the same tape,
 // recorded from every op's differentiable VJP, so they can be differentiated again, to any
@@ -135,8 +135,10 @@ std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Te
 // others are passed to f as constants. Every result is a list in the order of argnums:
 //
 //   auto f = [](const std::vector<ad::Var<double>>& v) { return ad::sum(v[0] * ad::exp(v[1])); };
-//   auto J = ad::jacobian(f, std::vector<ad::Tensor<double>>{x, y});   // J[0][1]: d out 0 / d y
-//   auto H = ad::hessian(f, std::vector<ad::Tensor<double>>{x, y}, {1});  // H[0][0]: d2 f / dy2
+//   auto J = ad::jacobian<double>(f, {x, y});       // J[0][1]: d f / d y, of shape y.shape
+//   auto H = ad::hessian<double>(f, {x, y}, {1});   // H[0][0]: d2 f / dy2
+//
+// (T is deduced from a std::vector<Tensor<T>>; a braced list needs it spelled, as above.)
 //
 // - jacobian: J[i][j] = d outputs[i] / d xs[argnums[j]], of shape outputs[i].shape ++
 //   xs[argnums[j]].shape (one output: J[0][j]). Reverse mode per output, or forward mode when
