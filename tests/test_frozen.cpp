@@ -5,6 +5,7 @@
 
 #include "nn/activation.hpp"
 #include "nn/clip.hpp"
+#include "nn/gradcheck.hpp"
 #include "nn/linear.hpp"
 #include "nn/optim.hpp"
 #include "nn/sequential.hpp"
@@ -163,4 +164,15 @@ TEST_CASE("freezing a parameter between the forward pass and backward() is refus
     w.requires_grad_(false);
     CHECK_THROWS_WITH(ad::backward(y), Contains("backward") && Contains("frozen") && Contains("[2]"));
     CHECK_THAT(w.grad, Equals({0.0, 0.0}));
+}
+
+TEST_CASE("gradcheck_module checks the trainable parameters and leaves the frozen ones out", "[frozen][gradcheck]")
+{
+    auto model = make_model();
+    param(*model, "0.weight").requires_grad_(false);
+    const auto r = nn::gradcheck_module<double>(*model, [](nn::Module<double>& m, Tape<double>& t) { return loss_of(m, t); });
+    CHECK(r.ok);
+    model->requires_grad_(false);
+    CHECK_THROWS_WITH(nn::gradcheck_module<double>(*model, [](nn::Module<double>& m, Tape<double>& t) { return loss_of(m, t); }),
+                      Contains("gradcheck_module") && Contains("no trainable parameters"));
 }
