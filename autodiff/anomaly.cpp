@@ -41,7 +41,7 @@ void check_backward_anomaly(Sweep<T>& sweep, std::size_t index)
         const auto i = tape.input(r, k);
         const auto& in = tape.record(i);
         if (!in.needs_grad || !sweep.reached(i)) continue;
-        const Tensor<T>& adj = (in.param && sweep.into_params) ? in.param->grad : sweep.adjoint(i);
+        const Tensor<T>& adj = (in.param && sweep.into_params && in.needs_grad) ? in.param->grad : sweep.adjoint(i);
         if (all_finite(adj)) continue;
         throw Error(std::string("anomaly: backward of op '") + r.op + "' (tape position " +
                     std::to_string(index) + ", output " + shape_str(tape.value(index).shape()) +

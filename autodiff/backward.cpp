@@ -8,6 +8,7 @@
 #include "autodiff/backward.hpp"
 
 #include "autodiff/op.hpp"
+#include "autodiff/ops.hpp"
 
 #include <xtensor/xbuilder.hpp>
 
@@ -24,9 +25,13 @@ void check_versions(const Tape<T>& tape, std::size_t out, bool into_params, cons
     for (const auto i : tape.param_leaves()) {
         if (i > out) break;
         const auto& r = tape.record(i);
+        if (into_params && r.needs_grad && !r.param->requires_grad())
+            throw Error(std::string(who) + ": a parameter of shape " + shape_str(r.param->value().shape()) +
+                        " was frozen (requires_grad_(false)) after the forward pass recorded it as trained; "
+                        "run the forward pass again");
         if (r.param->version() == r.param_version) {
             // backward() adds into .grad in place, so it must still have the value's shape
-            if (into_params && r.param->grad.shape() != r.param->value().shape())
+            if (into_params && r.needs_grad && r.param->grad.shape() != r.param->value().shape())
                 throw Error(std::string(who) + ": the .grad of a parameter of shape " +
                             shape_str(r.param->value().shape()) + " has shape " + shape_str(r.param->grad.shape()) +
                             "; it was resized after the forward pass recorded the parameter (zero_grad() gives "
@@ -128,7 +133,7 @@ void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std
             auto* p = earliest.back().second;
             bool reached = false;
             for (const auto j : tape.param_leaves())
-                reached = reached || (j <= out && tape.record(j).param == p && s.reached(j));
+                reached = reached || (j <= out && tape.record(j).param == p && tape.record(j).needs_grad && s.reached(j));
             earliest.pop_back();
             if (reached) (*hook)(*p);
         }
@@ -276,7 +281,7 @@ std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Paramete
     for (const auto i : tape.param_leaves()) {
         if (i > output.index()) break;
         for (std::size_t k = 0; k < params.size(); ++k)
-            if (tape.record(i).param == params[k]) {
+            if (tape.record(i).param == params[k] && tape.record(i).needs_grad) {
                 leaves.push_back(tape.handle(i));
                 owner.push_back(k);
             }
@@ -290,6 +295,10 @@ std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Paramete
     }
     for (std::size_t k = 0; k < params.size(); ++k) {
         if (result[k].anchor()) continue;
+        if (!allow_unused && !params[k]->requires_grad())
+            throw Error("grad: parameter " + std::to_string(k) + " (shape " + shape_str(params[k]->value().shape()) +
+                        ") is frozen (requires_grad_(false)), so it has no gradient; unfreeze it, or pass "
+                        "ad::allow_unused to get zeros for it");
         if (!allow_unused)
             throw Error("grad: parameter " + std::to_string(k) + " (shape " + shape_str(params[k]->value().shape()) +
                         ") is not used by the output, so it has no gradient; pass ad::allow_unused to get zeros "
@@ -518,6 +527,198 @@ std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Te
     return {y.value(), vjp<T>(g, v, {u}, allow_unused)[0]};
 }
 
+namespace {
+
+// The chosen inputs' positions: argnums checked, or every input when it is empty.
+inline Argnums chosen(const char* who, const Argnums& argnums, std::size_t n)
+{
+    if (argnums.empty()) {
+        Argnums all(n);
+        for (std::size_t i = 0; i < n; ++i) all[i] = i;
+        return all;
+    }
+    for (std::size_t k = 0; k < argnums.size(); ++k) {
+        if (argnums[k] >= n)
+            throw Error(std::string(who) + ": argnums[" + std::to_string(k) + "] = " + std::to_string(argnums[k]) +
+                        " is out of range for " + std::to_string(n) + " inputs");
+        for (std::size_t j = 0; j < k; ++j)
+            if (argnums[j] == argnums[k])
+                throw Error(std::string(who) + ": argnums lists input " + std::to_string(argnums[k]) +
+                            " twice (positions " + std::to_string(j) + " and " + std::to_string(k) + ")");
+    }
+    return argnums;
+}
+
+// f run on a tape of its own: the chosen inputs as variables, the others as constants.
+template <class T>
+struct ManyRun {
+    const EnableGrad on;
+    Tape<T> tape;
+    Argnums args;
+    std::vector<Var<T>> vars;    // chosen inputs, in the order of args
+    std::vector<Var<T>> outputs;
+
+    ManyRun(const char* who, const ManyFn<T>& f, const TensorList<T>& xs, const Argnums& argnums)
+        : args(chosen(who, argnums, xs.size()))
+    {
+        std::vector<Var<T>> in(xs.size());
+        std::vector<char> picked(xs.size(), 0);
+        for (const auto a : args) picked[a] = 1;
+        for (std::size_t i = 0; i < xs.size(); ++i) in[i] = picked[i] ? tape.variable(xs[i]) : tape.constant(xs[i]);
+        for (const auto a : args) vars.push_back(in[a]);
+        outputs = f(in);
+        if (outputs.empty()) throw Error(std::string(who) + ": f returned no output");
+        for (const auto& y : outputs) tape.check(y, who);
+    }
+    const Tensor<T>& x(std::size_t j) const { return tape.value(vars[j].index()); }
+    std::size_t inputs_size() const
+    {
+        std::size_t n = 0;
+        for (const auto& v : vars) n += v.size();
+        return n;
+    }
+};
+
+// The vectors of hvp and jvp: one per chosen input, shaped like it.
+template <class T>
+void check_vectors(const char* who, const ManyRun<T>& r, const TensorList<T>& v)
+{
+    if (v.size() != r.vars.size())
+        throw Error(std::string(who) + ": " + std::to_string(v.size()) + " vectors were given for " +
+                    std::to_string(r.vars.size()) + " differentiated inputs; expected one per input");
+    for (std::size_t j = 0; j < v.size(); ++j)
+        if (v[j].shape() != r.x(j).shape())
+            throw Error(std::string(who) + ": vector " + std::to_string(j) + " has shape " + shape_str(v[j].shape()) +
+                        " but input " + std::to_string(r.args[j]) + " has shape " + shape_str(r.x(j).shape()) +
+                        "; they must be equal");
+}
+
+template <class T>
+Var<T> one_output(const char* who, const ManyRun<T>& r)
+{
+    if (r.outputs.size() != 1 || r.outputs[0].size() != 1)
+        throw Error(std::string(who) + ": f must return one element, got " +
+                    (r.outputs.size() != 1 ? std::to_string(r.outputs.size()) + " outputs"
+                                           : "shape " + shape_str(r.outputs[0].shape())));
+    return r.outputs[0];
+}
+
+// out.flat(row * width + offset + k) = part.flat(k): a row's piece in a block of the result.
+template <class T>
+void put_row(Tensor<T>& out, std::size_t row, const Tensor<T>& part)
+{
+    std::copy(part.begin(), part.end(), out.begin() + static_cast<std::ptrdiff_t>(row * part.size()));
+}
+
+}  // namespace
+
+template <class T>
+std::vector<TensorList<T>> detail::jacobian_many(const ManyFn<T>& f, const TensorList<T>& xs, const Argnums& argnums)
+{
+    ManyRun<T> r("jacobian", f, xs, argnums);
+    const std::size_t n_in = r.inputs_size();
+    std::vector<TensorList<T>> J(r.outputs.size());
+    for (std::size_t i = 0; i < r.outputs.size(); ++i) {
+        const Var<T> y = r.outputs[i];
+        for (std::size_t j = 0; j < r.vars.size(); ++j) J[i].push_back(xt::zeros<T>(joined(y.value(), r.x(j))));
+        if (!y.requires_grad()) continue;  // depends on no chosen input
+        const std::size_t m = y.size();
+        if (m <= n_in) {  // reverse mode: row e of every block is e^T J
+            Tensor<T> e = xt::zeros<T>(y.shape());
+            for (std::size_t k = 0; k < m; ++k) {
+                e.flat(k) = T(1);
+                const auto rows = vjp<T>(y, e, r.vars, allow_unused);
+                for (std::size_t j = 0; j < rows.size(); ++j) put_row(J[i][j], k, rows[j]);
+                e.flat(k) = T(0);
+            }
+            continue;
+        }
+        // forward mode: g_j(u) = J_j^T u recorded once; column c of block j is the VJP of g_j
+        // with cotangent e_c
+        const Var<T> u = r.tape.variable(xt::zeros<T>(y.shape()));
+        const auto g = vjp<T>(y, u, r.vars, create_graph, allow_unused);
+        for (std::size_t j = 0; j < g.size(); ++j) {
+            if (!g[j].requires_grad()) continue;
+            const std::size_t n = r.vars[j].size();
+            Tensor<T> e = xt::zeros<T>(r.x(j).shape());
+            for (std::size_t c = 0; c < n; ++c) {
+                e.flat(c) = T(1);
+                const auto column = vjp<T>(g[j], e, {u}, allow_unused)[0];
+                for (std::size_t k = 0; k < m; ++k) J[i][j].flat(k * n + c) = column.flat(k);
+                e.flat(c) = T(0);
+            }
+        }
+    }
+    return J;
+}
+
+template <class T>
+std::vector<TensorList<T>> detail::hessian_many(const ManyFn<T>& f, const TensorList<T>& xs, const Argnums& argnums)
+{
+    ManyRun<T> r("hessian", f, xs, argnums);
+    const Var<T> y = one_output("hessian", r);
+    const std::size_t n = r.vars.size();
+    std::vector<TensorList<T>> H(n);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) H[i].push_back(xt::zeros<T>(joined(r.x(i), r.x(j))));
+    if (!y.requires_grad()) return H;
+    const auto g = grad<T>(y, r.vars, create_graph, allow_unused);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!g[i].requires_grad()) continue;  // f is linear in input i
+        Tensor<T> e = xt::zeros<T>(r.x(i).shape());
+        for (std::size_t k = 0; k < e.size(); ++k) {
+            e.flat(k) = T(1);
+            const auto rows = vjp<T>(g[i], e, r.vars, allow_unused);  // d g_i[k] / d x_j
+            for (std::size_t j = 0; j < n; ++j) put_row(H[i][j], k, rows[j]);
+            e.flat(k) = T(0);
+        }
+    }
+    return H;
+}
+
+template <class T>
+TensorList<T> detail::hvp_many(const ManyFn<T>& f, const TensorList<T>& xs, const TensorList<T>& v, const Argnums& argnums)
+{
+    ManyRun<T> r("hvp", f, xs, argnums);
+    check_vectors("hvp", r, v);
+    const Var<T> y = one_output("hvp", r);
+    TensorList<T> out;
+    for (std::size_t j = 0; j < r.vars.size(); ++j) out.push_back(xt::zeros<T>(r.x(j).shape()));
+    if (!y.requires_grad()) return out;
+    // H v = d/dx <grad f(x), v>
+    const auto g = grad<T>(y, r.vars, create_graph, allow_unused);
+    Var<T> dot;
+    for (std::size_t j = 0; j < g.size(); ++j) {
+        if (!g[j].requires_grad()) continue;
+        const Var<T> term = sum(g[j] * r.tape.constant(v[j]));
+        dot = dot.anchor() ? dot + term : term;
+    }
+    if (!dot.anchor()) return out;  // f is linear in every chosen input
+    return grad<T>(dot, r.vars, allow_unused);
+}
+
+template <class T>
+std::pair<TensorList<T>, TensorList<T>> detail::jvp_many(const ManyFn<T>& f, const TensorList<T>& xs, const TensorList<T>& v,
+                                                   const Argnums& argnums)
+{
+    ManyRun<T> r("jvp", f, xs, argnums);
+    check_vectors("jvp", r, v);
+    std::pair<TensorList<T>, TensorList<T>> out;
+    for (const auto& y : r.outputs) {
+        out.first.push_back(y.value());
+        Tensor<T> t = xt::zeros<T>(y.shape());
+        if (y.requires_grad()) {
+            // J v = d/du <J^T u, v>, J^T u recorded for a variable u
+            const Var<T> u = r.tape.variable(xt::zeros<T>(y.shape()));
+            const auto g = vjp<T>(y, u, r.vars, create_graph, allow_unused);
+            for (std::size_t j = 0; j < g.size(); ++j)
+                if (g[j].requires_grad()) t += vjp<T>(g[j], v[j], {u}, allow_unused)[0];
+        }
+        out.second.push_back(std::move(t));
+    }
+    return out;
+}
+
 #define AD_INSTANTIATE_SWEEPS(T)                                                                            \
     template void backward(const Var<T>&);                                                                  \
     template void backward(const Var<T>&, const Tensor<T>&);                                                \
@@ -540,7 +741,12 @@ std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Te
     template Tensor<T> jacobian(const Fn<T>&, const Tensor<T>&);                                            \
     template Tensor<T> hvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);                               \
     template Tensor<T> hessian(const Fn<T>&, const Tensor<T>&);                                             \
-    template std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);
+    template std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>&, const Tensor<T>&, const Tensor<T>&);            \
+    template std::vector<TensorList<T>> detail::jacobian_many(const ManyFn<T>&, const TensorList<T>&, const Argnums&); \
+    template std::vector<TensorList<T>> detail::hessian_many(const ManyFn<T>&, const TensorList<T>&, const Argnums&);  \
+    template TensorList<T> detail::hvp_many(const ManyFn<T>&, const TensorList<T>&, const TensorList<T>&, const Argnums&); \
+    template std::pair<TensorList<T>, TensorList<T>> detail::jvp_many(const ManyFn<T>&, const TensorList<T>&,           \
+                                                                const TensorList<T>&, const Argnums&);
 AD_INSTANTIATE_SWEEPS(float)
 AD_INSTANTIATE_SWEEPS(double)
 

@@ -1,5 +1,5 @@
 // The reverse sweep and what is built on it: backward, grad, vjp, and the functional API
-// (jacobian, hvp, hessian, jvp).
+// (jacobian, hvp, hessian, jvp) over one tensor or several, JAX-style.
 //
 // Higher order: grad(y, xs, ad::create_graph) returns the gradients as Vars on the same tape,
 // recorded from every op's differentiable VJP, so they can be differentiated again, to any
@@ -8,7 +8,10 @@
 
 #include "autodiff/tape.hpp"
 
+#include <xtensor/xexpression.hpp>
+
 #include <functional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -124,5 +127,121 @@ Tensor<T> hessian(const Fn<T>& f, const Tensor<T>& x);
 // JVP), and costs about three times one VJP.
 template <class T>
 std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v);
+
+// --- the same over several tensors (JAX's argnums, torch.func's tuple of inputs) ---
+//
+// f takes the inputs as one list, xs[0], xs[1], ..., and returns one Var or a list of them.
+// `argnums` picks the inputs to differentiate (in the order given; empty: all of them); the
+// others are passed to f as constants. Every result is a list in the order of argnums:
+//
+//   auto f = [](const std::vector<ad::Var<double>>& v) { return ad::sum(v[0] * ad::exp(v[1])); };
+//   auto J = ad::jacobian<double>(f, {x, y});       // J[0][1]: d f / d y, of shape y.shape
+//   auto H = ad::hessian<double>(f, {x, y}, {1});   // H[0][0]: d2 f / dy2
+//
+// (T is deduced from a std::vector<Tensor<T>>; a braced list needs it spelled, as above.)
+//
+// - jacobian: J[i][j] = d outputs[i] / d xs[argnums[j]], of shape outputs[i].shape ++
+//   xs[argnums[j]].shape (one output: J[0][j]). Reverse mode per output, or forward mode when
+//   that output has more elements than the chosen inputs together.
+// - hessian: f returns one element; H[i][j] = d2 f / d xs[argnums[i]] d xs[argnums[j]], of shape
+//   xs[argnums[i]].shape ++ xs[argnums[j]].shape.
+// - hvp: f returns one element; v holds one tensor per chosen input, shaped like it; result[i] =
+//   sum_j H[i][j] v[j].
+// - jvp: v as for hvp; returns (the outputs' values, the outputs' tangents sum_j J[i][j] v[j]).
+// A bad argnums (out of range, repeated), a wrong number or shape of vectors, or f returning no
+// output is an ad::Error naming the function.
+template <class T>
+using TensorList = std::vector<Tensor<T>>;
+template <class T>
+using ManyFn = std::function<std::vector<Var<T>>(const std::vector<Var<T>>&)>;
+using Argnums = std::vector<std::size_t>;
+
+namespace detail {
+template <class T>
+std::vector<TensorList<T>> jacobian_many(const ManyFn<T>& f, const TensorList<T>& xs, const Argnums& argnums);
+template <class T>
+std::vector<TensorList<T>> hessian_many(const ManyFn<T>& f, const TensorList<T>& xs, const Argnums& argnums);
+template <class T>
+TensorList<T> hvp_many(const ManyFn<T>& f, const TensorList<T>& xs, const TensorList<T>& v, const Argnums& argnums);
+template <class T>
+std::pair<TensorList<T>, TensorList<T>> jvp_many(const ManyFn<T>& f, const TensorList<T>& xs, const TensorList<T>& v,
+                                           const Argnums& argnums);
+
+// f as a function returning a list, whether it returns one Var or a list.
+template <class T, class F>
+ManyFn<T> many_outputs(F&& f)
+{
+    using R = std::decay_t<std::invoke_result_t<F&, const std::vector<Var<T>>&>>;
+    if constexpr (std::is_same<R, Var<T>>::value)
+        return [g = std::forward<F>(f)](const std::vector<Var<T>>& xs) { return std::vector<Var<T>>{g(xs)}; };
+    else {
+        static_assert(std::is_same<R, std::vector<Var<T>>>::value,
+                      "f must take a std::vector<Var<T>> and return a Var<T> or a std::vector<Var<T>>");
+        return ManyFn<T>(std::forward<F>(f));
+    }
+}
+
+template <class E>
+using value_type_of = typename std::decay_t<E>::value_type;
+// An xtensor expression other than Tensor<value_type> itself: what the overloads below convert.
+template <class E>
+constexpr bool is_expression_v = xt::is_xexpression<std::decay_t<E>>::value &&
+                                 !std::is_same<std::decay_t<E>, Tensor<value_type_of<E>>>::value;
+}  // namespace detail
+
+template <class T, class F>
+std::vector<TensorList<T>> jacobian(F&& f, const TensorList<T>& xs, const Argnums& argnums = {})
+{
+    return detail::jacobian_many<T>(detail::many_outputs<T>(std::forward<F>(f)), xs, argnums);
+}
+template <class T, class F>
+std::vector<TensorList<T>> hessian(F&& f, const TensorList<T>& xs, const Argnums& argnums = {})
+{
+    return detail::hessian_many<T>(detail::many_outputs<T>(std::forward<F>(f)), xs, argnums);
+}
+template <class T, class F>
+TensorList<T> hvp(F&& f, const TensorList<T>& xs, const TensorList<T>& v, const Argnums& argnums = {})
+{
+    return detail::hvp_many<T>(detail::many_outputs<T>(std::forward<F>(f)), xs, v, argnums);
+}
+template <class T, class F>
+std::pair<TensorList<T>, TensorList<T>> jvp(F&& f, const TensorList<T>& xs, const TensorList<T>& v, const Argnums& argnums = {})
+{
+    return detail::jvp_many<T>(detail::many_outputs<T>(std::forward<F>(f)), xs, v, argnums);
+}
+
+// --- any xtensor expression where a tensor is expected ---
+// ad::hessian(f, xt::zeros<double>({2})), ad::jacobian(f, x + 2.0 * y): the expression is
+// evaluated once into a Tensor of its value_type, which is T.
+template <class F, class E, std::enable_if_t<detail::is_expression_v<E>, int> = 0>
+auto jacobian(F&& f, const E& x)
+{
+    using T = detail::value_type_of<E>;
+    return jacobian<T>(Fn<T>(std::forward<F>(f)), Tensor<T>(x));
+}
+template <class F, class E, std::enable_if_t<detail::is_expression_v<E>, int> = 0>
+auto hessian(F&& f, const E& x)
+{
+    using T = detail::value_type_of<E>;
+    return hessian<T>(Fn<T>(std::forward<F>(f)), Tensor<T>(x));
+}
+template <class F, class E1, class E2,
+          std::enable_if_t<(xt::is_xexpression<E1>::value && xt::is_xexpression<E2>::value) &&
+                               (detail::is_expression_v<E1> || detail::is_expression_v<E2>),
+                           int> = 0>
+auto hvp(F&& f, const E1& x, const E2& v)
+{
+    using T = detail::value_type_of<E1>;
+    return hvp<T>(Fn<T>(std::forward<F>(f)), Tensor<T>(x), Tensor<T>(v));
+}
+template <class F, class E1, class E2,
+          std::enable_if_t<(xt::is_xexpression<E1>::value && xt::is_xexpression<E2>::value) &&
+                               (detail::is_expression_v<E1> || detail::is_expression_v<E2>),
+                           int> = 0>
+auto jvp(F&& f, const E1& x, const E2& v)
+{
+    using T = detail::value_type_of<E1>;
+    return jvp<T>(Fn<T>(std::forward<F>(f)), Tensor<T>(x), Tensor<T>(v));
+}
 
 }  // namespace ad

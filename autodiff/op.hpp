@@ -209,7 +209,7 @@ struct Vjp {
     Tensor<T>& slot_at(std::size_t i, bool& first)
     {
         const auto& r = tape.record(i);
-        if (r.param && sweep.into_params) {
+        if (r.param && sweep.into_params && r.needs_grad) {  // a frozen parameter's .grad is never written
             first = false;
             return sweep.param_grad(i);
         }

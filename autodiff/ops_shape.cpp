@@ -328,4 +328,133 @@ Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, st
 }
 AD_INSTANTIATE(scatter_add_rows, sig::ScatterRows)
 
+namespace {
+// outer x n x inner around `axis`, as the index ops walk a tensor.
+struct AroundAxis {
+    std::size_t outer = 1, n = 1, inner = 1;
+    template <class S>
+    AroundAxis(const S& shape, std::size_t axis)
+    {
+        for (std::size_t d = 0; d < axis; ++d) outer *= shape[d];
+        n = shape[axis];
+        for (std::size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+    }
+};
+
+template <class T>
+void check_indices(const char* op, const Var<T>& x, std::size_t axis, const std::vector<std::size_t>& idx,
+                   std::size_t size)
+{
+    for (std::size_t k = 0; k < idx.size(); ++k)
+        if (idx[k] >= size)
+            fail(op, x, "index " + std::to_string(idx[k]) + " (position " + std::to_string(k) +
+                            ") is out of range for axis " + std::to_string(axis) + " of size " + std::to_string(size) +
+                            " (input shape " + shape_str(x.shape()) + ")");
+}
+
+// dst slice idx[k] (of dst_n along the axis) += src slice k (of idx.size()), or with `gather`
+// the other way round: dst slice k = src slice idx[k].
+template <class T, class I>
+void move_slices(const T* src, T* dst, const I& idx, std::size_t outer, std::size_t n, std::size_t inner, bool gather)
+{
+    const std::size_t m = idx.size();
+    for (std::size_t o = 0; o < outer; ++o)
+        for (std::size_t k = 0; k < m; ++k) {
+            const std::size_t j = std::size_t(idx[k]);
+            if (gather) std::copy_n(src + (o * n + j) * inner, inner, dst + (o * m + k) * inner);
+            else {
+                const T* from = src + (o * m + k) * inner;
+                T* to = dst + (o * n + j) * inner;
+                for (std::size_t i = 0; i < inner; ++i) to[i] += from[i];
+            }
+        }
+}
+}  // namespace
+
+// d index_select(x) = g's slices added into the slices they came from
+template <class T>
+Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::size_t>& idx)
+{
+    const std::size_t ax = normalize_axis("index_select", axis, x);
+    const AroundAxis a(x.shape(), ax);
+    check_indices("index_select", x, ax, idx, a.n);
+    Op<T> op("index_select", {x});
+    op.save_indices().assign(idx.begin(), idx.end());
+    Shape out = to_shape(x.shape());
+    out[ax] = idx.size();
+    op.out().resize(out);
+    move_slices(x.value().data(), op.out().data(), idx, a.outer, a.n, a.inner, true);
+    return op.done(
+        [ax](Vjp<T>& v) {
+            if (!v.wants(0)) return;
+            bool first;
+            auto& dx = v.slot(0, first);
+            if (first) dx.fill(T(0));
+            const AroundAxis b(v.x(0).shape(), ax);
+            move_slices(v.g.data(), dx.data(), v.indices(), b.outer, b.n, b.inner, false);
+        },
+        [ax](GradVjp<T>& v) {
+            const std::vector<std::size_t> idx(v.indices().begin(), v.indices().end());
+            v.acc(0, index_add(v.g, std::ptrdiff_t(ax), idx, v.x(0).shape()[ax]));
+        });
+}
+namespace sig {
+template <class T> using IndexSelect = Var<T>(const Var<T>&, std::ptrdiff_t, const std::vector<std::size_t>&);
+template <class T> using IndexAdd = Var<T>(const Var<T>&, std::ptrdiff_t, const std::vector<std::size_t>&, std::size_t);
+template <class T> using Select = Var<T>(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t);
+}
+AD_INSTANTIATE(index_select, sig::IndexSelect)
+
+// d index_add(x) = the slices of g that x's slices went to
+template <class T>
+Var<T> index_add(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::size_t>& idx, std::size_t size)
+{
+    const std::size_t ax = normalize_axis("index_add", axis, x);
+    if (x.shape()[ax] != idx.size())
+        fail("index_add", x, "needs one slice of x per index: x has shape " + shape_str(x.shape()) + ", " +
+                                 std::to_string(x.shape()[ax]) + " along axis " + std::to_string(ax) + ", and " +
+                                 std::to_string(idx.size()) + " indices were given");
+    check_indices("index_add", x, ax, idx, size);
+    Op<T> op("index_add", {x});
+    op.save_indices().assign(idx.begin(), idx.end());
+    Shape out = to_shape(x.shape());
+    out[ax] = size;
+    op.out().resize(out);
+    op.out().fill(T(0));
+    const AroundAxis a(out, ax);
+    move_slices(x.value().data(), op.out().data(), idx, a.outer, a.n, a.inner, false);
+    return op.done(
+        [ax](Vjp<T>& v) {
+            const auto& at = v.indices();
+            const AroundAxis b(v.g.shape(), ax);
+            const std::size_t m = at.size(), inner = b.inner, n = b.n;
+            const T* g = v.g.data();
+            v.acc_each(0, [&](std::size_t p) {
+                const std::size_t i = p % inner, k = p / inner % m, o = p / inner / m;
+                return g[(o * n + std::size_t(at[k])) * inner + i];
+            });
+        },
+        [ax](GradVjp<T>& v) {
+            const std::vector<std::size_t> idx(v.indices().begin(), v.indices().end());
+            v.acc(0, index_select(v.g, std::ptrdiff_t(ax), idx));
+        });
+}
+AD_INSTANTIATE(index_add, sig::IndexAdd)
+
+// index_select of one slice, the axis then dropped by a reshape: both ops differentiate to any order.
+template <class T>
+Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t i)
+{
+    const std::size_t ax = normalize_axis("select", axis, x);
+    const auto n = std::ptrdiff_t(x.shape()[ax]);
+    if (i < -n || i >= n)
+        fail("select", x, "index " + std::to_string(i) + " is out of range for axis " + std::to_string(ax) +
+                              " of size " + std::to_string(n) + " (input shape " + shape_str(x.shape()) +
+                              "); expected " + std::to_string(-n) + " <= index < " + std::to_string(n));
+    std::vector<std::ptrdiff_t> out = signed_shape(x.shape());
+    out.erase(out.begin() + std::ptrdiff_t(ax));
+    return reshape(index_select(x, std::ptrdiff_t(ax), {std::size_t(i < 0 ? i + n : i)}), out);
+}
+AD_INSTANTIATE(select, sig::Select)
+
 }  // namespace ad

@@ -28,5 +28,14 @@ template <class T> Var<T> sum_to(const Var<T>& x, const Shape& shape);
 template <class T> Var<T> gather_rows(const Var<T>& x, const std::vector<std::size_t>& idx);
 // gather_rows in reverse: a tensor of `rows` rows, zero but for row idx[i] += x[i].
 template <class T> Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, std::size_t rows);
+// x's slices idx[0], idx[1], ... along `axis` (PyTorch's index_select): the axis takes
+// idx.size(); indices may repeat (their gradients add) and come in any order.
+template <class T> Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::size_t>& idx);
+// index_select in reverse: zeros with `size` along `axis`, x's slice k added at idx[k] (PyTorch's
+// zeros(...).index_add_(axis, idx, x)); x has idx.size() along the axis.
+template <class T> Var<T> index_add(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::size_t>& idx, std::size_t size);
+// x[..., i, ...]: the slice i along `axis`, the axis dropped (PyTorch's select; x[i] is
+// select(x, 0, i)); a negative i counts from the end.
+template <class T> Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t i);
 
 }  // namespace ad

@@ -364,12 +364,13 @@ Var<T> Tape<T>::variable(const Tensor<T>& value)
 template <class T>
 Var<T> Tape<T>::param(Parameter<T>& p)
 {
-    if (p.grad.shape() != p.value().shape()) p.zero_grad();
-    auto& r = leaf("param", detail::grad_mode);
+    const bool trained = p.requires_grad();
+    if (trained && p.grad.shape() != p.value().shape()) p.zero_grad();
+    auto& r = leaf("param", detail::grad_mode && trained);
     r.param = &p;
     r.param_version = p.version();
     param_leaves_.push_back(static_cast<std::uint32_t>(n_ - 1));
-    param_mask_ |= detail::param_stripe(&p);
+    if (trained) param_mask_ |= detail::param_stripe(&p);
     return handle(n_ - 1);
 }
 

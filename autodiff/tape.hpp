@@ -67,6 +67,12 @@ struct SweepBuffers;
 // - set_value(v) replaces it (any shape); the gradient is resized on the next zero_grad() or
 //   tape.param().
 // - mark_modified() counts a change made some other way (through a pointer into the data).
+//
+// Frozen parameters (PyTorch's p.requires_grad_(False)): requires_grad_(false) makes
+// tape.param(p) record a constant that reads the value in place. No gradient flows to it,
+// backward() never writes its .grad, optimisers and clipping skip it, and grad() with respect
+// to it is an ad::Error (zeros with ad::allow_unused). A tape records the flag as it was when
+// tape.param(p) ran; freezing a parameter between the forward pass and backward() is refused.
 template <class T>
 class Parameter {
 public:
@@ -88,6 +94,12 @@ public:
     }
     std::uint64_t version() const { return version_; }
     void mark_modified() { ++version_; }
+    bool requires_grad() const { return trained_; }
+    Parameter& requires_grad_(bool on = true)
+    {
+        trained_ = on;
+        return *this;
+    }
     void zero_grad();
     // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad() (then
     // nothing needs copying to put .grad back; write .grad directly only after a backward()
@@ -100,6 +112,7 @@ public:
 private:
     Tensor<T> value_;
     std::uint64_t version_ = 0;
+    bool trained_ = true;
 };
 
 namespace detail {
@@ -288,6 +301,7 @@ public:
     Var<T> constant(const Tensor<T>& value);  // data: no gradient, no adjoint work
     Var<T> variable(const Tensor<T>& value);  // an input whose gradient grad() can return
     Var<T> param(Parameter<T>& p);            // reads p.value() in place; backward() adds into p.grad
+                                              // (a constant if p is frozen: requires_grad_(false))
 
     // Forget every record, keeping their memory for the next step. Every Var recorded so far
     // becomes invalid, and using one raises ad::Error. The next thread to record owns the tape.

@@ -139,6 +139,7 @@ double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool er
     double total_sq = 0;
     for (const auto& [name, p] : params) {
         if (!p) throw Error("clip_grad_norm: parameter " + name + " is null");
+        if (!p->requires_grad()) continue;  // frozen: not part of the norm, not scaled
         check_grad("clip_grad_norm", name, *p);
         double sq = 0;
         for (const T& g : p->grad) sq += double(g) * double(g);
@@ -149,7 +150,8 @@ double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool er
         throw Error("clip_grad_norm: the total gradient norm is " + num(total) + " (a gradient holds NaN or Inf)");
     const double coef = max_norm / (total + 1e-6);
     if (coef < 1 || std::isnan(coef)) {
-        for (const auto& e : params) e.second->grad *= T(coef);
+        for (const auto& e : params)
+            if (e.second->requires_grad()) e.second->grad *= T(coef);
     }
     return total;
 }
@@ -166,11 +168,12 @@ void clip_grad_value(const NamedParameters<T>& params, double clip_value)
     check_bound("clip_grad_value", "clip_value", clip_value);
     for (const auto& [name, p] : params) {
         if (!p) throw Error("clip_grad_value: parameter " + name + " is null");
-        check_grad("clip_grad_value", name, *p);
+        if (p->requires_grad()) check_grad("clip_grad_value", name, *p);
     }
     const T c = T(clip_value);
     for (const auto& e : params)
-        for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
+        if (e.second->requires_grad())
+            for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
 }
 
 template <class T>

@@ -20,6 +20,9 @@
 // when, and only when, they change it. They return whether they did. The forms that take a
 // model or a list apply to every weight matrix: each parameter of rank 2 whose last name
 // component is not "bias".
+//
+// Frozen parameters (requires_grad_(false)) are skipped by the gradient clips: they are not part
+// of clip_grad_norm's total, and their .grad is not scaled or clamped.
 #pragma once
 
 #include "nn/module.hpp"

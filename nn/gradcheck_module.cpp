@@ -11,8 +11,10 @@ GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, Gr
         throw Error("gradcheck_module: needs double precision (see ad::gradcheck); build the model as "
                     "Module<double>");
     } else {
-        auto named = model.named_parameters();
-        if (named.empty()) throw Error("gradcheck_module: the model has no parameters to check");
+        std::vector<std::pair<std::string, Parameter<double>*>> named;  // frozen ones have no gradient to check
+        for (auto& e : model.named_parameters())
+            if (e.second->requires_grad()) named.push_back(e);
+        if (named.empty()) throw Error("gradcheck_module: the model has no trainable parameters to check");
         std::vector<Tensor<double>> start, grads;
         o.names.clear();
         for (auto& [name, p] : named) {

@@ -17,7 +17,7 @@ namespace ad::nn {
 template <class T>
 using ModuleLoss = std::function<Var<T>(Module<T>& model, Tape<T>& tape)>;
 
-// T must be double (see ad::gradcheck).
+// T must be double (see ad::gradcheck). Frozen parameters (requires_grad_(false)) are left out.
 template <class T>
 GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, GradcheckOptions options = {});
 

@@ -159,6 +159,25 @@ void Module<T>::zero_grad()
     for (auto* p : parameters()) p->zero_grad();
 }
 
+template <class T>
+Module<T>& Module<T>::requires_grad_(bool on)
+{
+    for (auto* p : parameters()) p->requires_grad_(on);
+    return *this;
+}
+
+template <class T>
+Var<T> detail::substitute(const typename Substitution<T>::Entry& e, const Var<T>& x)
+{
+    const Tape<T>& tape = tape_of(x, "functional_call");
+    if (!e.var.valid() || e.var.anchor() != x.anchor() || e.var.generation() != tape.generation())
+        throw Error("functional_call: the weight '" + *e.name + "' is not on the tape the module's input is "
+                    "recorded on (or that tape was cleared since); record the weights and the input on one tape");
+    return e.var;
+}
+template Var<float> detail::substitute(const Substitution<float>::Entry&, const Var<float>&);
+template Var<double> detail::substitute(const Substitution<double>::Entry&, const Var<double>&);
+
 template class Module<float>;
 template class Module<double>;
 

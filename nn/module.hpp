@@ -13,6 +13,7 @@
 #include "autodiff/tape.hpp"
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -33,6 +34,26 @@ bool same_shape(const A& a, const B& b)
         if (a[i] != b[i]) return false;
     return true;
 }
+}  // namespace detail
+
+namespace detail {
+// The Vars that stand in for parameters while a ParameterSubstitution (nn/functional.hpp) is
+// alive on this thread; scopes nest, the innermost first.
+template <class T>
+struct Substitution {
+    struct Entry {
+        const Parameter<T>* param;
+        const std::string* name;
+        Var<T> var;
+    };
+    std::vector<Entry> vars;
+    const Substitution* outer = nullptr;
+};
+template <class T>
+inline thread_local const Substitution<T>* substitution = nullptr;
+// e.var after checking that it is on x's tape.
+template <class T>
+Var<T> substitute(const typename Substitution<T>::Entry& e, const Var<T>& x);
 }  // namespace detail
 
 // Every random choice in nn/ (initialisation, dropout masks) takes a seeded generator.
@@ -66,6 +87,8 @@ public:
 
     std::size_t parameter_count();  // number of scalars in all parameters
     void zero_grad();
+    // Freezes (false) or unfreezes every parameter, recursively (PyTorch's module.requires_grad_).
+    Module& requires_grad_(bool on = true);
     // One line per module (its name and type) and per parameter and buffer (name, shape,
     // element count), then the total: what printing a model shows.
     std::string summary();
@@ -82,8 +105,16 @@ protected:
         return *m;
     }
 
-    // The parameter as a leaf on x's tape (the tape the forward pass is recorded on).
-    static Var<T> use(Parameter<T>& p, const Var<T>& x) { return x.tape().param(p); }
+    // The parameter as a leaf on x's tape (the tape the forward pass is recorded on), or the Var
+    // standing in for it inside functional_call (nn/functional.hpp). Every layer reads its
+    // parameters through here, so functional_call needs nothing from the layers.
+    static Var<T> use(Parameter<T>& p, const Var<T>& x)
+    {
+        for (auto* s = detail::substitution<T>; s; s = s->outer)
+            for (const auto& e : s->vars)
+                if (e.param == &p) return detail::substitute(e, x);
+        return x.tape().param(p);
+    }
 
 private:
     void check_name(const std::string& name, const char* what) const;

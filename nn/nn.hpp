@@ -6,6 +6,7 @@
 #include "nn/clip.hpp"
 #include "nn/conv_layers.hpp"
 #include "nn/dropout.hpp"
+#include "nn/functional.hpp"
 #include "nn/gradcheck_module.hpp"
 #include "nn/idx.hpp"
 #include "nn/init.hpp"

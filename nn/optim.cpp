@@ -78,13 +78,15 @@ void Optimizer<T>::step()
 {
     // Check every gradient first, so a bad one leaves all parameters as they were.
     for (const auto& [pname, p] : params_)
-        if (!detail::same_shape(p->grad.shape(), p->value().shape()))
+        if (p->requires_grad() && !detail::same_shape(p->grad.shape(), p->value().shape()))
             throw Error(std::string(name_) + "::step: parameter '" + pname + "' has value of shape " +
                         shape_str(p->value().shape()) + " but gradient of shape " + shape_str(p->grad.shape()) +
                         "; expected equal shapes");
-    for (std::size_t i = 0; i < params_.size(); ++i) check_state(i);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+        if (params_[i].second->requires_grad()) check_state(i);
     ++steps_;
-    for (std::size_t i = 0; i < params_.size(); ++i) update(i, *params_[i].second, decay_[i] != 0);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+        if (params_[i].second->requires_grad()) update(i, *params_[i].second, decay_[i] != 0);
 }
 
 template <class T>

@@ -23,6 +23,9 @@
 // parameter's gradient and state shapes against its value before updating any, and a resized
 // parameter raises ad::Error naming the optimiser, the parameter and both shapes.
 //
+// A frozen parameter (requires_grad_(false)) is skipped by step(): its value, .grad and state stay
+// as they are, and its step count (Adam's t) is the optimiser's, as in PyTorch.
+//
 // step() reads each parameter's .grad and updates its value in place through mutable_value(),
 // which counts the change, so a tape recorded before the step refuses to run backward through
 // the old values.

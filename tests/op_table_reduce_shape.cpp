@@ -472,6 +472,127 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
         };
         table.push_back(e);
     }
+    {
+        // ints: the axis, then the indices
+        auto e = make("index_select", Kind::other, [](const auto& x, const Sample& s) {
+            return ad::index_select(x[0], s.ints[0], rows_from(s, 1));
+        });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const Shape xs = shape_of(in[0]);
+            const std::size_t axis = axis_of(s.ints[0], xs.size());
+            Shape ys = xs;
+            ys[axis] = s.ints.size() - 1;
+            Tensor<double> y = empty(ys);
+            const Around a(xs, axis), b(ys, axis);
+            for (std::size_t o = 0; o < a.outer; ++o)
+                for (std::size_t k = 0; k < b.n; ++k)
+                    for (std::size_t i = 0; i < a.inner; ++i)
+                        y.data()[b.at(o, k, i)] = in[0].data()[a.at(o, std::size_t(s.ints[k + 1]), i)];
+            return y;
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[4, 3] along axis 0: 3, 0, 3, 1 (first, last, repeated)", {randn({4, 3}, 121)}, {0, 3, 0, 3, 1}},
+                {"[4, 3] along axis 1: 2, 2, 0", {randn({4, 3}, 122)}, {1, 2, 2, 0}},
+                {"[2, 3, 4] along axis -1: 3, 0, 1, 2, 0", {randn({2, 3, 4}, 123)}, {-1, 3, 0, 1, 2, 0}},
+                {"[2, 3, 4] along axis 1: 1", {randn({2, 3, 4}, 124)}, {1, 1}},
+                {"[5] along axis 0: 4, 4, 4", {randn({5}, 125)}, {0, 4, 4, 4}},
+                {"[1, 3] along axis 0: 0, 0", {randn({1, 3}, 126)}, {0, 0, 0}},
+                {"[4, 3] along axis 1, no indices: empty", {randn({4, 3}, 127)}, {1}, {}, false},
+                {"empty [0, 3] along axis 1: 2, 0", {empty({0, 3})}, {1, 2, 0}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[4, 3] along axis 0: index 4", {randn({4, 3}, 1)}, {0, 1, 4}},
+                {"[4, 3] along axis 1: index 3", {randn({4, 3}, 2)}, {1, 3}},
+                {"[4, 3] along axis 2", {randn({4, 3}, 3)}, {2, 0}},
+                {"[4, 3] along axis -3", {randn({4, 3}, 4)}, {-3, 0}},
+                {"a scalar", {randn({}, 5)}, {0, 0}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the axis, the size along it, then one index per slice of x
+        auto e = make("index_add", Kind::other, [](const auto& x, const Sample& s) {
+            return ad::index_add(x[0], s.ints[0], rows_from(s, 2), std::size_t(s.ints[1]));
+        });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const Shape xs = shape_of(in[0]);
+            const std::size_t axis = axis_of(s.ints[0], xs.size());
+            Shape ys = xs;
+            ys[axis] = std::size_t(s.ints[1]);
+            Tensor<double> y = empty(ys);
+            std::fill(y.data(), y.data() + y.size(), 0.0);
+            const Around a(xs, axis), b(ys, axis);
+            for (std::size_t o = 0; o < a.outer; ++o)
+                for (std::size_t k = 0; k < a.n; ++k)
+                    for (std::size_t i = 0; i < a.inner; ++i)
+                        y.data()[b.at(o, std::size_t(s.ints[k + 2]), i)] += in[0].data()[a.at(o, k, i)];
+            return y;
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[4, 3] along axis 0 into 5: 4, 0, 4, 2", {randn({4, 3}, 131)}, {0, 5, 4, 0, 4, 2}},
+                {"[2, 3] along axis 1 into 2: 1, 1, 0", {randn({2, 3}, 132)}, {1, 2, 1, 1, 0}},
+                {"[2, 2, 3] along axis -2 into 4: 3, 0", {randn({2, 2, 3}, 133)}, {-2, 4, 3, 0}},
+                {"[3] along axis 0 into 1: 0, 0, 0", {randn({3}, 134)}, {0, 1, 0, 0, 0}},
+                {"empty [2, 0] along axis 1 into 3: zeros", {empty({2, 0})}, {1, 3}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[3, 2] along axis 0 with 2 indices", {randn({3, 2}, 1)}, {0, 4, 0, 1}},
+                {"[2, 2] along axis 0 into 3, index 3", {randn({2, 2}, 2)}, {0, 3, 0, 3}},
+                {"[2, 2] along axis 2", {randn({2, 2}, 3)}, {2, 3, 0, 1}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the axis, the index
+        auto e = make("select", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::select(x[0], s.ints[0], s.ints[1]); });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const Shape xs = shape_of(in[0]);
+            const std::size_t axis = axis_of(s.ints[0], xs.size());
+            const std::size_t i0 = std::size_t(s.ints[1] < 0 ? s.ints[1] + std::ptrdiff_t(xs[axis]) : s.ints[1]);
+            Shape ys = xs;
+            ys.erase(ys.begin() + std::ptrdiff_t(axis));
+            Tensor<double> y = empty(ys);
+            const Around a(xs, axis);
+            for (std::size_t o = 0; o < a.outer; ++o)
+                for (std::size_t i = 0; i < a.inner; ++i) y.data()[o * a.inner + i] = in[0].data()[a.at(o, i0, i)];
+            return y;
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[4, 3] row 0 (first)", {randn({4, 3}, 141)}, {0, 0}},
+                {"[4, 3] row -1 (last)", {randn({4, 3}, 142)}, {0, -1}},
+                {"[4, 3] column 1", {randn({4, 3}, 143)}, {1, 1}},
+                {"[2, 3, 4] along axis -1 at 3", {randn({2, 3, 4}, 144)}, {-1, 3}},
+                {"[5] element 2: a scalar", {randn({5}, 145)}, {0, 2}},
+                {"empty [0, 3] column 2", {empty({0, 3})}, {1, 2}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[4, 3] row 4", {randn({4, 3}, 1)}, {0, 4}},
+                {"[4, 3] row -5", {randn({4, 3}, 2)}, {0, -5}},
+                {"[4, 3] along axis 2", {randn({4, 3}, 3)}, {2, 0}},
+                {"a scalar", {randn({}, 4)}, {0, 0}},
+                {"empty [0, 3] row 0", {empty({0, 3})}, {0, 0}},
+            };
+        };
+        table.push_back(e);
+    }
 }
 
 }  // namespace optable

@@ -187,3 +187,42 @@ TEST_CASE("gather_rows refuses a scalar, naming its shape as every op's error do
     CHECK_THROWS_WITH(ad::gather_rows(tape.variable(Tensor<double>(1.5)), {0}),
                       Catch::Matchers::Contains("gather_rows") && Catch::Matchers::Contains("shape []"));
 }
+
+TEST_CASE("index_select picks slices along an axis and adds the gradients of repeated ones", "[ops][shape]")
+{
+    Tape<double> tape;
+    const Tensor<double> xv = {{1.0, 2.0, 3.0}, {4.0, 5.0, 6.0}};
+    const Var<double> x = tape.variable(xv);
+    const Var<double> y = ad::index_select(x, 1, {2, 0, 2});
+    CHECK(y.value() == Tensor<double>({{3.0, 1.0, 3.0}, {6.0, 4.0, 6.0}}));
+    // d sum(y * w) / dx: column 2 gets w's columns 0 and 2, column 0 gets column 1, column 1 nothing
+    const Tensor<double> w = {{1.0, 10.0, 100.0}, {2.0, 20.0, 200.0}};
+    const auto g = ad::grad(ad::sum(y * tape.constant(w)), {x});
+    CHECK(g[0] == Tensor<double>({{10.0, 0.0, 101.0}, {20.0, 0.0, 202.0}}));
+
+    const Var<double> r = ad::select(x, 0, -1);  // x[-1], the axis dropped
+    CHECK(r.value() == Tensor<double>({4.0, 5.0, 6.0}));
+    CHECK(ad::select(x, 1, 1).value() == Tensor<double>({2.0, 5.0}));
+    const auto gr = ad::grad(ad::sum(ad::select(x, 1, 1) * 3.0), {x});
+    CHECK(gr[0] == Tensor<double>({{0.0, 3.0, 0.0}, {0.0, 3.0, 0.0}}));
+    require_gradcheck([](const Vars& v) { return ad::index_select(ad::tanh(v[0]), 0, {1, 1, 0}); }, {randn({2, 3}, 7)});
+}
+
+TEST_CASE("index_select, index_add and select name the op, the shape and the index they refuse", "[ops][shape][errors]")
+{
+    using Catch::Matchers::Contains;
+    Tape<double> tape;
+    const Var<double> x = tape.variable(randn({2, 3}, 1));
+    CHECK_THROWS_WITH(ad::index_select(x, 1, {0, 3}), Contains("index_select") && Contains("index 3 (position 1)") &&
+                                                          Contains("axis 1 of size 3") && Contains("[2, 3]"));
+    CHECK_THROWS_WITH(ad::index_select(x, 2, {0}), Contains("index_select") && Contains("axis 2") &&
+                                                       Contains("[2, 3]"));
+    CHECK_THROWS_WITH(ad::select(x, 0, 2), Contains("select") && Contains("index 2") && Contains("axis 0 of size 2") &&
+                                               Contains("[2, 3]"));
+    CHECK_THROWS_WITH(ad::select(x, 0, -3), Contains("select") && Contains("index -3"));
+    CHECK_THROWS_WITH(ad::select(x, -3, 0), Contains("select") && Contains("axis -3"));
+    CHECK_THROWS_WITH(ad::index_add(x, 0, {0}, 4), Contains("index_add") && Contains("one slice of x per index") &&
+                                                       Contains("[2, 3]"));
+    CHECK_THROWS_WITH(ad::index_add(x, 0, {0, 4}, 4), Contains("index_add") && Contains("index 4") &&
+                                                          Contains("size 4"));
+}

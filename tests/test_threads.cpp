@@ -157,3 +157,26 @@ TEMPLATE_TEST_CASE("threads whose checkpointed blocks write each other's paramet
     CHECK(std::count(p.grad.begin(), p.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(p.grad.size()));
     CHECK(std::count(q.grad.begin(), q.grad.end(), TestType(2 * steps)) == std::ptrdiff_t(q.grad.size()));
 }
+
+TEST_CASE("functional_call's substitutions are per thread: two threads run one model with their own weights", "[threads]")
+{
+    nn::Linear<double> model(Tensor<double>{{1.0, 2.0}}, Tensor<double>{0.5});
+    model.parameters()[0]->requires_grad_(false);  // frozen: read by both threads, written by none
+    auto run = [&](double scale, std::vector<double>& outputs) {
+        for (int i = 0; i < 200; ++i) {
+            Tape<double> tape;
+            const ad::Var<double> b = tape.variable(Tensor<double>{scale});
+            const ad::Var<double> y = nn::functional_call(model, {{"bias", b}}, Tensor<double>{1.0, 1.0});
+            outputs.push_back(y.value()(0) + ad::grad(ad::sum(y * y), {b})[0](0));
+        }
+    };
+    std::vector<double> a, b;
+    std::thread ta(run, 1.0, std::ref(a)), tb(run, -4.0, std::ref(b));
+    ta.join();
+    tb.join();
+    // y = 1 + 2 + bias, d y^2 / d bias = 2 y
+    for (const double v : a) CHECK(v == 4.0 + 8.0);
+    for (const double v : b) CHECK(v == -1.0 - 2.0);
+    Tape<double> tape;
+    CHECK(model(tape.constant(Tensor<double>{1.0, 1.0})).value()(0) == 3.5);
+}
