@@ -10,9 +10,10 @@
 // Module::use, which looks the parameter up in the substitutions alive on the calling thread
 // (innermost first) before recording the parameter itself. A ParameterSubstitution is that
 // scope: made for the duration of the call, undone by its destructor (an exception included),
-// per thread, nesting. Buffers (BatchNorm's running statistics) are the module's own; a layer
-// checkpointed with ad::checkpoint re-runs its forward pass during backward(), outside the
-// scope, with the module's own parameters.
+// per thread, nesting. Buffers (BatchNorm's running statistics) are the module's own. A block
+// run under ad::checkpoint records on a tape of its own and reruns during backward(), after the
+// scope has ended, so substituted weights read inside one are refused (an ad::Error naming the
+// weight): pass them to the block as inputs instead.
 #pragma once
 
 #include "autodiff/backward.hpp"

@@ -5,7 +5,7 @@
 
 #include "nn/activation.hpp"
 #include "nn/clip.hpp"
-#include "nn/gradcheck.hpp"
+#include "nn/gradcheck_module.hpp"
 #include "nn/linear.hpp"
 #include "nn/optim.hpp"
 #include "nn/sequential.hpp"

@@ -4,6 +4,8 @@
 // central differences of plain double code.
 #include "gradcheck_helpers.hpp"
 
+#include "autodiff/checkpoint.hpp"
+
 #include "nn/activation.hpp"
 #include "nn/functional.hpp"
 #include "nn/linear.hpp"
@@ -244,6 +246,18 @@ TEST_CASE("functional_call refuses unknown names, wrong shapes and weights on an
                       Contains("functional_call") && Contains("'weight'") && Contains("empty handle"));
     CHECK_THROWS_WITH(nn::functional_call(r.model, nn::VarMap<double>{}, r.x),
                       Contains("functional_call") && Contains("at least one weight"));
+}
+
+// The block records on a scratch tape and reruns during backward(), after the substitution has
+// ended: reading the weights there would otherwise lose their gradient.
+TEST_CASE("functional_call's weights cannot be read inside ad::checkpoint", "[functional][nn][errors]")
+{
+    Regression r;
+    Tape<double> tape;
+    const Var<double> x = tape.variable(r.x);
+    const nn::VarMap<double> w{{"weight", tape.variable(r.W)}};
+    auto block = [&](const std::vector<Var<double>>& in) { return nn::functional_call(r.model, w, in[0]); };
+    CHECK_THROWS_WITH(ad::checkpoint(block, {x}), Contains("functional_call") && Contains("'weight'") && Contains("tape"));
 }
 
 TEST_CASE("nn::jacobian, hessian and hvp over named weights against closed forms", "[functional][nn]")
