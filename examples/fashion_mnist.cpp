@@ -406,7 +406,7 @@ int train_main(const Options& o, const Ranks& ranks)
 #endif
         const std::string saved = o.out_dir + "/fashion_mnist.npz";
 #ifdef AD_WITH_MPI
-        if (o.distributed) ad::dist::save_checkpoint(*dp, saved);  // written by rank 0
+        if (o.distributed) ad::dist::save(*dp, saved);  // written by rank 0
         else
 #endif
             ad::nn::save(*model, opt, saved);

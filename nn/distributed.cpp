@@ -133,8 +133,8 @@ enum Call : std::uint64_t {
     call_step,
     call_finish,
     call_check_replicas,
-    call_save_checkpoint,
-    call_load_checkpoint,
+    call_save,
+    call_load,
     call_broadcast,
     call_sampler,
 };
@@ -215,8 +215,8 @@ const char* field_name(std::uint64_t call, std::size_t field)
         {call_step, {"steps taken"}},
         {call_finish, {"steps taken"}},
         {call_check_replicas, {"steps taken"}},
-        {call_save_checkpoint, {"steps taken"}},
-        {call_load_checkpoint, {"steps taken"}},
+        {call_save, {"steps taken"}},
+        {call_load, {"steps taken"}},
         {call_broadcast, {"tensors", nullptr}},
         {call_sampler, {"data set size", "global batch", "seed", "epoch", "ranks",
                         "rank argument equal to the MPI rank (1 yes, 0 no)"}},
@@ -233,8 +233,8 @@ std::string describe(const Statement& s)
     case call_step: return "in DataParallel::step after " + steps;
     case call_finish: return "finished after " + steps + " (DataParallel::finish or its destructor)";
     case call_check_replicas: return "in check_replicas after " + steps;
-    case call_save_checkpoint: return "in save_checkpoint after " + steps;
-    case call_load_checkpoint: return "in load_checkpoint after " + steps;
+    case call_save: return "in save after " + steps;
+    case call_load: return "in load after " + steps;
     case call_broadcast: return "broadcasting " + std::to_string(s[1]) + " tensors";
     case call_sampler:
         return "constructing a Sampler or in Sampler::set_epoch (data set size " + std::to_string(s[1]) +
@@ -809,9 +809,9 @@ void DataParallel<T>::check_replicas() const
 }
 
 template <class T>
-void save_checkpoint(DataParallel<T>& dp, const std::string& path)
+void save(DataParallel<T>& dp, const std::string& path)
 {
-    dp.agree(call_save_checkpoint, "save_checkpoint");
+    dp.agree(call_save, "save");
     std::string error;
     if (dp.rank() == 0) {
         try {
@@ -820,16 +820,16 @@ void save_checkpoint(DataParallel<T>& dp, const std::string& path)
             error = e.what();
         }
     }
-    if (!all_agree(error.empty(), dp.comm(), "save_checkpoint")) {
-        if (dp.rank() == 0) throw Error("save_checkpoint: " + error);
-        throw Error("save_checkpoint: rank 0 could not write " + path + " (its error names the cause)");
+    if (!all_agree(error.empty(), dp.comm(), "save")) {
+        if (dp.rank() == 0) throw Error("save: " + error);
+        throw Error("save: rank 0 could not write " + path + " (its error names the cause)");
     }
 }
 
 template <class T>
-void load_checkpoint(DataParallel<T>& dp, const std::string& path)
+void load(DataParallel<T>& dp, const std::string& path)
 {
-    dp.agree(call_load_checkpoint, "load_checkpoint");
+    dp.agree(call_load, "load");
     std::string error;
     if (dp.rank() == 0) {
         try {
@@ -838,28 +838,28 @@ void load_checkpoint(DataParallel<T>& dp, const std::string& path)
             error = e.what();
         }
     }
-    if (!all_agree(error.empty(), dp.comm(), "load_checkpoint")) {
-        if (dp.rank() == 0) throw Error("load_checkpoint: " + error);
-        throw Error("load_checkpoint: rank 0 could not load " + path + " (its error names the cause)");
+    if (!all_agree(error.empty(), dp.comm(), "load")) {
+        if (dp.rank() == 0) throw Error("load: " + error);
+        throw Error("load: rank 0 could not load " + path + " (its error names the cause)");
     }
     const MPI_Comm comm = dp.comm();
     broadcast_parameters(dp.model(), 0, comm);
-    broadcast_tensors<T>(dp.model().named_buffers(), 0, comm, "load_checkpoint");
-    broadcast_tensors<T>(dp.optimizer().named_state(), 0, comm, "load_checkpoint");
+    broadcast_tensors<T>(dp.model().named_buffers(), 0, comm, "load");
+    broadcast_tensors<T>(dp.optimizer().named_state(), 0, comm, "load");
     double scalars[2] = {static_cast<double>(dp.optimizer().step_count()), dp.optimizer().lr()};
     MPI_Request request = MPI_REQUEST_NULL;
     check_mpi(MPI_Ibcast(scalars, 2, MPI_DOUBLE, 0, comm, &request), "MPI_Ibcast");
-    wait_for(request, comm, named("load_checkpoint"));
+    wait_for(request, comm, named("load"));
     dp.optimizer().set_step_count(static_cast<std::uint64_t>(scalars[0]));
     dp.optimizer().set_lr(scalars[1]);
 }
 
 template class DataParallel<float>;
 template class DataParallel<double>;
-template void save_checkpoint(DataParallel<float>&, const std::string&);
-template void save_checkpoint(DataParallel<double>&, const std::string&);
-template void load_checkpoint(DataParallel<float>&, const std::string&);
-template void load_checkpoint(DataParallel<double>&, const std::string&);
+template void save(DataParallel<float>&, const std::string&);
+template void save(DataParallel<double>&, const std::string&);
+template void load(DataParallel<float>&, const std::string&);
+template void load(DataParallel<double>&, const std::string&);
 template void broadcast_parameters(nn::Module<float>&, int, MPI_Comm);
 template void broadcast_parameters(nn::Module<double>&, int, MPI_Comm);
 

@@ -56,8 +56,8 @@
 // must exceed the longest time one rank may spend alone between two collective calls (an
 // evaluation on rank 0 only, a slow data loader).
 //
-// Saving and loading. save_checkpoint() writes on rank 0 only (the others wait for it and learn whether it
-// worked); load_checkpoint() reads on rank 0 and broadcasts the parameters, buffers and optimiser
+// Saving and loading. save() writes on rank 0 only (the others wait for it and learn whether it
+// worked); load() reads on rank 0 and broadcasts the parameters, buffers and optimiser
 // state, so every rank ends with the same values, even when only rank 0 sees the file.
 #pragma once
 
@@ -185,9 +185,9 @@ private:
     void check_usable(const char* who) const;
 
     template <class U>
-    friend void save_checkpoint(DataParallel<U>& dp, const std::string& path);
+    friend void save(DataParallel<U>& dp, const std::string& path);
     template <class U>
-    friend void load_checkpoint(DataParallel<U>& dp, const std::string& path);
+    friend void load(DataParallel<U>& dp, const std::string& path);
 
     nn::Module<T>& model_;
     nn::Optimizer<T>& optimizer_;
@@ -214,14 +214,14 @@ private:
     int uncaught_ = 0;             // exceptions in flight at construction
 };
 
-// Collective nn::save and nn::load (nn/serialize.hpp's format). save_checkpoint writes on rank 0 only
-// and raises the same error on every rank if rank 0 fails. load_checkpoint reads on rank 0, and
+// Collective nn::save and nn::load (nn/serialize.hpp's format). save writes on rank 0 only
+// and raises the same error on every rank if rank 0 fails. load reads on rank 0, and
 // every rank ends with rank 0's parameters, buffers and optimiser state (step count and learning
 // rate included); an error on rank 0 is raised on every rank, and no rank's model changes.
 template <class T>
-void save_checkpoint(DataParallel<T>& dp, const std::string& path);
+void save(DataParallel<T>& dp, const std::string& path);
 template <class T>
-void load_checkpoint(DataParallel<T>& dp, const std::string& path);
+void load(DataParallel<T>& dp, const std::string& path);
 
 // Every parameter of the model sent from rank `root` to every rank (the constructor does this).
 template <class T>

@@ -6,7 +6,7 @@
 // the child "blocks" is "blocks.3.norm.weight". Iteration lists a module's own entries in
 // registration order, then each child's, in the order the children were registered (PyTorch's
 // rule), so the same model always yields the same names in the same order: they are the keys
-// of checkpoints and of gradient reports.
+// of saved models, of state dicts and of gradient reports.
 #pragma once
 
 #include "autodiff/ops.hpp"

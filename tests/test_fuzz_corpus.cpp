@@ -65,7 +65,7 @@ TEST_CASE("fuzz corpus: every seed and regression input is read or refused with 
     const auto regressions = files_in(fuzz_dir / "regressions");
     inputs.insert(inputs.end(), regressions.begin(), regressions.end());
 
-    ad::fuzz::CheckpointModel model;
+    ad::fuzz::SavedModel model;
     for (const auto& path : inputs) {
         INFO(path.string());
         const auto bytes = read_bytes(path);
@@ -74,7 +74,7 @@ TEST_CASE("fuzz corpus: every seed and regression input is read or refused with 
         accepted([&] { ad::fuzz::feed_npz(bytes); });
         accepted([&] { ad::fuzz::feed_npy(bytes); });
         accepted([&] { ad::fuzz::feed_idx(bytes); });
-        accepted([&] { ad::fuzz::feed_checkpoint(model, path.string()); });
+        accepted([&] { ad::fuzz::feed_saved_model(model, path.string()); });
     }
 }
 
@@ -98,7 +98,7 @@ TEST_CASE("fuzz corpus: each regression input is refused by the reader it broke"
     // Named <reader>-<what> (tests/fuzz/make_corpus.py writes them): npy-, npz- or idx-.
     const auto files = files_in(fuzz_dir / "regressions");
     CHECK(files.size() >= 4);
-    ad::fuzz::CheckpointModel model;
+    ad::fuzz::SavedModel model;
     for (const auto& path : files) {
         INFO(path.string());
         const std::string name = path.filename().string();
@@ -107,7 +107,7 @@ TEST_CASE("fuzz corpus: each regression input is refused by the reader it broke"
             CHECK_FALSE(accepted([&] { ad::fuzz::feed_npy(bytes); }));
         } else if (name.rfind("npz-", 0) == 0) {
             CHECK_FALSE(accepted([&] { ad::fuzz::feed_npz(bytes); }));
-            CHECK_FALSE(accepted([&] { ad::fuzz::feed_checkpoint(model, path.string()); }));
+            CHECK_FALSE(accepted([&] { ad::fuzz::feed_saved_model(model, path.string()); }));
         } else if (name.rfind("idx-", 0) == 0) {
             CHECK_FALSE(accepted([&] { ad::fuzz::feed_idx(bytes); }));
         } else {
@@ -119,13 +119,13 @@ TEST_CASE("fuzz corpus: each regression input is refused by the reader it broke"
 TEST_CASE("fuzz corpus: the seed checkpoints load into the fuzzed model", "[fuzz]")
 {
     const fs::path npz = fuzz_dir / "corpus" / "npz";
-    ad::fuzz::CheckpointModel m;
+    ad::fuzz::SavedModel m;
     for (auto* p : m.model->parameters()) p->mutable_value().fill(0.f);
 
     // Written from the float model after one Adam step: the optimiser's state and step come back.
-    nn::load(*m.model, m.optimizer, (npz / "checkpoint_adam_f4.npz").string());
+    nn::load(*m.model, m.optimizer, (npz / "saved_adam_f4.npz").string());
     CHECK(m.optimizer.step_count() == 1);
-    const auto archive = nn::read_npz((npz / "checkpoint_adam_f4.npz").string());
+    const auto archive = nn::read_npz((npz / "saved_adam_f4.npz").string());
     for (const auto& [name, p] : m.model->named_parameters()) {
         INFO(name);
         const auto it = std::find_if(archive.begin(), archive.end(), [&](const auto& e) { return e.first == name; });
@@ -134,9 +134,9 @@ TEST_CASE("fuzz corpus: the seed checkpoints load into the fuzzed model", "[fuzz
     }
 
     // The model alone, stored in float and in double; a model-only checkpoint has no optimiser state.
-    CHECK(accepted([&] { nn::load(*m.model, (npz / "checkpoint_model_f4.npz").string()); }));
-    CHECK(accepted([&] { nn::load(*m.model, (npz / "checkpoint_model_f8.npz").string()); }));
-    CHECK_FALSE(accepted([&] { nn::load(*m.model, m.optimizer, (npz / "checkpoint_model_f4.npz").string()); }));
+    CHECK(accepted([&] { nn::load(*m.model, (npz / "saved_model_f4.npz").string()); }));
+    CHECK(accepted([&] { nn::load(*m.model, (npz / "saved_model_f8.npz").string()); }));
+    CHECK_FALSE(accepted([&] { nn::load(*m.model, m.optimizer, (npz / "saved_model_f4.npz").string()); }));
     // Not a checkpoint of this model.
     CHECK_FALSE(accepted([&] { nn::load(*m.model, (npz / "writer_mixed.npz").string()); }));
 }

@@ -19,9 +19,9 @@
 
 namespace ad::fuzz {
 
-// The model checkpoints are loaded into: float, so '<f8' files are converted too, with a buffer
+// The model that saved files are loaded into: float, so '<f8' files are converted too, with a buffer
 // (BatchNorm's running statistics) and an optimiser with state, so every kind of key occurs.
-struct CheckpointModel {
+struct SavedModel {
     std::shared_ptr<nn::Sequential<float>> model = make();
     nn::Adam<float> optimizer{*model, nn::AdamOptions{}};
 
@@ -60,13 +60,13 @@ inline std::size_t feed_idx(const std::vector<std::uint8_t>& bytes)
     return nn::decode_idx(bytes, "fuzz input").data.size();
 }
 
-// A checkpoint file into the model, with and without the optimiser.
-inline void feed_checkpoint(CheckpointModel& m, const std::string& path)
+// A saved model file into the model, with and without the optimiser.
+inline void feed_saved_model(SavedModel& m, const std::string& path)
 {
     try {
         nn::load(*m.model, m.optimizer, path);
     } catch (const Error&) {
-        nn::load(*m.model, path);  // a checkpoint saved without an optimiser
+        nn::load(*m.model, path);  // a model saved without an optimiser
     }
 }
 

@@ -67,7 +67,7 @@ def npz_seeds():
         write("npz", name, buf.getvalue())
     truncations("npz", "numpy_savez.npz", [0, 21, 100, -23, -1])
     truncations("npz", "numpy_savez_compressed.npz", [60, -30])
-    truncations("npz", "checkpoint_adam_f4.npz", [200, -1])
+    truncations("npz", "saved_adam_f4.npz", [200, -1])
 
 
 def npy_seeds():

@@ -1,6 +1,6 @@
 // Writes the seeds that come from the project's own writer into a corpus directory:
 //     fuzz_make_seeds tests/fuzz/corpus/npz
-// an archive of mixed arrays, and checkpoints of ad::fuzz::CheckpointModel with and without its
+// an archive of mixed arrays, and checkpoints of ad::fuzz::SavedModel with and without its
 // optimiser (in float, as the model is, and in double, which loads into it too).
 // tests/fuzz/make_corpus.py runs it and adds numpy's files, IDX files and truncations.
 #include "fuzz_inputs.hpp"
@@ -44,13 +44,13 @@ int main(int argc, char** argv)
     w.add_scalar("scalar", 0.1);
     w.write(dir + "/writer_mixed.npz");
 
-    ad::fuzz::CheckpointModel m;
+    ad::fuzz::SavedModel m;
     // One optimiser step, so the Adam moments exist and are not all zero.
     for (auto* p : m.model->parameters()) p->grad = 0.5f * p->value() + 0.25f;
     m.optimizer.step();
-    nn::save(*m.model, m.optimizer, dir + "/checkpoint_adam_f4.npz");
-    nn::save(*m.model, dir + "/checkpoint_model_f4.npz");
-    nn::save(*as_double(*m.model), dir + "/checkpoint_model_f8.npz");
+    nn::save(*m.model, m.optimizer, dir + "/saved_adam_f4.npz");
+    nn::save(*m.model, dir + "/saved_model_f4.npz");
+    nn::save(*as_double(*m.model), dir + "/saved_model_f8.npz");
     std::printf("wrote the writer's seeds in %s\n", dir.c_str());
     return 0;
 }

@@ -394,13 +394,13 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
         std::filesystem::remove(path);
     }
     MPI_Barrier(MPI_COMM_WORLD);
-    dist::save_checkpoint(dp, path);
+    dist::save(dp, path);
     CHECK(std::filesystem::exists(path));  // rank 0 wrote it before anyone returned
 
     // Each rank drifts its own way, then loads.
     for (auto* p : model->parameters()) p->mutable_value() += 0.25 * double(r + 1);
     opt->set_step_count(99 + std::uint64_t(r));
-    dist::load_checkpoint(dp, path);
+    dist::load(dp, path);
     CHECK(same_bits(values_of(*model), saved));
     CHECK(opt->step_count() == 2);
     REQUIRE_NOTHROW(dp.check_replicas());
@@ -417,11 +417,11 @@ TEST_CASE("a checkpoint is written by rank 0 only, and loading it gives every ra
     // A file rank 0 cannot read is an error on every rank, and no model changes.
     for (auto* p : model->parameters()) p->mutable_value() += 1.0;
     const Params before = values_of(*model);
-    CHECK_THROWS_WITH(dist::load_checkpoint(dp, (dir / "missing.npz").string()),
-                      Catch::Contains("load_checkpoint") && Catch::Contains("missing.npz"));
+    CHECK_THROWS_WITH(dist::load(dp, (dir / "missing.npz").string()),
+                      Catch::Contains("load") && Catch::Contains("missing.npz"));
     CHECK(same_bits(values_of(*model), before));
-    CHECK_THROWS_WITH(dist::save_checkpoint(dp, (dir / "no-such-dir" / "x.npz").string()),
-                      Catch::Contains("save_checkpoint"));
+    CHECK_THROWS_WITH(dist::save(dp, (dir / "no-such-dir" / "x.npz").string()),
+                      Catch::Contains("save"));
 }
 
 namespace {

@@ -1,5 +1,5 @@
-// libFuzzer target: loading a checkpoint into a small model and its optimiser
-// (ad::fuzz::CheckpointModel). The loader takes a path, so each input is written to a file first.
+// libFuzzer target: loading a saved model into a small model and its optimiser
+// (ad::fuzz::SavedModel). The loader takes a path, so each input is written to a file first.
 // Any input must load or raise an ad::Error.
 #include "fuzz_inputs.hpp"
 
@@ -20,7 +20,7 @@ struct Scratch {
         namespace fs = std::filesystem;
         // /dev/shm when there is one: a file per input costs little in memory.
         const fs::path base = fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
-        std::string tmpl = (base / "ad_fuzz_checkpoint_XXXXXX").string();
+        std::string tmpl = (base / "ad_fuzz_serialize_XXXXXX").string();
         if (!::mkdtemp(tmpl.data())) std::abort();
         dir = tmpl;
         file = dir + "/input.npz";
@@ -37,14 +37,14 @@ struct Scratch {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size)
 {
     static Scratch scratch;
-    static ad::fuzz::CheckpointModel model;
+    static ad::fuzz::SavedModel model;
     {
         std::ofstream out(scratch.file, std::ios::binary | std::ios::trunc);
         out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
         if (!out) std::abort();
     }
     try {
-        ad::fuzz::feed_checkpoint(model, scratch.file);
+        ad::fuzz::feed_saved_model(model, scratch.file);
     } catch (const ad::Error&) {
     }
     return 0;
