@@ -33,6 +33,30 @@ Var<T> Conv2d<T>::forward(const Var<T>& x)
     return conv2d(x, w, options_);
 }
 
+std::string detail::size2_str(Size2 s)
+{
+    return "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + "]";
+}
+
+std::string detail::describe_pool(const char* name, const Pool2dOptions& o)
+{
+    return std::string(name) + "(kernel_size=" + size2_str(o.kernel) + ", stride=" + size2_str(o.stride) +
+           ", padding=" + size2_str(o.padding) + ")";
+}
+
+template <class T>
+std::string Conv2d<T>::describe() const
+{
+    const auto& w = weight_->value().shape();
+    std::string s = "Conv2d(" + std::to_string(in_) + ", " + std::to_string(out_) + ", kernel_size=" +
+                    detail::size2_str(Size2{w[2], w[3]}) + ", stride=" + detail::size2_str(options_.stride);
+    if (options_.padding != Size2{0, 0}) s += ", padding=" + detail::size2_str(options_.padding);
+    if (options_.dilation != Size2{1, 1}) s += ", dilation=" + detail::size2_str(options_.dilation);
+    if (options_.groups != 1) s += ", groups=" + std::to_string(options_.groups);
+    if (!bias_) s += ", bias=false";
+    return s + ")";
+}
+
 template class Conv2d<float>;
 template class Conv2d<double>;
 

@@ -34,6 +34,13 @@ void Linear<T>::build(Rng& rng, const WeightInit<T>& init, bool bias)
 }
 
 template <class T>
+std::string Linear<T>::describe() const
+{
+    return "Linear(in_features=" + std::to_string(in_) + ", out_features=" + std::to_string(out_) +
+           ", bias=" + (bias_ ? "true" : "false") + ")";
+}
+
+template <class T>
 Linear<T>::Linear(Tensor<T> weight, Tensor<T> bias)
 {
     if (weight.dimension() != 2 || weight.size() == 0)

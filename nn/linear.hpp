@@ -38,6 +38,7 @@ public:
     Linear(Tensor<T> weight, Tensor<T> bias);
 
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override;  // "Linear(in_features=784, out_features=256, bias=true)"
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>* bias() { return bias_; }  // nullptr without a bias

@@ -33,6 +33,8 @@ bool same_shape(const A& a, const B& b)
         if (a[i] != b[i]) return false;
     return true;
 }
+// A hyperparameter as describe() shows it: six significant digits, no trailing zeros ("0.1", "1e-05").
+std::string number_str(double v);
 }  // namespace detail
 
 // Every random choice in nn/ (initialisation, dropout masks) takes a seeded generator.
@@ -66,7 +68,12 @@ public:
 
     std::size_t parameter_count();  // number of scalars in all parameters
     void zero_grad();
-    // One line per module (its name and type) and per parameter and buffer (name, shape,
+    // The module's type and hyperparameters on one line, in libtorch's words: "ReLU",
+    // "Linear(in_features=784, out_features=256, bias=true)", "Dropout(p=0.1)". The default is
+    // the class name without namespace and template arguments; layers with hyperparameters
+    // override it.
+    virtual std::string describe() const;
+    // One line per module (its name and describe()) and per parameter and buffer (name, shape,
     // element count), then the total: what printing a model shows.
     std::string summary();
 
