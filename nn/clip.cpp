@@ -32,9 +32,18 @@ void check_bound(const char* fn, const char* what, double c)
 template <class T>
 void check_matrix(const char* fn, const Tensor<T>& W)
 {
-    if (W.dimension() != 2)
-        throw Error(std::string(fn) + ": expects a weight matrix of shape [n_out, n_in], got shape " +
-                    shape_str(W.shape()));
+    if (W.dimension() < 2)
+        throw Error(std::string(fn) + ": expects a weight matrix [n_out, n_in] or a kernel [out, in, kh, kw] "
+                    "(rank >= 2), got shape " + shape_str(W.shape()));
+}
+
+// The number of columns of W as a matrix [shape[0], the product of the rest].
+template <class T>
+std::size_t columns(const Tensor<T>& W)
+{
+    std::size_t n = 1;
+    for (std::size_t k = 1; k < W.dimension(); ++k) n *= W.shape()[k];
+    return n;
 }
 
 template <class T>
@@ -114,21 +123,13 @@ Triple top_singular(const Matrix& R, std::size_t iterations, const std::vector<s
 template <class T>
 Matrix to_matrix(const Tensor<T>& W)
 {
-    Matrix A{W.shape()[0], W.shape()[1], std::vector<double>(W.size())};
+    Matrix A{W.shape()[0], columns(W), std::vector<double>(W.size())};  // row-major: a reshape
     std::size_t k = 0;
     for (const T& x : W) A.a[k++] = double(x);
     return A;
 }
 
 }  // namespace
-
-template <class T>
-bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
-{
-    const auto dot = name.rfind('.');
-    const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
-    return last != "bias" && p.value().dimension() == 2;
-}
 
 // --- gradients ---
 
@@ -206,7 +207,7 @@ bool project_elementwise(Parameter<T>& W, double c)
 {
     check_bound("project_elementwise", "c", c);
     check_matrix("project_elementwise", W.value());
-    const double n = double(W.value().shape()[0]) * double(W.value().shape()[1]);
+    const double n = double(W.value().shape()[0]) * double(columns(W.value()));
     const T b = T(c / std::sqrt(n));
     const auto clamp = [b](T x) { return std::min(std::max(x, -b), b); };
     // Write access (which counts as a change) only when some element moves.
@@ -270,7 +271,6 @@ void project_elementwise(const NamedParameters<T>& params, double c)
 }
 
 #define AD_CLIP_INSTANTIATE(T)                                                                 \
-    template bool is_weight_matrix<T>(const std::string&, const Parameter<T>&);               \
     template double clip_grad_norm<T>(const NamedParameters<T>&, double, bool);               \
     template double clip_grad_norm<T>(const std::vector<Parameter<T>*>&, double, bool);       \
     template void clip_grad_value<T>(const NamedParameters<T>&, double);                      \

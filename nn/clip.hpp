@@ -16,10 +16,13 @@
 // - project_frobenius_norm: W scaled by c / norm(W)_F when that is below one.
 // - project_elementwise: each W_lk clamped to [-b, b], b = c / sqrt(n_{j+1} n_j) for W of shape
 //   [n_{j+1}, n_j]; then norm(W)_2 <= norm(W)_F <= c.
+// A weight of rank above 2 (a convolution kernel [out, in, kh, kw]) is projected as the matrix
+// [out, in kh kw] it is on the unfolded input (spectral normalisation's convention; this bounds
+// that matrix, not the operator norm of the convolution over a whole image).
 // The projections write a parameter's value (through mutable_value(), which counts the change)
 // when, and only when, they change it. They return whether they did. The forms that take a
-// model or a list apply to every weight matrix: each parameter of rank 2 whose last name
-// component is not "bias".
+// model or a list apply to every weight matrix in the sense of is_weight_matrix (nn/optim.hpp):
+// rank >= 2 and not named "bias".
 #pragma once
 
 #include "nn/module.hpp"
@@ -84,9 +87,5 @@ void project_elementwise(Module<T>& model, double c = 1)
 {
     project_elementwise(model.named_parameters(), c);
 }
-
-// A rank-2 parameter whose last name component is not "bias".
-template <class T>
-bool is_weight_matrix(const std::string& name, const Parameter<T>& p);
 
 }  // namespace ad::nn

@@ -2,6 +2,7 @@
 // spectral projection against an exact SVD (xtensor-blas), the surrogates against the seed's
 // chain norm(W)_2 <= norm(W)_F <= c.
 #include "nn/clip.hpp"
+#include "nn/conv_layers.hpp"
 #include "nn/linear.hpp"
 #include "nn/sequential.hpp"
 
@@ -266,5 +267,46 @@ TEST_CASE("projections of a model act on every weight matrix and on no bias", "[
             const double b = 1.0 / std::sqrt(double(p->value().size()));
             CHECK(xt::amax(xt::abs(p->value()))() <= b);
         }
+    }
+}
+
+TEST_CASE("a convolution kernel is constrained as the matrix [out, in kh kw]; its bias is left alone", "[clip][spectral]")
+{
+    // Kernel [2, 1, 2, 2] whose matrix [2, 4] is U diag(3, 0.5) V^T: with c = 1 the projection is
+    // U diag(1, 0.5) V^T, reshaped back.
+    Svd d{orthonormal_columns(2, 2, 21), Tensor<double>{3.0, 0.5}, xt::transpose(orthonormal_columns(4, 2, 22))};
+    const Tensor<double> M = compose(d);
+    Svd want = d;
+    want.s = Tensor<double>{1.0, 0.5};
+    nn::Rng rng(1);
+    nn::Sequential<double> model;
+    auto conv = std::make_shared<nn::Conv2d<double>>(1, 2, 2, rng);
+    model.add(conv);
+    Tensor<double> kernel = M;
+    kernel.reshape({2, 1, 2, 2});
+    conv->weight().mutable_value() = kernel;
+    conv->bias()->mutable_value() = Tensor<double>{9.0, 9.0};
+    CHECK(nn::is_weight_matrix<double>("0.weight", conv->weight()));
+    CHECK_FALSE(nn::is_weight_matrix<double>("0.bias", *conv->bias()));
+
+    SECTION("spectral")
+    {
+        nn::project_spectral_norm(model, 1.0, 300);
+        Tensor<double> after = conv->weight().value();
+        REQUIRE(after.shape() == std::vector<std::size_t>{2, 1, 2, 2});
+        after.reshape({2, 4});
+        CHECK(max_abs_diff(after, compose(want)) < 1e-12);
+        CHECK((conv->bias()->value() == Tensor<double>{9.0, 9.0}));
+        CHECK(nn::spectral_norm_estimate(conv->weight().value(), 300) == Approx(1.0).epsilon(1e-12));
+    }
+    SECTION("Frobenius and elementwise")
+    {
+        nn::project_elementwise(model, 1.0);
+        const double b = 1.0 / std::sqrt(2.0 * 4.0);
+        for (std::size_t k = 0; k < M.size(); ++k)
+            CHECK(conv->weight().value().flat(k) == std::clamp(M.flat(k), -b, b));
+        nn::project_frobenius_norm(model, 0.5);
+        CHECK(frobenius(conv->weight().value()) == Approx(0.5).epsilon(1e-14));
+        CHECK((conv->bias()->value() == Tensor<double>{9.0, 9.0}));
     }
 }
