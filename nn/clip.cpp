@@ -51,7 +51,7 @@ NamedParameters<T> unnamed(const std::vector<Parameter<T>*>& params)
 {
     NamedParameters<T> out;
     for (std::size_t i = 0; i < params.size(); ++i) {
-        if (!params[i]) throw Error("clip: parameter " + std::to_string(i) + " is null");
+        if (!params[i]) throw Error("ParameterList: parameter #" + std::to_string(i) + " of the list is null");
         out.emplace_back("#" + std::to_string(i), params[i]);
     }
     return out;
@@ -129,12 +129,10 @@ Matrix to_matrix(const Tensor<T>& W)
     return A;
 }
 
-}  // namespace
-
 // --- gradients ---
 
 template <class T>
-double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite)
+double clip_norm_named(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite)
 {
     check_bound("clip_grad_norm", "max_norm", max_norm);
     double total_sq = 0;
@@ -156,13 +154,7 @@ double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool er
 }
 
 template <class T>
-double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm, bool error_if_nonfinite)
-{
-    return clip_grad_norm(unnamed(params), max_norm, error_if_nonfinite);
-}
-
-template <class T>
-void clip_grad_value(const NamedParameters<T>& params, double clip_value)
+void clip_value_named(const NamedParameters<T>& params, double clip_value)
 {
     check_bound("clip_grad_value", "clip_value", clip_value);
     for (const auto& [name, p] : params) {
@@ -174,24 +166,10 @@ void clip_grad_value(const NamedParameters<T>& params, double clip_value)
         for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
 }
 
-template <class T>
-void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value)
-{
-    clip_grad_value(unnamed(params), clip_value);
-}
-
-// --- constraints ---
+// --- constraints on one parameter ---
 
 template <class T>
-double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations)
-{
-    check_matrix("spectral_norm_estimate", W);
-    if (iterations == 0) throw Error("spectral_norm_estimate: iterations must be at least 1");
-    return top_singular(to_matrix(W), iterations, {}).sigma;
-}
-
-template <class T>
-bool project_frobenius_norm(Parameter<T>& W, double c)
+bool frobenius_one(Parameter<T>& W, double c)
 {
     check_bound("project_frobenius_norm", "c", c);
     double sq = 0;
@@ -203,7 +181,7 @@ bool project_frobenius_norm(Parameter<T>& W, double c)
 }
 
 template <class T>
-bool project_elementwise(Parameter<T>& W, double c)
+bool elementwise_one(Parameter<T>& W, double c)
 {
     check_bound("project_elementwise", "c", c);
     check_matrix("project_elementwise", W.value());
@@ -218,7 +196,7 @@ bool project_elementwise(Parameter<T>& W, double c)
 }
 
 template <class T>
-bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
+bool spectral_one(Parameter<T>& W, double c, std::size_t iterations)
 {
     check_bound("project_spectral_norm", "c", c);
     check_matrix("project_spectral_norm", W.value());
@@ -249,39 +227,60 @@ bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
     return true;
 }
 
-template <class T>
-void project_spectral_norm(const NamedParameters<T>& params, double c, std::size_t iterations)
+// The one parameter given alone, or every weight matrix of a collection.
+template <class T, class F>
+bool project_each(const char* fn, const ParameterList<T>& params, F project)
 {
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_spectral_norm(*p, c, iterations);
+    if (params.single()) return project(*params.named().front().second);
+    for (const auto& [name, p] : params.named())
+        if (!p) throw Error(std::string(fn) + ": parameter " + name + " is null");
+    bool changed = false;
+    for (const auto& [name, p] : params.named())
+        if (is_weight_matrix(name, *p)) changed = project(*p) || changed;
+    return changed;
+}
+
+}  // namespace
+
+template <class T>
+ParameterList<T>::ParameterList(const std::vector<Parameter<T>*>& params) : params_(unnamed(params))
+{
 }
 
 template <class T>
-void project_frobenius_norm(const NamedParameters<T>& params, double c)
+double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations)
 {
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_frobenius_norm(*p, c);
+    check_matrix("spectral_norm_estimate", W);
+    if (iterations == 0) throw Error("spectral_norm_estimate: iterations must be at least 1");
+    return top_singular(to_matrix(W), iterations, {}).sigma;
 }
 
-template <class T>
-void project_elementwise(const NamedParameters<T>& params, double c)
-{
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_elementwise(*p, c);
-}
-
-#define AD_CLIP_INSTANTIATE(T)                                                                 \
-    template double clip_grad_norm<T>(const NamedParameters<T>&, double, bool);               \
-    template double clip_grad_norm<T>(const std::vector<Parameter<T>*>&, double, bool);       \
-    template void clip_grad_value<T>(const NamedParameters<T>&, double);                      \
-    template void clip_grad_value<T>(const std::vector<Parameter<T>*>&, double);              \
-    template double spectral_norm_estimate<T>(const Tensor<T>&, std::size_t);                 \
-    template bool project_spectral_norm<T>(Parameter<T>&, double, std::size_t);               \
-    template bool project_frobenius_norm<T>(Parameter<T>&, double);                           \
-    template bool project_elementwise<T>(Parameter<T>&, double);                              \
-    template void project_spectral_norm<T>(const NamedParameters<T>&, double, std::size_t);   \
-    template void project_frobenius_norm<T>(const NamedParameters<T>&, double);               \
-    template void project_elementwise<T>(const NamedParameters<T>&, double);
+#define AD_CLIP_INSTANTIATE(T)                                                                          \
+    template class ParameterList<T>;                                                                     \
+    template double spectral_norm_estimate<T>(const Tensor<T>&, std::size_t);                            \
+    double clip_grad_norm(const ParameterList<T>& params, double max_norm, const ClipGradNormOptions& o) \
+    {                                                                                                    \
+        return clip_norm_named(params.named(), max_norm, o.error_if_nonfinite());                        \
+    }                                                                                                    \
+    void clip_grad_value(const ParameterList<T>& params, double clip_value)                              \
+    {                                                                                                    \
+        clip_value_named(params.named(), clip_value);                                                    \
+    }                                                                                                    \
+    bool project_spectral_norm(const ParameterList<T>& params, double c, std::size_t iterations)         \
+    {                                                                                                    \
+        return project_each("project_spectral_norm", params,                                             \
+                            [&](Parameter<T>& p) { return spectral_one(p, c, iterations); });            \
+    }                                                                                                    \
+    bool project_frobenius_norm(const ParameterList<T>& params, double c)                                \
+    {                                                                                                    \
+        return project_each("project_frobenius_norm", params,                                            \
+                            [&](Parameter<T>& p) { return frobenius_one(p, c); });                       \
+    }                                                                                                    \
+    bool project_elementwise(const ParameterList<T>& params, double c)                                   \
+    {                                                                                                    \
+        return project_each("project_elementwise", params,                                               \
+                            [&](Parameter<T>& p) { return elementwise_one(p, c); });                     \
+    }
 
 AD_CLIP_INSTANTIATE(float)
 AD_CLIP_INSTANTIATE(double)

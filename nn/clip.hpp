@@ -33,59 +33,62 @@
 
 namespace ad::nn {
 
+// The parameters a clip or a projection acts on, however they come: a model (its
+// named_parameters()), named parameters, a list of parameters (named "#0", "#1", ... in
+// messages), or one parameter; as PyTorch's clip_grad_norm_(parameters) takes an iterable of
+// tensors or a single tensor. A view: it holds pointers, so the parameters must outlive it.
+// The projections constrain every weight matrix of a collection (is_weight_matrix) and the one
+// parameter given alone whatever its name (then it must have rank >= 2).
 template <class T>
-double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm, bool error_if_nonfinite = false);
-template <class T>
-double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite = false);
-template <class T>
-double clip_grad_norm(Module<T>& model, double max_norm, bool error_if_nonfinite = false)
-{
-    return clip_grad_norm(model.named_parameters(), max_norm, error_if_nonfinite);
-}
+class ParameterList {
+public:
+    ParameterList(Module<T>& model) : params_(model.named_parameters()) {}
+    ParameterList(NamedParameters<T> params) : params_(std::move(params)) {}
+    ParameterList(const std::vector<Parameter<T>*>& params);
+    ParameterList(Parameter<T>& p) : params_{{"#0", &p}}, single_(true) {}
 
-template <class T>
-void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value);
-template <class T>
-void clip_grad_value(const NamedParameters<T>& params, double clip_value);
-template <class T>
-void clip_grad_value(Module<T>& model, double clip_value)
-{
-    clip_grad_value(model.named_parameters(), clip_value);
-}
+    const NamedParameters<T>& named() const { return params_; }
+    bool single() const { return single_; }
 
-// Largest singular value of a matrix by power iteration from a fixed start vector (nn/init.hpp's
-// spectral_norm gives the exact value by SVD).
+private:
+    NamedParameters<T> params_;
+    bool single_ = false;
+};
+
+// clip_grad_norm's options, set by chaining as in libtorch:
+// ClipGradNormOptions().error_if_nonfinite(true) makes a non-finite total norm an ad::Error
+// (nothing scaled) instead of NaN spread over every gradient (PyTorch's default).
+class ClipGradNormOptions {
+public:
+    ClipGradNormOptions& error_if_nonfinite(bool on) { error_if_nonfinite_ = on; return *this; }
+    bool error_if_nonfinite() const { return error_if_nonfinite_; }
+
+private:
+    bool error_if_nonfinite_ = false;
+};
+
+// One function per operation, for float and double parameters alike (the two overloads are
+// the element types, so a model converts without naming T).
+double clip_grad_norm(const ParameterList<float>& params, double max_norm, const ClipGradNormOptions& options = {});
+double clip_grad_norm(const ParameterList<double>& params, double max_norm, const ClipGradNormOptions& options = {});
+
+void clip_grad_value(const ParameterList<float>& params, double clip_value);
+void clip_grad_value(const ParameterList<double>& params, double clip_value);
+
+// Largest singular value of a matrix (a kernel: of [out, in kh kw]) by power iteration from a
+// fixed start vector (nn/init.hpp's spectral_norm gives the exact value by SVD).
 template <class T>
 double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations = 100);
 
-template <class T>
-bool project_spectral_norm(Parameter<T>& W, double c = 1, std::size_t iterations = 100);
-template <class T>
-bool project_frobenius_norm(Parameter<T>& W, double c = 1);
-template <class T>
-bool project_elementwise(Parameter<T>& W, double c = 1);
+// Each returns whether it changed any parameter.
+bool project_spectral_norm(const ParameterList<float>& params, double c = 1, std::size_t iterations = 100);
+bool project_spectral_norm(const ParameterList<double>& params, double c = 1, std::size_t iterations = 100);
+bool project_frobenius_norm(const ParameterList<float>& params, double c = 1);
+bool project_frobenius_norm(const ParameterList<double>& params, double c = 1);
+bool project_elementwise(const ParameterList<float>& params, double c = 1);
+bool project_elementwise(const ParameterList<double>& params, double c = 1);
 
-// The same for every weight matrix of a model or list.
-template <class T>
-void project_spectral_norm(const NamedParameters<T>& params, double c = 1, std::size_t iterations = 100);
-template <class T>
-void project_frobenius_norm(const NamedParameters<T>& params, double c = 1);
-template <class T>
-void project_elementwise(const NamedParameters<T>& params, double c = 1);
-template <class T>
-void project_spectral_norm(Module<T>& model, double c = 1, std::size_t iterations = 100)
-{
-    project_spectral_norm(model.named_parameters(), c, iterations);
-}
-template <class T>
-void project_frobenius_norm(Module<T>& model, double c = 1)
-{
-    project_frobenius_norm(model.named_parameters(), c);
-}
-template <class T>
-void project_elementwise(Module<T>& model, double c = 1)
-{
-    project_elementwise(model.named_parameters(), c);
-}
+extern template class ParameterList<float>;
+extern template class ParameterList<double>;
 
 }  // namespace ad::nn
