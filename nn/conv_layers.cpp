@@ -7,7 +7,7 @@
 namespace ad::nn {
 
 template <class T>
-Conv2d<T>::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options, bool bias)
+Conv2d<T>::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options, Bias bias)
     : in_(in), out_(out), options_(options)
 {
     if (in == 0 || out == 0 || kernel[0] == 0 || kernel[1] == 0)
@@ -19,7 +19,7 @@ Conv2d<T>::Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const
                     std::to_string(in) + " and out = " + std::to_string(out));
     const Shape shape{out, in / options.groups, kernel[0], kernel[1]};
     weight_ = &this->register_parameter("weight", he_normal<T>(shape, rng));  // N(0, 2 / fan_in)
-    if (bias) bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({out})));
+    if (bias.on) bias_ = &this->register_parameter("bias", Tensor<T>(xt::zeros<T>({out})));
 }
 
 template <class T>

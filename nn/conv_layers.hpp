@@ -25,9 +25,9 @@ template <class T>
 class Conv2d : public Module<T> {
 public:
     Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options = {},
-           bool bias = true);
+           Bias bias = {});
     Conv2d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const Conv2dOptions& options = {},
-           bool bias = true)
+           Bias bias = {})
         : Conv2d(in, out, Size2{kernel, kernel}, rng, options, bias) {}
     Var<T> forward(const Var<T>& x) override;
     // "Conv2d(1, 8, kernel_size=[3, 3], stride=[1, 1], padding=[1, 1])"; padding, dilation,

@@ -40,6 +40,13 @@ std::string number_str(double v);
 // Every random choice in nn/ (initialisation, dropout masks) takes a seeded generator.
 using Rng = std::mt19937_64;
 
+// Whether a layer (Linear, Conv2d) has a bias: Linear<T>(in, out, rng, nn::no_bias). A type of
+// its own, so no bare bool stands for it at a call site; Bias{flag} when the choice is computed.
+struct Bias {
+    bool on = true;
+};
+inline constexpr Bias no_bias{false};
+
 template <class T>
 class Module {
 public:

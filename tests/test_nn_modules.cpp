@@ -124,7 +124,7 @@ TEST_CASE("Linear is gradchecked over input, weight and bias", "[nn][linear][gra
     nn::Linear<double> lin(4, 3, rng);
     gradcheck_module(lin, randn({5, 4}, 2));
     gradcheck_module(lin, randn({4}, 3));
-    nn::Linear<double> no_bias(4, 3, rng, false);
+    nn::Linear<double> no_bias(4, 3, rng, nn::no_bias);
     CHECK(no_bias.bias() == nullptr);
     CHECK(parameter_names(no_bias) == Names{"weight"});
     gradcheck_module(no_bias, randn({2, 4}, 4));
@@ -667,9 +667,9 @@ TEST_CASE("describe() shows each layer's hyperparameters and a plain class name 
     ad::Conv2dOptions strided;
     strided.stride = {2, 1};
     strided.groups = 2;
-    CHECK(nn::Conv2d<double>(4, 6, ad::Size2{3, 5}, rng, strided, false).describe() ==
+    CHECK(nn::Conv2d<double>(4, 6, ad::Size2{3, 5}, rng, strided, nn::no_bias).describe() ==
           "Conv2d(4, 6, kernel_size=[3, 5], stride=[2, 1], groups=2, bias=false)");
-    CHECK(nn::Linear<double>(2, 5, rng, false).describe() == "Linear(in_features=2, out_features=5, bias=false)");
+    CHECK(nn::Linear<double>(2, 5, rng, nn::no_bias).describe() == "Linear(in_features=2, out_features=5, bias=false)");
     CHECK(nn::LeakyReLU<double>().describe() == "LeakyReLU(negative_slope=0.01)");
     CHECK(nn::ELU<double>(0.5).describe() == "ELU(alpha=0.5)");
     CHECK(nn::GELU<double>().describe() == "GELU");
