@@ -465,7 +465,7 @@ template <class T> using Ternary = Var<T>(const Var<T>&, const Var<T>&, const Va
 template <class T> using WithScalar = Var<T>(const Var<T>&, Scalar<T>);
 template <class T> using ScalarFirst = Var<T>(Scalar<T>, const Var<T>&);
 template <class T> using WithTwoScalars = Var<T>(const Var<T>&, Scalar<T>, Scalar<T>);
-template <class T> using AlongAxis = Var<T>(const Var<T>&, std::ptrdiff_t, bool);
+template <class T> using AlongAxis = Var<T>(const Var<T>&, std::ptrdiff_t, KeepDims);
 template <class T> using Axis = Var<T>(const Var<T>&, std::ptrdiff_t);
 template <class T> using ToShape = Var<T>(const Var<T>&, const Shape&);
 }  // namespace sig

@@ -682,8 +682,8 @@ namespace {
 template <class T>
 Var<T> mean_but_channels(const Var<T>& t)
 {
-    Var<T> r = mean(t, 0, true);
-    for (std::ptrdiff_t a = 2; a < std::ptrdiff_t(t.dimension()); ++a) r = mean(r, a, true);
+    Var<T> r = mean(t, 0, keepdims);
+    for (std::ptrdiff_t a = 2; a < std::ptrdiff_t(t.dimension()); ++a) r = mean(r, a, keepdims);
     return r;
 }
 

@@ -137,9 +137,9 @@ Var<T> cholesky(const Var<T>& A)
     [](GradVjp<T>& v) {
         const std::size_t n = v.y.shape()[0];
         const Var<T> L = v.y;
-        const Var<T> P = matmul(L, v.g * v.constant(lower_mask(n, T(1))), true, false) * v.constant(lower_mask(n, T(0.5)));
-        const Var<T> Y = solve_triangular(L, P, true);                          // L^{-T} P
-        const Var<T> S = ad::transpose(solve_triangular(L, ad::transpose(Y), true));  // ... L^{-1}
+        const Var<T> P = matmul(L, v.g * v.constant(lower_mask(n, T(1))), transpose_a) * v.constant(lower_mask(n, T(0.5)));
+        const Var<T> Y = solve_triangular(L, P, transpose_a);                        // L^{-T} P
+        const Var<T> S = ad::transpose(solve_triangular(L, ad::transpose(Y), transpose_a));  // ... L^{-1}
         v.acc(0, (S + ad::transpose(S)) * T(0.5));
     });
 }
@@ -151,9 +151,14 @@ AD_INSTANTIATE(cholesky, sig::Unary)
 // (dX = -op(L)^{-1} d op(L) X; only L's lower triangle is read, so Lbar is lower triangular.)
 // Attribute: transpose.
 template <class T>
-Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
+Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, Transpose t)
 {
     check_handles("solve_triangular", {L, B});
+    if (t.b)
+        fail("solve_triangular", L,
+             "transpose_b was given, but only L (the first operand) can be read transposed; B of shape " +
+                 dims(B.shape()) + " is solved for as it is");
+    const bool transpose = t.a;
     const std::size_t n = require_square("solve_triangular", L, "L");
     const auto& bs = B.shape();
     if (bs.size() < 1 || bs.size() > 2 || bs[0] != n)
@@ -186,17 +191,17 @@ Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose)
     },
     [tr](GradVjp<T>& v) {
         const Var<T> L = v.x(0);
-        const Var<T> Bbar = solve_triangular(L, v.g, !tr);
+        const Var<T> Bbar = solve_triangular(L, v.g, Transpose{!tr, false});
         if (v.wants(0)) {
             const Var<T> X = as_column(v.y), Bc = as_column(Bbar);
-            const Var<T> outer = !tr ? matmul(Bc, X, false, true) : matmul(X, Bc, false, true);
+            const Var<T> outer = !tr ? matmul(Bc, X, transpose_b) : matmul(X, Bc, transpose_b);
             v.acc(0, -(outer * v.constant(lower_mask(L.shape()[0], T(1)))));
         }
         v.acc(1, Bbar);
     });
 }
 namespace sig {
-template <class T> using Solve = Var<T>(const Var<T>&, const Var<T>&, bool);
+template <class T> using Solve = Var<T>(const Var<T>&, const Var<T>&, Transpose);
 }
 AD_INSTANTIATE(solve_triangular, sig::Solve)
 
@@ -225,7 +230,7 @@ Var<T> logdet(const Var<T>& A)
     [](GradVjp<T>& v) {  // A^{-1} = L^{-T} L^{-1}, with L recomputed as an op
         const std::size_t n = v.x(0).shape()[0];
         const Var<T> Linv = solve_triangular(cholesky(v.x(0)), v.constant(xt::eye<T>(n)));
-        v.acc(0, matmul(Linv, Linv, true, false) * v.g);
+        v.acc(0, matmul(Linv, Linv, transpose_a) * v.g);
     });
 }
 AD_INSTANTIATE(logdet, sig::Unary)

@@ -9,6 +9,7 @@
 // matrices), and a finite difference in any single entry agrees with them.
 #pragma once
 
+#include "autodiff/ops_linalg.hpp"
 #include "autodiff/tape.hpp"
 
 namespace ad {
@@ -18,11 +19,11 @@ namespace ad {
 template <class T>
 Var<T> cholesky(const Var<T>& A);
 
-// X with L X = B, or L^T X = B if `transpose`. L is [n, n] lower triangular with a nonzero
-// diagonal; its strict upper triangle is never read (so its gradient there is zero). B is [n]
-// or [n, k]; X has B's shape.
+// X with L X = B, or L^T X = B with ad::transpose_a (L is the operand read transposed; B never
+// is). L is [n, n] lower triangular with a nonzero diagonal; its strict upper triangle is never
+// read (so its gradient there is zero). B is [n] or [n, k]; X has B's shape.
 template <class T>
-Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, bool transpose = false);
+Var<T> solve_triangular(const Var<T>& L, const Var<T>& B, Transpose t = {});
 
 // log det A for a symmetric positive definite A (read as (A + A^T) / 2), as 2 sum_i log L_ii
 // from its Cholesky factor: no determinant is formed, so it neither overflows nor underflows.

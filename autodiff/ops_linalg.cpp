@@ -89,9 +89,9 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
             const auto [a, b, c] = Product(v.x(0).shape(), v.x(1).shape(), ta, tb);
             const Var<T> A2 = as_2d(v.x(0), a), B2 = as_2d(v.x(1), b), G = as_2d(v.g, c);
             if (v.wants(0))
-                v.acc(0, as_shape(!ta ? matmul(G, B2, false, !tb) : matmul(B2, G, tb, true), v.x(0).shape()));
+                v.acc(0, as_shape(!ta ? matmul(G, B2, Transpose{false, !tb}) : matmul(B2, G, Transpose{tb, true}), v.x(0).shape()));
             if (v.wants(1))
-                v.acc(1, as_shape(!tb ? matmul(A2, G, !ta, false) : matmul(G, A2, true, ta), v.x(1).shape()));
+                v.acc(1, as_shape(!tb ? matmul(A2, G, Transpose{!ta, false}) : matmul(G, A2, Transpose{true, ta}), v.x(1).shape()));
         });
 }
 
@@ -105,12 +105,12 @@ Var<T> matmul(const Var<T>& a, const Var<T>& b)
 AD_INSTANTIATE(matmul, sig::Binary)
 
 template <class T>
-Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose_b)
+Var<T> matmul(const Var<T>& a, const Var<T>& b, Transpose t)
 {
-    return matmul_impl(a, b, transpose_a, transpose_b);
+    return matmul_impl(a, b, t.a, t.b);
 }
 namespace sig {
-template <class T> using MatmulT = Var<T>(const Var<T>&, const Var<T>&, bool, bool);
+template <class T> using MatmulT = Var<T>(const Var<T>&, const Var<T>&, Transpose);
 }
 AD_INSTANTIATE(matmul, sig::MatmulT)
 
@@ -170,7 +170,7 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
             const auto [xd, w, gd] = dims(v);
             const Var<T> G = as_2d(v.g, gd);
             v.acc(0, as_shape(matmul(G, v.x(1)), v.x(0).shape()));
-            if (v.wants(1)) v.acc(1, matmul(G, as_2d(v.x(0), xd), true, false));
+            if (v.wants(1)) v.acc(1, matmul(G, as_2d(v.x(0), xd), transpose_a));
             v.acc(2, v.g);  // summed over the rows by acc
         });
 }

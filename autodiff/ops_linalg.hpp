@@ -8,9 +8,18 @@ namespace ad {
 
 // matmul: [m,k]x[k,n] -> [m,n]; [m,k]x[k] -> [m]; [k]x[k,n] -> [n]; [k]x[k] -> scalar.
 template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
+// Which operands of a product are read transposed: matmul(x, W, ad::transpose_b) is x W^T,
+// ad::transpose_a | ad::transpose_b both; Transpose{ta, tb} when the choice is computed.
+struct Transpose {
+    bool a = false, b = false;
+};
+inline constexpr Transpose transpose_a{true, false};
+inline constexpr Transpose transpose_b{false, true};
+constexpr Transpose operator|(Transpose x, Transpose y) { return {x.a || y.a, x.b || y.b}; }
+
 // op(a) op(b) for matrices, op transposing where asked: BLAS reads the transpose in place, so
 // x W^T for a [out, in] weight costs no copy of W.
-template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, bool transpose_a, bool transpose_b);
+template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, Transpose t);
 // x W^T + b, one op (a linear layer): x [batch, in] or [in], W [out, in], b [out]. The bias is
 // written into the output and the product added to it, so it costs no pass of its own.
 template <class T> Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b);

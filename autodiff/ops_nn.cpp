@@ -38,7 +38,7 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
                 d, [&](std::size_t k) { return g[k] * y[k]; },
                 [&](std::size_t k, T s) { dx[k] = (first ? T(0) : dx[k]) + y[k] * (g[k] - s); });
         },
-        [ax](GradVjp<T>& v) { v.acc(0, v.y * (v.g - sum(v.g * v.y, std::ptrdiff_t(ax), true))); });
+        [ax](GradVjp<T>& v) { v.acc(0, v.y * (v.g - sum(v.g * v.y, std::ptrdiff_t(ax), keepdims))); });
 }
 AD_INSTANTIATE(softmax, sig::Axis)
 
@@ -66,7 +66,7 @@ Var<T> log_softmax(const Var<T>& x, std::ptrdiff_t axis)
                 d, [&](std::size_t k) { return g[k]; },
                 [&](std::size_t k, T s) { dx[k] = (first ? T(0) : dx[k]) + g[k] - std::exp(y[k]) * s; });
         },
-        [ax](GradVjp<T>& v) { v.acc(0, v.g - ad::exp(v.y) * sum(v.g, std::ptrdiff_t(ax), true)); });
+        [ax](GradVjp<T>& v) { v.acc(0, v.g - ad::exp(v.y) * sum(v.g, std::ptrdiff_t(ax), keepdims)); });
 }
 AD_INSTANTIATE(log_softmax, sig::Axis)
 
@@ -200,12 +200,12 @@ Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, T eps)
             }
         },
         [eps](GradVjp<T>& v) {  // the same formulas in tape ops, so any order can follow
-            const Var<T> x = v.x(0), u = v.x(1), w = v.g, xc = x - mean(x, -1, true);
-            const Var<T> rstd = ad::pow(mean(square(xc), -1, true) + eps, T(-0.5)), xhat = xc * rstd;
+            const Var<T> x = v.x(0), u = v.x(1), w = v.g, xc = x - mean(x, -1, keepdims);
+            const Var<T> rstd = ad::pow(mean(square(xc), -1, keepdims) + eps, T(-0.5)), xhat = xc * rstd;
             if (v.wants(0)) {
-                const Var<T> wc = w - mean(w, -1, true), uc = u - mean(u, -1, true);
-                const Var<T> A = mean(w * xhat, -1, true), Q = mean(u * xhat, -1, true);
-                const Var<T> M = mean(wc * uc, -1, true);
+                const Var<T> wc = w - mean(w, -1, keepdims), uc = u - mean(u, -1, keepdims);
+                const Var<T> A = mean(w * xhat, -1, keepdims), Q = mean(u * xhat, -1, keepdims);
+                const Var<T> M = mean(wc * uc, -1, keepdims);
                 v.acc(0, square(rstd) * ((T(3) * A * Q - M) * xhat - Q * wc - A * uc));
             }
             if (v.wants(1)) v.acc(1, layer_norm_dx(x, w, eps));

@@ -118,11 +118,12 @@ Var<T> sum(const Var<T>& x)
 AD_INSTANTIATE(sum, sig::Unary)
 
 template <class T>
-Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
+Var<T> sum(const Var<T>& x, std::ptrdiff_t axis, KeepDims k)
 {
+    const bool keep = k.keep;
     const std::size_t ax = normalize_axis("sum", axis, x);
     Op<T> op("sum_axis", {x});
-    reduce_axis(x.value(), ax, keepdims, T(1), op.out());
+    reduce_axis(x.value(), ax, keep, T(1), op.out());
     return op.done([ax](Vjp<T>& v) { spread_axis(v, ax, T(1)); },
                    [ax](GradVjp<T>& v) { v.acc(0, spread(v.g, v.x(0), ax)); });
 }
@@ -150,13 +151,14 @@ Var<T> mean(const Var<T>& x)
 AD_INSTANTIATE(mean, sig::Unary)
 
 template <class T>
-Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
+Var<T> mean(const Var<T>& x, std::ptrdiff_t axis, KeepDims k)
 {
+    const bool keep = k.keep;
     const std::size_t ax = normalize_axis("mean", axis, x);
     check_not_empty("mean", x, ax);
     Op<T> op("mean_axis", {x});
     const T n = T(x.shape()[ax]);
-    reduce_axis(x.value(), ax, keepdims, n, op.out());
+    reduce_axis(x.value(), ax, keep, n, op.out());
     return op.done([ax, n](Vjp<T>& v) { spread_axis(v, ax, n); },
                    [ax, n](GradVjp<T>& v) { v.acc(0, spread(v.g / n, v.x(0), ax)); });
 }
@@ -165,14 +167,15 @@ AD_INSTANTIATE(mean, sig::AlongAxis)
 // d max(x, axis) = g at the first maximal element along the axis, 0 elsewhere. A slice holding
 // a NaN has maximum NaN, and its gradient goes to the first NaN.
 template <class T>
-Var<T> max(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
+Var<T> max(const Var<T>& x, std::ptrdiff_t axis, KeepDims k)
 {
+    const bool keep = k.keep;
     const std::size_t ax = normalize_axis("max", axis, x);
     check_not_empty("max", x, ax);
     Op<T> op("max", {x});
     auto& argmax = op.save_indices();  // along the axis, for each (outer, inner) pair
     const AxisLoop d(x.shape(), ax);
-    resize_reduced(x.value(), ax, keepdims, op.out());
+    resize_reduced(x.value(), ax, keep, op.out());
     T* y = op.out().data();
     const T* xp = x.value().data();
     for (std::size_t o = 0; o < d.outer; ++o)
@@ -208,13 +211,14 @@ AD_INSTANTIATE(max, sig::AlongAxis)
 // logsumexp(x) = m + log sum exp(x - m), m the max along the axis (NaN if the slice holds a
 // NaN, so that the NaN reaches y even where m is infinite); d = g softmax(x) = g exp(x - y)
 template <class T>
-Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, bool keepdims)
+Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, KeepDims k)
 {
+    const bool keep = k.keep;
     const std::size_t ax = normalize_axis("logsumexp", axis, x);
     check_not_empty("logsumexp", x, ax);
     Op<T> op("logsumexp", {x});
     const AxisLoop d(x.shape(), ax);
-    resize_reduced(x.value(), ax, keepdims, op.out());
+    resize_reduced(x.value(), ax, keep, op.out());
     T* y = op.out().data();
     kernels::for_each_slice(x.value().data(), d, [&](std::size_t o, std::size_t i, T m, T s) {
         y[o * d.inner + i] = std::isinf(m) ? m : m + std::log(s);

@@ -169,8 +169,8 @@ std::vector<Tensor<T>> engine_gradients(const Params& p, const Batch& b, T& valu
     std::vector<Var<T>> v;
     for (const auto& t : p.list()) v.push_back(tape.variable(t));
     const auto X = tape.constant(b.X);
-    const auto z2 = ad::sigmoid(ad::matmul(X, v[0], false, true) + v[1]);
-    const auto z3 = ad::matmul(z2, v[2], false, true) + v[3];
+    const auto z2 = ad::sigmoid(ad::matmul(X, v[0], ad::transpose_b) + v[1]);
+    const auto z3 = ad::matmul(z2, v[2], ad::transpose_b) + v[3];
     const auto L = ad::cross_entropy(z3, b.label);
     value = L.item();
     return ad::grad(L, v);

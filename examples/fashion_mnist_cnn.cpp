@@ -145,11 +145,11 @@ std::shared_ptr<ad::nn::Sequential<T>> make_model(std::size_t c, std::size_t hid
     ad::Conv2dOptions same;
     same.padding = {1, 1};
     auto net = std::make_shared<Sequential<T>>();
-    net->add(std::make_shared<Conv2d<T>>(1, c, 3, rng, same, false));  // no bias: batch norm follows
+    net->add(std::make_shared<Conv2d<T>>(1, c, 3, rng, same, no_bias));  // no bias: batch norm follows
     net->add(std::make_shared<BatchNorm2d<T>>(c));
     net->add(std::make_shared<ReLU<T>>());
     net->add(std::make_shared<MaxPool2d<T>>(2));
-    net->add(std::make_shared<Conv2d<T>>(c, 2 * c, 3, rng, same, false));
+    net->add(std::make_shared<Conv2d<T>>(c, 2 * c, 3, rng, same, no_bias));
     net->add(std::make_shared<BatchNorm2d<T>>(2 * c));
     net->add(std::make_shared<ReLU<T>>());
     net->add(std::make_shared<MaxPool2d<T>>(2));

@@ -89,7 +89,7 @@ Var<T> log_likelihood(const Var<T>& X, const Var<T>& W, const Var<T>& b, const V
 {
     auto& tape = X.tape();
     const std::size_t n = X.shape()[0], m = X.shape()[1];
-    const auto C = ad::matmul(W, W, false, true) + tape.constant(xt::eye<T>(m)) * ad::exp(log_s2);
+    const auto C = ad::matmul(W, W, ad::transpose_b) + tape.constant(xt::eye<T>(m)) * ad::exp(log_s2);
     const auto Z = ad::solve_triangular(ad::cholesky(C), ad::transpose(X - b));  // L^{-1} (x_i - b), [m, n]
     return -0.5 * (ad::logdet(C) + ad::sum(ad::square(Z)) / T(n) + T(m) * log_2pi);
 }

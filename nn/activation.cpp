@@ -20,6 +20,17 @@ double default_alpha(Activation a)
     throw Error("default_alpha: unknown activation " + std::to_string(static_cast<int>(a)));
 }
 
+std::string describe_activation(Activation a, double alpha)
+{
+    if (a == Activation::leaky_relu) return "LeakyReLU(negative_slope=" + detail::number_str(alpha) + ")";
+    if (a == Activation::elu) return "ELU(alpha=" + detail::number_str(alpha) + ")";
+#define AD_NN_CLASS_NAME(name, Class, alpha, formula) \
+    case Activation::name: return #Class;
+    switch (a) { AD_NN_ACTIVATIONS(AD_NN_CLASS_NAME) }
+#undef AD_NN_CLASS_NAME
+    throw Error("describe_activation: unknown activation " + std::to_string(static_cast<int>(a)));
+}
+
 template <class T>
 Var<T> activate(Activation a, const Var<T>& x, [[maybe_unused]] T alpha)
 {

@@ -29,6 +29,9 @@ enum class Activation { AD_NN_ACTIVATIONS(AD_NN_ENUM) };
 #undef AD_NN_ENUM
 
 std::string activation_name(Activation a);
+// The module's describe(): its class name, with the slope or alpha where the activation has one
+// ("LeakyReLU(negative_slope=0.01)", "ELU(alpha=1)").
+std::string describe_activation(Activation a, double alpha);
 double default_alpha(Activation a);
 template <class T>
 Var<T> activate(Activation a, const Var<T>& x, T alpha);
@@ -38,6 +41,7 @@ class ActivationModule : public Module<T> {
 public:
     explicit ActivationModule(T alpha = T(default_alpha(A))) : alpha_(alpha) {}
     Var<T> forward(const Var<T>& x) override { return activate(A, x, alpha_); }
+    std::string describe() const override { return describe_activation(A, double(alpha_)); }
     T alpha() const { return alpha_; }
 
 private:

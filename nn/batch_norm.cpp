@@ -45,6 +45,20 @@ Var<T> BatchNorm1d<T>::forward(const Var<T>& x)
     return normalised * this->use(*weight_, x) + this->use(*bias_, x);
 }
 
+template <class T>
+std::string BatchNorm1d<T>::describe() const
+{
+    return "BatchNorm1d(" + std::to_string(features_) + ", eps=" + detail::number_str(double(eps_)) +
+           ", momentum=" + detail::number_str(double(momentum_)) + ")";
+}
+
+template <class T>
+std::string BatchNorm2d<T>::describe() const
+{
+    return "BatchNorm2d(" + std::to_string(channels_) + ", eps=" + detail::number_str(double(eps_)) +
+           ", momentum=" + detail::number_str(double(momentum_)) + ")";
+}
+
 template class BatchNorm1d<float>;
 template class BatchNorm1d<double>;
 

@@ -28,6 +28,7 @@ class BatchNorm1d : public Module<T> {
 public:
     explicit BatchNorm1d(std::size_t features, T momentum = T(0.1), T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override;  // "BatchNorm1d(64, eps=1e-05, momentum=0.1)"
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }
@@ -64,6 +65,7 @@ class BatchNorm2d : public Module<T> {
 public:
     explicit BatchNorm2d(std::size_t channels, T momentum = T(0.1), T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override;  // "BatchNorm2d(8, eps=1e-05, momentum=0.1)"
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }

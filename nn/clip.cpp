@@ -32,9 +32,18 @@ void check_bound(const char* fn, const char* what, double c)
 template <class T>
 void check_matrix(const char* fn, const Tensor<T>& W)
 {
-    if (W.dimension() != 2)
-        throw Error(std::string(fn) + ": expects a weight matrix of shape [n_out, n_in], got shape " +
-                    shape_str(W.shape()));
+    if (W.dimension() < 2)
+        throw Error(std::string(fn) + ": expects a weight matrix [n_out, n_in] or a kernel [out, in, kh, kw] "
+                    "(rank >= 2), got shape " + shape_str(W.shape()));
+}
+
+// The number of columns of W as a matrix [shape[0], the product of the rest].
+template <class T>
+std::size_t columns(const Tensor<T>& W)
+{
+    std::size_t n = 1;
+    for (std::size_t k = 1; k < W.dimension(); ++k) n *= W.shape()[k];
+    return n;
 }
 
 template <class T>
@@ -42,7 +51,7 @@ NamedParameters<T> unnamed(const std::vector<Parameter<T>*>& params)
 {
     NamedParameters<T> out;
     for (std::size_t i = 0; i < params.size(); ++i) {
-        if (!params[i]) throw Error("clip: parameter " + std::to_string(i) + " is null");
+        if (!params[i]) throw Error("ParameterList: parameter #" + std::to_string(i) + " of the list is null");
         out.emplace_back("#" + std::to_string(i), params[i]);
     }
     return out;
@@ -114,26 +123,16 @@ Triple top_singular(const Matrix& R, std::size_t iterations, const std::vector<s
 template <class T>
 Matrix to_matrix(const Tensor<T>& W)
 {
-    Matrix A{W.shape()[0], W.shape()[1], std::vector<double>(W.size())};
+    Matrix A{W.shape()[0], columns(W), std::vector<double>(W.size())};  // row-major: a reshape
     std::size_t k = 0;
     for (const T& x : W) A.a[k++] = double(x);
     return A;
 }
 
-}  // namespace
-
-template <class T>
-bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
-{
-    const auto dot = name.rfind('.');
-    const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
-    return last != "bias" && p.value().dimension() == 2;
-}
-
 // --- gradients ---
 
 template <class T>
-double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite)
+double clip_norm_named(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite)
 {
     check_bound("clip_grad_norm", "max_norm", max_norm);
     double total_sq = 0;
@@ -157,13 +156,7 @@ double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool er
 }
 
 template <class T>
-double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm, bool error_if_nonfinite)
-{
-    return clip_grad_norm(unnamed(params), max_norm, error_if_nonfinite);
-}
-
-template <class T>
-void clip_grad_value(const NamedParameters<T>& params, double clip_value)
+void clip_value_named(const NamedParameters<T>& params, double clip_value)
 {
     check_bound("clip_grad_value", "clip_value", clip_value);
     for (const auto& [name, p] : params) {
@@ -176,24 +169,10 @@ void clip_grad_value(const NamedParameters<T>& params, double clip_value)
             for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
 }
 
-template <class T>
-void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value)
-{
-    clip_grad_value(unnamed(params), clip_value);
-}
-
-// --- constraints ---
+// --- constraints on one parameter ---
 
 template <class T>
-double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations)
-{
-    check_matrix("spectral_norm_estimate", W);
-    if (iterations == 0) throw Error("spectral_norm_estimate: iterations must be at least 1");
-    return top_singular(to_matrix(W), iterations, {}).sigma;
-}
-
-template <class T>
-bool project_frobenius_norm(Parameter<T>& W, double c)
+bool frobenius_one(Parameter<T>& W, double c)
 {
     check_bound("project_frobenius_norm", "c", c);
     double sq = 0;
@@ -205,11 +184,11 @@ bool project_frobenius_norm(Parameter<T>& W, double c)
 }
 
 template <class T>
-bool project_elementwise(Parameter<T>& W, double c)
+bool elementwise_one(Parameter<T>& W, double c)
 {
     check_bound("project_elementwise", "c", c);
     check_matrix("project_elementwise", W.value());
-    const double n = double(W.value().shape()[0]) * double(W.value().shape()[1]);
+    const double n = double(W.value().shape()[0]) * double(columns(W.value()));
     const T b = T(c / std::sqrt(n));
     const auto clamp = [b](T x) { return std::min(std::max(x, -b), b); };
     // Write access (which counts as a change) only when some element moves.
@@ -220,7 +199,7 @@ bool project_elementwise(Parameter<T>& W, double c)
 }
 
 template <class T>
-bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
+bool spectral_one(Parameter<T>& W, double c, std::size_t iterations)
 {
     check_bound("project_spectral_norm", "c", c);
     check_matrix("project_spectral_norm", W.value());
@@ -251,40 +230,60 @@ bool project_spectral_norm(Parameter<T>& W, double c, std::size_t iterations)
     return true;
 }
 
-template <class T>
-void project_spectral_norm(const NamedParameters<T>& params, double c, std::size_t iterations)
+// The one parameter given alone, or every weight matrix of a collection.
+template <class T, class F>
+bool project_each(const char* fn, const ParameterList<T>& params, F project)
 {
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_spectral_norm(*p, c, iterations);
+    if (params.single()) return project(*params.named().front().second);
+    for (const auto& [name, p] : params.named())
+        if (!p) throw Error(std::string(fn) + ": parameter " + name + " is null");
+    bool changed = false;
+    for (const auto& [name, p] : params.named())
+        if (is_weight_matrix(name, *p)) changed = project(*p) || changed;
+    return changed;
+}
+
+}  // namespace
+
+template <class T>
+ParameterList<T>::ParameterList(const std::vector<Parameter<T>*>& params) : params_(unnamed(params))
+{
 }
 
 template <class T>
-void project_frobenius_norm(const NamedParameters<T>& params, double c)
+double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations)
 {
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_frobenius_norm(*p, c);
+    check_matrix("spectral_norm_estimate", W);
+    if (iterations == 0) throw Error("spectral_norm_estimate: iterations must be at least 1");
+    return top_singular(to_matrix(W), iterations, {}).sigma;
 }
 
-template <class T>
-void project_elementwise(const NamedParameters<T>& params, double c)
-{
-    for (const auto& [name, p] : params)
-        if (p && is_weight_matrix(name, *p)) project_elementwise(*p, c);
-}
-
-#define AD_CLIP_INSTANTIATE(T)                                                                 \
-    template bool is_weight_matrix<T>(const std::string&, const Parameter<T>&);               \
-    template double clip_grad_norm<T>(const NamedParameters<T>&, double, bool);               \
-    template double clip_grad_norm<T>(const std::vector<Parameter<T>*>&, double, bool);       \
-    template void clip_grad_value<T>(const NamedParameters<T>&, double);                      \
-    template void clip_grad_value<T>(const std::vector<Parameter<T>*>&, double);              \
-    template double spectral_norm_estimate<T>(const Tensor<T>&, std::size_t);                 \
-    template bool project_spectral_norm<T>(Parameter<T>&, double, std::size_t);               \
-    template bool project_frobenius_norm<T>(Parameter<T>&, double);                           \
-    template bool project_elementwise<T>(Parameter<T>&, double);                              \
-    template void project_spectral_norm<T>(const NamedParameters<T>&, double, std::size_t);   \
-    template void project_frobenius_norm<T>(const NamedParameters<T>&, double);               \
-    template void project_elementwise<T>(const NamedParameters<T>&, double);
+#define AD_CLIP_INSTANTIATE(T)                                                                          \
+    template class ParameterList<T>;                                                                     \
+    template double spectral_norm_estimate<T>(const Tensor<T>&, std::size_t);                            \
+    double clip_grad_norm(const ParameterList<T>& params, double max_norm, const ClipGradNormOptions& o) \
+    {                                                                                                    \
+        return clip_norm_named(params.named(), max_norm, o.error_if_nonfinite());                        \
+    }                                                                                                    \
+    void clip_grad_value(const ParameterList<T>& params, double clip_value)                              \
+    {                                                                                                    \
+        clip_value_named(params.named(), clip_value);                                                    \
+    }                                                                                                    \
+    bool project_spectral_norm(const ParameterList<T>& params, double c, std::size_t iterations)         \
+    {                                                                                                    \
+        return project_each("project_spectral_norm", params,                                             \
+                            [&](Parameter<T>& p) { return spectral_one(p, c, iterations); });            \
+    }                                                                                                    \
+    bool project_frobenius_norm(const ParameterList<T>& params, double c)                                \
+    {                                                                                                    \
+        return project_each("project_frobenius_norm", params,                                            \
+                            [&](Parameter<T>& p) { return frobenius_one(p, c); });                       \
+    }                                                                                                    \
+    bool project_elementwise(const ParameterList<T>& params, double c)                                   \
+    {                                                                                                    \
+        return project_each("project_elementwise", params,                                               \
+                            [&](Parameter<T>& p) { return elementwise_one(p, c); });                     \
+    }
 
 AD_CLIP_INSTANTIATE(float)
 AD_CLIP_INSTANTIATE(double)

@@ -16,10 +16,13 @@
 // - project_frobenius_norm: W scaled by c / norm(W)_F when that is below one.
 // - project_elementwise: each W_lk clamped to [-b, b], b = c / sqrt(n_{j+1} n_j) for W of shape
 //   [n_{j+1}, n_j]; then norm(W)_2 <= norm(W)_F <= c.
+// A weight of rank above 2 (a convolution kernel [out, in, kh, kw]) is projected as the matrix
+// [out, in kh kw] it is on the unfolded input (spectral normalisation's convention; this bounds
+// that matrix, not the operator norm of the convolution over a whole image).
 // The projections write a parameter's value (through mutable_value(), which counts the change)
 // when, and only when, they change it. They return whether they did. The forms that take a
-// model or a list apply to every weight matrix: each parameter of rank 2 whose last name
-// component is not "bias".
+// model or a list apply to every weight matrix in the sense of is_weight_matrix (nn/optim.hpp):
+// rank >= 2 and not named "bias".
 //
 // Frozen parameters (requires_grad_(false)) are skipped by the gradient clips: they are not part
 // of clip_grad_norm's total, and their .grad is not scaled or clamped.
@@ -33,63 +36,62 @@
 
 namespace ad::nn {
 
+// The parameters a clip or a projection acts on, however they come: a model (its
+// named_parameters()), named parameters, a list of parameters (named "#0", "#1", ... in
+// messages), or one parameter; as PyTorch's clip_grad_norm_(parameters) takes an iterable of
+// tensors or a single tensor. A view: it holds pointers, so the parameters must outlive it.
+// The projections constrain every weight matrix of a collection (is_weight_matrix) and the one
+// parameter given alone whatever its name (then it must have rank >= 2).
 template <class T>
-double clip_grad_norm(const std::vector<Parameter<T>*>& params, double max_norm, bool error_if_nonfinite = false);
-template <class T>
-double clip_grad_norm(const NamedParameters<T>& params, double max_norm, bool error_if_nonfinite = false);
-template <class T>
-double clip_grad_norm(Module<T>& model, double max_norm, bool error_if_nonfinite = false)
-{
-    return clip_grad_norm(model.named_parameters(), max_norm, error_if_nonfinite);
-}
+class ParameterList {
+public:
+    ParameterList(Module<T>& model) : params_(model.named_parameters()) {}
+    ParameterList(NamedParameters<T> params) : params_(std::move(params)) {}
+    ParameterList(const std::vector<Parameter<T>*>& params);
+    ParameterList(Parameter<T>& p) : params_{{"#0", &p}}, single_(true) {}
 
-template <class T>
-void clip_grad_value(const std::vector<Parameter<T>*>& params, double clip_value);
-template <class T>
-void clip_grad_value(const NamedParameters<T>& params, double clip_value);
-template <class T>
-void clip_grad_value(Module<T>& model, double clip_value)
-{
-    clip_grad_value(model.named_parameters(), clip_value);
-}
+    const NamedParameters<T>& named() const { return params_; }
+    bool single() const { return single_; }
 
-// Largest singular value of a matrix by power iteration from a fixed start vector (nn/init.hpp's
-// spectral_norm gives the exact value by SVD).
+private:
+    NamedParameters<T> params_;
+    bool single_ = false;
+};
+
+// clip_grad_norm's options, set by chaining as in libtorch:
+// ClipGradNormOptions().error_if_nonfinite(true) makes a non-finite total norm an ad::Error
+// (nothing scaled) instead of NaN spread over every gradient (PyTorch's default).
+class ClipGradNormOptions {
+public:
+    ClipGradNormOptions& error_if_nonfinite(bool on) { error_if_nonfinite_ = on; return *this; }
+    bool error_if_nonfinite() const { return error_if_nonfinite_; }
+
+private:
+    bool error_if_nonfinite_ = false;
+};
+
+// One function per operation, for float and double parameters alike (the two overloads are
+// the element types, so a model converts without naming T).
+double clip_grad_norm(const ParameterList<float>& params, double max_norm, const ClipGradNormOptions& options = {});
+double clip_grad_norm(const ParameterList<double>& params, double max_norm, const ClipGradNormOptions& options = {});
+
+void clip_grad_value(const ParameterList<float>& params, double clip_value);
+void clip_grad_value(const ParameterList<double>& params, double clip_value);
+
+// Largest singular value of a matrix (a kernel: of [out, in kh kw]) by power iteration from a
+// fixed start vector (nn/init.hpp's spectral_norm gives the exact value by SVD).
 template <class T>
 double spectral_norm_estimate(const Tensor<T>& W, std::size_t iterations = 100);
 
-template <class T>
-bool project_spectral_norm(Parameter<T>& W, double c = 1, std::size_t iterations = 100);
-template <class T>
-bool project_frobenius_norm(Parameter<T>& W, double c = 1);
-template <class T>
-bool project_elementwise(Parameter<T>& W, double c = 1);
+// Each returns whether it changed any parameter.
+bool project_spectral_norm(const ParameterList<float>& params, double c = 1, std::size_t iterations = 100);
+bool project_spectral_norm(const ParameterList<double>& params, double c = 1, std::size_t iterations = 100);
+bool project_frobenius_norm(const ParameterList<float>& params, double c = 1);
+bool project_frobenius_norm(const ParameterList<double>& params, double c = 1);
+bool project_elementwise(const ParameterList<float>& params, double c = 1);
+bool project_elementwise(const ParameterList<double>& params, double c = 1);
 
-// The same for every weight matrix of a model or list.
-template <class T>
-void project_spectral_norm(const NamedParameters<T>& params, double c = 1, std::size_t iterations = 100);
-template <class T>
-void project_frobenius_norm(const NamedParameters<T>& params, double c = 1);
-template <class T>
-void project_elementwise(const NamedParameters<T>& params, double c = 1);
-template <class T>
-void project_spectral_norm(Module<T>& model, double c = 1, std::size_t iterations = 100)
-{
-    project_spectral_norm(model.named_parameters(), c, iterations);
-}
-template <class T>
-void project_frobenius_norm(Module<T>& model, double c = 1)
-{
-    project_frobenius_norm(model.named_parameters(), c);
-}
-template <class T>
-void project_elementwise(Module<T>& model, double c = 1)
-{
-    project_elementwise(model.named_parameters(), c);
-}
-
-// A rank-2 parameter whose last name component is not "bias".
-template <class T>
-bool is_weight_matrix(const std::string& name, const Parameter<T>& p);
+extern template class ParameterList<float>;
+extern template class ParameterList<double>;
 
 }  // namespace ad::nn

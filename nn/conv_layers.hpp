@@ -15,15 +15,24 @@
 
 namespace ad::nn {
 
+namespace detail {
+std::string size2_str(Size2 s);  // "[3, 3]"
+// "MaxPool2d(kernel_size=[2, 2], stride=[2, 2], padding=[0, 0])"
+std::string describe_pool(const char* name, const Pool2dOptions& o);
+}  // namespace detail
+
 template <class T>
 class Conv2d : public Module<T> {
 public:
     Conv2d(std::size_t in, std::size_t out, Size2 kernel, Rng& rng, const Conv2dOptions& options = {},
-           bool bias = true);
+           Bias bias = {});
     Conv2d(std::size_t in, std::size_t out, std::size_t kernel, Rng& rng, const Conv2dOptions& options = {},
-           bool bias = true)
+           Bias bias = {})
         : Conv2d(in, out, Size2{kernel, kernel}, rng, options, bias) {}
     Var<T> forward(const Var<T>& x) override;
+    // "Conv2d(1, 8, kernel_size=[3, 3], stride=[1, 1], padding=[1, 1])"; padding, dilation,
+    // groups and bias shown only when not the default.
+    std::string describe() const override;
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>* bias() { return bias_; }  // nullptr without a bias
@@ -42,6 +51,7 @@ public:
     explicit MaxPool2d(const Pool2dOptions& o) : options_(o) {}
     explicit MaxPool2d(std::size_t kernel) : options_(kernel) {}
     Var<T> forward(const Var<T>& x) override { return max_pool2d(x, options_); }
+    std::string describe() const override { return detail::describe_pool("MaxPool2d", options_); }
 
 private:
     Pool2dOptions options_;
@@ -53,6 +63,7 @@ public:
     explicit AvgPool2d(const Pool2dOptions& o) : options_(o) {}
     explicit AvgPool2d(std::size_t kernel) : options_(kernel) {}
     Var<T> forward(const Var<T>& x) override { return avg_pool2d(x, options_); }
+    std::string describe() const override { return detail::describe_pool("AvgPool2d", options_); }
 
 private:
     Pool2dOptions options_;

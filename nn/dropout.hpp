@@ -24,6 +24,7 @@ class Dropout : public Module<T> {
 public:
     Dropout(T p, std::uint64_t seed);
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override { return "Dropout(p=" + detail::number_str(double(p_)) + ")"; }
 
     T p() const { return p_; }
     // Restart the mask sequence, so the next forward pass draws the same masks as after

@@ -22,6 +22,12 @@ Var<T> LayerNorm<T>::forward(const Var<T>& x)
     return layer_norm(x, this->use(*weight_, x), this->use(*bias_, x), eps_);
 }
 
+template <class T>
+std::string LayerNorm<T>::describe() const
+{
+    return "LayerNorm([" + std::to_string(features_) + "], eps=" + detail::number_str(double(eps_)) + ")";
+}
+
 template class LayerNorm<float>;
 template class LayerNorm<double>;
 

@@ -25,6 +25,7 @@ class LayerNorm : public Module<T> {
 public:
     explicit LayerNorm(std::size_t features, T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override;  // "LayerNorm([64], eps=1e-05)"
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }

@@ -5,9 +5,9 @@
 namespace ad::nn {
 
 template <class T>
-Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, bool bias) : in_(in), out_(out)
+Linear<T>::Linear(std::size_t in, std::size_t out, Rng& rng, Bias bias) : in_(in), out_(out)
 {
-    build(rng, {}, bias);
+    build(rng, {}, bias.on);
 }
 
 template <class T>
@@ -34,6 +34,13 @@ void Linear<T>::build(Rng& rng, const WeightInit<T>& init, bool bias)
 }
 
 template <class T>
+std::string Linear<T>::describe() const
+{
+    return "Linear(in_features=" + std::to_string(in_) + ", out_features=" + std::to_string(out_) +
+           ", bias=" + (bias_ ? "true" : "false") + ")";
+}
+
+template <class T>
 Linear<T>::Linear(Tensor<T> weight, Tensor<T> bias)
 {
     if (weight.dimension() != 2 || weight.size() == 0)
@@ -57,7 +64,7 @@ Var<T> Linear<T>::forward(const Var<T>& x)
                     std::to_string(in_) + "] or [" + std::to_string(in_) + "]");
     const Var<T> W = this->use(*weight_, x);
     if (bias_) return affine(x, W, this->use(*bias_, x));  // x W^T + b (or W x + b) as one op
-    return d == 2 ? matmul(x, W, false, true) : matmul(W, x);  // x W^T, or W x
+    return d == 2 ? matmul(x, W, transpose_b) : matmul(W, x);  // x W^T, or W x
 }
 
 template class Linear<float>;

@@ -3,7 +3,7 @@
 // Weight layout: W has shape [out, in] (PyTorch's layout), bias b has shape [out].
 // - For a batch x of shape [batch, in] (one example per row) the output is x W^T + b, of shape
 //   [batch, out]. With a bias it is one ad::affine op (the bias written into the output, the
-//   product added by BLAS), without one ad::matmul(x, W, false, true): BLAS reads W^T in place,
+//   product added by BLAS), without one ad::matmul(x, W, ad::transpose_b): BLAS reads W^T in place,
 //   nothing is transposed in memory.
 // - For a single example x of shape [in] the output is W x + b, of shape [out]: exactly the
 //   seeds' z = W x + b with x a column vector (seeds 002, 003). Each row of the batched form is
@@ -26,18 +26,19 @@ namespace ad::nn {
 template <class T>
 class Linear : public Module<T> {
 public:
-    Linear(std::size_t in, std::size_t out, Rng& rng, bool bias = true);
+    Linear(std::size_t in, std::size_t out, Rng& rng, Bias bias = {});
     // init: any callable (shape, rng) -> Tensor<T>, such as nn::he_normal<T>. (A template, so
     // that a function or lambda is never taken for the bool `bias` of the constructor above.)
     template <class F, class = std::enable_if_t<std::is_invocable_r_v<Tensor<T>, F&, const Shape&, Rng&>>>
-    Linear(std::size_t in, std::size_t out, Rng& rng, F&& init, bool bias = true) : in_(in), out_(out)
+    Linear(std::size_t in, std::size_t out, Rng& rng, F&& init, Bias bias = {}) : in_(in), out_(out)
     {
-        build(rng, WeightInit<T>(std::forward<F>(init)), bias);
+        build(rng, WeightInit<T>(std::forward<F>(init)), bias.on);
     }
     // Given values: weight [out, in], bias [out] (or an empty tensor for no bias).
     Linear(Tensor<T> weight, Tensor<T> bias);
 
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override;  // "Linear(in_features=784, out_features=256, bias=true)"
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>* bias() { return bias_; }  // nullptr without a bias

@@ -123,20 +123,35 @@ void Module<T>::train(bool on)
     for (auto& e : children_) e.second->train(on);
 }
 
+std::string detail::number_str(double v)
+{
+    std::ostringstream out;
+    out << v;
+    return out.str();
+}
+
+template <class T>
+std::string Module<T>::describe() const
+{
+    std::string n = typeid(*this).name();
+    int status = 0;
+    char* readable = abi::__cxa_demangle(n.c_str(), nullptr, nullptr, &status);
+    if (status == 0 && readable) n = readable;
+    std::free(readable);
+    // "app::TwoLayerNet<float>" -> "TwoLayerNet": the namespace and the element type say nothing
+    // about the layer. Namespaces are cut only before the template arguments.
+    const auto open = n.find('<');
+    std::string head = n.substr(0, open);
+    const auto colon = head.rfind("::");
+    return colon == std::string::npos ? head : head.substr(colon + 2);
+}
+
 template <class T>
 std::string Module<T>::summary()
 {
-    auto type_name = [](Module<T>& m) {
-        std::string n = typeid(m).name();
-        int status = 0;
-        char* readable = abi::__cxa_demangle(n.c_str(), nullptr, nullptr, &status);
-        if (status == 0 && readable) n = readable;
-        std::free(readable);
-        return n;
-    };
     std::ostringstream out;
-    out << type_name(*this) << '\n';
-    for (auto& [name, m] : named_modules()) out << "  " << name << ": " << type_name(*m) << '\n';
+    out << describe() << '\n';
+    for (auto& [name, m] : named_modules()) out << "  " << name << ": " << m->describe() << '\n';
     for (auto& [name, p] : named_parameters())
         out << "  " << name << ' ' << shape_str(p->value().shape()) << ' ' << p->value().size() << '\n';
     for (auto& [name, b] : named_buffers())

@@ -34,6 +34,8 @@ bool same_shape(const A& a, const B& b)
         if (a[i] != b[i]) return false;
     return true;
 }
+// A hyperparameter as describe() shows it: six significant digits, no trailing zeros ("0.1", "1e-05").
+std::string number_str(double v);
 }  // namespace detail
 
 namespace detail {
@@ -58,6 +60,13 @@ Var<T> substitute(const typename Substitution<T>::Entry& e, const Var<T>& x);
 
 // Every random choice in nn/ (initialisation, dropout masks) takes a seeded generator.
 using Rng = std::mt19937_64;
+
+// Whether a layer (Linear, Conv2d) has a bias: Linear<T>(in, out, rng, nn::no_bias). A type of
+// its own, so no bare bool stands for it at a call site; Bias{flag} when the choice is computed.
+struct Bias {
+    bool on = true;
+};
+inline constexpr Bias no_bias{false};
 
 template <class T>
 class Module {
@@ -89,7 +98,12 @@ public:
     void zero_grad();
     // Freezes (false) or unfreezes every parameter, recursively (PyTorch's module.requires_grad_).
     Module& requires_grad_(bool on = true);
-    // One line per module (its name and type) and per parameter and buffer (name, shape,
+    // The module's type and hyperparameters on one line, in libtorch's words: "ReLU",
+    // "Linear(in_features=784, out_features=256, bias=true)", "Dropout(p=0.1)". The default is
+    // the class name without namespace and template arguments; layers with hyperparameters
+    // override it.
+    virtual std::string describe() const;
+    // One line per module (its name and describe()) and per parameter and buffer (name, shape,
     // element count), then the total: what printing a model shows.
     std::string summary();
 

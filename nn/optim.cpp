@@ -21,7 +21,7 @@ std::string num(double v)
 }  // namespace
 
 template <class T>
-bool decays_by_default(const std::string& name, const Parameter<T>& p)
+bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
 {
     const auto dot = name.rfind('.');
     const std::string last = dot == std::string::npos ? name : name.substr(dot + 1);
@@ -229,8 +229,8 @@ void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     }
 }
 
-template bool decays_by_default<float>(const std::string&, const Parameter<float>&);
-template bool decays_by_default<double>(const std::string&, const Parameter<double>&);
+template bool is_weight_matrix<float>(const std::string&, const Parameter<float>&);
+template bool is_weight_matrix<double>(const std::string&, const Parameter<double>&);
 template class Optimizer<float>;
 template class Optimizer<double>;
 template class SGD<float>;

@@ -11,11 +11,9 @@
 //          p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 //   AdamW: p *= 1 - lr wd, then Adam without the wd term (decoupled weight decay).
 //
-// Weight decay applies only to the parameters a selector picks. The default, decays_by_default,
-// follows seed 001 ("add squared Frobenius norms of the weight matrices excluding the biases"):
-// a parameter decays unless the last component of its name is "bias" or its value has rank 0 or
-// 1. The rank rule also exempts the LayerNorm/BatchNorm scales ("weight", rank 1), which are not
-// weight matrices either.
+// Weight decay applies only to the parameters a selector picks. The default, is_weight_matrix,
+// follows seed 001 ("add squared Frobenius norms of the weight matrices excluding the biases");
+// it is the rule the weight constraints of nn/clip.hpp use too.
 // For SGD and Adam the decay is the L2 term (wd/2) ||W||_F^2 added to the loss, i.e. wd W added to
 // the gradient; AdamW shrinks the weights directly. Pass decay_all<T> (or any predicate) to choose.
 //
@@ -48,9 +46,14 @@ using NamedParameters = std::vector<std::pair<std::string, Parameter<T>*>>;
 template <class T>
 using DecaySelector = std::function<bool(const std::string& name, const Parameter<T>& p)>;
 
-// Decay weights, not biases: false when the last name component is "bias" or rank < 2.
+// The one rule for "a weight matrix" (weight decay's default, the constraints of nn/clip.hpp): a
+// parameter of rank >= 2 whose last name component is not "bias". A convolution kernel
+// [out, in, kh, kw] is one: it acts as the matrix [out, in kh kw] on the unfolded input, and is
+// decayed and constrained as that matrix (as spectral normalisation does for convolutions). The
+// rank rule exempts the LayerNorm/BatchNorm scales ("weight", rank 1), which scale features
+// rather than mix them.
 template <class T>
-bool decays_by_default(const std::string& name, const Parameter<T>& p);
+bool is_weight_matrix(const std::string& name, const Parameter<T>& p);
 template <class T>
 bool decay_all(const std::string&, const Parameter<T>&) { return true; }
 
@@ -111,8 +114,8 @@ struct SGDOptions {
 template <class T>
 class SGD : public Optimizer<T> {
 public:
-    SGD(NamedParameters<T> params, SGDOptions options, DecaySelector<T> decay = decays_by_default<T>);
-    SGD(Module<T>& model, SGDOptions options, DecaySelector<T> decay = decays_by_default<T>)
+    SGD(NamedParameters<T> params, SGDOptions options, DecaySelector<T> decay = is_weight_matrix<T>);
+    SGD(Module<T>& model, SGDOptions options, DecaySelector<T> decay = is_weight_matrix<T>)
         : SGD(model.named_parameters(), options, std::move(decay)) {}
 
     const SGDOptions& options() const { return o_; }
@@ -143,8 +146,8 @@ struct AdamWOptions : AdamOptions {
 template <class T>
 class Adam : public Optimizer<T> {
 public:
-    Adam(NamedParameters<T> params, AdamOptions options, DecaySelector<T> decay = decays_by_default<T>);
-    Adam(Module<T>& model, AdamOptions options, DecaySelector<T> decay = decays_by_default<T>)
+    Adam(NamedParameters<T> params, AdamOptions options, DecaySelector<T> decay = is_weight_matrix<T>);
+    Adam(Module<T>& model, AdamOptions options, DecaySelector<T> decay = is_weight_matrix<T>)
         : Adam(model.named_parameters(), options, std::move(decay)) {}
 
     const AdamOptions& options() const { return o_; }
@@ -166,9 +169,9 @@ private:
 template <class T>
 class AdamW : public Adam<T> {
 public:
-    AdamW(NamedParameters<T> params, AdamWOptions options = {}, DecaySelector<T> decay = decays_by_default<T>)
+    AdamW(NamedParameters<T> params, AdamWOptions options = {}, DecaySelector<T> decay = is_weight_matrix<T>)
         : Adam<T>("AdamW", std::move(params), options, decay, true) {}
-    AdamW(Module<T>& model, AdamWOptions options = {}, DecaySelector<T> decay = decays_by_default<T>)
+    AdamW(Module<T>& model, AdamWOptions options = {}, DecaySelector<T> decay = is_weight_matrix<T>)
         : AdamW(model.named_parameters(), options, std::move(decay)) {}
 };
 

@@ -24,6 +24,7 @@ public:
     StochasticDepth(T p, std::uint64_t seed);
     StochasticDepth(std::shared_ptr<Module<T>> branch, T p, std::uint64_t seed);
     Var<T> forward(const Var<T>& x) override;
+    std::string describe() const override { return "StochasticDepth(p=" + detail::number_str(double(p_)) + ")"; }
 
     T p() const { return p_; }
     void seed(std::uint64_t s) { rng_->seed(s); }  // restart the sequence of draws

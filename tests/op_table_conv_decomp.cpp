@@ -799,7 +799,7 @@ void add_decomposition_entries(std::vector<Entry>& table)
     }
     {
         auto e = make("solve_triangular", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::solve_triangular(x[0], x[1], s.ints[0] != 0); });
+                      [](const auto& x, const Sample& s) { return ad::solve_triangular(x[0], x[1], ad::Transpose{s.ints[0] != 0, false}); });
         e.reference = solve_reference;
         e.samples = [] {
             std::vector<Sample> out;

@@ -148,7 +148,7 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
     {
         // ints: {transpose_a, transpose_b}
         auto e = make("matmul with transposes", Kind::other, [](const auto& x, const Sample& s) {
-            return ad::matmul(x[0], x[1], s.ints[0] != 0, s.ints[1] != 0);
+            return ad::matmul(x[0], x[1], ad::Transpose{s.ints[0] != 0, s.ints[1] != 0});
         });
         e.error_name = "matmul";
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {

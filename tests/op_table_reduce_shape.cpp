@@ -102,7 +102,7 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
     }
     {
         auto e = make("sum along an axis", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::sum(x[0], s.ints[0], s.ints[1] != 0); });
+                      [](const auto& x, const Sample& s) { return ad::sum(x[0], s.ints[0], ad::KeepDims{s.ints[1] != 0}); });
         e.error_name = "sum";
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
             return reduce_reference(in[0], s.ints[0], s.ints[1] != 0, sum_of);
@@ -136,7 +136,7 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
     }
     {
         auto e = make("mean along an axis", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::mean(x[0], s.ints[0], s.ints[1] != 0); });
+                      [](const auto& x, const Sample& s) { return ad::mean(x[0], s.ints[0], ad::KeepDims{s.ints[1] != 0}); });
         e.error_name = "mean";
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
             return reduce_reference(in[0], s.ints[0], s.ints[1] != 0,
@@ -152,7 +152,7 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
     }
     {
         auto e = make("max", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::max(x[0], s.ints[0], s.ints[1] != 0); });
+                      [](const auto& x, const Sample& s) { return ad::max(x[0], s.ints[0], ad::KeepDims{s.ints[1] != 0}); });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
             return reduce_reference(in[0], s.ints[0], s.ints[1] != 0, max_of);
         };
@@ -174,7 +174,7 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
     }
     {
         auto e = make("logsumexp", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::logsumexp(x[0], s.ints[0], s.ints[1] != 0); });
+                      [](const auto& x, const Sample& s) { return ad::logsumexp(x[0], s.ints[0], ad::KeepDims{s.ints[1] != 0}); });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
             return reduce_reference(in[0], s.ints[0], s.ints[1] != 0, logsumexp_of);
         };

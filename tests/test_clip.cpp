@@ -2,6 +2,7 @@
 // spectral projection against an exact SVD (xtensor-blas), the surrogates against the seed's
 // chain norm(W)_2 <= norm(W)_F <= c.
 #include "nn/clip.hpp"
+#include "nn/conv_layers.hpp"
 #include "nn/linear.hpp"
 #include "nn/sequential.hpp"
 
@@ -104,7 +105,8 @@ TEST_CASE("clip_grad_norm scales all gradients by max_norm / (N + 1e-6) when the
     {
         reset();
         a.grad(0) = std::numeric_limits<double>::quiet_NaN();
-        CHECK_THROWS_WITH(nn::clip_grad_norm(params, 1.0, true), Contains("clip_grad_norm") && Contains("NaN"));
+        CHECK_THROWS_WITH(nn::clip_grad_norm(params, 1.0, nn::ClipGradNormOptions().error_if_nonfinite(true)),
+                          Contains("clip_grad_norm") && Contains("NaN"));
         CHECK(b.grad(0, 0) == 12.0);  // nothing scaled
         CHECK(std::isnan(nn::clip_grad_norm(params, 1.0)));
     }
@@ -267,4 +269,81 @@ TEST_CASE("projections of a model act on every weight matrix and on no bias", "[
             CHECK(xt::amax(xt::abs(p->value()))() <= b);
         }
     }
+}
+
+TEST_CASE("a convolution kernel is constrained as the matrix [out, in kh kw]; its bias is left alone", "[clip][spectral]")
+{
+    // Kernel [2, 1, 2, 2] whose matrix [2, 4] is U diag(3, 0.5) V^T: with c = 1 the projection is
+    // U diag(1, 0.5) V^T, reshaped back.
+    Svd d{orthonormal_columns(2, 2, 21), Tensor<double>{3.0, 0.5}, xt::transpose(orthonormal_columns(4, 2, 22))};
+    const Tensor<double> M = compose(d);
+    Svd want = d;
+    want.s = Tensor<double>{1.0, 0.5};
+    nn::Rng rng(1);
+    nn::Sequential<double> model;
+    auto conv = std::make_shared<nn::Conv2d<double>>(1, 2, 2, rng);
+    model.add(conv);
+    Tensor<double> kernel = M;
+    kernel.reshape({2, 1, 2, 2});
+    conv->weight().mutable_value() = kernel;
+    conv->bias()->mutable_value() = Tensor<double>{9.0, 9.0};
+    CHECK(nn::is_weight_matrix<double>("0.weight", conv->weight()));
+    CHECK_FALSE(nn::is_weight_matrix<double>("0.bias", *conv->bias()));
+
+    SECTION("spectral")
+    {
+        nn::project_spectral_norm(model, 1.0, 300);
+        Tensor<double> after = conv->weight().value();
+        REQUIRE(after.shape() == std::vector<std::size_t>{2, 1, 2, 2});
+        after.reshape({2, 4});
+        CHECK(max_abs_diff(after, compose(want)) < 1e-12);
+        CHECK((conv->bias()->value() == Tensor<double>{9.0, 9.0}));
+        CHECK(nn::spectral_norm_estimate(conv->weight().value(), 300) == Approx(1.0).epsilon(1e-12));
+    }
+    SECTION("Frobenius and elementwise")
+    {
+        nn::project_elementwise(model, 1.0);
+        const double b = 1.0 / std::sqrt(2.0 * 4.0);
+        for (std::size_t k = 0; k < M.size(); ++k)
+            CHECK(conv->weight().value().flat(k) == std::clamp(M.flat(k), -b, b));
+        nn::project_frobenius_norm(model, 0.5);
+        CHECK(frobenius(conv->weight().value()) == Approx(0.5).epsilon(1e-14));
+        CHECK((conv->bias()->value() == Tensor<double>{9.0, 9.0}));
+    }
+}
+
+TEST_CASE("each clip and projection takes a model, named parameters, a list or one parameter", "[clip]")
+{
+    // Gradients (3, 4) and (12): total norm 13, as above, whichever way the parameters come.
+    Parameter<double> w(Tensor<double>{{0.0, 0.0}}), b(Tensor<double>{0.0});
+    auto reset = [&] {
+        w.grad = Tensor<double>{{3.0, 4.0}};
+        b.grad = Tensor<double>{12.0};
+    };
+    const nn::NamedParameters<double> named{{"layer.weight", &w}, {"layer.bias", &b}};
+    reset();
+    CHECK(nn::clip_grad_norm(named, 1e9) == Approx(13.0).epsilon(1e-15));
+    CHECK(nn::clip_grad_norm(std::vector<Parameter<double>*>{&w, &b}, 1e9) == Approx(13.0).epsilon(1e-15));
+    CHECK(nn::clip_grad_norm(w, 1e9) == Approx(5.0).epsilon(1e-15));  // one tensor, as in PyTorch
+    CHECK(nn::clip_grad_norm(w, 1.0) == Approx(5.0).epsilon(1e-15));
+    CHECK(w.grad(0, 0) == Approx(3.0 / (5.0 + 1e-6)).epsilon(1e-15));
+    CHECK(b.grad(0) == 12.0);
+    nn::clip_grad_value(b, 2.0);
+    CHECK(b.grad(0) == 2.0);
+
+    // Projections: a collection constrains its weight matrices only and says whether any moved;
+    // a parameter given alone is constrained whatever its name.
+    w.mutable_value() = Tensor<double>{{3.0, 4.0}};
+    b.mutable_value() = Tensor<double>{12.0};
+    CHECK_FALSE(nn::project_frobenius_norm(named, 10.0));
+    CHECK(nn::project_frobenius_norm(named, 1.0));
+    CHECK(w.value()(0, 1) == Approx(0.8).epsilon(1e-15));
+    CHECK(b.value()(0) == 12.0);
+    CHECK(nn::project_frobenius_norm(b, 1.0));  // alone: constrained although named nothing
+    CHECK(b.value()(0) == Approx(1.0).epsilon(1e-15));
+
+    const nn::NamedParameters<double> with_null{{"layer.weight", &w}, {"head.weight", nullptr}};
+    CHECK_THROWS_WITH(nn::project_spectral_norm(with_null), Contains("project_spectral_norm") && Contains("head.weight") &&
+                                                                 Contains("null"));
+    CHECK_THROWS_WITH(nn::clip_grad_norm(std::vector<Parameter<double>*>{&w, nullptr}, 1.0), Contains("#1") && Contains("null"));
 }

@@ -52,13 +52,13 @@ TEST_CASE("matmul refuses inner dimensions that do not chain, and operands that 
     Tape<double> tape;
     const auto A = tape.variable(randn({2, 3}, 4)), B = tape.variable(randn({4, 5}, 5));
     REQUIRE_ERROR(ad::matmul(A, B), Contains("matmul") && Contains("[2, 3]") && Contains("[4, 5]") && Contains("3 and 4"));
-    REQUIRE_ERROR(ad::matmul(A, A, true, true), Contains("matmul") && Contains("[2, 3]^T") && Contains("2 and 3"));
+    REQUIRE_ERROR(ad::matmul(A, A, ad::transpose_a | ad::transpose_b), Contains("matmul") && Contains("[2, 3]^T") && Contains("2 and 3"));
     const auto v = tape.variable(randn({4}, 6));
     REQUIRE_ERROR(ad::matmul(A, v), Contains("matmul") && Contains("[2, 3]") && Contains("[4]"));
     REQUIRE_ERROR(ad::matmul(v, A), Contains("matmul") && Contains("[4]") && Contains("[2, 3]"));
     const auto T3 = tape.variable(randn({2, 3, 4}, 7));
     REQUIRE_ERROR(ad::matmul(T3, v), Contains("matmul") && Contains("matrices or vectors") && Contains("[2, 3, 4]"));
-    REQUIRE_ERROR(ad::matmul(v, v, true, false), Contains("matmul") && Contains("transposes only of matrices") && Contains("[4]"));
+    REQUIRE_ERROR(ad::matmul(v, v, ad::transpose_a), Contains("matmul") && Contains("transposes only of matrices") && Contains("[4]"));
 }
 
 TEST_CASE("concat needs equal shapes apart from the axis", "[errors]")
@@ -114,7 +114,7 @@ TEST_CASE("an axis outside -rank <= axis < rank is refused by every op that take
         return ContainsAll({op + " (tape position 1): axis " + std::to_string(axis), "[2, 3]", "-2 <= axis < 2"});
     };
     REQUIRE_ERROR(ad::sum(x, axis), names("sum"));
-    REQUIRE_ERROR(ad::mean(x, axis, true), names("mean"));
+    REQUIRE_ERROR(ad::mean(x, axis, ad::keepdims), names("mean"));
     REQUIRE_ERROR(ad::max(x, axis), names("max"));
     REQUIRE_ERROR(ad::logsumexp(x, axis), names("logsumexp"));
     REQUIRE_ERROR(ad::softmax(x, axis), names("softmax"));
@@ -199,7 +199,7 @@ TEST_CASE("empty tensors go through every op that defines a result for them, for
 
     const auto y = ad::affine(e, W, b);  // [0, 4]
     CHECK(y.shape() == ad::Shape{0, 4});
-    const auto m = ad::matmul(e, W, false, true);
+    const auto m = ad::matmul(e, W, ad::transpose_b);
     CHECK(m.shape() == ad::Shape{0, 4});
     const auto gw = ad::grad(ad::sum(y) + ad::sum(m), {W, b});
     CHECK(gw[0] == xt::zeros<double>({4, 3}));  // no rows, no contribution

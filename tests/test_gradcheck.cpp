@@ -183,7 +183,7 @@ TEST_CASE("check_gradient passes a correct hand-written MLP backward pass and na
     Vars p;
     for (const auto& t : mlp.params) p.push_back(tape.variable(t));
     const auto X = tape.constant(mlp.X), Y = tape.constant(mlp.Y);
-    const auto yhat = ad::matmul(ad::tanh(ad::matmul(X, p[0], false, true) + p[1]), p[2], false, true) + p[3];
+    const auto yhat = ad::matmul(ad::tanh(ad::matmul(X, p[0], ad::transpose_b) + p[1]), p[2], ad::transpose_b) + p[3];
     const auto engine = ad::grad(ad::sum(ad::square(yhat - Y)) / 8.0, p);
     for (std::size_t k = 0; k < 4; ++k)
         for (std::size_t i = 0; i < right[k].size(); ++i)
@@ -211,8 +211,8 @@ TEST_CASE("a two-layer softmax classifier, cross_entropy(relu(x W1^T + b1) W2^T 
     require_gradcheck(
         [&](const Vars& v) {
             const auto X = v[0].tape().constant(x);
-            const auto h = ad::relu(ad::matmul(X, v[0], false, true) + v[1]);
-            return ad::cross_entropy(ad::matmul(h, v[2], false, true) + v[3], labels);
+            const auto h = ad::relu(ad::matmul(X, v[0], ad::transpose_b) + v[1]);
+            return ad::cross_entropy(ad::matmul(h, v[2], ad::transpose_b) + v[3], labels);
         },
         {randn({6, 4}, 21), away_from_zero({6}, 22), randn({3, 6}, 23), randn({3}, 24)});
 }
@@ -221,8 +221,8 @@ TEST_CASE("layer norm from primitives, (z - mean z) / sqrt(var z + eps) g + b, a
 {
     require_gradcheck(
         [](const Vars& v) {
-            const auto centred = v[0] - ad::mean(v[0], -1, true);
-            const auto var = ad::mean(ad::square(centred), -1, true);
+            const auto centred = v[0] - ad::mean(v[0], -1, ad::keepdims);
+            const auto var = ad::mean(ad::square(centred), -1, ad::keepdims);
             return centred / ad::sqrt(var + 1e-5) * v[1] + v[2];
         },
         {randn({3, 5}, 25), randn({5}, 26), randn({5}, 27)});
@@ -233,12 +233,12 @@ TEST_CASE("a residual block z + W2 gelu(W1 z) with dropout, and an attention-lik
     const Tensor<double> mask{{1, 0, 1}, {1, 1, 0}, {0, 1, 1}, {1, 1, 1}};
     require_gradcheck(
         [&](const Vars& v) {
-            const auto branch = ad::matmul(ad::gelu(ad::matmul(v[0], v[1], false, true)), v[2], false, true);
+            const auto branch = ad::matmul(ad::gelu(ad::matmul(v[0], v[1], ad::transpose_b)), v[2], ad::transpose_b);
             return ad::mean(v[0] + ad::dropout(branch, mask, 0.25));
         },
         {randn({4, 3}, 28), randn({5, 3}, 29), randn({3, 5}, 30)});
     require_gradcheck(
-        [](const Vars& v) { return ad::matmul(ad::softmax(ad::matmul(v[0], v[1], false, true), -1), v[2]); },
+        [](const Vars& v) { return ad::matmul(ad::softmax(ad::matmul(v[0], v[1], ad::transpose_b), -1), v[2]); },
         {randn({3, 4}, 31), randn({5, 4}, 32), randn({5, 2}, 33)});
 }
 

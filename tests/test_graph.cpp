@@ -103,7 +103,7 @@ TEST_CASE("Graphviz's dot reads the exported graph", "[graph]")
     ad::Tape<double> tape;
     ad::Parameter<double> W(Tensor<double>{{2.0, 2.0}, {1.0, 1.0}});
     auto x = tape.constant({{0.0, 1.0}});
-    auto y = ad::sum(ad::relu(ad::matmul(x, tape.param(W), false, true) - 1.0));
+    auto y = ad::sum(ad::relu(ad::matmul(x, tape.param(W), ad::transpose_b) - 1.0));
     const auto dir = std::filesystem::temp_directory_path();
     const auto dot_path = (dir / "ad-test-graph.dot").string(), svg_path = (dir / "ad-test-graph.svg").string();
     ad::write_dot(dot_path, y, ad::GraphLabels<double>{{{"W1", &W}}, {{"x", x}}});

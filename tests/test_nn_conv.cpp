@@ -32,7 +32,7 @@ TEST_CASE("Conv2d has PyTorch's parameter names and shapes and He-normal weights
     CHECK(var == Approx(2.0 / 60).epsilon(0.1));
     CHECK(std::abs(s / n) < 4 * std::sqrt(2.0 / 60 / n));
     for (double b : conv.bias()->value()) CHECK(b == 0);
-    nn::Conv2d<double> nobias(3, 4, 3, rng, {}, false);
+    nn::Conv2d<double> nobias(3, 4, 3, rng, {}, nn::no_bias);
     CHECK(nobias.bias() == nullptr);
     CHECK(nobias.named_parameters().size() == 1);
 }

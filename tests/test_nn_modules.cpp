@@ -124,7 +124,7 @@ TEST_CASE("Linear is gradchecked over input, weight and bias", "[nn][linear][gra
     nn::Linear<double> lin(4, 3, rng);
     gradcheck_module(lin, randn({5, 4}, 2));
     gradcheck_module(lin, randn({4}, 3));
-    nn::Linear<double> no_bias(4, 3, rng, false);
+    nn::Linear<double> no_bias(4, 3, rng, nn::no_bias);
     CHECK(no_bias.bias() == nullptr);
     CHECK(parameter_names(no_bias) == Names{"weight"});
     gradcheck_module(no_bias, randn({2, 4}, 4));
@@ -628,6 +628,58 @@ TEST_CASE("mlp builds the plain layout PyTorch's Sequential would", "[nn][mlp]")
           Names{"0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias", "5.weight", "5.bias", "8.weight", "8.bias"});
     Tape<double> tape;
     CHECK(net->forward(tape.constant(randn({7, 3}, 1))).shape() == std::vector<std::size_t>{7, 2});
+}
+
+TEST_CASE("the summary of a small MLP names each layer with its hyperparameters", "[nn][module][summary]")
+{
+    nn::Rng rng(3);
+    nn::MLPOptions o;
+    o.sizes = {4, 3, 2};
+    o.layer_norm = true;
+    o.dropout = 0.1;
+    auto net = nn::mlp<float>(o, rng);
+    CHECK(net->summary() ==
+          "Sequential\n"
+          "  0: Linear(in_features=4, out_features=3, bias=true)\n"
+          "  1: LayerNorm([3], eps=1e-05)\n"
+          "  2: ReLU\n"
+          "  3: Dropout(p=0.1)\n"
+          "  4: Linear(in_features=3, out_features=2, bias=true)\n"
+          "  0.weight [3, 4] 12\n"
+          "  0.bias [3] 3\n"
+          "  1.weight [3] 3\n"
+          "  1.bias [3] 3\n"
+          "  4.weight [2, 3] 6\n"
+          "  4.bias [2] 2\n"
+          "parameters: 29\n");
+}
+
+TEST_CASE("describe() shows each layer's hyperparameters and a plain class name by default", "[nn][module][summary]")
+{
+    struct Custom : nn::Module<double> {
+        Var<double> forward(const Var<double>& x) override { return x; }
+    };
+    nn::Rng rng(5);
+    ad::Conv2dOptions pad;
+    pad.padding = {1, 1};
+    CHECK(nn::Conv2d<double>(1, 8, 3, rng, pad).describe() ==
+          "Conv2d(1, 8, kernel_size=[3, 3], stride=[1, 1], padding=[1, 1])");
+    ad::Conv2dOptions strided;
+    strided.stride = {2, 1};
+    strided.groups = 2;
+    CHECK(nn::Conv2d<double>(4, 6, ad::Size2{3, 5}, rng, strided, nn::no_bias).describe() ==
+          "Conv2d(4, 6, kernel_size=[3, 5], stride=[2, 1], groups=2, bias=false)");
+    CHECK(nn::Linear<double>(2, 5, rng, nn::no_bias).describe() == "Linear(in_features=2, out_features=5, bias=false)");
+    CHECK(nn::LeakyReLU<double>().describe() == "LeakyReLU(negative_slope=0.01)");
+    CHECK(nn::ELU<double>(0.5).describe() == "ELU(alpha=0.5)");
+    CHECK(nn::GELU<double>().describe() == "GELU");
+    CHECK(nn::MaxPool2d<double>(2).describe() == "MaxPool2d(kernel_size=[2, 2], stride=[2, 2], padding=[0, 0])");
+    CHECK(nn::BatchNorm2d<float>(8).describe() == "BatchNorm2d(8, eps=1e-05, momentum=0.1)");
+    CHECK(nn::BatchNorm1d<double>(3, 0.2).describe() == "BatchNorm1d(3, eps=1e-05, momentum=0.2)");
+    CHECK(nn::StochasticDepth<double>(0.25, 1).describe() == "StochasticDepth(p=0.25)");
+    CHECK(nn::Residual<double>(std::make_shared<nn::Tanh<double>>()).describe() == "Residual");
+    CHECK(nn::Flatten<double>().describe() == "Flatten");
+    CHECK(Custom().describe() == "Custom");
 }
 
 TEST_CASE("mlp rejects inconsistent options", "[nn][mlp][errors]")

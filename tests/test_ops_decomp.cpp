@@ -157,7 +157,7 @@ TEST_CASE("solve_triangular: L X = B and L^T X = B, reading only L's lower trian
     const Tensor<double> Lfull = lower_with_junk_above(n, 40 + n), L = tril(Lfull);
     const Tensor<double> B = k ? gaussian({n, k}, 50 + k) : gaussian({n}, 50);
     Tape<double> tape;
-    const Tensor<double> X = ad::solve_triangular(tape.constant(Lfull), tape.constant(B), transpose).value();
+    const Tensor<double> X = ad::solve_triangular(tape.constant(Lfull), tape.constant(B), ad::Transpose{transpose, false}).value();
     REQUIRE(X.shape() == B.shape());
     const Tensor<double> opL = transpose ? Tensor<double>(xt::transpose(L)) : L;
     CHECK(xt::allclose(xt::linalg::dot(opL, X), B, 0.0, 1e-12));
@@ -171,7 +171,7 @@ TEST_CASE("solve_triangular: gradients of L and B against central differences", 
     CAPTURE(n, k, transpose);
     const Tensor<double> L = lower_with_junk_above(n, 60 + n);
     const Tensor<double> B = k ? gaussian({n, k}, 70 + k) : gaussian({n}, 70);
-    require_gradcheck([&](const Vars& v) { return ad::solve_triangular(v[0], v[1], transpose); }, {L, B});
+    require_gradcheck([&](const Vars& v) { return ad::solve_triangular(v[0], v[1], ad::Transpose{transpose, false}); }, {L, B});
 }
 
 TEST_CASE("solve_triangular: the strict upper triangle of L gets zero gradient", "[ops][decomp]")
@@ -244,7 +244,7 @@ TEST_CASE("the decompositions run in float too", "[ops][decomp]")
     const auto L = ad::cholesky(a);
     const Tensor<float> LLt = xt::linalg::dot(L.value(), xt::transpose(L.value()));
     CHECK(xt::allclose(LLt, Af, 0.0f, 1e-5f));
-    const auto X = ad::solve_triangular(L, tape.constant(Tensor<float>(xt::ones<float>({5}))), true);
+    const auto X = ad::solve_triangular(L, tape.constant(Tensor<float>(xt::ones<float>({5}))), ad::transpose_a);
     CHECK(X.shape() == Shape{5});
     const Tensor<float> g = ad::grad(ad::logdet(a), {a})[0];
     CHECK(xt::allclose(g, xt::cast<float>(xt::linalg::inv(A)), 1e-4f, 1e-4f));
@@ -290,6 +290,9 @@ TEST_CASE("solve_triangular refuses mismatched shapes and a singular L", "[ops][
     singular(1, 1) = 0;
     require_error({singular, xt::ones<double>({3})}, solve,
                   {"solve_triangular (tape position 2): ", "singular", "L[1, 1] = 0"});
+    // Only L can be read transposed: asking for B's transpose is refused, not ignored.
+    require_error({L, xt::ones<double>({3, 2})}, [](const Vars& v) { ad::solve_triangular(v[0], v[1], ad::transpose_b); },
+                  {"solve_triangular (tape position 2): ", "transpose_b", "[3, 2]"});
 }
 
 TEST_CASE("cholesky, logdet and solve_triangular report a handle from before clear() under their own name",

@@ -96,23 +96,23 @@ TEST_CASE("matmul with transpose flags is op(A) op(B) for all four combinations"
     const Tensor<double> A = ta ? randn({d.k, d.m}, 5) : randn({d.m, d.k}, 5);
     const Tensor<double> B = tb ? randn({d.n, d.k}, 6) : randn({d.k, d.n}, 6);
     Tape<double> tape;
-    const auto C = ad::matmul(tape.constant(A), tape.constant(B), ta, tb);
+    const auto C = ad::matmul(tape.constant(A), tape.constant(B), ad::Transpose{ta, tb});
     check_close(C.value(), product(ta ? transposed(A) : A, tb ? transposed(B) : B));
-    require_gradcheck([=](const Vars& v) { return ad::matmul(v[0], v[1], ta, tb); }, {A, B});
+    require_gradcheck([=](const Vars& v) { return ad::matmul(v[0], v[1], ad::Transpose{ta, tb}); }, {A, B});
 }
 
 TEST_CASE("A A and A^T A: one matrix on both sides of a product gets both adjoints", "[ops][linalg]")
 {
     const Tensor<double> A = randn({3, 3}, 7), R = randn({4, 3}, 8);
     require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0]); }, {A});
-    require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], true, false); }, {R});
-    require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], false, true); }, {R});
+    require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], ad::transpose_a); }, {R});
+    require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], ad::transpose_b); }, {R});
 }
 
 TEST_CASE("a linear layer tanh(x W^T + b) with the bias broadcast over the batch", "[ops][linalg]")
 {
     const Tensor<double> x = randn({5, 4}, 9), W = randn({3, 4}, 10), b = randn({3}, 11);
-    require_gradcheck([](const Vars& v) { return ad::tanh(ad::matmul(v[0], v[1], false, true) + v[2]); }, {x, W, b});
+    require_gradcheck([](const Vars& v) { return ad::tanh(ad::matmul(v[0], v[1], ad::transpose_b) + v[2]); }, {x, W, b});
 }
 
 TEST_CASE("affine with no input features is b in every row, and its gradients are empty but for db", "[ops][linalg][empty]")
@@ -171,18 +171,18 @@ TEST_CASE("matrix-vector products large enough to run in blocks equal the sum th
     Tape<double> tape;
     const auto X = tape.variable(x);
     CHECK(xt::allclose(ad::matmul(X, tape.variable(W)).value(), naive(x, W), 1e-12, 1e-12));
-    CHECK(xt::allclose(ad::matmul(X, tape.variable(Wt), false, true).value(), naive(x, W), 1e-12, 1e-12));
+    CHECK(xt::allclose(ad::matmul(X, tape.variable(Wt), ad::transpose_b).value(), naive(x, W), 1e-12, 1e-12));
     CHECK(xt::allclose(ad::matmul(tape.variable(M), tape.variable(v)).value(), naive(M, v), 1e-12, 1e-12));
     const Tensor<double> Mt = xt::transpose(M);
-    CHECK(xt::allclose(ad::matmul(tape.variable(Mt), tape.variable(v), true, false).value(), naive(M, v), 1e-12, 1e-12));
+    CHECK(xt::allclose(ad::matmul(tape.variable(Mt), tape.variable(v), ad::transpose_a).value(), naive(M, v), 1e-12, 1e-12));
 
     // First order only at these sizes: a second-order check perturbs each of the 15,000 weights
     // through a whole recorded VJP; second order is checked at small shapes (matmul above, affine
     // in test_ops_nn.cpp), through the same kernels.
     require_first_order_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1]))); }, {x, W});
-    require_first_order_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], false, true))); },
+    require_first_order_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], ad::transpose_b))); },
                                   {x, Wt});
-    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], true, false))); }, {Mt, v});
+    require_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::matmul(in[0], in[1], ad::transpose_a))); }, {Mt, v});
     Tensor<double> row = xt::view(x, 0, xt::all());
     require_first_order_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::affine(in[0], in[1], in[2]))); },
                                   {row, Wt, randn({50}, 5)});

@@ -230,8 +230,8 @@ Tensor<double> layer_norm_by_rows(const Tensor<double>& x, const Tensor<double>&
 // The same map composed from primitive ops.
 Var<double> layer_norm_composed(const Var<double>& x, const Var<double>& gamma, const Var<double>& beta, double eps)
 {
-    const auto centred = x - ad::mean(x, -1, true);
-    const auto var = ad::mean(ad::square(centred), -1, true);
+    const auto centred = x - ad::mean(x, -1, ad::keepdims);
+    const auto var = ad::mean(ad::square(centred), -1, ad::keepdims);
     return centred / ad::sqrt(var + eps) * gamma + beta;
 }
 
@@ -374,7 +374,7 @@ TEST_CASE("affine(x, W, b) = x W^T + b, equal to matmul and a broadcast add, gra
     Tape<double> tape;
     const auto xv = tape.variable(x), Wv = tape.variable(W), bv = tape.variable(b);
     const auto y = ad::affine(xv, Wv, bv);
-    const auto z = xs.size() == 2 ? ad::matmul(xv, Wv, false, true) + bv : ad::matmul(Wv, xv) + bv;
+    const auto z = xs.size() == 2 ? ad::matmul(xv, Wv, ad::transpose_b) + bv : ad::matmul(Wv, xv) + bv;
     check_close_to(y.value(), z.value(), 1e-14);
     const Tensor<double> c = randn(Shape(y.shape().begin(), y.shape().end()), 45);
     const auto fused = ad::vjp(y, c, {xv, Wv, bv});

@@ -58,7 +58,7 @@ void check_close(const Tensor<double>& got, const Tensor<double>& want)
 
 const std::vector<Shape> shapes{{4}, {2, 3}, {2, 3, 4}};
 
-using AxisOp = Var<double> (*)(const Var<double>&, std::ptrdiff_t, bool);
+using AxisOp = Var<double> (*)(const Var<double>&, std::ptrdiff_t, ad::KeepDims);
 
 // An axis reduction over every axis of every shape, keepdims both ways: its value against the
 // formula on each slice, and its gradient against central differences.
@@ -68,8 +68,8 @@ void check_axis_reduction(AxisOp op, const Slice& formula, const Tensor<double>&
     const auto rank = std::ptrdiff_t(x.dimension());
     const auto ax = std::size_t(axis < 0 ? axis + rank : axis);
     Tape<double> tape;
-    check_close(op(tape.constant(x), axis, keepdims).value(), reduce_slices(x, ax, keepdims, formula));
-    require_gradcheck([=](const Vars& v) { return op(v[0], axis, keepdims); }, {x});
+    check_close(op(tape.constant(x), axis, ad::KeepDims{keepdims}).value(), reduce_slices(x, ax, keepdims, formula));
+    require_gradcheck([=](const Vars& v) { return op(v[0], axis, ad::KeepDims{keepdims}); }, {x});
 }
 
 }  // namespace
@@ -146,7 +146,7 @@ TEST_CASE("logsumexp along an axis equals log(sum(exp(x))) and its gradient is s
     // d logsumexp / dx_j = exp(x_j) / sum_k exp(x_k)
     Tape<double> tape;
     const auto xv = tape.variable(x);
-    const Tensor<double> g = ad::grad(ad::sum(ad::logsumexp(xv, axis, keepdims)), {xv})[0];
+    const Tensor<double> g = ad::grad(ad::sum(ad::logsumexp(xv, axis, ad::KeepDims{keepdims})), {xv})[0];
     const auto ax = std::size_t(axis < 0 ? axis + rank : axis);
     const Tensor<double> sums = reduce_slices(x, ax, true, [](const std::vector<double>& s) {
         double t = 0;
@@ -206,7 +206,7 @@ TEST_CASE("max along an axis with ties sends the gradient to the first maximal e
     CHECK_THAT(along_rows.value(), Equals({3.0, 2.0}));
     CHECK_THAT(ad::vjp(along_rows, Tensor<double>{10.0, 20.0}, {x})[0],
                Equals(Tensor<double>{{0.0, 10.0, 0.0}, {20.0, 0.0, 0.0}}));
-    const auto along_columns = ad::max(x, 0, true);
+    const auto along_columns = ad::max(x, 0, ad::keepdims);
     CHECK_THAT(along_columns.value(), Equals(Tensor<double>{{2.0, 3.0, 3.0}}));
     CHECK_THAT(ad::vjp(along_columns, Tensor<double>{{1.0, 2.0, 4.0}}, {x})[0],
                Equals(Tensor<double>{{0.0, 2.0, 4.0}, {1.0, 0.0, 0.0}}));
@@ -217,7 +217,7 @@ TEST_CASE("a reduction of a reduction: the variance mean((x - mean(x))^2) along 
     const Tensor<double> x = randn({3, 5}, 8);
     require_gradcheck(
         [](const Vars& v) {
-            const auto centred = v[0] - ad::mean(v[0], -1, true);
+            const auto centred = v[0] - ad::mean(v[0], -1, ad::keepdims);
             return ad::mean(ad::square(centred), -1);
         },
         {x});

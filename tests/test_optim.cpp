@@ -132,7 +132,7 @@ double option(const Fixture& c, const std::string& key, double fallback)
 template <class T>
 std::unique_ptr<nn::Optimizer<T>> make_optimizer(const Fixture& c, const nn::NamedParameters<T>& params)
 {
-    const nn::DecaySelector<T> decay = c.decay == "all" ? nn::decay_all<T> : nn::decays_by_default<T>;
+    const nn::DecaySelector<T> decay = c.decay == "all" ? nn::decay_all<T> : nn::is_weight_matrix<T>;
     if (c.optimizer == "SGD") {
         nn::SGDOptions o;
         o.lr = option(c, "lr", o.lr);
@@ -293,13 +293,13 @@ TEST_CASE("weight decay skips biases by default (seed 001) and follows a selecto
     P matrix(Tensor<double>{{1.0, 2.0}});
     P vector(Tensor<double>{1.0, 2.0});
     P bias_matrix(Tensor<double>{{1.0, 2.0}});
-    CHECK(nn::decays_by_default<double>("0.weight", matrix));
-    CHECK(nn::decays_by_default<double>("w", matrix));
-    CHECK_FALSE(nn::decays_by_default<double>("0.bias", vector));
-    CHECK_FALSE(nn::decays_by_default<double>("bias", vector));
-    CHECK_FALSE(nn::decays_by_default<double>("blocks.3.norm.weight", vector));  // rank 1
-    CHECK_FALSE(nn::decays_by_default<double>("head.bias", bias_matrix));       // named bias
-    CHECK(nn::decays_by_default<double>("unbias", matrix));                     // only the last component counts
+    CHECK(nn::is_weight_matrix<double>("0.weight", matrix));
+    CHECK(nn::is_weight_matrix<double>("w", matrix));
+    CHECK_FALSE(nn::is_weight_matrix<double>("0.bias", vector));
+    CHECK_FALSE(nn::is_weight_matrix<double>("bias", vector));
+    CHECK_FALSE(nn::is_weight_matrix<double>("blocks.3.norm.weight", vector));  // rank 1
+    CHECK_FALSE(nn::is_weight_matrix<double>("head.bias", bias_matrix));       // named bias
+    CHECK(nn::is_weight_matrix<double>("unbias", matrix));                     // only the last component counts
     CHECK(nn::decay_all<double>("0.bias", vector));
 
     // With zero gradients, plain SGD with L2 decay wd does p <- p - lr wd p on decayed
@@ -318,6 +318,20 @@ TEST_CASE("weight decay skips biases by default (seed 001) and follows a selecto
         opt.step();
         CHECK(all_close(m.w.value(), w0 * (1 - lr * wd), 1e-15));
         CHECK((m.b.value() == b0));
+    }
+    SECTION("default: a convolution kernel [out, in, kh, kw] decays, its bias does not")
+    {
+        Parameter<double> kernel(Tensor<double>(xt::arange<double>(1.0, 17.0).reshape({2, 2, 2, 2})));
+        Parameter<double> bias(Tensor<double>{1.0, 2.0});
+        kernel.grad = xt::zeros<double>({2, 2, 2, 2});
+        bias.grad = xt::zeros<double>({2});
+        CHECK(nn::is_weight_matrix<double>("conv.weight", kernel));
+        CHECK_FALSE(nn::is_weight_matrix<double>("conv.bias", bias));
+        const Tensor<double> k0 = kernel.value();
+        nn::SGD<double> opt(nn::NamedParameters<double>{{"conv.weight", &kernel}, {"conv.bias", &bias}}, o);
+        opt.step();
+        CHECK(all_close(kernel.value(), k0 * (1 - lr * wd), 1e-15));
+        CHECK((bias.value() == Tensor<double>{1.0, 2.0}));
     }
     SECTION("a selector on the name picks the bias instead")
     {

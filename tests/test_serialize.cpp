@@ -108,7 +108,7 @@ std::shared_ptr<nn::Sequential<double>> make_model(std::size_t width, std::uint6
 {
     nn::Rng rng(seed);
     auto m = std::make_shared<nn::Sequential<double>>();
-    m->add(std::make_shared<nn::Linear<double>>(3, width, rng, first_bias));
+    m->add(std::make_shared<nn::Linear<double>>(3, width, rng, nn::Bias{first_bias}));
     m->add(std::make_shared<nn::BatchNorm1d<double>>(width));
     m->add(std::make_shared<nn::LayerNorm<double>>(width));
     m->add(std::make_shared<nn::Linear<double>>(width, 2, rng));

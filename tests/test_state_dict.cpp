@@ -67,7 +67,7 @@ std::shared_ptr<nn::Module<T>> cnn_batchnorm(nn::Rng& rng)
     ad::Conv2dOptions same;
     same.padding = {1, 1};
     auto net = std::make_shared<nn::Sequential<T>>();
-    net->add(std::make_shared<nn::Conv2d<T>>(1, 4, 3, rng, same, false));
+    net->add(std::make_shared<nn::Conv2d<T>>(1, 4, 3, rng, same, nn::no_bias));
     net->add(std::make_shared<nn::BatchNorm2d<T>>(4));
     net->add(std::make_shared<nn::ReLU<T>>());
     net->add(std::make_shared<nn::MaxPool2d<T>>(2));

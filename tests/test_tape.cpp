@@ -104,7 +104,7 @@ TEST_CASE("a tape cleared and reused gives the same step again, with the same si
         W.zero_grad();
         b.zero_grad();
         const auto input = tape.variable(x);
-        const auto h = ad::tanh(ad::matmul(input, tape.param(W), false, true) + tape.param(b));
+        const auto h = ad::tanh(ad::matmul(input, tape.param(W), ad::transpose_b) + tape.param(b));
         const auto loss = ad::mean(ad::square(h));
         ad::backward(loss);
         return Step{loss.item(), W.grad, b.grad, tape.size(), h.value().data(), tape.adjoint_buffers()};
@@ -176,7 +176,7 @@ TEST_CASE("after clear() a step with another batch size gives the gradients a fr
     const auto step = [&](Tape<double>& tape, const Tensor<double>& x, const std::vector<std::int64_t>& labels) {
         W.zero_grad();
         b.zero_grad();
-        const auto z = ad::matmul(tape.constant(x), tape.param(W), false, true) + tape.param(b);
+        const auto z = ad::matmul(tape.constant(x), tape.param(W), ad::transpose_b) + tape.param(b);
         const auto loss = ad::cross_entropy(ad::relu(z), labels) + ad::mean(ad::max(z, 0));
         ad::backward(loss);
         return std::make_tuple(loss.item(), Tensor<double>(W.grad), Tensor<double>(b.grad));
@@ -332,8 +332,8 @@ TEST_CASE("float and double tapes in one program compute the same function and g
     Tape<float> tf;
     Parameter<double> Wd(W);
     Parameter<float> Wf(Tensor<float>(xt::cast<float>(W)));
-    const auto yd = ad::mean(ad::sigmoid(ad::matmul(td.constant(x), td.param(Wd), false, true)));
-    const auto yf = ad::mean(ad::sigmoid(ad::matmul(tf.constant(Tensor<float>(xt::cast<float>(x))), tf.param(Wf), false, true)));
+    const auto yd = ad::mean(ad::sigmoid(ad::matmul(td.constant(x), td.param(Wd), ad::transpose_b)));
+    const auto yf = ad::mean(ad::sigmoid(ad::matmul(tf.constant(Tensor<float>(xt::cast<float>(x))), tf.param(Wf), ad::transpose_b)));
     ad::backward(yd);
     ad::backward(yf);
     CHECK(yf.item() == Approx(yd.item()).epsilon(1e-6));

@@ -303,8 +303,8 @@ Var<double> apply_step(const Step& s, const OpList& ops, const std::vector<Var<d
         }
         case StepKind::squash: return ad::add(ad::mul(ad::sigmoid(a[0]), s.hi - s.lo), s.lo);
         case StepKind::sum_all: return ad::sum(a[0]);
-        case StepKind::sum_axis: return ad::sum(a[0], s.axis, true);
-        case StepKind::mean_axis: return ad::mean(a[0], s.axis, true);
+        case StepKind::sum_axis: return ad::sum(a[0], s.axis, ad::keepdims);
+        case StepKind::mean_axis: return ad::mean(a[0], s.axis, ad::keepdims);
         case StepKind::matmul:
             if (a[0].dimension() != 2 || a[1].dimension() != 2) throw Invalid("matmul: the tester uses it on 2-D only");
             return ad::matmul(a[0], a[1]);
