@@ -1,42 +1,53 @@
-// Batch normalisation of [batch, features] inputs (seed 001 names it; PyTorch's BatchNorm1d):
+// Batch normalisation (seed 001 names it; PyTorch's BatchNorm1d and BatchNorm2d), per channel:
 //
-//   training:   y = (x - mean_b(x)) / sqrt(var_b(x) + eps) * weight + bias,
-//               statistics over the batch axis, var_b biased (1/B);
+//   training:   y = (x - mean_b(x)) / sqrt(var_b(x) + eps) * weight + bias, one ad::batch_norm2d
+//               op, the statistics over every axis but the channel axis 1, var_b biased (1/m);
 //               running_mean <- (1 - momentum) running_mean + momentum mean_b,
-//               running_var  <- (1 - momentum) running_var  + momentum var_b * B / (B - 1)
-//               (the unbiased variance, as PyTorch keeps it);
+//               running_var  <- (1 - momentum) running_var  + momentum var_b * m / (m - 1)
+//               (the unbiased variance, as PyTorch keeps it), m the values per channel;
 //   evaluation: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
 //
-// The training map is one ad::batch_norm2d op (which takes [N, C] as well as [N, C, H, W]).
-//
-// PyTorch's names and shapes, so a torch.nn.BatchNorm1d(features) state dict loads as it is:
-// parameters "weight" (ones) and "bias" (zeros), [features]; buffers (saved, never trained)
-// "running_mean" (zeros), "running_var" (ones), [features], and "num_batches_tracked", shape (),
-// the number of training passes. PyTorch reads that count only when momentum is None (a
-// cumulative average), which this module does not offer: it is kept so that the keys match
-// both ways. It is held in T like every buffer (saved as '<f4' or '<f8'; PyTorch's int64 loads
-// into it and a float one loads into PyTorch); in float it stops counting at 2^24 passes.
+// BatchNorm1d takes [batch, features], BatchNorm2d [batch, channels, height, width] (and
+// [batch, channels]). PyTorch's names and shapes, so their state dicts load as they are:
+// parameters "weight" (ones) and "bias" (zeros), [C]; buffers (saved, never trained)
+// "running_mean" (zeros), "running_var" (ones), [C], and "num_batches_tracked", shape (), the
+// number of training passes. PyTorch reads that count only when momentum is None (a cumulative
+// average), which these modules do not offer: it is kept so that the keys match both ways. It is
+// held in T like every buffer (saved as '<f4' or '<f8'; PyTorch's int64 loads into it and a
+// float one loads into PyTorch); in float it stops counting at 2^24 passes.
 #pragma once
 
 #include "autodiff/ops_conv.hpp"
 #include "nn/module.hpp"
 
+#include <string>
+
 namespace ad::nn {
 
+// What the two modules share (PyTorch's _BatchNorm): parameters, buffers and the map itself.
 template <class T>
-class BatchNorm1d : public Module<T> {
+class BatchNorm : public Module<T> {
 public:
-    explicit BatchNorm1d(std::size_t features, T momentum = T(0.1), T eps = T(1e-5));
     Var<T> forward(const Var<T>& x) override;
-    std::string describe() const override;  // "BatchNorm1d(64, eps=1e-05, momentum=0.1)"
+    // "BatchNorm1d(64, eps=1e-05, momentum=0.1)"
+    std::string describe() const override;
 
     Parameter<T>& weight() { return *weight_; }
     Parameter<T>& bias() { return *bias_; }
     const Tensor<T>& running_mean() const { return *running_mean_; }
     const Tensor<T>& running_var() const { return *running_var_; }
     const Tensor<T>& num_batches_tracked() const { return *num_batches_tracked_; }
+    std::size_t num_features() const { return features_; }
+
+protected:
+    // name: the class name, for messages; spatial: the axes after the channel axis, as the
+    // message that refuses an input names them (", height, width").
+    BatchNorm(const char* name, const char* spatial, std::size_t features, T momentum, T eps);
+    virtual bool accepts_rank(std::size_t rank) const = 0;
 
 private:
+    const char* name_;
+    const char* spatial_;
     std::size_t features_;
     T momentum_, eps_;
     Parameter<T>* weight_;
@@ -44,48 +55,35 @@ private:
     Tensor<T>* running_mean_;
     Tensor<T>* running_var_;
     Tensor<T>* num_batches_tracked_;
-    BatchStats<T> stats_;  // the last batch's statistics
+    BatchStats<T> stats_;                // the last batch's statistics, reused every step
+    Tensor<T> eval_scale_, eval_shift_;  // evaluation mode: per-channel factors, shaped to broadcast
 };
 
-extern template class BatchNorm1d<float>;
-extern template class BatchNorm1d<double>;
-
-// Batch normalisation of NCHW inputs, per channel over batch and pixels (PyTorch's BatchNorm2d):
-//
-//   training:   y = (x - mean_b) / sqrt(var_b + eps) weight + bias (one op, batch_norm2d),
-//               var_b biased; running_mean <- (1 - momentum) running_mean + momentum mean_b,
-//               running_var likewise with the unbiased variance var_b m / (m - 1), m = N H W;
-//   evaluation: the same map with the running statistics.
-//
-// Parameters "weight" (ones), "bias" (zeros); buffers "running_mean" (zeros), "running_var" (ones)
-// and "num_batches_tracked" (shape (), the number of training passes): PyTorch's state-dict keys
-// (BatchNorm1d above says why the count).
 template <class T>
-class BatchNorm2d : public Module<T> {
+class BatchNorm1d : public BatchNorm<T> {
 public:
-    explicit BatchNorm2d(std::size_t channels, T momentum = T(0.1), T eps = T(1e-5));
-    Var<T> forward(const Var<T>& x) override;
-    std::string describe() const override;  // "BatchNorm2d(8, eps=1e-05, momentum=0.1)"
-
-    Parameter<T>& weight() { return *weight_; }
-    Parameter<T>& bias() { return *bias_; }
-    const Tensor<T>& running_mean() const { return *running_mean_; }
-    const Tensor<T>& running_var() const { return *running_var_; }
-    const Tensor<T>& num_batches_tracked() const { return *num_batches_tracked_; }
+    explicit BatchNorm1d(std::size_t features, T momentum = T(0.1), T eps = T(1e-5))
+        : BatchNorm<T>("BatchNorm1d", "", features, momentum, eps)
+    {
+    }
 
 private:
-    std::size_t channels_;
-    T momentum_, eps_;
-    Parameter<T>* weight_;
-    Parameter<T>* bias_;
-    Tensor<T>* running_mean_;
-    Tensor<T>* running_var_;
-    Tensor<T>* num_batches_tracked_;
-    BatchStats<T> stats_;             // the last batch's statistics, reused every step
-    Tensor<T> eval_scale_, eval_shift_;  // evaluation mode: per-channel factors as [1, C, 1, 1]
+    bool accepts_rank(std::size_t rank) const override { return rank == 2; }
 };
 
-extern template class BatchNorm2d<float>;
-extern template class BatchNorm2d<double>;
+template <class T>
+class BatchNorm2d : public BatchNorm<T> {
+public:
+    explicit BatchNorm2d(std::size_t channels, T momentum = T(0.1), T eps = T(1e-5))
+        : BatchNorm<T>("BatchNorm2d", ", height, width", channels, momentum, eps)
+    {
+    }
+
+private:
+    bool accepts_rank(std::size_t rank) const override { return rank == 4 || rank == 2; }
+};
+
+extern template class BatchNorm<float>;
+extern template class BatchNorm<double>;
 
 }  // namespace ad::nn
