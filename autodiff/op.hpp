@@ -299,7 +299,7 @@ struct GradVjp {
         const auto& xs = tape.value(i).shape();
         const bool same = e.shape() == xs;
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
-        const Var<T> d = same ? e : sum_to(e, Shape(xs.begin(), xs.end()));
+        const Var<T> d = same ? e : sum_to(e, xs);
         adjoints[i] = reached[i] ? add(adjoints[i], d) : d;
         reached[i] = 1;
     }

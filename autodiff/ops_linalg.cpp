@@ -35,13 +35,13 @@ struct Product {
 template <class T>
 Var<T> as_2d(const Var<T>& x, Dims d)
 {
-    return x.dimension() == 2 ? x : reshape(x, {std::ptrdiff_t(d[0]), std::ptrdiff_t(d[1])});
+    return x.dimension() == 2 ? x : reshape(x, {d[0], d[1]});
 }
 
 template <class T>
-Var<T> as_shape(const Var<T>& x, const typename Tensor<T>::shape_type& s)
+Var<T> as_shape(const Var<T>& x, const Shape& s)
 {
-    return x.shape() == s ? x : reshape(x, std::vector<std::ptrdiff_t>(s.begin(), s.end()));
+    return x.shape() == s ? x : reshape(x, s);
 }
 
 template <class T>

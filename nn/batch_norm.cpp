@@ -100,13 +100,11 @@ Var<T> BatchNorm2d<T>::forward(const Var<T>& x)
     }
     // Evaluation: (x - running_mean) / sqrt(running_var + eps) weight + bias, per channel.
     Tape<T>& tape = x.tape();
-    const std::vector<std::ptrdiff_t> col = x.dimension() == 4 ? std::vector<std::ptrdiff_t>{1, std::ptrdiff_t(channels_), 1, 1}
-                                                               : std::vector<std::ptrdiff_t>{1, std::ptrdiff_t(channels_)};
-    const Shape cs(col.begin(), col.end());
+    const Shape col = x.dimension() == 4 ? Shape{1, channels_, 1, 1} : Shape{1, channels_};
     eval_scale_ = T(1) / xt::sqrt(*running_var_ + eps_);
     eval_shift_ = -*running_mean_ * eval_scale_;
-    eval_scale_.reshape(cs);
-    eval_shift_.reshape(cs);
+    eval_scale_.reshape(col);
+    eval_shift_.reshape(col);
     const Var<T> normalised = x * tape.constant(eval_scale_) + tape.constant(eval_shift_);
     return normalised * reshape(this->use(*weight_, x), col) + reshape(this->use(*bias_, x), col);
 }
