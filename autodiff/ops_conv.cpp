@@ -205,7 +205,7 @@ ConvBuffers<T> buffers(const Vjp<T>& v, const ConvGeometry& g, int parts)
 template <class T>
 void set_shape4(Tensor<T>& t, std::size_t a, std::size_t b, std::size_t c, std::size_t d)
 {
-    typename Tensor<T>::shape_type s;  // inline storage: no allocation
+    Shape s;  // inline storage: no allocation
     s.push_back(a), s.push_back(b), s.push_back(c), s.push_back(d);
     if (t.shape() != s) t.resize(s);
 }
@@ -613,7 +613,7 @@ Var<T> global_avg_pool2d(const Var<T>& x)
     Op<T> op("global_avg_pool2d", {x});
     const std::size_t NC = s[0] * s[1], P = s[2] * s[3];
     auto& y = op.out();
-    typename Tensor<T>::shape_type ys;
+    Shape ys;
     ys.push_back(s[0]), ys.push_back(s[1]);
     if (y.shape() != ys) y.resize(ys);
     const T* xp = x.value().data();
@@ -650,7 +650,7 @@ Var<T> flatten(const Var<T>& x)
     if (s.size() < 1) fail("flatten", x, "input must have a batch axis, got a scalar (shape " + shape_str(s) + ")");
     Op<T> op("flatten", {x});
     auto& y = op.out();
-    typename Tensor<T>::shape_type ys;
+    Shape ys;
     std::size_t rest = 1;
     for (std::size_t i = 1; i < s.size(); ++i) rest *= s[i];
     ys.push_back(s[0]);
@@ -734,7 +734,7 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
     if (!(eps >= T(0))) fail("batch_norm2d", x, "eps = " + std::to_string(eps) + " must be >= 0");
     Op<T> op("batch_norm2d", {x, gamma, beta});
     Tensor<T>& stat = op.save(0);
-    typename Tensor<T>::shape_type ss;
+    Shape ss;
     ss.push_back(3), ss.push_back(C);
     if (stat.shape() != ss) stat.resize(ss);
     auto& y = op.out();

@@ -62,7 +62,7 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
                               (tb ? "^T" : "") + " do not chain: the inner dimensions " + std::to_string(k) +
                               " and " + std::to_string(kb) + " must be equal");
     Op<T> op("matmul", {A, B});
-    typename Tensor<T>::shape_type out;  // inline storage: no allocation per product
+    Shape out;  // inline storage: no allocation per product
     if (as.size() == 2) out.push_back(m);
     if (bs.size() == 2) out.push_back(n);
     op.out().resize(out);
@@ -129,7 +129,7 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
                               " do not fit x W^T + b; expected x [batch, in] or [in], W [out, in], b [out]");
     Op<T> op("affine", {x, W, b});
     const std::size_t out = ws[0], rows = xs.size() == 2 ? xs[0] : 1;
-    typename Tensor<T>::shape_type shape;  // inline storage: no allocation per product
+    Shape shape;  // inline storage: no allocation per product
     if (xs.size() == 2) shape.push_back(rows);
     shape.push_back(out);
     auto& y = op.out();

@@ -46,7 +46,7 @@ Var<T> spread(const Var<T>& t, const Var<T>& x, std::size_t axis)
 template <class T>
 void resize_reduced(const Tensor<T>& x, std::size_t axis, bool keepdims, Tensor<T>& y)
 {
-    typename Tensor<T>::shape_type s(x.shape().begin(), x.shape().end());
+    Shape s(x.shape().begin(), x.shape().end());
     if (keepdims) s[axis] = 1;
     else s.erase(s.begin() + static_cast<std::ptrdiff_t>(axis));
     y.resize(s);
