@@ -192,8 +192,7 @@ std::vector<Tensor<T>> collect(Sweep<T>& s, const std::vector<Var<T>>& inputs, b
 template <class T>
 void backward_sweep(const Var<T>& output, const Tensor<T>* cotangent, const Hook<T>* hook)
 {
-    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
-    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, nullptr, true, "backward");
+    Tape<T>& tape = start<T>(output, cotangent ? &cotangent->shape() : nullptr, nullptr, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     try {
         run<T>(s, cotangent, hook, nullptr);
@@ -207,8 +206,7 @@ template <class T>
 std::vector<Tensor<T>> first_order(const Var<T>& output, const Tensor<T>* cotangent, const std::vector<Var<T>>& inputs,
                                    bool allow_unused, const char* who)
 {
-    const Shape cshape = cotangent ? Shape(cotangent->shape().begin(), cotangent->shape().end()) : Shape{};
-    Tape<T>& tape = start<T>(output, cotangent ? &cshape : nullptr, &inputs, false, who);
+    Tape<T>& tape = start<T>(output, cotangent ? &cotangent->shape() : nullptr, &inputs, false, who);
     Sweep<T> s(tape, output.index(), false);
     run<T>(s, cotangent, nullptr, &inputs);
     return collect(s, inputs, allow_unused, who);
@@ -224,12 +222,8 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
     if (!grad_enabled())
         throw Error(std::string(who) + ": ad::create_graph inside NoGrad: a graph of the gradient cannot be "
                                        "recorded while recording is off (leave the NoGrad scope first)");
-    Shape cshape;
-    if (cotangent) {
-        tape.check(*cotangent, who);
-        cshape.assign(cotangent->shape().begin(), cotangent->shape().end());
-    }
-    start<T>(output, cotangent ? &cshape : nullptr, &inputs, false, who);
+    if (cotangent) tape.check(*cotangent, who);
+    start<T>(output, cotangent ? &cotangent->shape() : nullptr, &inputs, false, who);
     const std::size_t out = output.index();
 
     std::vector<Var<T>> adjoints(out + 1);
@@ -395,8 +389,7 @@ template <class T>
 std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>& output, const Tensor<T>& cotangent,
                                                  const std::vector<Var<T>>& inputs)
 {
-    const Shape cshape(cotangent.shape().begin(), cotangent.shape().end());
-    Tape<T>& tape = start<T>(output, &cshape, &inputs, true, "backward");
+    Tape<T>& tape = start<T>(output, &cotangent.shape(), &inputs, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     try {
         run<T>(s, &cotangent, nullptr, &inputs);
@@ -412,7 +405,7 @@ namespace {
 template <class T>
 Shape joined(const Tensor<T>& a, const Tensor<T>& b)
 {
-    Shape s(a.shape().begin(), a.shape().end());
+    Shape s = a.shape();
     s.insert(s.end(), b.shape().begin(), b.shape().end());
     return s;
 }

@@ -14,7 +14,7 @@ namespace {
 
 using Tensors = std::vector<Tensor<double>>;
 
-Shape unravel(std::size_t flat, const Tensor<double>::shape_type& shape)
+Shape unravel(std::size_t flat, const Shape& shape)
 {
     Shape idx(shape.size());
     for (std::size_t i = shape.size(); i-- > 0;) {
@@ -149,7 +149,7 @@ GradcheckResult gradgradcheck(const MultiFn<T>& f, const std::vector<Tensor<T>>&
             return f(vars);
         };
         const Var<double> y0 = run(inputs);
-        const Shape out_shape(y0.shape().begin(), y0.shape().end());
+        const Shape out_shape = y0.shape();
         xt::random::default_engine_type engine(o.seed);
         Tensors point = inputs, w;  // the inputs and the cotangent c: every argument of the VJP
         point.push_back(xt::random::randn<double>(out_shape, 0, 1, engine));

@@ -299,7 +299,7 @@ struct GradVjp {
         const auto& xs = tape.value(i).shape();
         const bool same = e.shape() == xs;
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
-        const Var<T> d = same ? e : sum_to(e, Shape(xs.begin(), xs.end()));
+        const Var<T> d = same ? e : sum_to(e, xs);
         adjoints[i] = reached[i] ? add(adjoints[i], d) : d;
         reached[i] = 1;
     }
@@ -398,7 +398,7 @@ void check_handles(const char* op, std::initializer_list<Var<T>> xs)
 // The shape both operands broadcast to (aligned from the right, each pair of dimensions equal
 // or 1); false if they do not broadcast. The result has inline storage: nothing allocates.
 template <class S1, class S2>
-bool broadcast_into(const S1& a, const S2& b, xt::svector<std::size_t, 4>& out)
+bool broadcast_into(const S1& a, const S2& b, Shape& out)
 {
     const std::size_t n = std::max(a.size(), b.size());
     out.resize(n);
@@ -420,19 +420,19 @@ std::string broadcast_error(const S1& a, const S2& b)
 
 // broadcast_into, or an error naming the op.
 template <class S1, class S2>
-xt::svector<std::size_t, 4> broadcast_shape(const char* op, const S1& a, const S2& b)
+Shape broadcast_shape(const char* op, const S1& a, const S2& b)
 {
-    xt::svector<std::size_t, 4> out;
+    Shape out;
     if (!broadcast_into(a, b, out)) throw Error(std::string(op) + ": " + broadcast_error(a, b));
     return out;
 }
 
 // The same for two Vars, after checking their handles; the error gives the op's tape position.
 template <class T>
-xt::svector<std::size_t, 4> broadcast_shape(const char* op, const Var<T>& a, const Var<T>& b)
+Shape broadcast_shape(const char* op, const Var<T>& a, const Var<T>& b)
 {
     check_handles(op, {a, b});
-    xt::svector<std::size_t, 4> out;
+    Shape out;
     if (!broadcast_into(a.shape(), b.shape(), out)) fail(op, a, broadcast_error(a.shape(), b.shape()));
     return out;
 }

@@ -205,13 +205,11 @@ ConvBuffers<T> buffers(const Vjp<T>& v, const ConvGeometry& g, int parts)
 template <class T>
 void set_shape4(Tensor<T>& t, std::size_t a, std::size_t b, std::size_t c, std::size_t d)
 {
-    typename Tensor<T>::shape_type s;  // inline storage: no allocation
+    Shape s;  // inline storage: no allocation
     s.push_back(a), s.push_back(b), s.push_back(c), s.push_back(d);
     if (t.shape() != s) t.resize(s);
 }
 
-template <class S>
-Shape shape_of(const S& s) { return Shape(s.begin(), s.end()); }
 
 // The sum of g [N, F, H, W] over n, h and w, as tape ops: [F].
 template <class T>
@@ -250,8 +248,8 @@ void conv2d_graph_vjp(const ConvAttrs& a, GradVjp<T>& v)
 {
     const Conv2dOptions o = a.options();
     const Var<T> x = v.x(0), w = v.x(1);
-    if (v.wants(0)) v.acc(0, conv2d_input_grad(v.g, w, shape_of(x.shape()), o));
-    if (v.wants(1)) v.acc(1, conv2d_weight_grad(x, v.g, shape_of(w.shape()), o));
+    if (v.wants(0)) v.acc(0, conv2d_input_grad(v.g, w, x.shape(), o));
+    if (v.wants(1)) v.acc(1, conv2d_weight_grad(x, v.g, w.shape(), o));
     if (v.inputs() == 3 && v.wants(2)) v.acc(2, sum_nhw(v.g));
 }
 
@@ -367,7 +365,7 @@ Var<T> conv2d_input_grad(const Var<T>& gy, const Var<T>& w, const Shape& input_s
                        const Conv2dOptions o = a.options();
                        const Var<T> gy = v.x(0), w = v.x(1);
                        if (v.wants(0)) v.acc(0, conv2d(v.g, w, o));
-                       if (v.wants(1)) v.acc(1, conv2d_weight_grad(v.g, gy, shape_of(w.shape()), o));
+                       if (v.wants(1)) v.acc(1, conv2d_weight_grad(v.g, gy, w.shape(), o));
                    });
 }
 
@@ -394,7 +392,7 @@ Var<T> conv2d_weight_grad(const Var<T>& x, const Var<T>& gy, const Shape& weight
                    [a](GradVjp<T>& v) {
                        const Conv2dOptions o = a.options();
                        const Var<T> x = v.x(0), gy = v.x(1);
-                       if (v.wants(0)) v.acc(0, conv2d_input_grad(gy, v.g, shape_of(x.shape()), o));
+                       if (v.wants(0)) v.acc(0, conv2d_input_grad(gy, v.g, x.shape(), o));
                        if (v.wants(1)) v.acc(1, conv2d(x, v.g, o));
                    });
 }
@@ -507,7 +505,7 @@ Var<T> max_pool2d_scatter(const Var<T>& g, const std::vector<std::ptrdiff_t>& ar
             kernels::max_pool2d_gather(v.g.data(), v.indices().data(), a.geometry(v.y.shape(), v.x(0).shape()), d,
                                        !first);
         },
-        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_gather(v.g, v.indices(), a, shape_of(v.x(0).shape()))); });
+        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_gather(v.g, v.indices(), a, v.x(0).shape())); });
 }
 
 template <class T>
@@ -527,7 +525,7 @@ Var<T> max_pool2d_gather(const Var<T>& u, const std::vector<std::ptrdiff_t>& arg
             kernels::max_pool2d_backward(v.g.data(), v.indices().data(), a.geometry(v.x(0).shape(), v.y.shape()), d,
                                          !first);
         },
-        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, shape_of(v.x(0).shape()))); });
+        [a](GradVjp<T>& v) { v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, v.x(0).shape())); });
 }
 
 template <class T>
@@ -578,7 +576,7 @@ Var<T> max_pool2d(const Var<T>& x, const Pool2dOptions& o)
         kernels::max_pool2d_backward(v.g.data(), v.indices().data(), g, dx, !first);
     },
                    [a](GradVjp<T>& v) {
-                       v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, shape_of(v.x(0).shape())));
+                       v.acc(0, max_pool2d_scatter(v.g, v.indices(), a, v.x(0).shape()));
                    });
 }
 
@@ -599,7 +597,7 @@ Var<T> avg_pool2d(const Var<T>& x, const Pool2dOptions& o)
         T* dx = v.slot(0, first).data();
         kernels::avg_pool2d_backward(v.g.data(), g, dx, !first);
     },
-                   [a](GradVjp<T>& v) { v.acc(0, avg_pool2d_adjoint(v.g, a, shape_of(v.x(0).shape()))); });
+                   [a](GradVjp<T>& v) { v.acc(0, avg_pool2d_adjoint(v.g, a, v.x(0).shape())); });
 }
 
 // y[n, c] = mean over h, w of x[n, c, h, w]; dx = g[n, c] / (H W) at every h, w.
@@ -615,7 +613,7 @@ Var<T> global_avg_pool2d(const Var<T>& x)
     Op<T> op("global_avg_pool2d", {x});
     const std::size_t NC = s[0] * s[1], P = s[2] * s[3];
     auto& y = op.out();
-    typename Tensor<T>::shape_type ys;
+    Shape ys;
     ys.push_back(s[0]), ys.push_back(s[1]);
     if (y.shape() != ys) y.resize(ys);
     const T* xp = x.value().data();
@@ -638,8 +636,8 @@ Var<T> global_avg_pool2d(const Var<T>& x)
     },
                    [](GradVjp<T>& v) {  // dx = g / (H W) broadcast over each plane
                        const auto& xs = v.x(0).shape();
-                       const Var<T> g4 = reshape(v.g, {std::ptrdiff_t(xs[0]), std::ptrdiff_t(xs[1]), 1, 1});
-                       v.acc(0, broadcast_to(g4, shape_of(xs)) * (T(1) / T(xs[2] * xs[3])));
+                       const Var<T> g4 = reshape(v.g, {xs[0], xs[1], 1, 1});
+                       v.acc(0, broadcast_to(g4, xs) * (T(1) / T(xs[2] * xs[3])));
                    });
 }
 
@@ -652,7 +650,7 @@ Var<T> flatten(const Var<T>& x)
     if (s.size() < 1) fail("flatten", x, "input must have a batch axis, got a scalar (shape " + shape_str(s) + ")");
     Op<T> op("flatten", {x});
     auto& y = op.out();
-    typename Tensor<T>::shape_type ys;
+    Shape ys;
     std::size_t rest = 1;
     for (std::size_t i = 1; i < s.size(); ++i) rest *= s[i];
     ys.push_back(s[0]);
@@ -672,7 +670,7 @@ Var<T> flatten(const Var<T>& x)
         },
         [](GradVjp<T>& v) {  // dx = g with x's shape
             const auto& xs = v.x(0).shape();
-            v.acc(0, reshape(v.g, std::vector<std::ptrdiff_t>(xs.begin(), xs.end())));
+            v.acc(0, reshape(v.g, xs));
         });
 }
 
@@ -695,14 +693,14 @@ void batch_norm2d_graph_vjp(GradVjp<T>& v, T eps)
 {
     const Var<T> x = v.x(0), g = v.g;
     const std::size_t C = x.shape()[1];
-    std::vector<std::ptrdiff_t> col(x.dimension(), 1);
-    col[1] = std::ptrdiff_t(C);
+    Shape col(x.dimension(), 1);
+    col[1] = C;
     const Var<T> centred = x - mean_but_channels(x);
     const Var<T> rstd = pow(mean_but_channels(square(centred)) + eps, T(-0.5));
     const Var<T> xhat = centred * rstd;
     const Var<T> gx = g * xhat;
     auto per_channel = [&](const Var<T>& t) {  // the sum over n, h, w as [C]
-        return reshape(mean_but_channels(t) * T(x.size() / C), {std::ptrdiff_t(C)});
+        return reshape(mean_but_channels(t) * T(x.size() / C), {C});
     };
     if (v.wants(0)) {
         const Var<T> gamma = reshape(v.x(1), col);
@@ -736,7 +734,7 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
     if (!(eps >= T(0))) fail("batch_norm2d", x, "eps = " + std::to_string(eps) + " must be >= 0");
     Op<T> op("batch_norm2d", {x, gamma, beta});
     Tensor<T>& stat = op.save(0);
-    typename Tensor<T>::shape_type ss;
+    Shape ss;
     ss.push_back(3), ss.push_back(C);
     if (stat.shape() != ss) stat.resize(ss);
     auto& y = op.out();

@@ -104,7 +104,7 @@ Tensor<T> lower_mask(std::size_t n, T diagonal)
 template <class T>
 Var<T> as_column(const Var<T>& x)
 {
-    return x.dimension() == 1 ? reshape(x, {std::ptrdiff_t(x.shape()[0]), 1}) : x;
+    return x.dimension() == 1 ? reshape(x, {x.shape()[0], 1}) : x;
 }
 
 }  // namespace

@@ -35,13 +35,13 @@ struct Product {
 template <class T>
 Var<T> as_2d(const Var<T>& x, Dims d)
 {
-    return x.dimension() == 2 ? x : reshape(x, {std::ptrdiff_t(d[0]), std::ptrdiff_t(d[1])});
+    return x.dimension() == 2 ? x : reshape(x, {d[0], d[1]});
 }
 
 template <class T>
-Var<T> as_shape(const Var<T>& x, const typename Tensor<T>::shape_type& s)
+Var<T> as_shape(const Var<T>& x, const Shape& s)
 {
-    return x.shape() == s ? x : reshape(x, std::vector<std::ptrdiff_t>(s.begin(), s.end()));
+    return x.shape() == s ? x : reshape(x, s);
 }
 
 template <class T>
@@ -62,7 +62,7 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
                               (tb ? "^T" : "") + " do not chain: the inner dimensions " + std::to_string(k) +
                               " and " + std::to_string(kb) + " must be equal");
     Op<T> op("matmul", {A, B});
-    typename Tensor<T>::shape_type out;  // inline storage: no allocation per product
+    Shape out;  // inline storage: no allocation per product
     if (as.size() == 2) out.push_back(m);
     if (bs.size() == 2) out.push_back(n);
     op.out().resize(out);
@@ -129,7 +129,7 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
                               " do not fit x W^T + b; expected x [batch, in] or [in], W [out, in], b [out]");
     Op<T> op("affine", {x, W, b});
     const std::size_t out = ws[0], rows = xs.size() == 2 ? xs[0] : 1;
-    typename Tensor<T>::shape_type shape;  // inline storage: no allocation per product
+    Shape shape;  // inline storage: no allocation per product
     if (xs.size() == 2) shape.push_back(rows);
     shape.push_back(out);
     auto& y = op.out();

@@ -26,10 +26,9 @@ namespace {
 using kernels::sum_all;
 
 // x's shape with dimension `axis` set to 1.
-template <class S>
-std::vector<std::ptrdiff_t> kept_shape(const S& xs, std::size_t axis)
+inline Shape kept_shape(const Shape& xs, std::size_t axis)
 {
-    std::vector<std::ptrdiff_t> s(xs.begin(), xs.end());
+    Shape s = xs;
     s[axis] = 1;
     return s;
 }
@@ -40,14 +39,14 @@ template <class T>
 Var<T> spread(const Var<T>& t, const Var<T>& x, std::size_t axis)
 {
     const auto& xs = x.shape();
-    return broadcast_to(reshape(t, kept_shape(xs, axis)), Shape(xs.begin(), xs.end()));
+    return broadcast_to(reshape(t, kept_shape(xs, axis)), xs);
 }
 
 // y resized to x's shape reduced over `axis`, the axis kept (size 1) or dropped.
 template <class T>
 void resize_reduced(const Tensor<T>& x, std::size_t axis, bool keepdims, Tensor<T>& y)
 {
-    typename Tensor<T>::shape_type s(x.shape().begin(), x.shape().end());
+    Shape s(x.shape().begin(), x.shape().end());
     if (keepdims) s[axis] = 1;
     else s.erase(s.begin() + static_cast<std::ptrdiff_t>(axis));
     y.resize(s);
@@ -112,7 +111,7 @@ Var<T> sum(const Var<T>& x)
         },
         [](GradVjp<T>& v) {
             const auto& xs = v.x(0).shape();
-            v.acc(0, broadcast_to(v.g, Shape(xs.begin(), xs.end())));
+            v.acc(0, broadcast_to(v.g, xs));
         });
 }
 AD_INSTANTIATE(sum, sig::Unary)
@@ -145,7 +144,7 @@ Var<T> mean(const Var<T>& x)
         },
         [](GradVjp<T>& v) {
             const auto& xs = v.x(0).shape();
-            v.acc(0, broadcast_to(v.g / T(v.x(0).size()), Shape(xs.begin(), xs.end())));
+            v.acc(0, broadcast_to(v.g / T(v.x(0).size()), xs));
         });
 }
 AD_INSTANTIATE(mean, sig::Unary)

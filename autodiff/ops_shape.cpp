@@ -35,16 +35,13 @@ xt::xstrided_slice_vector along(std::size_t rank, std::size_t axis, std::size_t 
     return sv;
 }
 
-template <class S>
-std::vector<std::ptrdiff_t> signed_shape(const S& s)
+// A reshape target as the caller wrote it: "[infer, 4]".
+std::string target_str(const Shape& shape)
 {
-    return std::vector<std::ptrdiff_t>(s.begin(), s.end());
-}
-
-template <class S>
-Shape to_shape(const S& s)
-{
-    return Shape(s.begin(), s.end());
+    std::string out = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i)
+        out += (i ? ", " : "") + (shape[i] == infer ? std::string("infer") : std::to_string(shape[i]));
+    return out + "]";
 }
 
 // g in the given shape: a view on tensors, a reshape op on Vars (so one VJP serves both).
@@ -56,39 +53,35 @@ auto reshaped(const E& g, const S& shape)
 template <class T, class S>
 Var<T> reshaped(const Var<T>& g, const S& shape)
 {
-    return reshape(g, signed_shape(shape));
+    return reshape(g, shape);
 }
 
 }  // namespace
 
 // d reshape(x) = g reshaped to x's shape
 template <class T>
-Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
+Var<T> reshape(const Var<T>& x, const Shape& shape)
 {
     check_handles("reshape", {x});
-    Shape s(shape.size());
-    std::ptrdiff_t infer = -1;
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        if (shape[i] == -1 && infer < 0) {
-            infer = std::ptrdiff_t(i);
-            s[i] = 1;
-            continue;
-        }
-        if (shape[i] < 0)
-            fail("reshape", x, "bad target shape (each entry must be >= 0, with at most one -1), got " +
-                                   shape_str(shape) + " for input shape " + shape_str(x.shape()));
-        s[i] = std::size_t(shape[i]);
+    Shape s = shape;
+    const auto inferred = std::find(s.begin(), s.end(), infer);
+    if (inferred != s.end()) {
+        if (std::find(inferred + 1, s.end(), infer) != s.end())
+            fail("reshape", x, "at most one dimension can be ad::infer, got " + target_str(shape) +
+                                   " for input shape " + shape_str(x.shape()));
+        *inferred = 1;
     }
     const std::size_t known = checked_size("reshape", x, s);
-    if (infer >= 0) {
+    if (inferred != s.end()) {
         if (known == 0 || x.size() % known != 0)
-            fail("reshape", x, "cannot infer the -1 in " + shape_str(shape) + " for " + std::to_string(x.size()) +
-                                   " elements (input shape " + shape_str(x.shape()) + ")");
-        s[std::size_t(infer)] = x.size() / known;
+            fail("reshape", x, "cannot infer the ad::infer dimension of " + target_str(shape) + " for " +
+                                   std::to_string(x.size()) + " elements (input shape " + shape_str(x.shape()) +
+                                   "; the other dimensions must divide the element count)");
+        *inferred = x.size() / known;
     }
     if (checked_size("reshape", x, s) != x.size())
         fail("reshape", x, "cannot reshape " + shape_str(x.shape()) + " (" + std::to_string(x.size()) +
-                               " elements) into " + shape_str(shape) + " (" + std::to_string(checked_size("reshape", x, s)) +
+                               " elements) into " + target_str(shape) + " (" + std::to_string(checked_size("reshape", x, s)) +
                                " elements)");
     Op<T> op("reshape", {x});
     xt::noalias(op.out()) = x.value();
@@ -96,10 +89,7 @@ Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape)
     auto vjp = [](auto& v) { v.acc(0, reshaped(v.g, v.value(0).shape())); };
     return op.done(vjp, vjp);
 }
-namespace sig {
-template <class T> using Reshape = Var<T>(const Var<T>&, const std::vector<std::ptrdiff_t>&);
-}
-AD_INSTANTIATE(reshape, sig::Reshape)
+AD_INSTANTIATE(reshape, sig::ToShape)
 
 // d slice(x) = g placed at [start, stop) along the axis, zeros elsewhere
 template <class T>
@@ -125,7 +115,7 @@ Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::pt
         [ax, b, e](GradVjp<T>& v) {  // g between two blocks of zeros
             const auto& xs = v.x(0).shape();
             std::vector<Var<T>> parts;
-            Shape before = to_shape(xs), after = to_shape(xs);
+            Shape before = xs, after = xs;
             before[ax] = std::size_t(b);
             after[ax] = xs[ax] - std::size_t(e);
             if (before[ax]) parts.push_back(v.constant(xt::zeros<T>(before)));
@@ -147,7 +137,7 @@ Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis)
     for (const auto& x : xs) check_handles("concat", {xs[0], x});
     const auto& s0 = xs[0].shape();
     const std::size_t ax = normalize_axis("concat", axis, xs[0]);
-    Shape out(s0.begin(), s0.end());
+    Shape out = s0;
     out[ax] = 0;
     for (const auto& x : xs) {
         const auto& s = x.shape();
@@ -187,7 +177,7 @@ Var<T> broadcast_to(const Var<T>& x, const Shape& shape)
 {
     check_handles("broadcast_to", {x});
     checked_size("broadcast_to", x, shape);
-    xt::svector<std::size_t, 4> b;
+    Shape b;
     if (!broadcast_into(x.shape(), shape, b) || !std::equal(b.begin(), b.end(), shape.begin(), shape.end()))
         fail("broadcast_to", x, "cannot broadcast shape " + shape_str(x.shape()) + " to " + shape_str(shape) +
                                     " (aligned from the right, each dimension of the input must equal the "
@@ -217,7 +207,7 @@ template <class T>
 Var<T> sum_to(const Var<T>& x, const Shape& shape)
 {
     check_handles("sum_to", {x});
-    xt::svector<std::size_t, 4> b;
+    Shape b;
     if (!broadcast_into(shape, x.shape(), b) || !std::equal(b.begin(), b.end(), x.shape().begin(), x.shape().end()))
         fail("sum_to", x, "cannot sum shape " + shape_str(x.shape()) + " to " + shape_str(shape) +
                               " (the target must broadcast to the input's shape)");
@@ -235,7 +225,7 @@ Var<T> sum_to(const Var<T>& x, const Shape& shape)
             for (std::size_t at = 0, n = v.x(0).size(); at < n; at += block)
                 for (std::size_t j = 0; j < block; ++j) d[at + j] = first ? g[j] : d[at + j] + g[j];
         },
-        [](GradVjp<T>& v) { v.acc(0, broadcast_to(v.g, to_shape(v.x(0).shape()))); });
+        [](GradVjp<T>& v) { v.acc(0, broadcast_to(v.g, v.x(0).shape())); });
 }
 AD_INSTANTIATE(sum_to, sig::ToShape)
 
@@ -380,7 +370,7 @@ Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std:
     check_indices("index_select", x, ax, idx, a.n);
     Op<T> op("index_select", {x});
     op.save_indices().assign(idx.begin(), idx.end());
-    Shape out = to_shape(x.shape());
+    Shape out = x.shape();
     out[ax] = idx.size();
     op.out().resize(out);
     move_slices(x.value().data(), op.out().data(), idx, a.outer, a.n, a.inner, true);
@@ -417,7 +407,7 @@ Var<T> index_add(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::si
     check_indices("index_add", x, ax, idx, size);
     Op<T> op("index_add", {x});
     op.save_indices().assign(idx.begin(), idx.end());
-    Shape out = to_shape(x.shape());
+    Shape out = x.shape();
     out[ax] = size;
     op.out().resize(out);
     op.out().fill(T(0));
@@ -451,7 +441,7 @@ Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t i)
         fail("select", x, "index " + std::to_string(i) + " is out of range for axis " + std::to_string(ax) +
                               " of size " + std::to_string(n) + " (input shape " + shape_str(x.shape()) +
                               "); expected " + std::to_string(-n) + " <= index < " + std::to_string(n));
-    std::vector<std::ptrdiff_t> out = signed_shape(x.shape());
+    Shape out = x.shape();
     out.erase(out.begin() + std::ptrdiff_t(ax));
     return reshape(index_select(x, std::ptrdiff_t(ax), {std::size_t(i < 0 ? i + n : i)}), out);
 }

@@ -11,8 +11,10 @@
 
 namespace ad {
 
-// One entry of `shape` may be -1: it is inferred from the size.
-template <class T> Var<T> reshape(const Var<T>& x, const std::vector<std::ptrdiff_t>& shape);
+// x's elements in `shape`, same count, row-major. One entry may be ad::infer: it is worked out
+// from the element count (reshape(x, {ad::infer, 4})). Like broadcast_to and sum_to it takes
+// an ad::Shape, so reshape(x, y.shape()) needs no conversion.
+template <class T> Var<T> reshape(const Var<T>& x, const Shape& shape);
 // Elements start <= i < stop along `axis`; negative start/stop count from the end.
 template <class T> Var<T> slice(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t start, std::ptrdiff_t stop);
 template <class T> Var<T> concat(const std::vector<Var<T>>& xs, std::ptrdiff_t axis);

@@ -257,7 +257,7 @@ public:
         : anchor_(anchor), index_(index), generation_(generation) {}
 
     const Tensor<T>& value() const;
-    const typename Tensor<T>::shape_type& shape() const { return value().shape(); }
+    const Shape& shape() const { return value().shape(); }
     std::size_t size() const { return value().size(); }
     std::size_t dimension() const { return value().dimension(); }
     T item() const;  // the value of a one-element tensor

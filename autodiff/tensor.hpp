@@ -7,6 +7,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace ad {
@@ -14,7 +15,19 @@ namespace ad {
 template <class T>
 using Tensor = xt::xarray<T>;
 
-using Shape = std::vector<std::size_t>;
+// The one shape type: what tensor.shape() and Var::shape() return and what every op that takes
+// a shape (reshape, broadcast_to, sum_to, the conv adjoints) accepts. It is xtensor's own
+// shape type, so passing a tensor's shape on costs no conversion, and it keeps up to four
+// dimensions inline: making or copying the shape of a rank <= 4 tensor never allocates, where a
+// std::vector would on every op that builds one.
+using Shape = xt::svector<std::size_t, 4>;
+static_assert(std::is_same<Shape, Tensor<float>::shape_type>::value &&
+                  std::is_same<Shape, Tensor<double>::shape_type>::value,
+              "ad::Shape must be the tensors' own shape type");
+
+// reshape's placeholder for the one dimension to infer from the element count, as -1 is in
+// NumPy and PyTorch: reshape(x, {ad::infer, 4}).
+inline constexpr std::size_t infer = std::size_t(-1);
 
 // "[3, 1]" for error messages.
 template <class S>

@@ -76,7 +76,7 @@ public:
         }
         for (auto& q : p_) {
             ptrs_.push_back(&q);
-            v_.push_back(tensor<T>(random_direction(q.value().size(), 100 + k++), ad::Shape(q.value().shape().begin(), q.value().shape().end())));
+            v_.push_back(tensor<T>(random_direction(q.value().size(), 100 + k++), q.value().shape()));
         }
         x_ = tensor<T>(init.x, {c.batch, c.inputs()});
         if (c.loss == Loss::mse) target_ = tensor<T>(init.target, {c.batch, c.outputs()});

@@ -173,7 +173,7 @@ void reseed_dropout(ad::nn::Module<T>& model, std::uint64_t seed)
 template <class T>
 void batch_of(const ad::nn::LabelledImages<float>& data, const std::size_t* index, std::size_t n, ad::Tensor<T>& x)
 {
-    typename ad::Tensor<T>::shape_type s;
+    ad::Shape s;
     s.push_back(n), s.push_back(1), s.push_back(side), s.push_back(side);
     if (x.shape() != s) x.resize(s);
     for (std::size_t i = 0; i < n; ++i)

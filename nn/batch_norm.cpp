@@ -45,14 +45,13 @@ Var<T> BatchNorm<T>::forward(const Var<T>& x)
     // factors shaped [1, C] or [1, C, 1, 1] to broadcast.
     Shape channel_axis(x.dimension(), 1);
     channel_axis[1] = features_;
-    const std::vector<std::ptrdiff_t> col(channel_axis.begin(), channel_axis.end());
     eval_scale_ = T(1) / xt::sqrt(*running_var_ + eps_);
     eval_shift_ = -*running_mean_ * eval_scale_;
     eval_scale_.reshape(channel_axis);
     eval_shift_.reshape(channel_axis);
     Tape<T>& tape = x.tape();
     const Var<T> normalised = x * tape.constant(eval_scale_) + tape.constant(eval_shift_);
-    return normalised * reshape(this->use(*weight_, x), col) + reshape(this->use(*bias_, x), col);
+    return normalised * reshape(this->use(*weight_, x), channel_axis) + reshape(this->use(*bias_, x), channel_axis);
 }
 
 template <class T>

@@ -25,7 +25,7 @@ Var<T> Dropout<T>::forward(const Var<T>& x)
 {
     if (!this->training() || p_ == T(0)) return x;
     preserve_rng_state(rng_);  // a checkpoint around this pass reruns it with the same mask
-    mask_ = bernoulli_mask<T>(Shape(x.shape().begin(), x.shape().end()), 1.0 - double(p_), *rng_);
+    mask_ = bernoulli_mask<T>(x.shape(), 1.0 - double(p_), *rng_);
     return dropout(x, mask_, p_);
 }
 

@@ -16,7 +16,7 @@ namespace ad::nn {
 
 struct IdxArray {
     std::uint32_t magic = 0;
-    std::vector<std::size_t> shape;
+    Shape shape;
     std::vector<std::uint8_t> data;  // row-major, size = product of shape
 };
 

@@ -184,7 +184,7 @@ void init_linear_layers(Module<T>& m, const WeightInit<T>& init, Rng& rng)
         auto* lin = dynamic_cast<Linear<T>*>(mod);
         if (!lin) continue;
         Parameter<T>& W = lin->weight();
-        Tensor<T> w = init(Shape(W.value().shape().begin(), W.value().shape().end()), rng);
+        Tensor<T> w = init(W.value().shape(), rng);
         if (!detail::same_shape(w.shape(), W.value().shape()))
             throw Error("init_linear_layers: the initialiser returned shape " + shape_str(w.shape()) +
                         " for a weight of shape " + shape_str(W.value().shape()));

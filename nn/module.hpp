@@ -25,7 +25,7 @@
 namespace ad::nn {
 
 namespace detail {
-// Shapes of different container types (xtensor's svector, std::vector) compared by value.
+// Shapes of different container types (ad::Shape, std::vector) compared by value.
 template <class A, class B>
 bool same_shape(const A& a, const B& b)
 {

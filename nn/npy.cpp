@@ -163,7 +163,7 @@ std::string shape_tuple(const Shape& shape)
 template <class E>
 std::vector<std::uint8_t> encode_as(const Tensor<E>& t, const char* descr)
 {
-    const Shape shape(t.shape().begin(), t.shape().end());
+    const Shape& shape = t.shape();
     std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " +
                          shape_tuple(shape) + ", }";
     // Magic (6) + version (2) + length (2) + header, padded so the data starts 64-byte aligned.

@@ -37,9 +37,13 @@ double sum_of(const std::vector<double>& v)
     return s;
 }
 
-std::vector<std::ptrdiff_t> ints_from(const Sample& s, std::size_t first)
+// A reshape target from a sample's integers: -1 stands for ad::infer, any other negative entry
+// wraps to a size near 2^64.
+Shape reshape_target(const Sample& s)
 {
-    return std::vector<std::ptrdiff_t>(s.ints.begin() + std::ptrdiff_t(first), s.ints.end());
+    Shape out;
+    for (const auto d : s.ints) out.push_back(d == -1 ? ad::infer : std::size_t(d));
+    return out;
 }
 
 Shape shape_from(const Sample& s, std::size_t first = 0)
@@ -216,7 +220,7 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
     // --- shape ops ---
     {
         auto e = make("reshape", Kind::other,
-                      [](const auto& x, const Sample& s) { return ad::reshape(x[0], ints_from(s, 0)); });
+                      [](const auto& x, const Sample& s) { return ad::reshape(x[0], reshape_target(s)); });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
             Shape out;
             std::size_t known = 1;
@@ -228,23 +232,23 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
         e.samples = [] {
             return std::vector<Sample>{
                 {"[2, 3] to [3, 2]", {adtest::randn({2, 3}, 41)}, {3, 2}},
-                {"[2, 3] to [-1]", {adtest::randn({2, 3}, 42)}, {-1}},
-                {"[2, 1, 3] to [3, -1]", {adtest::randn({2, 1, 3}, 43)}, {3, -1}},
-                {"[6] to [1, -1, 1]", {adtest::randn({6}, 44)}, {1, -1, 1}},
+                {"[2, 3] to [infer]", {adtest::randn({2, 3}, 42)}, {-1}},
+                {"[2, 1, 3] to [3, infer]", {adtest::randn({2, 1, 3}, 43)}, {3, -1}},
+                {"[6] to [1, infer, 1]", {adtest::randn({6}, 44)}, {1, -1, 1}},
                 {"scalar to [1, 1]", {adtest::randn({}, 45)}, {1, 1}},
                 {"[1] to a scalar", {adtest::randn({1}, 46)}, {}},
-                {"empty [0, 3] to [-1, 3]", {empty({0, 3})}, {-1, 3}},
+                {"empty [0, 3] to [infer, 3]", {empty({0, 3})}, {-1, 3}},
                 {"empty [0, 3] to [3, 0, 2]", {empty({0, 3})}, {3, 0, 2}},
             };
         };
         e.refused = [] {
             return std::vector<Sample>{
                 {"[2, 3] to [4, 2]", {adtest::randn({2, 3}, 1)}, {4, 2}},
-                {"[2, 3] to [-1, 4]", {adtest::randn({2, 3}, 2)}, {-1, 4}},
-                {"[2, 3] to [-1, -1]", {adtest::randn({2, 3}, 3)}, {-1, -1}},
-                {"[2, 3] to [-2, -3]", {adtest::randn({2, 3}, 4)}, {-2, -3}},
+                {"[2, 3] to [infer, 4]", {adtest::randn({2, 3}, 2)}, {-1, 4}},
+                {"[2, 3] to [infer, infer]", {adtest::randn({2, 3}, 3)}, {-1, -1}},
+                {"[2, 3] to [2^64 - 2, 2^64 - 3]: too many elements", {adtest::randn({2, 3}, 4)}, {-2, -3}},
                 {"[6] to a scalar", {adtest::randn({6}, 5)}, {}},
-                {"empty [0, 3] to [0, -1]: the -1 could be anything", {empty({0, 3})}, {0, -1}},
+                {"empty [0, 3] to [0, infer]: the inferred size could be anything", {empty({0, 3})}, {0, -1}},
             };
         };
         table.push_back(e);

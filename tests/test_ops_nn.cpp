@@ -323,9 +323,9 @@ TEST_CASE("layer_norm of a feature axis of size 1 is beta, with zero gradient fo
     Tape<double> tape;
     const auto xv = tape.variable(x), gv = tape.variable(gamma), bv = tape.variable(beta);
     const auto y = ad::layer_norm(xv, gv, bv);
-    CHECK_THAT(y.value(), Equals(Tensor<double>(xt::xarray<double>::shape_type{3, 1}, -0.25)));
+    CHECK_THAT(y.value(), Equals(Tensor<double>(Shape{3, 1}, -0.25)));
     const auto g = ad::grad(ad::sum(y), {xv, gv, bv});
-    CHECK_THAT(g[0], Equals(Tensor<double>(xt::xarray<double>::shape_type{3, 1}, 0.0)));
+    CHECK_THAT(g[0], Equals(Tensor<double>(Shape{3, 1}, 0.0)));
     CHECK_THAT(g[1], Equals({0}));
     CHECK_THAT(g[2], Equals({3}));
 }

@@ -4,6 +4,9 @@
 
 #include <xtensor/xbroadcast.hpp>
 
+#include <type_traits>
+#include <utility>
+
 using namespace adtest;
 using ad::Tape;
 
@@ -22,11 +25,11 @@ std::size_t positive(std::ptrdiff_t axis, std::size_t rank) { return std::size_t
 
 }  // namespace
 
-TEST_CASE("reshape keeps the row-major order of the elements, with -1 inferred", "[ops][shape]")
+TEST_CASE("reshape keeps the row-major order of the elements, with ad::infer worked out", "[ops][shape]")
 {
-    using Target = std::pair<std::vector<std::ptrdiff_t>, Shape>;
-    const Target target = GENERATE(Target{{4, 6}, {4, 6}}, Target{{-1}, {24}}, Target{{3, -1, 2}, {3, 4, 2}},
-                                   Target{{24, 1}, {24, 1}}, Target{{2, 3, 4}, {2, 3, 4}});
+    using Target = std::pair<Shape, Shape>;
+    const Target target = GENERATE(Target{{4, 6}, {4, 6}}, Target{{ad::infer}, {24}}, Target{{3, ad::infer, 2}, {3, 4, 2}},
+                                   Target{{24, 1}, {24, 1}}, Target{{2, 3, 4}, {2, 3, 4}}, Target{{ad::infer, 1, 1}, {24, 1, 1}});
     CAPTURE(target.first);
     const Tensor<double> x = randn({2, 3, 4}, 1);
     Tape<double> tape;
@@ -34,6 +37,63 @@ TEST_CASE("reshape keeps the row-major order of the elements, with -1 inferred",
     REQUIRE(y.shape() == target.second);
     CHECK(std::equal(x.begin(), x.end(), y.value().begin()));
     require_gradcheck([&](const Vars& v) { return ad::reshape(v[0], target.first); }, {x});
+}
+
+TEST_CASE("shape(), reshape, broadcast_to, sum_to and the conv adjoints exchange the one type ad::Shape", "[ops][shape]")
+{
+    using ad::Var;
+    static_assert(std::is_same<decltype(std::declval<const Var<double>&>().shape()), const Shape&>::value);
+    static_assert(std::is_same<decltype(std::declval<const Var<float>&>().shape()), const Shape&>::value);
+    static_assert(std::is_same<decltype(std::declval<const Tensor<double>&>().shape()), const Shape&>::value);
+    using ToShape = Var<double> (*)(const Var<double>&, const Shape&);
+    static_assert(std::is_same<decltype(&ad::reshape<double>), ToShape>::value);
+    static_assert(std::is_same<decltype(&ad::broadcast_to<double>), ToShape>::value);
+    static_assert(std::is_same<decltype(&ad::sum_to<double>), ToShape>::value);
+    using ConvAdjoint = Var<double> (*)(const Var<double>&, const Var<double>&, const Shape&, const ad::Conv2dOptions&);
+    static_assert(std::is_same<decltype(&ad::conv2d_input_grad<double>), ConvAdjoint>::value);
+    static_assert(std::is_same<decltype(&ad::conv2d_weight_grad<double>), ConvAdjoint>::value);
+    static_assert(ad::infer == std::size_t(-1));
+
+    // One op's shape() is the next op's argument, as is, no conversion written.
+    Tape<double> tape;
+    const Tensor<double> a = randn({2, 3, 4}, 21), b = randn({6, 4}, 22), row = randn({4}, 23);
+    const auto x = tape.variable(a), y = tape.variable(b);
+    const auto same = ad::reshape(x, x.shape());
+    CHECK(same.shape() == x.shape());
+    CHECK(std::equal(a.begin(), a.end(), same.value().begin()));
+    const auto flat = ad::reshape(x, y.shape());
+    CHECK(flat.shape() == Shape{6, 4});
+    CHECK(ad::reshape(flat, x.shape()).value() == a);
+    const auto r = tape.variable(row);
+    const auto wide = ad::broadcast_to(r, y.shape());
+    REQUIRE(wide.shape() == y.shape());
+    for (std::size_t i = 0; i < 6; ++i)
+        for (std::size_t j = 0; j < 4; ++j) CHECK(wide.value()(i, j) == row(j));
+    const auto back = ad::sum_to(wide, r.shape());
+    REQUIRE(back.shape() == r.shape());
+    for (std::size_t j = 0; j < 4; ++j) CHECK(back.value()(j) == Approx(6 * row(j)).epsilon(1e-15));
+    // A rank-4 shape is held inline: copying one does not allocate.
+    Shape copy = tape.variable(randn({2, 1, 3, 2}, 24)).shape();
+    CHECK(copy.on_stack());
+}
+
+TEST_CASE("reshape refuses a misused ad::infer, naming the op, the target and the input shape", "[ops][shape][errors]")
+{
+    Tape<double> tape;
+    const auto x = tape.variable(randn({2, 3}, 25));
+    using Catch::Matchers::Contains;
+    CHECK_THROWS_AS(ad::reshape(x, {ad::infer, ad::infer}), ad::Error);
+    CHECK_THROWS_WITH(ad::reshape(x, {ad::infer, ad::infer}),
+                      "reshape (tape position 1): at most one dimension can be ad::infer, got [infer, infer] for input "
+                      "shape [2, 3]");
+    CHECK_THROWS_AS(ad::reshape(x, {ad::infer, 4}), ad::Error);
+    CHECK_THROWS_WITH(ad::reshape(x, {ad::infer, 4}),
+                      Contains("reshape") && Contains("[infer, 4]") && Contains("6 elements") && Contains("[2, 3]"));
+    CHECK_THROWS_WITH(ad::reshape(x, {2, ad::infer, 2, ad::infer}), Contains("at most one") && Contains("[2, infer, 2, infer]"));
+    // With a zero among the other dimensions the inferred size could be anything.
+    const auto e = tape.variable(Tensor<double>::from_shape({0, 3}));
+    CHECK_THROWS_WITH(ad::reshape(e, {0, ad::infer}), Contains("reshape") && Contains("[0, infer]") && Contains("[0, 3]"));
+    CHECK(ad::reshape(e, {ad::infer, 3}).shape() == Shape{0, 3});
 }
 
 TEST_CASE("slice(x, axis, start, stop) keeps start <= i < stop along the axis, negative ends counted from the end", "[ops][shape]")

@@ -308,7 +308,7 @@ Var<double> apply_step(const Step& s, const OpList& ops, const std::vector<Var<d
         case StepKind::matmul:
             if (a[0].dimension() != 2 || a[1].dimension() != 2) throw Invalid("matmul: the tester uses it on 2-D only");
             return ad::matmul(a[0], a[1]);
-        case StepKind::reshape: return ad::reshape(a[0], std::vector<std::ptrdiff_t>(s.shape.begin(), s.shape.end()));
+        case StepKind::reshape: return ad::reshape(a[0], s.shape);
         case StepKind::transpose: return ad::transpose(a[0]);
         }
     } catch (const ad::Error& e) {

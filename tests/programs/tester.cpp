@@ -34,7 +34,7 @@ Shape shape_of(const Var<double>& v) { return Shape(v.shape().begin(), v.shape()
 
 bool broadcasts(const Var<double>& a, const Var<double>& b)
 {
-    xt::svector<std::size_t, 4> out;
+    Shape out;
     return ad::broadcast_into(a.shape(), b.shape(), out);
 }
 
