@@ -428,6 +428,13 @@ Var<T> scalar_output(const char* who, const Fn<T>& f, const Var<T>& x)
     return y;
 }
 
+// f of one tensor as a function of a list of one: the one-tensor forms are the list forms.
+template <class T>
+ManyFn<T> one_input(const Fn<T>& f)
+{
+    return [&f](const std::vector<Var<T>>& in) { return std::vector<Var<T>>{f(in[0])}; };
+}
+
 }  // namespace
 
 // Each records with grad enabled, inside a NoGrad scope too (PyTorch's functional API does the
@@ -436,36 +443,7 @@ Var<T> scalar_output(const char* who, const Fn<T>& f, const Var<T>& x)
 template <class T>
 Tensor<T> jacobian(const Fn<T>& f, const Tensor<T>& x)
 {
-    const EnableGrad on;
-    Tape<T> tape;
-    const Var<T> xv = tape.variable(x);
-    const Var<T> y = f(xv);
-    tape.check(y, "jacobian");
-    Tensor<T> J = xt::zeros<T>(joined(y.value(), x));
-    if (!y.requires_grad()) return J;  // f does not depend on x
-    const std::size_t m = y.size(), n = x.size();
-    if (m <= n) {  // reverse mode: row i is e_i^T J
-        Tensor<T> e = xt::zeros<T>(y.shape());
-        for (std::size_t i = 0; i < m; ++i) {
-            e.flat(i) = T(1);
-            const auto row = vjp<T>(y, e, {xv}, allow_unused)[0];
-            std::copy(row.begin(), row.end(), J.begin() + static_cast<std::ptrdiff_t>(i * n));
-            e.flat(i) = T(0);
-        }
-        return J;
-    }
-    // forward mode: g(u) = J^T u recorded once; column j is the VJP of g with cotangent e_j
-    const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
-    const Var<T> g = vjp<T>(y, u, {xv}, create_graph, allow_unused)[0];
-    if (!g.requires_grad()) return J;
-    Tensor<T> e = xt::zeros<T>(x.shape());
-    for (std::size_t j = 0; j < n; ++j) {
-        e.flat(j) = T(1);
-        const auto column = vjp<T>(g, e, {u}, allow_unused)[0];
-        for (std::size_t i = 0; i < m; ++i) J.flat(i * n + j) = column.flat(i);
-        e.flat(j) = T(0);
-    }
-    return J;
+    return detail::jacobian_many<T>(one_input<T>(f), {x}, {})[0][0];
 }
 
 template <class T>
@@ -485,39 +463,15 @@ Tensor<T> hvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
 template <class T>
 Tensor<T> hessian(const Fn<T>& f, const Tensor<T>& x)
 {
-    const EnableGrad on;
-    Tape<T> tape;
-    const Var<T> xv = tape.variable(x);
-    const Var<T> y = scalar_output("hessian", f, xv);
-    Tensor<T> H = xt::zeros<T>(joined(x, x));
-    if (!y.requires_grad()) return H;
-    const Var<T> g = grad<T>(y, {xv}, create_graph, allow_unused)[0];
-    if (!g.requires_grad()) return H;  // f is linear in x
-    const std::size_t n = x.size();
-    Tensor<T> e = xt::zeros<T>(x.shape());
-    for (std::size_t i = 0; i < n; ++i) {
-        e.flat(i) = T(1);
-        const auto row = vjp<T>(g, e, {xv}, allow_unused)[0];  // d g_i / dx
-        std::copy(row.begin(), row.end(), H.begin() + static_cast<std::ptrdiff_t>(i * n));
-        e.flat(i) = T(0);
-    }
-    return H;
+    return detail::hessian_many<T>(one_input<T>(f), {x}, {})[0][0];
 }
 
 template <class T>
 std::pair<Tensor<T>, Tensor<T>> jvp(const Fn<T>& f, const Tensor<T>& x, const Tensor<T>& v)
 {
     check_like("jvp", x, v);
-    const EnableGrad on;
-    Tape<T> tape;
-    const Var<T> xv = tape.variable(x);
-    const Var<T> y = f(xv);
-    tape.check(y, "jvp");
-    if (!y.requires_grad()) return {y.value(), xt::zeros<T>(y.shape())};
-    const Var<T> u = tape.variable(xt::zeros<T>(y.shape()));
-    const Var<T> g = vjp<T>(y, u, {xv}, create_graph, allow_unused)[0];  // J^T u, linear in u
-    if (!g.requires_grad()) return {y.value(), xt::zeros<T>(y.shape())};
-    return {y.value(), vjp<T>(g, v, {u}, allow_unused)[0]};
+    auto r = detail::jvp_many<T>(one_input<T>(f), {x}, {v}, {});
+    return {std::move(r.first[0]), std::move(r.second[0])};
 }
 
 namespace {
