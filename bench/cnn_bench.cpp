@@ -7,6 +7,7 @@
 //   ad_bench_cnn [--json FILE] [--threads 1,2] [--seconds S]
 #include "alloc_count.hpp"
 #include "cnn.hpp"
+#include "interleave.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -17,60 +18,11 @@
 #include <string>
 #include <vector>
 
-extern "C" void openblas_set_num_threads(int);
 extern "C" char* openblas_get_corename();
 
 namespace {
 
 using namespace bench;
-using Clock = std::chrono::steady_clock;
-
-double median(std::vector<double> v)
-{
-    if (v.empty()) return 0;
-    std::sort(v.begin(), v.end());
-    const std::size_t n = v.size();
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-struct Runner {
-    const char* name;
-    Trainer* trainer;
-    int intra = 1, blas = 1;  // libtorch's intra-op threads, OpenBLAS's threads while it runs
-    std::vector<double> us;
-    std::size_t per_round = 1;
-    void run(std::size_t steps)
-    {
-        openblas_set_num_threads(blas);
-        cnn::set_torch_threads(intra);
-        for (std::size_t i = 0; i < steps; ++i) {
-            const auto t0 = Clock::now();
-            trainer->step();
-            us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-        }
-    }
-};
-
-// Warm-up, then rounds of about 50 ms per library (rotating which goes first) until `budget`
-// seconds have passed and each has at least 20 timed steps.
-void measure(std::vector<Runner>& runners, double budget)
-{
-    for (auto& r : runners) {
-        r.run(5);
-        r.per_round = std::clamp<std::size_t>(std::size_t(50000.0 / std::max(median(r.us), 1.0)), 1, 500);
-        r.us.clear();
-    }
-    const auto t0 = Clock::now();
-    for (std::size_t round = 0;; ++round) {
-        bool enough = std::chrono::duration<double>(Clock::now() - t0).count() >= budget;
-        for (const auto& r : runners) enough = enough && r.us.size() >= 20;
-        if (enough) break;
-        for (std::size_t k = 0; k < runners.size(); ++k) {
-            auto& r = runners[(round + k) % runners.size()];
-            r.run(r.per_round);
-        }
-    }
-}
 
 [[noreturn]] void usage_error(const std::string& what)
 {
@@ -94,18 +46,7 @@ int main(int argc, char** argv)
         };
         if (a == "--json") json = value();
         else if (a == "--seconds") seconds = std::atof(value().c_str());
-        else if (a == "--threads") {
-            threads.clear();
-            const std::string v = value();
-            for (std::size_t p = 0; p < v.size();) {
-                const std::size_t q = v.find(',', p);
-                threads.push_back(std::atoi(v.substr(p, q - p).c_str()));
-                if (q == std::string::npos) break;
-                p = q + 1;
-            }
-            for (int t : threads)
-                if (t < 1) usage_error("--threads needs positive counts");
-        }
+        else if (a == "--threads") threads = parse_threads(value(), usage_error);
         else usage_error("unknown option " + a);
     }
     cnn::set_torch_interop_threads(1);
@@ -138,8 +79,8 @@ int main(int argc, char** argv)
     auto gemm = cnn::make_cnn_gemm_only();
     for (int t : threads) {
         std::vector<Runner> runners{
-            {"ours", ours.get(), 1, t}, {"libtorch", torch.get(), t, t}, {"gemm", gemm.get(), 1, t}};
-        if (t > 1) runners.push_back({"libtorch 1 x t", torch.get(), 1, t});
+            {"ours", ours.get(), 1, t}, {"libtorch", torch.get(), t, t, cnn::set_torch_threads}, {"gemm", gemm.get(), 1, t}};
+        if (t > 1) runners.push_back({"libtorch 1 x t", torch.get(), 1, t, cnn::set_torch_threads});
         measure(runners, seconds);
         rows.push_back({t, median(runners[0].us), median(runners[1].us), median(runners[2].us),
                         t > 1 ? median(runners[3].us) : 0.0});
