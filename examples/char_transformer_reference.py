@@ -10,6 +10,11 @@ the validation loss after each epoch and the wall time.
     build/examples/char_transformer --out out/gpt                 # writes out/gpt/char_transformer_init.npz
     python3 examples/char_transformer_reference.py --init out/gpt/char_transformer_init.npz
 
+or the other way round (PyTorch's initialisation, which the C++ example loads with --init):
+
+    python3 examples/char_transformer_reference.py --save-init out/gpt/torch_init.npz
+    build/examples/char_transformer --init out/gpt/torch_init.npz --out out/gpt
+
 Options shared with the C++ example must have the same values in both runs (both print them).
 Needs torch (1.13 was used) and numpy.
 """
@@ -117,6 +122,7 @@ def is_weight_matrix(name, p):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--init", help="initial weights written by char_transformer (default: PyTorch's own init)")
+    ap.add_argument("--save-init", help="write the initial weights here (char_transformer --init reads them)")
     ap.add_argument("--data", default=FORTUNE_DIR)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps-per-epoch", type=int, default=250)
@@ -153,6 +159,9 @@ def main():
         state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in np.load(o.init).items()}
         model.load_state_dict(state, strict=True)
         print(f"initial weights: {o.init}")
+    if o.save_init:
+        np.savez(o.save_init, **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+        print(f"initial weights written to {o.save_init}")
     params = sum(p.numel() for p in model.parameters())
     print(f"model: {o.blocks} blocks, {o.heads} heads, width {o.width}, context {T}: {params} parameters")
 
