@@ -35,6 +35,43 @@ Tensor<double> product(const Tensor<double>& a, const Tensor<double>& b, bool ta
     return y;
 }
 
+// torch.matmul on batches, written out: a vector is promoted ([k] -> [1, k] on the left, [k, 1]
+// on the right) and its axis dropped; the batch axes (all but the last two) broadcast from the
+// right, an extent of 1 read for every index.
+Tensor<double> batched_product(const Tensor<double>& a, const Tensor<double>& b, bool ta, bool tb)
+{
+    const Shape as = shape_of(a), bs = shape_of(b);
+    const Shape am = as.size() == 1 ? Shape{1, as[0]} : Shape{as[as.size() - 2], as.back()};
+    const Shape bm = bs.size() == 1 ? Shape{bs[0], 1} : Shape{bs[bs.size() - 2], bs.back()};
+    const Shape ab(as.begin(), as.end() - std::ptrdiff_t(std::min<std::size_t>(as.size(), 2)));
+    const Shape bb(bs.begin(), bs.end() - std::ptrdiff_t(std::min<std::size_t>(bs.size(), 2)));
+    const std::size_t r = std::max(ab.size(), bb.size());
+    Shape batch(r);
+    for (std::size_t d = 0; d < r; ++d) {
+        const std::size_t x = d + ab.size() >= r ? ab[d + ab.size() - r] : 1;
+        const std::size_t y = d + bb.size() >= r ? bb[d + bb.size() - r] : 1;
+        batch[d] = x == 1 ? y : x;
+    }
+    const std::size_t m = ta ? am[1] : am[0], k = ta ? am[0] : am[1], n = tb ? bm[0] : bm[1];
+    Shape ys = batch;
+    if (as.size() >= 2) ys.push_back(m);
+    if (bs.size() >= 2) ys.push_back(n);
+    Tensor<double> y = empty(ys);
+    const std::size_t asize = am[0] * am[1], bsize = bm[0] * bm[1];
+    for_each_index(batch, [&](std::size_t t, const std::vector<std::size_t>& index) {
+        const double* A = a.data() + broadcast_offset(index, ab) * asize;
+        const double* B = b.data() + broadcast_offset(index, bb) * bsize;
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < n; ++j) {
+                double s = 0;
+                for (std::size_t p = 0; p < k; ++p)
+                    s += (ta ? A[p * am[1] + i] : A[i * am[1] + p]) * (tb ? B[j * bm[1] + p] : B[p * bm[1] + j]);
+                y.data()[(t * m + i) * n + j] = s;
+            }
+    });
+    return y;
+}
+
 // f(slice) -> slice for every slice of x along `axis`, written back in place of the slice.
 template <class F>
 Tensor<double> map_slices(const Tensor<double>& x, std::ptrdiff_t axis_arg, F f)
@@ -140,7 +177,6 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[2, 3] x [2]", {randn({2, 3}, 5), randn({2}, 6)}},
                 {"[3] x [2, 3]", {randn({3}, 7), randn({2, 3}, 8)}},
                 {"scalar x [3]", {randn({}, 9), randn({3}, 10)}},
-                {"[2, 2, 2] x [2, 2]", {randn({2, 2, 2}, 11), randn({2, 2}, 12)}},
             };
         };
         table.push_back(e);
@@ -173,6 +209,49 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[3, 4] x [4, 2]^T", {randn({3, 4}, 3), randn({4, 2}, 4)}, {0, 1}},
                 {"[4]^T x [4, 2]: a vector transposed", {randn({4}, 5), randn({4, 2}, 6)}, {1, 0}},
                 {"[3, 4] x [4]^T: a vector transposed", {randn({3, 4}, 7), randn({4}, 8)}, {0, 1}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: {transpose_a, transpose_b}
+        auto e = make("batched matmul", Kind::other, [](const auto& x, const Sample& s) {
+            return ad::matmul(x[0], x[1], ad::Transpose{s.ints[0] != 0, s.ints[1] != 0});
+        });
+        e.error_name = "matmul";
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            return batched_product(in[0], in[1], s.ints[0] != 0, s.ints[1] != 0);
+        };
+        e.samples = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4] x [2, 4, 2]", {randn({2, 3, 4}, 201), randn({2, 4, 2}, 202)}, {0, 0}},
+                {"[2, 2, 3, 2] x [2, 2, 2, 3] (heads)", {randn({2, 2, 3, 2}, 203), randn({2, 2, 2, 3}, 204)}, {0, 0}},
+                {"[2, 2, 3, 2] x [2, 2, 3, 2]^T (q k^T)", {randn({2, 2, 3, 2}, 205), randn({2, 2, 3, 2}, 206)}, {0, 1}},
+                {"[2, 3, 4] x [4, 2] (one matrix for the batch: folded)", {randn({2, 3, 4}, 207), randn({4, 2}, 208)}, {0, 0}},
+                {"[2, 3, 4] x [2, 4]^T (folded)", {randn({2, 3, 4}, 209), randn({2, 4}, 210)}, {0, 1}},
+                {"[2, 4, 3]^T x [4, 2] (not folded)", {randn({2, 4, 3}, 211), randn({4, 2}, 212)}, {1, 0}},
+                {"[3, 4] x [2, 4, 2] (one matrix on the left)", {randn({3, 4}, 213), randn({2, 4, 2}, 214)}, {0, 0}},
+                {"[1, 3, 2] x [2, 2, 3] (batch 1 broadcast)", {randn({1, 3, 2}, 215), randn({2, 2, 3}, 216)}, {0, 0}},
+                {"[2, 1, 3, 2] x [3, 2, 2] (both broadcast)", {randn({2, 1, 3, 2}, 217), randn({3, 2, 2}, 218)}, {0, 0}},
+                {"[2, 1, 2, 3]^T x [1, 2, 2, 2]^T", {randn({2, 1, 2, 3}, 219), randn({1, 2, 2, 2}, 220)}, {1, 1}},
+                {"[2, 3, 4] x [4] (a vector on the right)", {randn({2, 3, 4}, 221), randn({4}, 222)}, {0, 0}},
+                {"[4] x [2, 4, 3] (a vector on the left)", {randn({4}, 223), randn({2, 4, 3}, 224)}, {0, 0}},
+                {"[3] x [2, 2, 3]^T", {randn({3}, 225), randn({2, 2, 3}, 226)}, {0, 1}},
+                {"[4, 3]^T x [4] (rank 2, a vector beside a transpose)", {randn({4, 3}, 227), randn({4}, 228)}, {1, 0}},
+                {"[2, 1, 4] x [2, 4, 1] (one row, one column)", {randn({2, 1, 4}, 229), randn({2, 4, 1}, 230)}, {0, 0}},
+                {"[0, 3, 4] x [4, 2]: [0, 3, 2]", {empty({0, 3, 4}), randn({4, 2}, 231)}, {0, 0}},
+                {"[2, 3, 0] x [2, 0, 2]: zeros", {empty({2, 3, 0}), empty({2, 0, 2})}, {0, 0}},
+                {"[1, 3, 2] x [0, 2, 2]: [0, 3, 2]", {randn({1, 3, 2}, 232), empty({0, 2, 2})}, {0, 0}},
+            };
+        };
+        e.refused = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4] x [2, 5, 2]: inner 4 and 5", {randn({2, 3, 4}, 1), randn({2, 5, 2}, 2)}, {0, 0}},
+                {"[2, 3, 4] x [3, 4, 2]: batch 2 and 3", {randn({2, 3, 4}, 3), randn({3, 4, 2}, 4)}, {0, 0}},
+                {"[2, 2, 3, 4] x [3, 4, 2]: batch [2, 2] and [3]", {randn({2, 2, 3, 4}, 5), randn({3, 4, 2}, 6)}, {0, 0}},
+                {"[2, 3, 4]^T x [4, 2]", {randn({2, 3, 4}, 7), randn({4, 2}, 8)}, {1, 0}},
+                {"[2, 3, 4] x [4]^T: a vector transposed", {randn({2, 3, 4}, 9), randn({4}, 10)}, {0, 1}},
+                {"scalar x [2, 3, 4]", {randn({}, 11), randn({2, 3, 4}, 12)}, {0, 0}},
             };
         };
         table.push_back(e);
