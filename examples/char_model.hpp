@@ -78,6 +78,9 @@ private:
     ad::Var<T> rest(const ad::Var<T>& embedded)
     {
         const auto s = embedded.shape();  // [B, L, width]
+        if (s.size() != 3)
+            throw ad::Error("CharTransformer: expected token ids of shape [batch, length], got " +
+                            ad::shape_str(ad::Shape(s.begin(), s.end() - 1)));
         const ad::Var<T> h = (*blocks_)((*pos_)(embedded));
         // LayerNorm and Linear act on rows: [B L, width] -> [B L, vocab] -> [B, L, vocab].
         const ad::Var<T> rows = ad::reshape(h, {s[0] * s[1], s[2]});
