@@ -482,17 +482,17 @@ private:
 
 TEST_CASE("hvp of a tiny transformer's loss matches differences of its gradient", "[nn][transformer][higher]")
 {
-    const std::size_t V = 5, E = 4, B = 2, T = 3;
+    const std::size_t V = 5, E = 4;
     nn::Rng rng(23);
     TinyTransformer model(V, E, 2, 4, rng);
     // Every parameter away from its initial zeros and ones, so every second-order term is live.
     std::uint64_t seed = 40;
     for (auto& [n, p] : model.named_parameters()) p->set_value(p->value() + randn(p->value().shape(), seed++, 0.3));
     const Tensor<double> ids{{1, 4, 0}, {3, 3, 2}};
-    const std::vector<std::int64_t> labels{4, 0, 2, 3, 2, 1};  // the next tokens, flattened over [B, T]
+    const xt::xarray<std::int64_t> labels{{4, 0, 2}, {3, 2, 1}};  // the next tokens
     auto loss = [&](const nn::VarMap<double>& w) {
-        const Var<double> logits = nn::functional_call(model, w, ids);
-        return ad::cross_entropy(ad::reshape(logits, {B * T, V}), labels);
+        const Var<double> logits = nn::functional_call(model, w, ids);  // [B, T, V]
+        return ad::cross_entropy(logits, labels);
     };
     const nn::TensorMap<double> w = nn::parameter_values(model);
     nn::TensorMap<double> v;
