@@ -8,7 +8,6 @@
 #include <limits>
 #include <vector>
 #include <xtensor/xbuilder.hpp>
-#include <xtensor/xbroadcast.hpp>
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xview.hpp>
 
@@ -92,38 +91,23 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
     // One GEMM for q, k and v of every position: [B*T, E] x [3E, E]^T.
     const Var<T> flat = reshape(x, {B * L, E});
     const Var<T> W = this->use(*in_weight_, x);
-    const Var<T> qkv = in_bias_ ? affine(flat, W, this->use(*in_bias_, x)) : matmul(flat, W, transpose_b);
+    const Var<T> qkv_flat = in_bias_ ? affine(flat, W, this->use(*in_bias_, x)) : matmul(flat, W, transpose_b);
+    // [B, T, 3, H, d] -> [3, B, H, T, d]: q, k and v of every head side by side
+    const Var<T> qkv = permute(reshape(qkv_flat, {B, L, 3, H, d}), {2, 0, 3, 1, 4});
+    const Var<T> q = select(qkv, 0, 0), k = select(qkv, 0, 1), v = select(qkv, 0, 2);
 
-    // Hidden pairs get -inf added to their scores: weight exp(-inf) = 0, and no gradient.
-    Tensor<T> minus_inf;
-    if (masked) {
-        minus_inf = xt::where(xt::broadcast(hidden, {B, H, L, L}), -std::numeric_limits<T>::infinity(), T(0));
-    }
+    Var<T> scores = matmul(q, k, transpose_b) * T(1 / std::sqrt(double(d)));  // [B, H, T, T]
+    // Hidden pairs are replaced by -inf, whatever their scores: weight exp(-inf) = 0, no gradient.
+    if (masked) scores = masked_fill(scores, hidden, -std::numeric_limits<T>::infinity());
+    Var<T> weights = softmax(scores, -1);
     const T p = T(options_.dropout());
-    const bool drop = this->training() && p != T(0);
-    if (drop) {
+    if (this->training() && p != T(0)) {
         preserve_rng_state(rng_);  // a checkpoint around this pass reruns it with the same mask
-        mask_ = bernoulli_mask<T>({B, H, L, L}, 1.0 - double(p), *rng_);
+        mask_ = bernoulli_mask<T>(weights.shape(), 1.0 - double(p), *rng_);
+        weights = dropout(weights, mask_, p);
     }
-    const T scale = T(1 / std::sqrt(double(d)));
-    std::vector<Var<T>> rows;  // per batch: [T, E]
-    for (std::size_t b = 0; b < B; ++b) {
-        const Var<T> qkv_b = slice(qkv, 0, std::ptrdiff_t(b * L), std::ptrdiff_t((b + 1) * L));  // [T, 3E]
-        std::vector<Var<T>> heads;
-        for (std::size_t h = 0; h < H; ++h) {
-            auto cols = [&](std::size_t part) {
-                const auto start = std::ptrdiff_t(part * E + h * d);
-                return slice(qkv_b, 1, start, start + std::ptrdiff_t(d));  // [T, d]
-            };
-            Var<T> scores = matmul(cols(0), cols(1), transpose_b) * scale;  // [T, T]
-            if (masked) scores = scores + x.tape().constant(Tensor<T>(xt::view(minus_inf, b, h, xt::all(), xt::all())));
-            Var<T> weights = softmax(scores, -1);
-            if (drop) weights = dropout(weights, Tensor<T>(xt::view(mask_, b, h, xt::all(), xt::all())), p);
-            heads.push_back(matmul(weights, cols(2)));  // [T, d]
-        }
-        rows.push_back(concat(heads, 1));
-    }
-    const Var<T> merged = concat(rows, 0);  // [B*T, E]
+    const Var<T> heads = matmul(weights, v);  // [B, H, T, d]
+    const Var<T> merged = reshape(permute(heads, {0, 2, 1, 3}), {B * L, E});  // heads side by side per position
     return reshape((*out_proj_)(merged), {B, L, E});
 }
 

@@ -2,7 +2,7 @@
 // value = x), on x of shape [B, T, E] with H heads of d = E / H features each:
 //
 //   [q k v] = x W_in^T + b_in                     one GEMM, W_in = in_proj_weight [3E, E]
-//   per head h:  A_h = softmax(q_h k_h^T / sqrt(d) + M)   [B, H, T, T], M = -inf where masked
+//   per head h:  A_h = softmax(q_h k_h^T / sqrt(d)), hidden scores set to -inf   [B, H, T, T]
 //                o_h = dropout(A_h) v_h
 //   out = concat_h(o_h) W_out^T + b_out           out_proj, a Linear(E, E)
 //

@@ -26,33 +26,22 @@ Embedding<T>::Embedding(std::size_t num_embeddings, std::size_t embedding_dim, R
 }
 
 template <class T>
-Var<T> Embedding<T>::lookup(const Var<T>& x, const std::vector<std::size_t>& ids, const Shape& ids_shape)
-{
-    Shape out(ids_shape.begin(), ids_shape.end());
-    out.push_back(dim_);
-    const Var<T> W = this->use(*weight_, x);
-    if (ids.empty()) return reshape(slice(W, 0, 0, 0), out);  // no rows: still on the tape, still W's
-    return reshape(index_select(W, 0, ids), out);
-}
-
-template <class T>
 Var<T> Embedding<T>::forward(const xt::xarray<std::int64_t>& ids, Tape<T>& tape)
 {
     const Shape shape(ids.shape().begin(), ids.shape().end());
-    std::vector<std::size_t> rows(ids.size());
     for (std::size_t i = 0; i < ids.size(); ++i) {
         const std::int64_t id = ids.data()[i];
         if (id < 0 || std::uint64_t(id) >= num_) throw Error(id_error("id", std::to_string(id), i, shape, num_));
-        rows[i] = std::size_t(id);
     }
-    return lookup(tape.constant(Tensor<T>(xt::cast<T>(ids))), rows, shape);
+    const Var<T> x = tape.constant(Tensor<T>(xt::cast<T>(ids)));
+    return embedding(this->use(*weight_, x), ids);
 }
 
 template <class T>
 Var<T> Embedding<T>::forward(const Var<T>& x)
 {
     const Tensor<T>& v = x.value();
-    std::vector<std::size_t> rows(v.size());
+    xt::xarray<std::int64_t> ids(x.shape());
     for (std::size_t i = 0; i < v.size(); ++i) {
         const T id = v.data()[i];
         if (!(id >= T(0) && id < T(num_) && std::floor(id) == id)) {
@@ -60,9 +49,9 @@ Var<T> Embedding<T>::forward(const Var<T>& x)
             s << id;
             throw Error(id_error("value", s.str(), i, x.shape(), num_) + " (the Module form reads ids from the values)");
         }
-        rows[i] = std::size_t(id);
+        ids.data()[i] = std::int64_t(id);
     }
-    return lookup(x, rows, x.shape());
+    return embedding(this->use(*weight_, x), ids);
 }
 
 template <class T>

@@ -25,8 +25,9 @@ class Embedding : public Module<T> {
 public:
     Embedding(std::size_t num_embeddings, std::size_t embedding_dim, Rng& rng);
 
-    // The rows for `ids` (any shape, each id in [0, num_embeddings)), recorded on `tape`; the ids
-    // are recorded as a constant, the input of the lookup.
+    // The rows for `ids` (any shape, each id in [0, num_embeddings)), recorded on `tape` as one
+    // ad::embedding op; the ids are also recorded as a constant (the weight is found through it
+    // inside functional_call).
     Var<T> forward(const xt::xarray<std::int64_t>& ids, Tape<T>& tape);
     // The Module form (for Sequential and functional_call): x's values are the ids, each an integer
     // in [0, num_embeddings) (anything else is an ad::Error); no gradient flows to x.
@@ -41,8 +42,6 @@ public:
     std::size_t embedding_dim() const { return dim_; }
 
 private:
-    Var<T> lookup(const Var<T>& x, const std::vector<std::size_t>& ids, const Shape& ids_shape);
-
     std::size_t num_, dim_;
     Parameter<T>* weight_;
 };

@@ -123,7 +123,7 @@ bool same(const A& a, const B& b)
 
 // --- PyTorch ---
 
-TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention: output and gradients", "[nn][attention][pytorch]")
+TEST_CASE("MultiheadAttention output and gradients match PyTorch", "[nn][attention][pytorch]")
 {
     nn::Rng rng(1);
     SECTION("no mask")
@@ -145,8 +145,8 @@ TEST_CASE("MultiheadAttention matches torch.nn.MultiheadAttention: output and gr
     }
 }
 
-TEST_CASE("TransformerBlock matches torch.nn.TransformerEncoderLayer (norm_first, gelu): output and gradients",
-          "[nn][transformer][pytorch]")
+// The twin is torch.nn.TransformerEncoderLayer(norm_first=True, activation='gelu').
+TEST_CASE("TransformerBlock output and gradients match PyTorch's encoder layer", "[nn][transformer][pytorch]")
 {
     nn::Rng rng(2);
     nn::TransformerBlock<double> block(8, 2, rng, nn::TransformerBlockOptions().causal(true));
@@ -161,8 +161,7 @@ TEST_CASE("TransformerBlock matches torch.nn.TransformerEncoderLayer (norm_first
 
 // --- causality and masks ---
 
-TEST_CASE("causal attention: changing x at time t leaves every output before t exactly unchanged",
-          "[nn][attention][transformer]")
+TEST_CASE("causal attention leaves outputs before a changed time step exactly equal", "[nn][attention][transformer]")
 {
     nn::Rng rng(3);
     nn::MultiheadAttention<double> mha(8, 2, rng, nn::MultiheadAttentionOptions().causal(true));
@@ -194,8 +193,7 @@ TEST_CASE("causal attention: changing x at time t leaves every output before t e
                                     xt::all(), 0, xt::all())))() > 1e-6);
 }
 
-TEST_CASE("an attention mask of shape [B, T, T] or [B, H, T, T] hides each batch's and head's keys",
-          "[nn][attention]")
+TEST_CASE("a [B, T, T] or [B, H, T, T] attention mask hides keys per batch and head", "[nn][attention]")
 {
     // Hiding key k from every query of batch 0 makes batch 0 blind to x[0, k]; batch 1 is unmasked.
     nn::Rng rng(6);
@@ -303,8 +301,7 @@ TEST_CASE("TransformerBlock gradchecks over its input and every parameter", "[nn
 
 // --- initialisation ---
 
-TEST_CASE("MultiheadAttention initialises as PyTorch: xavier_uniform in_proj, Linear out_proj, zero biases",
-          "[nn][attention]")
+TEST_CASE("MultiheadAttention initialises as PyTorch's _reset_parameters", "[nn][attention]")
 {
     nn::Rng rng(14);
     const std::size_t E = 32;
@@ -325,7 +322,7 @@ TEST_CASE("MultiheadAttention initialises as PyTorch: xavier_uniform in_proj, Li
 
 // --- Embedding and PositionalEmbedding ---
 
-TEST_CASE("Embedding: rows of the table, and a scatter-add gradient that sums repeated ids", "[nn][embedding]")
+TEST_CASE("Embedding gives table rows; repeated ids add their gradients", "[nn][embedding]")
 {
     nn::Rng rng(15);
     nn::Embedding<double> emb(5, 3, rng);
@@ -376,8 +373,7 @@ TEST_CASE("Embedding and PositionalEmbedding draw N(0, 1) and N(0, 0.02)", "[nn]
     CHECK(pos.describe() == "PositionalEmbedding(max_len=200, embedding_dim=50)");
 }
 
-TEST_CASE("PositionalEmbedding adds weight[:T] to every batch; its gradient sums over the batch",
-          "[nn][embedding]")
+TEST_CASE("PositionalEmbedding adds weight[:T]; its gradient sums over the batch", "[nn][embedding]")
 {
     nn::Rng rng(18);
     nn::PositionalEmbedding<double> pos(6, 4, rng);
@@ -399,8 +395,7 @@ TEST_CASE("PositionalEmbedding adds weight[:T] to every batch; its gradient sums
 
 // --- errors ---
 
-TEST_CASE("sequence modules refuse bad sizes, shapes, ids and masks, naming what was expected",
-          "[nn][attention][embedding][errors]")
+TEST_CASE("sequence modules refuse bad sizes, shapes, ids and masks", "[nn][attention][embedding][errors]")
 {
     nn::Rng rng(22);
     CHECK_THROWS_AS(nn::MultiheadAttention<double>(10, 3, rng), ad::Error);
@@ -485,20 +480,19 @@ private:
 
 }  // namespace
 
-TEST_CASE("hvp of a tiny transformer's cross-entropy agrees with central differences of its gradient",
-          "[nn][transformer][higher]")
+TEST_CASE("hvp of a tiny transformer's loss matches differences of its gradient", "[nn][transformer][higher]")
 {
-    const std::size_t V = 5, E = 4, B = 2, T = 3;
+    const std::size_t V = 5, E = 4;
     nn::Rng rng(23);
     TinyTransformer model(V, E, 2, 4, rng);
     // Every parameter away from its initial zeros and ones, so every second-order term is live.
     std::uint64_t seed = 40;
     for (auto& [n, p] : model.named_parameters()) p->set_value(p->value() + randn(p->value().shape(), seed++, 0.3));
     const Tensor<double> ids{{1, 4, 0}, {3, 3, 2}};
-    const std::vector<std::int64_t> labels{4, 0, 2, 3, 2, 1};  // the next tokens, flattened over [B, T]
+    const xt::xarray<std::int64_t> labels{{4, 0, 2}, {3, 2, 1}};  // the next tokens
     auto loss = [&](const nn::VarMap<double>& w) {
-        const Var<double> logits = nn::functional_call(model, w, ids);
-        return ad::cross_entropy(ad::reshape(logits, {B * T, V}), labels);
+        const Var<double> logits = nn::functional_call(model, w, ids);  // [B, T, V]
+        return ad::cross_entropy(logits, labels);
     };
     const nn::TensorMap<double> w = nn::parameter_values(model);
     nn::TensorMap<double> v;
