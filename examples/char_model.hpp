@@ -61,8 +61,7 @@ public:
 
     const CharModelConfig& config() const { return config_; }
 
-    // Mean cross-entropy over every position of logits [B, L, vocab] against labels [B, L]: the
-    // positions as rows of one [B L, vocab] cross-entropy, which averages over them all.
+    // Mean cross-entropy over every position of logits [B, L, vocab] against labels [B, L].
     static ad::Var<T> loss(const ad::Var<T>& logits, const xt::xarray<std::int64_t>& labels)
     {
         const auto s = logits.shape();
@@ -70,8 +69,7 @@ public:
             throw ad::Error("CharTransformer::loss: expected labels of shape [" + std::to_string(s[0]) + ", " +
                             std::to_string(s[1]) + "] for logits " + ad::shape_str(s) + ", got " +
                             ad::shape_str(labels.shape()));
-        return ad::cross_entropy(ad::reshape(logits, {s[0] * s[1], s[2]}),
-                                 std::vector<std::int64_t>(labels.begin(), labels.end()));
+        return ad::cross_entropy(logits, labels);
     }
 
 private:
