@@ -479,4 +479,78 @@ Var<T> detach(const Var<T>& x)
 }
 AD_INSTANTIATE(detach, sig::Unary)
 
+namespace {
+// The broadcast shape of a constant mask and the inputs, or an error naming the op and all shapes.
+template <class T, class S>
+void check_mask_broadcast(const char* op, const S& mask, std::initializer_list<Var<T>> xs)
+{
+    check_handles(op, xs);
+    Shape out(mask.begin(), mask.end());
+    bool ok = true;
+    for (const auto& x : xs) ok = ok && broadcast_into(Shape(out), x.shape(), out);
+    if (!ok) {
+        std::string shapes;
+        for (const auto& x : xs) shapes += " and " + shape_str(x.shape());
+        fail(op, *xs.begin(), "cannot broadcast the mask " + shape_str(mask) + shapes +
+                                  " together (aligned from the right, each dimension equal or 1)");
+    }
+}
+
+// a where cond (a 0/1 tensor of T, saved) is 1, else b;  da = g cond, db = g (1 - cond)
+template <class T, class Cond>
+Var<T> select_by(const char* name, const Cond& cond, const Var<T>& a, const Var<T>& b)
+{
+    Op<T> op(name, {a, b});
+    auto& m = op.save(0);
+    xt::noalias(m) = cond;
+    assign(op.out(), xt::where(m > T(0), a.value(), b.value()));
+    auto vjp = [](auto& v) {
+        v.acc(0, v.g * v.saved(0));
+        v.acc(1, v.g * (T(1) - v.saved(0)));
+    };
+    return op.done(vjp, vjp);
+}
+}  // namespace
+
+template <class T>
+Var<T> where(const xt::xarray<bool>& mask, const Var<T>& a, const Var<T>& b)
+{
+    check_mask_broadcast("where", mask.shape(), {a, b});
+    return select_by("where", xt::cast<T>(mask), a, b);
+}
+namespace sig {
+template <class T> using WhereBool = Var<T>(const xt::xarray<bool>&, const Var<T>&, const Var<T>&);
+template <class T> using Where01 = Var<T>(const Tensor<T>&, const Var<T>&, const Var<T>&);
+template <class T> using MaskedFill = Var<T>(const Var<T>&, const xt::xarray<bool>&, Scalar<T>);
+}
+AD_INSTANTIATE(where, sig::WhereBool)
+
+template <class T>
+Var<T> where(const Tensor<T>& mask01, const Var<T>& a, const Var<T>& b)
+{
+    check_mask_broadcast("where", mask01.shape(), {a, b});
+    for (std::size_t i = 0; i < mask01.size(); ++i) {
+        const T m = mask01.data()[i];
+        if (m != T(0) && m != T(1))
+            fail("where", a, "a mask of numbers must hold 0 or 1, found " + std::to_string(m) + " at position " +
+                                 std::to_string(i) + " of the mask " + shape_str(mask01.shape()));
+    }
+    return select_by("where", mask01, a, b);
+}
+AD_INSTANTIATE(where, sig::Where01)
+
+// x with value where mask is true;  dx = g (1 - mask). Saved: the mask as 0/1.
+template <class T>
+Var<T> masked_fill(const Var<T>& x, const xt::xarray<bool>& mask, Scalar<T> value)
+{
+    check_mask_broadcast("masked_fill", mask.shape(), {x});
+    Op<T> op("masked_fill", {x});
+    auto& m = op.save(0);
+    xt::noalias(m) = xt::cast<T>(mask);
+    assign(op.out(), xt::where(m > T(0), T(value), x.value()));
+    auto vjp = [](auto& v) { v.acc(0, v.g * (T(1) - v.saved(0))); };
+    return op.done(vjp, vjp);
+}
+AD_INSTANTIATE(masked_fill, sig::MaskedFill)
+
 }  // namespace ad

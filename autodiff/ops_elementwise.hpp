@@ -44,6 +44,16 @@ template <class T> Var<T> softplus(const Var<T>& x);  // log(1 + e^x), stable fo
 template <class T> Var<T> gelu(const Var<T>& x);      // x Phi(x), the exact (erf) form
 template <class T> Var<T> normal_cdf(const Var<T>& x);  // Phi(x) = erfc(-x / sqrt 2) / 2
 
+// a where mask is true, b elsewhere; mask, a and b broadcast together (the result has the
+// broadcast shape of all three). The mask is a constant: the gradient goes to a where it is
+// true and to b where it is false, summed back to each input's shape.
+template <class T> Var<T> where(const xt::xarray<bool>& mask, const Var<T>& a, const Var<T>& b);
+// The same with a mask of 0s and 1s (1 picks a); any other value in it is refused.
+template <class T> Var<T> where(const Tensor<T>& mask01, const Var<T>& a, const Var<T>& b);
+// x with `value` where mask is true (PyTorch's masked_fill); mask and x broadcast together.
+// The gradient reaches x where the mask is false.
+template <class T> Var<T> masked_fill(const Var<T>& x, const xt::xarray<bool>& mask, Scalar<T> value);
+
 // detach: the same value as a constant, cut from the graph.
 template <class T> Var<T> detach(const Var<T>& x);
 

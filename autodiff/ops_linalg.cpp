@@ -44,6 +44,163 @@ Var<T> as_shape(const Var<T>& x, const Shape& s)
     return x.shape() == s ? x : reshape(x, s);
 }
 
+// The geometry of a batched product op(A) op(B) under torch.matmul's rules: a 1-D operand is
+// promoted to a matrix ([k] -> [1, k] on the left, [k, 1] on the right) whose axis the result
+// drops; the axes before the last two broadcast. An operand that is one matrix beside a batch of
+// the other is read with stride 0. When B is one matrix and A a whole batch read untransposed,
+// the batch is folded into A's rows: one GEMM of [count m, k] x op(B).
+struct Batched {
+    Shape batch;             // the broadcast batch axes of the result
+    Dims a{}, b{}, c{};      // one matrix of each operand and of the result, as stored
+    std::size_t count = 1;   // products to run (1 when folded)
+    bool a_spread = false, b_spread = false;  // read more than once: their gradients add
+    Shape a_batch, b_batch;  // each operand's batch axes, aligned with `batch` (1 where absent)
+
+    template <class S1, class S2>
+    Batched(const S1& as, const S2& bs, bool ta, bool tb)
+    {
+        const std::size_t ra = std::max<std::size_t>(as.size(), 2) - 2, rb = std::max<std::size_t>(bs.size(), 2) - 2;
+        a = as.size() == 1 ? Dims{1, as[0]} : Dims{as[ra], as[ra + 1]};
+        b = bs.size() == 1 ? Dims{bs[0], 1} : Dims{bs[rb], bs[rb + 1]};
+        c = {ta ? a[1] : a[0], tb ? b[0] : b[1]};
+        const std::size_t r = std::max(ra, rb);
+        batch.resize(r);
+        a_batch.assign(r, 1);
+        b_batch.assign(r, 1);
+        std::size_t na = 1, nb = 1;
+        for (std::size_t d = 0; d < r; ++d) {
+            if (d + ra >= r) a_batch[d] = as[d + ra - r];
+            if (d + rb >= r) b_batch[d] = bs[d + rb - r];
+            batch[d] = a_batch[d] == 1 ? b_batch[d] : a_batch[d];
+            count *= batch[d];
+            na *= a_batch[d];
+            nb *= b_batch[d];
+        }
+        a_spread = na != count;
+        b_spread = nb != count;
+        if (nb == 1 && !a_spread && !ta && count > 1) {  // fold the batch into A's rows
+            a[0] *= count;
+            c[0] *= count;
+            count = 1;
+            b_spread = false;  // one product reads B once
+        }
+    }
+    // Whether the batch axes broadcast (each pair equal or 1).
+    bool broadcasts() const
+    {
+        for (std::size_t d = 0; d < batch.size(); ++d)
+            if (a_batch[d] != b_batch[d] && a_batch[d] != 1 && b_batch[d] != 1) return false;
+        return true;
+    }
+    // Offsets (in elements) of A's and B's matrices in product i of the batch, read row-major.
+    std::pair<std::size_t, std::size_t> offsets(std::size_t i) const
+    {
+        std::size_t oa = 0, ob = 0, sa = 1, sb = 1;
+        for (std::size_t d = batch.size(); d-- > 0;) {
+            const std::size_t at = i % batch[d];
+            i /= batch[d];
+            if (a_batch[d] != 1) oa += at * sa;
+            if (b_batch[d] != 1) ob += at * sb;
+            sa *= a_batch[d];
+            sb *= b_batch[d];
+        }
+        return {oa * a[0] * a[1], ob * b[0] * b[1]};
+    }
+};
+
+// The result's shape: the batch axes, then m unless A is a vector, then n unless B is.
+template <class S1, class S2>
+Shape batched_out(const S1& as, const S2& bs, bool ta, bool tb, const Shape& batch)
+{
+    Shape out = batch;
+    if (as.size() >= 2) out.push_back(as[as.size() - (ta ? 1 : 2)]);
+    if (bs.size() >= 2) out.push_back(bs[bs.size() - (tb ? 2 : 1)]);
+    return out;
+}
+
+// A's or B's gradient over the broadcast batch, summed over the batch axes the operand was
+// spread across and put back in the operand's shape (a vector's axis taken out again).
+template <class T>
+Var<T> batch_reduced(const Var<T>& d, const Var<T>& promoted, const Shape& s)
+{
+    const Var<T> r = d.shape() == promoted.shape() ? d : sum_to(d, promoted.shape());
+    return as_shape(r, s);
+}
+
+// torch.matmul beyond two matrices: vectors and batches of matrices, one GEMM per product of
+// the batch on pointers into the operands (none when folded), written into the output and,
+// in the VJP, straight into the adjoints. Its graph VJP is the same products as matmuls.
+template <class T>
+Var<T> matmul_batched(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
+{
+    const auto& as = A.shape();
+    const auto& bs = B.shape();
+    const auto both = [&] { return shape_str(as) + (ta ? "^T" : "") + " and " + shape_str(bs) + (tb ? "^T" : ""); };
+    if (as.empty() || bs.empty())
+        fail("matmul", A, "operands must be vectors, matrices or batches of matrices (rank >= 1), got shapes " + both());
+    if ((ta && as.size() == 1) || (tb && bs.size() == 1))
+        fail("matmul", A, "transposes only of matrices (rank >= 2): a vector has no transpose, got shapes " + both());
+    const Batched p(as, bs, ta, tb);
+    const std::size_t k = ta ? p.a[0] : p.a[1], kb = tb ? p.b[1] : p.b[0];
+    if (k != kb)
+        fail("matmul", A, "shapes " + both() + " do not chain: the inner dimensions " + std::to_string(k) + " and " +
+                              std::to_string(kb) + " must be equal");
+    if (!p.broadcasts())
+        fail("matmul", A, "the batch axes of shapes " + both() + " do not broadcast: " + shape_str(p.a_batch) +
+                              " against " + shape_str(p.b_batch) + " (aligned from the right, each pair equal or 1)");
+    Op<T> op("matmul", {A, B});
+    op.out().resize(batched_out(as, bs, ta, tb, p.batch));
+    const T *a = A.value().data(), *b = B.value().data();
+    T* c = op.out().data();
+    const std::size_t cn = p.c[0] * p.c[1];
+    for (std::size_t i = 0; i < p.count; ++i) {
+        const auto [oa, ob] = p.offsets(i);
+        gemm(a + oa, p.a, ta, b + ob, p.b, tb, c + i * cn, p.c, false);
+    }
+    // Per product, as in the rank-2 VJP: d op(A) = G op(B)^T, d op(B) = op(A)^T G. An operand
+    // read by several products gathers their gradients (zeroed first, then accumulated).
+    return op.done(
+        [ta, tb](Vjp<T>& v) {
+            const Batched p(v.x(0).shape(), v.x(1).shape(), ta, tb);
+            const T *a = v.x(0).data(), *b = v.x(1).data(), *G = v.g.data();
+            const std::size_t cn = p.c[0] * p.c[1];
+            bool first;
+            if (v.wants(0)) {
+                T* dA = v.slot(0, first).data();
+                if (p.a_spread && first) std::fill_n(dA, v.x(0).size(), T(0));
+                const bool add = p.a_spread || !first;
+                for (std::size_t i = 0; i < p.count; ++i) {
+                    const auto [oa, ob] = p.offsets(i);
+                    if (!ta) gemm(G + i * cn, p.c, false, b + ob, p.b, !tb, dA + oa, p.a, add);
+                    else gemm(b + ob, p.b, tb, G + i * cn, p.c, true, dA + oa, p.a, add);
+                }
+            }
+            if (v.wants(1)) {
+                T* dB = v.slot(1, first).data();
+                if (p.b_spread && first) std::fill_n(dB, v.x(1).size(), T(0));
+                const bool add = p.b_spread || !first;
+                for (std::size_t i = 0; i < p.count; ++i) {
+                    const auto [oa, ob] = p.offsets(i);
+                    if (!tb) gemm(a + oa, p.a, !ta, G + i * cn, p.c, false, dB + ob, p.b, add);
+                    else gemm(G + i * cn, p.c, true, a + oa, p.a, ta, dB + ob, p.b, add);
+                }
+            }
+        },
+        [ta, tb](GradVjp<T>& v) {  // vectors as [1, k] and [k, 1], g with their axes put back
+            const Shape as = v.x(0).shape(), bs = v.x(1).shape();
+            const Var<T> A = as.size() == 1 ? reshape(v.x(0), {1, as[0]}) : v.x(0);
+            const Var<T> B = bs.size() == 1 ? reshape(v.x(1), {bs[0], 1}) : v.x(1);
+            Shape gs = v.g.shape();
+            if (bs.size() == 1) gs.push_back(1);
+            if (as.size() == 1) gs.insert(gs.end() - 1, 1);
+            const Var<T> G = as_shape(v.g, gs);
+            if (v.wants(0))
+                v.acc(0, batch_reduced(!ta ? matmul(G, B, Transpose{false, !tb}) : matmul(B, G, Transpose{tb, true}), A, as));
+            if (v.wants(1))
+                v.acc(1, batch_reduced(!tb ? matmul(A, G, Transpose{!ta, false}) : matmul(G, A, Transpose{true, ta}), B, bs));
+        });
+}
+
 template <class T>
 Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
 {
@@ -51,9 +208,9 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
     const auto& as = A.shape();
     const auto& bs = B.shape();
     const bool vectors = as.size() == 1 || bs.size() == 1;
+    // Two matrices, or a vector and a matrix read as stored; everything else is the batched form.
     if (as.size() < 1 || as.size() > 2 || bs.size() < 1 || bs.size() > 2 || (vectors && (ta || tb)))
-        fail("matmul", A, "operands must be matrices or vectors (transposes only of matrices), got shapes " +
-                              shape_str(as) + " and " + shape_str(bs));
+        return matmul_batched(A, B, ta, tb);
     const Dims a = left_dims(as), b = right_dims(bs);
     const std::size_t m = ta ? a[1] : a[0], k = ta ? a[0] : a[1];
     const std::size_t kb = tb ? b[1] : b[0], n = tb ? b[0] : b[1];

@@ -7,6 +7,12 @@
 namespace ad {
 
 // matmul: [m,k]x[k,n] -> [m,n]; [m,k]x[k] -> [m]; [k]x[k,n] -> [n]; [k]x[k] -> scalar.
+// Beyond that torch.matmul's rules: operands of rank >= 3 are batches of matrices in their last
+// two axes, and the axes before those broadcast ([B,H,T,d] x [B,H,d,T] -> [B,H,T,T];
+// [B,T,E] x [E,F] -> [B,T,F], one matrix for the whole batch; [1,T,d] x [B,d,T] -> [B,T,T]);
+// a vector beside a batch is a row on the left or a column on the right, its axis dropped from
+// the result. One GEMM per product of the batch, or one for all when a matrix on the right
+// serves a whole batch on the left.
 template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b);
 // Which operands of a product are read transposed: matmul(x, W, ad::transpose_b) is x W^T,
 // ad::transpose_a | ad::transpose_b both; Transpose{ta, tb} when the choice is computed.
@@ -18,7 +24,8 @@ inline constexpr Transpose transpose_b{false, true};
 constexpr Transpose operator|(Transpose x, Transpose y) { return {x.a || y.a, x.b || y.b}; }
 
 // op(a) op(b) for matrices, op transposing where asked: BLAS reads the transpose in place, so
-// x W^T for a [out, in] weight costs no copy of W.
+// x W^T for a [out, in] weight costs no copy of W. On batches the transposes act on the last two
+// axes (q k^T is matmul(q, k, ad::transpose_b)); a vector has no transpose.
 template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, Transpose t);
 // x W^T + b, one op (a linear layer): x [batch, in] or [in], W [out, in], b [out]. The bias is
 // written into the output and the product added to it, so it costs no pass of its own.

@@ -8,6 +8,7 @@
 #include "autodiff/kernels/rows.hpp"
 
 #include <xtensor/xbuilder.hpp>
+#include <xtensor/xstrides.hpp>
 
 #include <cmath>
 
@@ -77,7 +78,14 @@ Var<T> cross_entropy(const Var<T>& logits, const std::vector<std::int64_t>& labe
 {
     check_handles("cross_entropy", {logits});
     const auto& s = logits.shape();
-    if (s.size() != 2) fail("cross_entropy", logits, "logits must be [batch, classes], got shape " + shape_str(s));
+    if (s.size() < 2) fail("cross_entropy", logits, "logits must be [batch, classes] or [..., classes], got shape " + shape_str(s));
+    if (s.size() > 2) {  // one label per position, row-major: the same loss over [positions, classes]
+        const std::size_t n = s.back() ? logits.size() / s.back() : 0;
+        if (labels.size() != n)
+            fail("cross_entropy", logits, "logits of shape " + shape_str(s) + " need " + std::to_string(n) +
+                                              " labels (one per position), got " + std::to_string(labels.size()));
+        return cross_entropy(reshape(logits, {infer, s.back()}), labels);
+    }
     if (labels.size() != s[0])
         fail("cross_entropy", logits, "logits of shape " + shape_str(s) + " need " + std::to_string(s[0]) +
                                           " labels, got " + std::to_string(labels.size()));
@@ -308,5 +316,57 @@ namespace sig {
 template <class T> using Dropout = Var<T>(const Var<T>&, const Tensor<T>&, Scalar<T>);
 }
 AD_INSTANTIATE(dropout, sig::Dropout)
+
+// The loss over [positions, classes] with the labels in row-major order; the label shape is
+// checked first so that an error names it.
+template <class T>
+Var<T> cross_entropy(const Var<T>& logits, const xt::xarray<std::int64_t>& labels)
+{
+    check_handles("cross_entropy", {logits});
+    const auto& s = logits.shape();
+    const auto& ls = labels.shape();
+    if (s.empty() || ls.size() + 1 != s.size() || !std::equal(ls.begin(), ls.end(), s.begin()))
+        fail("cross_entropy", logits, "labels of shape " + shape_str(ls) + " do not fit logits " + shape_str(s) +
+                                          "; expected the logits' shape without its last (classes) axis");
+    const std::vector<std::int64_t> flat(labels.begin(), labels.end());
+    if (s.size() == 1) return cross_entropy(reshape(logits, {1, s[0]}), flat);  // one position
+    return cross_entropy(logits, flat);
+}
+namespace sig {
+template <class T> using LabelArray = Var<T>(const Var<T>&, const xt::xarray<std::int64_t>&);
+}
+AD_INSTANTIATE(cross_entropy, sig::LabelArray)
+
+// index_select of the rows, reshaped to ids.shape + [D]: both ops differentiate to any order,
+// and the gradient of index_select is the scatter-add into the table (index_add).
+template <class T>
+Var<T> embedding(const Var<T>& table, const xt::xarray<std::int64_t>& ids)
+{
+    check_handles("embedding", {table});
+    const auto& ts = table.shape();
+    if (ts.size() != 2)
+        fail("embedding", table, "the table must be [num_embeddings, dim] (rank 2), got shape " + shape_str(ts) +
+                                     " (ids of shape " + shape_str(ids.shape()) + ")");
+    const std::size_t V = ts[0];
+    std::vector<std::size_t> rows(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        const std::int64_t id = ids.data()[i];
+        if (id < 0 || std::uint64_t(id) >= V) {
+            const auto index = xt::unravel_index(i, ids.shape());
+            fail("embedding", table, "id " + std::to_string(id) + " at position " + shape_str(index) + " of ids " +
+                                         shape_str(ids.shape()) + " is out of range for a table of " +
+                                         std::to_string(V) + " rows " + shape_str(ts) + "; expected 0 <= id < " +
+                                         std::to_string(V));
+        }
+        rows[i] = std::size_t(id);
+    }
+    Shape out(ids.shape().begin(), ids.shape().end());
+    out.push_back(ts[1]);
+    return reshape(index_select(table, 0, rows), out);
+}
+namespace sig {
+template <class T> using Embedding = Var<T>(const Var<T>&, const xt::xarray<std::int64_t>&);
+}
+AD_INSTANTIATE(embedding, sig::Embedding)
 
 }  // namespace ad

@@ -447,4 +447,69 @@ Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t i)
 }
 AD_INSTANTIATE(select, sig::Select)
 
+namespace {
+// y = x with its axes reordered by perm (y's axis d is x's axis perm[d]); the VJP moves g back
+// by the inverse permutation, saved as indices (a capture of it would not fit the record).
+template <class T>
+Var<T> permuted(const char* name, const Var<T>& x, const Shape& perm)
+{
+    Op<T> op(name, {x});
+    auto& inverse = op.save_indices();
+    inverse.resize(perm.size());
+    for (std::size_t d = 0; d < perm.size(); ++d) inverse[perm[d]] = std::ptrdiff_t(d);
+    xt::noalias(op.out()) = xt::transpose(x.value(), perm);
+    return op.done(
+        [](Vjp<T>& v) {
+            const Shape back(v.indices().begin(), v.indices().end());
+            v.acc(0, xt::transpose(v.g, back));
+        },
+        [](GradVjp<T>& v) { v.acc(0, permute(v.g, v.indices())); });
+}
+}  // namespace
+
+template <class T>
+Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& axes)
+{
+    check_handles("permute", {x});
+    const auto r = std::ptrdiff_t(x.dimension());
+    Shape perm(axes.size());
+    Shape seen(std::size_t(r), 0);
+    bool ok = axes.size() == std::size_t(r);
+    for (std::size_t d = 0; ok && d < axes.size(); ++d) {
+        ok = axes[d] >= -r && axes[d] < r;
+        if (ok) perm[d] = std::size_t(axes[d] < 0 ? axes[d] + r : axes[d]);
+        ok = ok && seen[perm[d]]++ == 0;
+    }
+    if (!ok) {
+        std::string list = "[";
+        for (std::size_t d = 0; d < axes.size(); ++d) list += (d ? ", " : "") + std::to_string(axes[d]);
+        fail("permute", x, "axes " + list + "] are not a permutation of the " + std::to_string(r) + " axes of shape " +
+                               shape_str(x.shape()) + " (expected each axis once, " + std::to_string(-r) +
+                               " <= axis < " + std::to_string(r) + ")");
+    }
+    return permuted("permute", x, perm);
+}
+namespace sig {
+template <class T> using Permute = Var<T>(const Var<T>&, const std::vector<std::ptrdiff_t>&);
+template <class T> using SwapAxes = Var<T>(const Var<T>&, std::ptrdiff_t, std::ptrdiff_t);
+}
+AD_INSTANTIATE(permute, sig::Permute)
+
+template <class T>
+Var<T> transpose(const Var<T>& x, std::ptrdiff_t a, std::ptrdiff_t b)
+{
+    check_handles("transpose", {x});
+    const auto r = std::ptrdiff_t(x.dimension());
+    for (const auto axis : {a, b})
+        if (axis < -r || axis >= r)
+            fail("transpose", x, "axes " + std::to_string(a) + " and " + std::to_string(b) + " to swap: axis " +
+                                     std::to_string(axis) + " is out of range for shape " + shape_str(x.shape()) +
+                                     " (expected " + std::to_string(-r) + " <= axis < " + std::to_string(r) + ")");
+    Shape perm(x.dimension());
+    for (std::size_t d = 0; d < perm.size(); ++d) perm[d] = d;
+    std::swap(perm[std::size_t(a < 0 ? a + r : a)], perm[std::size_t(b < 0 ? b + r : b)]);
+    return permuted("transpose", x, perm);
+}
+AD_INSTANTIATE(transpose, sig::SwapAxes)
+
 }  // namespace ad

@@ -36,6 +36,11 @@ template <class T> Var<T> index_select(const Var<T>& x, std::ptrdiff_t axis, con
 // index_select in reverse: zeros with `size` along `axis`, x's slice k added at idx[k] (PyTorch's
 // zeros(...).index_add_(axis, idx, x)); x has idx.size() along the axis.
 template <class T> Var<T> index_add(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::size_t>& idx, std::size_t size);
+// y's axis d is x's axis axes[d] (NumPy's transpose with axes, PyTorch's permute): every axis
+// once, negative ones counting from the end.
+template <class T> Var<T> permute(const Var<T>& x, const std::vector<std::ptrdiff_t>& axes);
+// x with axes a and b swapped (PyTorch's transpose(a, b)); negative axes count from the end.
+template <class T> Var<T> transpose(const Var<T>& x, std::ptrdiff_t a, std::ptrdiff_t b);
 // x[..., i, ...]: the slice i along `axis`, the axis dropped (PyTorch's select; x[i] is
 // select(x, 0, i)); a negative i counts from the end.
 template <class T> Var<T> select(const Var<T>& x, std::ptrdiff_t axis, std::ptrdiff_t i);

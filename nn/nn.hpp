@@ -2,10 +2,12 @@
 #pragma once
 
 #include "nn/activation.hpp"
+#include "nn/attention.hpp"
 #include "nn/batch_norm.hpp"
 #include "nn/clip.hpp"
 #include "nn/conv_layers.hpp"
 #include "nn/dropout.hpp"
+#include "nn/embedding.hpp"
 #include "nn/functional.hpp"
 #include "nn/gradcheck_module.hpp"
 #include "nn/idx.hpp"
@@ -22,3 +24,4 @@
 #include "nn/sequential.hpp"
 #include "nn/serialize.hpp"
 #include "nn/stochastic_depth.hpp"
+#include "nn/transformer.hpp"

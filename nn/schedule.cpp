@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 namespace ad::nn {
 
@@ -25,6 +26,16 @@ double cosine_lr(double base, std::uint64_t epoch, std::uint64_t t_max, double e
     if (t_max == 0) throw Error("cosine_lr: t_max must be at least 1");
     const double pi = 3.14159265358979323846;
     return eta_min + (base - eta_min) * (1 + std::cos(double(epoch) * pi / double(t_max))) / 2;
+}
+
+double warmup_cosine_lr(double base, std::uint64_t step, std::uint64_t warmup, std::uint64_t total, double eta_min)
+{
+    if (warmup >= total)
+        throw Error("warmup_cosine_lr: the warm-up (" + std::to_string(warmup) + " steps) must be shorter than the " +
+                    std::to_string(total) + " steps in all");
+    if (step < warmup) return base * double(step + 1) / double(warmup);
+    if (step > total) return eta_min;
+    return cosine_lr(base, step - warmup, total - warmup, eta_min);
 }
 
 template <class T>
@@ -52,11 +63,25 @@ CosineLR<T>::CosineLR(Optimizer<T>& optimizer, std::uint64_t t_max, double eta_m
         throw Error("CosineLR: eta_min must be finite and >= 0, got " + num(eta_min));
 }
 
+template <class T>
+WarmupCosineLR<T>::WarmupCosineLR(Optimizer<T>& optimizer, std::uint64_t warmup, std::uint64_t total, double eta_min)
+    : LRScheduler<T>(optimizer), warmup_(warmup), total_(total), eta_min_(eta_min)
+{
+    if (warmup >= total)
+        throw Error("WarmupCosineLR: the warm-up (" + std::to_string(warmup) + " steps) must be shorter than the " +
+                    std::to_string(total) + " steps in all");
+    if (!std::isfinite(eta_min) || eta_min < 0)
+        throw Error("WarmupCosineLR: eta_min must be finite and >= 0, got " + num(eta_min));
+    this->set_epoch(0);
+}
+
 template class LRScheduler<float>;
 template class LRScheduler<double>;
 template class StepLR<float>;
 template class StepLR<double>;
 template class CosineLR<float>;
 template class CosineLR<double>;
+template class WarmupCosineLR<float>;
+template class WarmupCosineLR<double>;
 
 }  // namespace ad::nn

@@ -63,6 +63,30 @@ void binary(std::vector<Entry>& table, const char* name, F call, R reference, do
     table.push_back(e);
 }
 
+// The masks of where and masked_fill: over a mask of the shape in Sample::ints, element i is
+// true unless 5 i + 2 is a multiple of 3 (i = 2, 5, 8, ... false), a fixed pattern of the shape.
+bool mask_at(std::size_t i) { return (5 * i + 2) % 3 != 0; }
+Shape mask_shape(const Sample& s) { return Shape(s.ints.begin(), s.ints.end()); }
+xt::xarray<bool> bool_mask(const Sample& s)
+{
+    xt::xarray<bool> m = xt::xarray<bool>::from_shape(mask_shape(s));
+    for (std::size_t i = 0; i < m.size(); ++i) m.data()[i] = mask_at(i);
+    return m;
+}
+// The shape of mask, a and b broadcast together, and the flat positions in each of the element
+// at every index of it.
+Shape broadcast3(const Shape& a, const Shape& b, const Shape& c)
+{
+    const std::size_t n = std::max({a.size(), b.size(), c.size()});
+    Shape out(n, 1);
+    for (const Shape* s : {&a, &b, &c})
+        for (std::size_t d = 0; d < s->size(); ++d) {
+            const std::size_t e = (*s)[d];
+            if (e != 1) out[d + n - s->size()] = e;
+        }
+    return out;
+}
+
 }  // namespace
 
 void add_elementwise_ops(std::vector<Entry>& table)
@@ -119,6 +143,86 @@ void add_elementwise_ops(std::vector<Entry>& table)
     unary(table, "clip_grad", [](auto x) { return ops::clip_grad(x, decltype(x.item())(1e6)); }, [](double x) { return x; },
           -3, 3, real_edges, 350);
     // clang-format on
+    // --- selection by a constant mask ---
+    {
+        // ints: the mask's shape (its pattern is mask_at); reals empty: a bool mask, else a mask
+        // of T holding reals[0] where mask_at is true, 0 elsewhere (1 selects; others are refused)
+        auto e = make("where", Kind::other, [](const auto& x, const Sample& s) {
+            using T = typename std::decay_t<decltype(x[0].value())>::value_type;
+            if (s.reals.empty()) return ad::where(bool_mask(s), x[0], x[1]);
+            Tensor<T> m = xt::cast<T>(bool_mask(s)) * T(s.reals[0]);
+            return ad::where(m, x[0], x[1]);
+        });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const Shape ms = mask_shape(s), as = shape_of(in[0]), bs = shape_of(in[1]);
+            const Shape out = broadcast3(ms, as, bs);
+            Tensor<double> y = empty(out);
+            for_each_index(out, [&](std::size_t k, const std::vector<std::size_t>& index) {
+                y.data()[k] = mask_at(broadcast_offset(index, ms)) ? in[0].data()[broadcast_offset(index, as)]
+                                                                    : in[1].data()[broadcast_offset(index, bs)];
+            });
+            return y;
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"mask [2, 3], a [2, 3], b [2, 3]", {randn({2, 3}, 401), randn({2, 3}, 402)}, {2, 3}},
+                {"mask [2, 3] of 0/1, a [2, 3], b [2, 3]", {randn({2, 3}, 403), randn({2, 3}, 404)}, {2, 3}, {1.0}},
+                {"mask [3, 3] (causal-like), a [2, 3, 3], b [1]", {randn({2, 3, 3}, 405), randn({1}, 406)}, {3, 3}},
+                {"mask [2, 1, 4], a [3, 1], b [4] (all three broadcast)", {randn({3, 1}, 407), randn({4}, 408)}, {2, 1, 4}},
+                {"mask [2, 1, 4] of 0/1, a [3, 1], b [4]", {randn({3, 1}, 409), randn({4}, 410)}, {2, 1, 4}, {1.0}},
+                {"mask [] (true), a [2, 2], b [2, 2]", {randn({2, 2}, 411), randn({2, 2}, 412)}, {}},
+                {"mask [5] larger than a [1] and b []", {randn({1}, 413), randn({}, 414)}, {5}},
+                {"empty: mask [0, 3], a [3], b [1, 3]", {randn({3}, 415), randn({1, 3}, 416)}, {0, 3}, {}, false},
+                {"empty a [0, 2], mask [2], b [1]", {empty({0, 2}), randn({1}, 417)}, {2}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"mask [3] against a [2]", {randn({2}, 1), randn({2}, 2)}, {3}},
+                {"a [2, 3] against b [3, 2]", {randn({2, 3}, 3), randn({3, 2}, 4)}, {1}},
+                {"mask [4, 1] against a [2, 3] and b [3]", {randn({2, 3}, 5), randn({3}, 6)}, {4, 1}},
+                {"a 0/1 mask holding 2", {randn({2, 3}, 7), randn({2, 3}, 8)}, {2, 3}, {2.0}},
+                {"a 0/1 mask holding 0.5", {randn({2, 3}, 9), randn({2, 3}, 10)}, {2, 3}, {0.5}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the mask's shape (pattern mask_at); reals: {value}
+        auto e = make("masked_fill", Kind::other, [](const auto& x, const Sample& s) {
+            return ad::masked_fill(x[0], bool_mask(s), s.reals[0]);
+        });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const Shape ms = mask_shape(s), xs = shape_of(in[0]);
+            const Shape out = broadcast3(ms, xs, {});
+            Tensor<double> y = empty(out);
+            for_each_index(out, [&](std::size_t k, const std::vector<std::size_t>& index) {
+                y.data()[k] = mask_at(broadcast_offset(index, ms)) ? s.reals[0] : in[0].data()[broadcast_offset(index, xs)];
+            });
+            return y;
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"x [2, 3], mask [2, 3], value -2.5", {randn({2, 3}, 421)}, {2, 3}, {-2.5}},
+                {"x [2, 3, 3], mask [3, 3], value 0", {randn({2, 3, 3}, 422)}, {3, 3}, {0.0}},
+                {"x [3, 1], mask [2, 1, 4] (both broadcast)", {randn({3, 1}, 423)}, {2, 1, 4}, {1.5}},
+                {"x [4], mask [] (true): all value", {randn({4}, 424)}, {}, {3.0}},
+                {"x [2, 3], value -inf (attention scores)", {randn({2, 3}, 425)}, {2, 3}, {-inf}, false},
+                {"empty x [0, 3], mask [3]", {empty({0, 3})}, {3}, {1.0}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"x [2, 3], mask [2]", {randn({2, 3}, 1)}, {2}, {0.0}},
+                {"x [2, 3], mask [3, 3]", {randn({2, 3}, 2)}, {3, 3}, {0.0}},
+            };
+        };
+        table.push_back(e);
+    }
 }
 
 }  // namespace optable

@@ -35,6 +35,43 @@ Tensor<double> product(const Tensor<double>& a, const Tensor<double>& b, bool ta
     return y;
 }
 
+// torch.matmul on batches, written out: a vector is promoted ([k] -> [1, k] on the left, [k, 1]
+// on the right) and its axis dropped; the batch axes (all but the last two) broadcast from the
+// right, an extent of 1 read for every index.
+Tensor<double> batched_product(const Tensor<double>& a, const Tensor<double>& b, bool ta, bool tb)
+{
+    const Shape as = shape_of(a), bs = shape_of(b);
+    const Shape am = as.size() == 1 ? Shape{1, as[0]} : Shape{as[as.size() - 2], as.back()};
+    const Shape bm = bs.size() == 1 ? Shape{bs[0], 1} : Shape{bs[bs.size() - 2], bs.back()};
+    const Shape ab(as.begin(), as.end() - std::ptrdiff_t(std::min<std::size_t>(as.size(), 2)));
+    const Shape bb(bs.begin(), bs.end() - std::ptrdiff_t(std::min<std::size_t>(bs.size(), 2)));
+    const std::size_t r = std::max(ab.size(), bb.size());
+    Shape batch(r);
+    for (std::size_t d = 0; d < r; ++d) {
+        const std::size_t x = d + ab.size() >= r ? ab[d + ab.size() - r] : 1;
+        const std::size_t y = d + bb.size() >= r ? bb[d + bb.size() - r] : 1;
+        batch[d] = x == 1 ? y : x;
+    }
+    const std::size_t m = ta ? am[1] : am[0], k = ta ? am[0] : am[1], n = tb ? bm[0] : bm[1];
+    Shape ys = batch;
+    if (as.size() >= 2) ys.push_back(m);
+    if (bs.size() >= 2) ys.push_back(n);
+    Tensor<double> y = empty(ys);
+    const std::size_t asize = am[0] * am[1], bsize = bm[0] * bm[1];
+    for_each_index(batch, [&](std::size_t t, const std::vector<std::size_t>& index) {
+        const double* A = a.data() + broadcast_offset(index, ab) * asize;
+        const double* B = b.data() + broadcast_offset(index, bb) * bsize;
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < n; ++j) {
+                double s = 0;
+                for (std::size_t p = 0; p < k; ++p)
+                    s += (ta ? A[p * am[1] + i] : A[i * am[1] + p]) * (tb ? B[j * bm[1] + p] : B[p * bm[1] + j]);
+                y.data()[(t * m + i) * n + j] = s;
+            }
+    });
+    return y;
+}
+
 // f(slice) -> slice for every slice of x along `axis`, written back in place of the slice.
 template <class F>
 Tensor<double> map_slices(const Tensor<double>& x, std::ptrdiff_t axis_arg, F f)
@@ -86,6 +123,8 @@ std::vector<Sample> softmax_samples(std::uint64_t seed)
         {"[2, 3] along axis 0", {randn({2, 3}, seed + 1)}, {0}},
         {"[2, 3, 2] along axis 1", {randn({2, 3, 2}, seed + 2)}, {1}},
         {"[2, 3, 2] along axis -3", {randn({2, 3, 2}, seed + 3)}, {-3}},
+        {"[2, 3, 4] along the last axis (-1)", {randn({2, 3, 4}, seed + 7)}, {-1}},
+        {"[2, 2, 3, 3] along the last axis (attention weights)", {randn({2, 2, 3, 3}, seed + 8)}, {-1}},
         {"[5] along axis 0", {randn({5}, seed + 4, 2.0)}, {0}},
         {"[1, 4] along axis 1 (batch 1)", {randn({1, 4}, seed + 5)}, {1}},
         // constant in x, yet NaN at a NaN (as PyTorch): the NaN test would take its outputs
@@ -103,6 +142,37 @@ std::vector<Sample> softmax_refused()
 {
     return {{"[2, 3] along axis 2", {adtest::randn({2, 3}, 1)}, {2}},
             {"[2, 3] along axis -3", {adtest::randn({2, 3}, 2)}, {-3}}};
+}
+
+// Integer arrays in Sample::ints as {rank, extents..., values...}: embedding's ids and
+// cross_entropy's labels with their shape.
+xt::xarray<std::int64_t> int_array(const Sample& s)
+{
+    const std::size_t rank = std::size_t(s.ints[0]);
+    const Shape shape(s.ints.begin() + 1, s.ints.begin() + 1 + std::ptrdiff_t(rank));
+    xt::xarray<std::int64_t> a = xt::xarray<std::int64_t>::from_shape(shape);
+    std::copy(s.ints.begin() + 1 + std::ptrdiff_t(rank), s.ints.end(), a.data());
+    return a;
+}
+std::vector<std::ptrdiff_t> ints(const Shape& shape, const std::vector<std::ptrdiff_t>& values)
+{
+    std::vector<std::ptrdiff_t> out{std::ptrdiff_t(shape.size())};
+    out.insert(out.end(), shape.begin(), shape.end());
+    out.insert(out.end(), values.begin(), values.end());
+    return out;
+}
+
+// Mean over the rows of [rows, classes] (the logits' last axis the classes) of logsumexp - the
+// labelled logit.
+double mean_cross_entropy(const Tensor<double>& logits, const std::int64_t* labels)
+{
+    const std::size_t C = logits.shape().back(), B = logits.size() / C;
+    double total = 0;
+    for (std::size_t b = 0; b < B; ++b) {
+        const std::vector<double> row(logits.data() + b * C, logits.data() + (b + 1) * C);
+        total += logsumexp_of(row) - row[std::size_t(labels[b])];
+    }
+    return total / double(B);
 }
 
 }  // namespace
@@ -140,7 +210,6 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[2, 3] x [2]", {randn({2, 3}, 5), randn({2}, 6)}},
                 {"[3] x [2, 3]", {randn({3}, 7), randn({2, 3}, 8)}},
                 {"scalar x [3]", {randn({}, 9), randn({3}, 10)}},
-                {"[2, 2, 2] x [2, 2]", {randn({2, 2, 2}, 11), randn({2, 2}, 12)}},
             };
         };
         table.push_back(e);
@@ -173,6 +242,49 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[3, 4] x [4, 2]^T", {randn({3, 4}, 3), randn({4, 2}, 4)}, {0, 1}},
                 {"[4]^T x [4, 2]: a vector transposed", {randn({4}, 5), randn({4, 2}, 6)}, {1, 0}},
                 {"[3, 4] x [4]^T: a vector transposed", {randn({3, 4}, 7), randn({4}, 8)}, {0, 1}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: {transpose_a, transpose_b}
+        auto e = make("batched matmul", Kind::other, [](const auto& x, const Sample& s) {
+            return ad::matmul(x[0], x[1], ad::Transpose{s.ints[0] != 0, s.ints[1] != 0});
+        });
+        e.error_name = "matmul";
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            return batched_product(in[0], in[1], s.ints[0] != 0, s.ints[1] != 0);
+        };
+        e.samples = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4] x [2, 4, 2]", {randn({2, 3, 4}, 201), randn({2, 4, 2}, 202)}, {0, 0}},
+                {"[2, 2, 3, 2] x [2, 2, 2, 3] (heads)", {randn({2, 2, 3, 2}, 203), randn({2, 2, 2, 3}, 204)}, {0, 0}},
+                {"[2, 2, 3, 2] x [2, 2, 3, 2]^T (q k^T)", {randn({2, 2, 3, 2}, 205), randn({2, 2, 3, 2}, 206)}, {0, 1}},
+                {"[2, 3, 4] x [4, 2] (one matrix for the batch: folded)", {randn({2, 3, 4}, 207), randn({4, 2}, 208)}, {0, 0}},
+                {"[2, 3, 4] x [2, 4]^T (folded)", {randn({2, 3, 4}, 209), randn({2, 4}, 210)}, {0, 1}},
+                {"[2, 4, 3]^T x [4, 2] (not folded)", {randn({2, 4, 3}, 211), randn({4, 2}, 212)}, {1, 0}},
+                {"[3, 4] x [2, 4, 2] (one matrix on the left)", {randn({3, 4}, 213), randn({2, 4, 2}, 214)}, {0, 0}},
+                {"[1, 3, 2] x [2, 2, 3] (batch 1 broadcast)", {randn({1, 3, 2}, 215), randn({2, 2, 3}, 216)}, {0, 0}},
+                {"[2, 1, 3, 2] x [3, 2, 2] (both broadcast)", {randn({2, 1, 3, 2}, 217), randn({3, 2, 2}, 218)}, {0, 0}},
+                {"[2, 1, 2, 3]^T x [1, 2, 2, 2]^T", {randn({2, 1, 2, 3}, 219), randn({1, 2, 2, 2}, 220)}, {1, 1}},
+                {"[2, 3, 4] x [4] (a vector on the right)", {randn({2, 3, 4}, 221), randn({4}, 222)}, {0, 0}},
+                {"[4] x [2, 4, 3] (a vector on the left)", {randn({4}, 223), randn({2, 4, 3}, 224)}, {0, 0}},
+                {"[3] x [2, 2, 3]^T", {randn({3}, 225), randn({2, 2, 3}, 226)}, {0, 1}},
+                {"[4, 3]^T x [4] (rank 2, a vector beside a transpose)", {randn({4, 3}, 227), randn({4}, 228)}, {1, 0}},
+                {"[2, 1, 4] x [2, 4, 1] (one row, one column)", {randn({2, 1, 4}, 229), randn({2, 4, 1}, 230)}, {0, 0}},
+                {"[0, 3, 4] x [4, 2]: [0, 3, 2]", {empty({0, 3, 4}), randn({4, 2}, 231)}, {0, 0}},
+                {"[2, 3, 0] x [2, 0, 2]: zeros", {empty({2, 3, 0}), empty({2, 0, 2})}, {0, 0}},
+                {"[1, 3, 2] x [0, 2, 2]: [0, 3, 2]", {randn({1, 3, 2}, 232), empty({0, 2, 2})}, {0, 0}},
+            };
+        };
+        e.refused = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4] x [2, 5, 2]: inner 4 and 5", {randn({2, 3, 4}, 1), randn({2, 5, 2}, 2)}, {0, 0}},
+                {"[2, 3, 4] x [3, 4, 2]: batch 2 and 3", {randn({2, 3, 4}, 3), randn({3, 4, 2}, 4)}, {0, 0}},
+                {"[2, 2, 3, 4] x [3, 4, 2]: batch [2, 2] and [3]", {randn({2, 2, 3, 4}, 5), randn({3, 4, 2}, 6)}, {0, 0}},
+                {"[2, 3, 4]^T x [4, 2]", {randn({2, 3, 4}, 7), randn({4, 2}, 8)}, {1, 0}},
+                {"[2, 3, 4] x [4]^T: a vector transposed", {randn({2, 3, 4}, 9), randn({4}, 10)}, {0, 1}},
+                {"scalar x [2, 3, 4]", {randn({}, 11), randn({2, 3, 4}, 12)}, {0, 0}},
             };
         };
         table.push_back(e);
@@ -268,13 +380,8 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
             return ad::cross_entropy(x[0], std::vector<std::int64_t>(s.ints.begin(), s.ints.end()));
         });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
-            const std::size_t B = in[0].shape()[0], C = in[0].shape()[1];
-            double total = 0;
-            for (std::size_t b = 0; b < B; ++b) {
-                const std::vector<double> row(in[0].data() + b * C, in[0].data() + (b + 1) * C);
-                total += logsumexp_of(row) - row[std::size_t(s.ints[b])];
-            }
-            return Tensor<double>(total / double(B));
+            const std::vector<std::int64_t> labels(s.ints.begin(), s.ints.end());
+            return Tensor<double>(mean_cross_entropy(in[0], labels.data()));
         };
         e.samples = [] {
             return std::vector<Sample>{
@@ -282,6 +389,7 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[1, 5], label 2 (batch 1)", {randn({1, 5}, 92)}, {2}},
                 {"[4, 2], labels 1, 0, 1, 1", {randn({4, 2}, 93, 2.0)}, {1, 0, 1, 1}},
                 {"[2, 3], the same label twice", {randn({2, 3}, 94)}, {2, 2}},
+                {"[2, 3, 4], 6 labels in row-major order", {randn({2, 3, 4}, 95)}, {0, 3, 1, 2, 2, 0}},
                 {"large logits", {tensor({2, 3}, {1e3, -1e3, 0.0, 1e4, 1e4, 1e4})}, {1, 0}, {}, false},
                 {"-inf logits away from the labels", {tensor({2, 3}, {-inf, 0.0, 1.0, 2.0, -inf, -inf})}, {2, 0}, {}, false},
             };
@@ -292,7 +400,7 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"[3, 4] with label 4", {randn({3, 4}, 2)}, {0, 4, 1}},
                 {"[3, 4] with label -1", {randn({3, 4}, 3)}, {0, -1, 1}},
                 {"logits [4]", {randn({4}, 4)}, {0}},
-                {"logits [2, 3, 2]", {randn({2, 3, 2}, 5)}, {0, 1}},
+                {"logits [2, 3, 2] with 2 labels (6 positions)", {randn({2, 3, 2}, 5)}, {0, 1}},
             };
         };
         e.nan_inputs = {0};  // the logits; the labels are integers
@@ -390,6 +498,8 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"x [1, 5] (batch 1)", {randn({1, 5}, 134), randn({5}, 135), randn({5}, 136)}},
                 {"x [4], one row", {randn({4}, 137), randn({4}, 138), randn({4}, 139)}},
                 {"x [2, 3, 4]", {randn({2, 3, 4}, 140), randn({4}, 141), randn({4}, 142)}},
+                {"x [2, 1, 3, 5] (rank 4)", {randn({2, 1, 3, 5}, 150), randn({5}, 151), randn({5}, 152)}},
+                {"empty x [2, 0, 3]", {empty({2, 0, 3}), randn({3}, 153), randn({3}, 154)}},
                 {"x [2, 9], more than a SIMD block", {randn({2, 9}, 143, 2.0), randn({9}, 144), randn({9}, 145)}},
                 {"empty x [0, 3]", {empty({0, 3}), randn({3}, 146), randn({3}, 147)}},
                 {"a constant row: beta", {Tensor<double>{2.0, 2.0, 2.0}, randn({3}, 148), randn({3}, 149)}, {}, {}, false},
@@ -401,6 +511,74 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"x [2, 4], beta [5]", {randn({2, 4}, 4), randn({4}, 5), randn({5}, 6)}},
                 {"x [2, 4], gamma [1, 4]", {randn({2, 4}, 7), randn({1, 4}, 8), randn({4}, 9)}},
                 {"x a scalar", {randn({}, 10), randn({1}, 11), randn({1}, 12)}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the labels as {rank, shape..., labels...}, the shape the logits' without the last axis
+        auto e = make("cross_entropy over positions", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::cross_entropy(x[0], int_array(s)); });
+        e.error_name = "cross_entropy";
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            return Tensor<double>(mean_cross_entropy(in[0], int_array(s).data()));
+        };
+        e.samples = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4], labels [2, 3]", {randn({2, 3, 4}, 301)}, ints({2, 3}, {0, 3, 1, 2, 2, 0})},
+                {"[1, 4, 3], labels [1, 4], one class throughout", {randn({1, 4, 3}, 302)}, ints({1, 4}, {1, 1, 1, 1})},
+                {"[2, 1, 2, 5], labels [2, 1, 2]", {randn({2, 1, 2, 5}, 303)}, ints({2, 1, 2}, {4, 0, 2, 3})},
+                {"[3, 4], labels [3] (the rank-2 case)", {randn({3, 4}, 304)}, ints({3}, {0, 3, 1})},
+                {"[5], a 0-d label", {randn({5}, 305)}, ints({}, {2})},
+                {"large logits [1, 2, 3]", {tensor({1, 2, 3}, {1e3, -1e3, 0.0, 1e4, 1e4, 1e4})}, ints({1, 2}, {1, 0}), {}, false},
+            };
+        };
+        e.refused = [] {
+            return std::vector<Sample>{
+                {"[2, 3, 4] with labels [3, 2]", {randn({2, 3, 4}, 1)}, ints({3, 2}, {0, 0, 0, 0, 0, 0})},
+                {"[2, 3, 4] with labels [6]", {randn({2, 3, 4}, 2)}, ints({6}, {0, 0, 0, 0, 0, 0})},
+                {"[2, 3, 4] with labels [2, 3, 4]", {randn({2, 3, 4}, 3)}, ints({2, 3, 4}, std::vector<std::ptrdiff_t>(24, 0))},
+                {"[2, 3, 4] with label 4 at [1, 0]", {randn({2, 3, 4}, 4)}, ints({2, 3}, {0, 1, 2, 4, 0, 0})},
+                {"[2, 3, 4] with label -1", {randn({2, 3, 4}, 5)}, ints({2, 3}, {0, 1, 2, -1, 0, 0})},
+                {"empty [0, 3, 4] with labels [0, 3]", {empty({0, 3, 4})}, ints({0, 3}, {})},
+                {"a scalar with labels []", {randn({}, 6)}, ints({}, {0})},
+            };
+        };
+        e.nan_inputs = {0};
+        table.push_back(e);
+    }
+    {
+        // ints: the ids as {rank, shape..., ids...}
+        auto e = make("embedding", Kind::other, [](const auto& x, const Sample& s) { return ad::embedding(x[0], int_array(s)); });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            const auto ids = int_array(s);
+            const std::size_t D = in[0].shape()[1];
+            Shape ys(ids.shape().begin(), ids.shape().end());
+            ys.push_back(D);
+            Tensor<double> y = empty(ys);
+            for (std::size_t i = 0; i < ids.size(); ++i)
+                for (std::size_t d = 0; d < D; ++d) y.data()[i * D + d] = in[0].data()[std::size_t(ids.data()[i]) * D + d];
+            return y;
+        };
+        e.samples = [] {
+            return std::vector<Sample>{
+                {"[5, 3] by ids [4]: 0, 4, 2, 0 (first, last, repeated)", {randn({5, 3}, 311)}, ints({4}, {0, 4, 2, 0})},
+                {"[5, 3] by ids [2, 3]", {randn({5, 3}, 312)}, ints({2, 3}, {1, 1, 4, 0, 3, 1})},
+                {"[4, 2] by ids [2, 1, 2]", {randn({4, 2}, 313)}, ints({2, 1, 2}, {3, 2, 3, 3})},
+                {"[5, 3] by a 0-d id: [3]", {randn({5, 3}, 314)}, ints({}, {4})},
+                {"[1, 4] by ids [3]: the only row thrice", {randn({1, 4}, 315)}, ints({3}, {0, 0, 0})},
+                {"[5, 3] by empty ids [0]", {randn({5, 3}, 316)}, ints({0}, {}), {}, false},
+                {"[5, 3] by empty ids [2, 0]", {randn({5, 3}, 317)}, ints({2, 0}, {}), {}, false},
+                {"[3, 0] by ids [2]: [2, 0]", {empty({3, 0})}, ints({2}, {2, 0})},
+            };
+        };
+        e.refused = [] {
+            return std::vector<Sample>{
+                {"[5, 3] by id 5", {randn({5, 3}, 1)}, ints({3}, {0, 5, 1})},
+                {"[5, 3] by id -1 at [1, 0]", {randn({5, 3}, 2)}, ints({2, 2}, {0, 1, -1, 2})},
+                {"an empty table [0, 3] by id 0", {empty({0, 3})}, ints({1}, {0})},
+                {"a table [5] of rank 1", {randn({5}, 3)}, ints({1}, {0})},
+                {"a table [2, 3, 4] of rank 3", {randn({2, 3, 4}, 4)}, ints({1}, {0})},
             };
         };
         table.push_back(e);

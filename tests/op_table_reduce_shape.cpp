@@ -79,6 +79,24 @@ std::vector<Sample> bad_axes()
             {"[2, 3] along axis -3", {adtest::randn({2, 3}, 2)}, {-3, 1}}};
 }
 
+// y with y's axis d being x's axis axes[d] (negative axes count from the end), written out:
+// y's element at index j is x's at the index whose axis axes[d] is j[d].
+Tensor<double> permuted(const Tensor<double>& x, const std::vector<std::ptrdiff_t>& axes)
+{
+    const Shape xs = shape_of(x);
+    Shape ys(xs.size());
+    for (std::size_t d = 0; d < xs.size(); ++d) ys[d] = xs[axis_of(axes[d], xs.size())];
+    Tensor<double> y = empty(ys);
+    for_each_index(ys, [&](std::size_t k, const std::vector<std::size_t>& j) {
+        std::vector<std::size_t> i(xs.size());
+        for (std::size_t d = 0; d < xs.size(); ++d) i[axis_of(axes[d], xs.size())] = j[d];
+        std::size_t at = 0;
+        for (std::size_t d = 0; d < xs.size(); ++d) at = at * xs[d] + i[d];
+        y.data()[k] = x.data()[at];
+    });
+    return y;
+}
+
 }  // namespace
 
 void add_reduce_shape_ops(std::vector<Entry>& table)
@@ -593,6 +611,69 @@ void add_reduce_shape_ops(std::vector<Entry>& table)
                 {"[4, 3] along axis 2", {randn({4, 3}, 3)}, {2, 0}},
                 {"a scalar", {randn({}, 4)}, {0, 0}},
                 {"empty [0, 3] row 0", {empty({0, 3})}, {0, 0}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the axes; y's axis d is x's axis ints[d]
+        auto e = make("permute", Kind::other, [](const auto& x, const Sample& s) { return ad::permute(x[0], s.ints); });
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) { return permuted(in[0], s.ints); };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[2, 3, 4] to 2, 0, 1", {randn({2, 3, 4}, 151)}, {2, 0, 1}},
+                {"[2, 3, 4, 5] to 0, 2, 1, 3 (heads)", {randn({2, 3, 4, 5}, 152)}, {0, 2, 1, 3}},
+                {"[2, 3, 4] to -1, -3, -2", {randn({2, 3, 4}, 153)}, {-1, -3, -2}},
+                {"[2, 3] to 1, 0", {randn({2, 3}, 154)}, {1, 0}},
+                {"[2, 3, 4] to 0, 1, 2 (the identity)", {randn({2, 3, 4}, 155)}, {0, 1, 2}},
+                {"[5] to 0", {randn({5}, 156)}, {0}},
+                {"scalar, no axes", {randn({}, 157)}, {}},
+                {"empty [2, 0, 3] to 2, 1, 0", {empty({2, 0, 3})}, {2, 1, 0}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[2, 3, 4] to 0, 0, 1 (repeated)", {randn({2, 3, 4}, 1)}, {0, 0, 1}},
+                {"[2, 3, 4] to 0, 1, 3 (out of range)", {randn({2, 3, 4}, 2)}, {0, 1, 3}},
+                {"[2, 3, 4] to 0, -4, 1 (out of range)", {randn({2, 3, 4}, 3)}, {0, -4, 1}},
+                {"[2, 3, 4] to 1, 0 (too few)", {randn({2, 3, 4}, 4)}, {1, 0}},
+                {"[2, 3] to 2, 0, 1 (too many)", {randn({2, 3}, 5)}, {2, 0, 1}},
+                {"[2, 3] to 1, -1 (the same axis twice)", {randn({2, 3}, 6)}, {1, -1}},
+            };
+        };
+        table.push_back(e);
+    }
+    {
+        // ints: the two axes to swap
+        auto e = make("transpose of two axes", Kind::other,
+                      [](const auto& x, const Sample& s) { return ad::transpose(x[0], s.ints[0], s.ints[1]); });
+        e.error_name = "transpose";
+        e.reference = [](const std::vector<Tensor<double>>& in, const Sample& s) {
+            std::vector<std::ptrdiff_t> axes;
+            const auto r = std::ptrdiff_t(in[0].dimension());
+            for (std::ptrdiff_t d = 0; d < r; ++d) axes.push_back(d);
+            std::swap(axes[axis_of(s.ints[0], std::size_t(r))], axes[axis_of(s.ints[1], std::size_t(r))]);
+            return permuted(in[0], axes);
+        };
+        e.samples = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[2, 3, 4] axes 1 and 2", {randn({2, 3, 4}, 161)}, {1, 2}},
+                {"[2, 3, 4, 5] axes 1 and 2 (heads)", {randn({2, 3, 4, 5}, 162)}, {1, 2}},
+                {"[2, 3, 4] axes -1 and -2", {randn({2, 3, 4}, 163)}, {-1, -2}},
+                {"[2, 3, 4] axes 2 and 0", {randn({2, 3, 4}, 164)}, {2, 0}},
+                {"[2, 3] axes 0 and 0 (the identity)", {randn({2, 3}, 165)}, {0, 0}},
+                {"empty [0, 3, 2] axes 0 and 2", {empty({0, 3, 2})}, {0, 2}},
+            };
+        };
+        e.refused = [] {
+            using adtest::randn;
+            return std::vector<Sample>{
+                {"[2, 3, 4] axes 1 and 3", {randn({2, 3, 4}, 1)}, {1, 3}},
+                {"[2, 3, 4] axes -4 and 0", {randn({2, 3, 4}, 2)}, {-4, 0}},
+                {"a scalar, axes 0 and 0", {randn({}, 3)}, {0, 0}},
             };
         };
         table.push_back(e);

@@ -47,7 +47,7 @@ TEST_CASE("binary ops refuse shapes that do not broadcast, naming both", "[error
     CHECK(tape.size() == before + 1);  // only c was recorded
 }
 
-TEST_CASE("matmul refuses inner dimensions that do not chain, and operands that are not matrices or vectors", "[errors]")
+TEST_CASE("matmul refuses inner dimensions that do not chain, batch axes that do not broadcast, scalars and transposed vectors", "[errors]")
 {
     Tape<double> tape;
     const auto A = tape.variable(randn({2, 3}, 4)), B = tape.variable(randn({4, 5}, 5));
@@ -57,8 +57,12 @@ TEST_CASE("matmul refuses inner dimensions that do not chain, and operands that 
     REQUIRE_ERROR(ad::matmul(A, v), Contains("matmul") && Contains("[2, 3]") && Contains("[4]"));
     REQUIRE_ERROR(ad::matmul(v, A), Contains("matmul") && Contains("[4]") && Contains("[2, 3]"));
     const auto T3 = tape.variable(randn({2, 3, 4}, 7));
-    REQUIRE_ERROR(ad::matmul(T3, v), Contains("matmul") && Contains("matrices or vectors") && Contains("[2, 3, 4]"));
+    REQUIRE_ERROR(ad::matmul(T3, tape.variable(randn({3, 4, 2}, 8))),
+                  Contains("matmul") && Contains("[2, 3, 4] and [3, 4, 2]") && Contains("batch axes") && Contains("[2] against [3]"));
+    REQUIRE_ERROR(ad::matmul(T3, A), Contains("matmul") && Contains("[2, 3, 4] and [2, 3]") && Contains("4 and 2"));
+    REQUIRE_ERROR(ad::matmul(tape.variable(randn({}, 9)), T3), Contains("matmul") && Contains("rank >= 1") && Contains("[] and [2, 3, 4]"));
     REQUIRE_ERROR(ad::matmul(v, v, ad::transpose_a), Contains("matmul") && Contains("transposes only of matrices") && Contains("[4]"));
+    REQUIRE_ERROR(ad::matmul(T3, v, ad::transpose_b), Contains("matmul") && Contains("transposes only of matrices") && Contains("[2, 3, 4] and [4]^T"));
 }
 
 TEST_CASE("concat needs equal shapes apart from the axis", "[errors]")

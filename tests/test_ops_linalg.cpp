@@ -187,3 +187,60 @@ TEST_CASE("matrix-vector products large enough to run in blocks equal the sum th
     require_first_order_gradcheck([](const Vars& in) { return ad::sum(ad::tanh(ad::affine(in[0], in[1], in[2]))); },
                                   {row, Wt, randn({50}, 5)});
 }
+
+// [2, 2, 2] x [2, 2, 2]: product b is A_b B_b, worked by hand. With A_0 = [[1, 2], [3, 4]],
+// B_0 = I; A_1 = [[5, 6], [7, 8]], B_1 = [[1, 2], [0, 1]]. For L = sum(C): dA_b[i][p] = sum_j
+// B_b[p][j] (the row sums of B_b) and dB_b[p][j] = sum_i A_b[i][p] (the column sums of A_b).
+TEST_CASE("batched matmul of [2, 2, 2] by [2, 2, 2] is one product per batch element, by hand", "[ops][linalg][batched]")
+{
+    const Tensor<double> a = {{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}}, b = {{{1, 0}, {0, 1}}, {{1, 2}, {0, 1}}};
+    Tape<double> tape;
+    const auto A = tape.variable(a), B = tape.variable(b);
+    const auto C = ad::matmul(A, B);
+    const Tensor<double> want = {{{1, 2}, {3, 4}}, {{5, 16}, {7, 22}}};
+    CHECK_THAT(C.value(), Equals(want));
+    const auto g = ad::grad(ad::sum(C), {A, B});
+    CHECK_THAT(g[0], Equals(Tensor<double>{{{1, 1}, {1, 1}}, {{3, 1}, {3, 1}}}));
+    CHECK_THAT(g[1], Equals(Tensor<double>{{{4, 4}, {6, 6}}, {{12, 12}, {14, 14}}}));
+}
+
+// One matrix for the whole batch: its gradient is the sum over the batch. With B = ones [2, 2],
+// dB[p][j] = sum_{b, i} A_b[i][p] = (1 + 3 + 5 + 7, 2 + 4 + 6 + 8) = (16, 20) down each row;
+// B^T A_b^T = (A_b B)^T has the same sum and so the same gradients.
+TEST_CASE("batched matmul with a matrix shared by the batch sums its gradient over the batch", "[ops][linalg][batched]")
+{
+    const Tensor<double> a = {{{1, 2}, {3, 4}}, {{5, 6}, {7, 8}}};
+    Tape<double> tape;
+    const auto A = tape.variable(a), B = tape.variable(Tensor<double>(xt::ones<double>({2, 2})));
+    for (const bool shared_left : {false, true}) {
+        // [2, 2, 2] x [2, 2] (folded into one GEMM), and [2, 2] x [2, 2, 2] read with stride 0
+        const auto C = shared_left ? ad::matmul(B, A, ad::transpose_a | ad::transpose_b) : ad::matmul(A, B);
+        REQUIRE(C.shape() == Shape{2, 2, 2});
+        const auto g = ad::grad(ad::sum(C), {A, B});
+        CHECK_THAT(g[0], Equals(Tensor<double>(xt::full_like(a, 2.0))));
+        CHECK_THAT(g[1], Equals(Tensor<double>{{16, 16}, {20, 20}}));
+    }
+}
+
+// [1, T, d] x [B, d, T] broadcasts the left operand over B = 3 batch elements, and [B, T, E] x [E]
+// keeps one column per batch element: each result against 2-D products of the slices.
+TEST_CASE("batched matmul broadcasts batch axes of size 1 and promotes vectors as torch.matmul does",
+          "[ops][linalg][batched]")
+{
+    const Tensor<double> a = randn({1, 2, 3}, 31), b = randn({3, 3, 2}, 32), v = randn({2}, 33);
+    Tape<double> tape;
+    const auto C = ad::matmul(tape.variable(a), tape.variable(b));
+    REQUIRE(C.shape() == Shape{3, 2, 2});
+    const Tensor<double> a0 = xt::view(a, 0);
+    for (std::size_t k = 0; k < 3; ++k) {
+        const Tensor<double> bk = xt::view(b, k), ck = xt::view(C.value(), k);
+        CHECK(xt::allclose(ck, product(a0, bk), 1e-14, 1e-14));
+    }
+    const auto y = ad::matmul(tape.variable(b), tape.variable(v));  // [3, 3, 2] x [2] -> [3, 3]
+    REQUIRE(y.shape() == Shape{3, 3});
+    const Tensor<double> column = as(v, {2, 1});
+    for (std::size_t k = 0; k < 3; ++k) {
+        const Tensor<double> bk = xt::view(b, k), yk = xt::view(y.value(), k);
+        CHECK(xt::allclose(yk, as(product(bk, column), {3}), 1e-14, 1e-14));
+    }
+}

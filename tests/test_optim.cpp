@@ -287,6 +287,33 @@ TEST_CASE("schedules: closed forms at their landmarks, set_epoch and bad argumen
     CHECK_THROWS_WITH(nn::CosineLR<double>(opt, 5, -1.0), Contains("eta_min"));
 }
 
+TEST_CASE("warm-up then cosine: the closed form at its landmarks, the scheduler and bad arguments", "[optim][schedule]")
+{
+    // base 0.1, 10 warm-up steps of 110: a linear ramp 0.01, 0.02, ..., 0.1, then half a cosine
+    // period over the remaining 100 steps, then eta_min for good.
+    CHECK(nn::warmup_cosine_lr(0.1, 0, 10, 110, 0) == Approx(0.01).epsilon(1e-15));
+    CHECK(nn::warmup_cosine_lr(0.1, 4, 10, 110, 0) == Approx(0.05).epsilon(1e-15));
+    CHECK(nn::warmup_cosine_lr(0.1, 9, 10, 110, 0) == Approx(0.1).epsilon(1e-15));
+    CHECK(nn::warmup_cosine_lr(0.1, 10, 10, 110, 0) == Approx(0.1).epsilon(1e-15));
+    CHECK(nn::warmup_cosine_lr(0.1, 35, 10, 110, 0) == Approx(0.05 * (1 + std::sqrt(0.5))).epsilon(1e-14));
+    CHECK(nn::warmup_cosine_lr(0.1, 60, 10, 110, 0.001) == Approx(0.0505).epsilon(1e-14));  // half way: the mean
+    CHECK(nn::warmup_cosine_lr(0.1, 110, 10, 110, 0.001) == Approx(0.001).epsilon(1e-14));
+    CHECK(nn::warmup_cosine_lr(0.1, 500, 10, 110, 0.001) == 0.001);  // stays at the floor, no second period
+    CHECK(nn::warmup_cosine_lr(0.1, 0, 0, 10, 0) == Approx(0.1).epsilon(1e-15));  // no warm-up: the cosine
+
+    Parameter<double> p(Tensor<double>{1.0});
+    nn::SGD<double> opt({{"p", &p}}, [] { nn::SGDOptions o; o.lr = 0.1; return o; }());
+    nn::WarmupCosineLR<double> sched(opt, 10, 110);
+    CHECK(opt.lr() == Approx(0.01).epsilon(1e-15));  // the first step's rate, set when made
+    for (int i = 0; i < 60; ++i) sched.step();
+    CHECK(opt.lr() == Approx(0.05).epsilon(1e-14));
+    CHECK(sched.base_lr() == 0.1);
+
+    CHECK_THROWS_WITH(nn::warmup_cosine_lr(0.1, 0, 10, 10, 0), Contains("warmup_cosine_lr") && Contains("shorter"));
+    CHECK_THROWS_WITH(nn::WarmupCosineLR<double>(opt, 20, 5), Contains("WarmupCosineLR") && Contains("20 steps"));
+    CHECK_THROWS_WITH(nn::WarmupCosineLR<double>(opt, 2, 5, -1.0), Contains("eta_min"));
+}
+
 TEST_CASE("weight decay skips biases by default (seed 001) and follows a selector", "[optim]")
 {
     using P = Parameter<double>;
