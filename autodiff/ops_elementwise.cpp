@@ -480,7 +480,7 @@ Var<T> detach(const Var<T>& x)
 AD_INSTANTIATE(detach, sig::Unary)
 
 namespace {
-// The broadcast shape of a constant mask and the inputs, or an error naming the op and all shapes.
+// Checks that a constant mask and the inputs broadcast together, or throws naming the op and all shapes.
 template <class T, class S>
 void check_mask_broadcast(const char* op, const S& mask, std::initializer_list<Var<T>> xs)
 {

@@ -1,4 +1,4 @@
-// Ops that move elements without arithmetic (reshape, slice, concat, broadcast, gather), declared
+// Ops that move elements without arithmetic (reshape, slice, concat, broadcast, gather, permute), declared
 // for T = float and T = double; definitions, each with its vector-Jacobian product beside it, are
 // in ops_shape.cpp.
 #pragma once

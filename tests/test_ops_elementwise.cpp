@@ -415,3 +415,54 @@ TEST_CASE("clamp passes the gradient at lo and at hi, boundaries included", "[op
     CHECK_THAT(y.value(), Equals({-1.0, -1.0, 0.0, 1.0, 1.0}));
     CHECK_THAT(ad::grad(ad::sum(y), {x})[0], Equals({0.0, 1.0, 1.0, 1.0, 0.0}));
 }
+
+// A causal mask over attention scores: masked_fill with -inf, then softmax along the last axis.
+// Row t weighs positions 0..t equally when the scores are equal (1 / (t + 1) each), and the
+// masked positions get weight 0 and no gradient.
+TEST_CASE("masked_fill with -inf before softmax is a causal mask: zero weight and zero gradient above the diagonal",
+          "[ops][elementwise][where]")
+{
+    xt::xarray<bool> above = xt::xarray<bool>::from_shape({3, 3});
+    for (std::size_t i = 0; i < 3; ++i)
+        for (std::size_t j = 0; j < 3; ++j) above(i, j) = j > i;
+    Tape<double> tape;
+    const auto s = tape.variable(Tensor<double>(xt::zeros<double>({2, 3, 3})));
+    const auto w = ad::softmax(ad::masked_fill(s, above, -std::numeric_limits<double>::infinity()), -1);
+    for (std::size_t b = 0; b < 2; ++b)
+        for (std::size_t i = 0; i < 3; ++i)
+            for (std::size_t j = 0; j < 3; ++j) CHECK(w.value()(b, i, j) == (j > i ? 0.0 : 1.0 / double(i + 1)));
+    const auto g = ad::grad(ad::sum(w * tape.constant(randn({2, 3, 3}, 81))), {s})[0];
+    for (std::size_t b = 0; b < 2; ++b)
+        for (std::size_t i = 0; i < 3; ++i)
+            for (std::size_t j = i + 1; j < 3; ++j) CHECK(g(b, i, j) == 0.0);
+}
+
+TEST_CASE("where routes the gradient by the mask: to a where it is true, to b elsewhere, summed to each shape",
+          "[ops][elementwise][where]")
+{
+    const xt::xarray<bool> mask = {{true, false, true}, {false, false, true}};
+    Tape<double> tape;
+    const auto a = tape.variable(Tensor<double>{1, 2, 3}), b = tape.variable(Tensor<double>{10});
+    const auto y = ad::where(mask, a, b);
+    CHECK_THAT(y.value(), Equals(Tensor<double>{{1, 10, 3}, {10, 10, 3}}));
+    const auto g = ad::grad(ad::sum(y), {a, b});
+    CHECK_THAT(g[0], Equals({1, 0, 2}));  // a's column 0 picked once, column 2 twice
+    CHECK_THAT(g[1], Equals({3}));        // b picked three times
+    const Tensor<double> mask01 = {{1, 0, 1}, {0, 0, 1}};
+    CHECK_THAT(ad::where(mask01, a, b).value(), Equals(y.value()));
+}
+
+TEST_CASE("where and masked_fill name the shapes that do not broadcast and a 0/1 mask's stray value", "[ops][elementwise][where][errors]")
+{
+    using Catch::Matchers::Contains;
+    Tape<double> tape;
+    const auto a = tape.variable(randn({2, 3}, 82)), b = tape.variable(randn({3}, 83));
+    const xt::xarray<bool> m4 = xt::xarray<bool>::from_shape({4, 1});
+    CHECK_THROWS_AS(ad::where(m4, a, b), ad::Error);
+    CHECK_THROWS_WITH(ad::where(m4, a, b), Contains("where (tape position 2): cannot broadcast the mask [4, 1] and [2, 3] and [3]"));
+    CHECK_THROWS_WITH(ad::masked_fill(a, m4, 0.0), Contains("masked_fill (tape position 2): cannot broadcast the mask [4, 1] and [2, 3]"));
+    const Tensor<double> half = {{1, 0, 0.5}, {0, 1, 1}};
+    CHECK_THROWS_AS(ad::where(half, a, b), ad::Error);
+    CHECK_THROWS_WITH(ad::where(half, a, b), Contains("where (tape position 2): a mask of numbers must hold 0 or 1, found 0.5") &&
+                                                 Contains("position 2 of the mask [2, 3]"));
+}

@@ -244,3 +244,31 @@ TEST_CASE("batched matmul broadcasts batch axes of size 1 and promotes vectors a
         CHECK(xt::allclose(yk, as(product(bk, column), {3}), 1e-14, 1e-14));
     }
 }
+
+// Steady state of an attention-shaped step: a [B, T, E] x [E, F] projection (folded into one
+// GEMM), q k^T over the batch ([B, T, F] x [B, T, F]^T) and a product with a matrix broadcast
+// on the left. After the first step every buffer (outputs, saved tensors, parameter gradients)
+// keeps its address: the batched products allocate nothing per step.
+TEST_CASE("a training step through batched matmuls allocates no new buffers after the first", "[ops][linalg][batched]")
+{
+    Tape<float> tape;
+    ad::Parameter<float> W(xt::cast<float>(randn({4, 3}, 41))), M(xt::cast<float>(randn({2, 2}, 42)));
+    const Tensor<float> x = xt::cast<float>(randn({2, 2, 4}, 43));
+    std::vector<const float*> first;
+    for (int step = 0; step < 3; ++step) {
+        tape.clear();
+        W.zero_grad(), M.zero_grad();
+        const auto h = ad::matmul(tape.constant(x), tape.param(W));         // [2, 2, 3]
+        const auto s = ad::matmul(h, h, ad::transpose_b);                    // [2, 2, 2]
+        const auto loss = ad::sum(ad::tanh(ad::matmul(tape.param(M), s)));  // [2, 2] x [2, 2, 2]
+        ad::backward(loss);
+        std::vector<const float*> now{W.grad.data(), M.grad.data()};
+        for (std::size_t i = 0; i < tape.size(); ++i) {
+            now.push_back(tape.record(i).value.data());
+            if (const auto* saved = tape.saved_of(tape.record(i)))
+                for (const auto& t : saved->tensors) now.push_back(t.data());
+        }
+        if (step == 1) first = now;
+        if (step == 2) CHECK(now == first);
+    }
+}

@@ -397,3 +397,55 @@ TEST_CASE("affine refuses shapes that do not fit x W^T + b", "[ops][nn][affine][
                       Catch::Contains("affine") && Catch::Contains("x [4, 2]") && Catch::Contains("[out, in]"));
     CHECK_THROWS_AS(ad::affine(tape.constant(randn({2, 4, 3}, 51)), W, tape.constant(randn({5}, 52))), ad::Error);
 }
+
+// Table [3, 2], ids [[0, 2], [0, 0]]: the result is those rows, and the gradient of its sum counts
+// each row's uses (row 0 three times, row 1 never, row 2 once) in every column.
+TEST_CASE("embedding picks table rows by ids of any shape and adds the gradients of repeated ids", "[ops][nn][embedding]")
+{
+    Tape<double> tape;
+    const auto table = tape.variable(Tensor<double>{{1, 2}, {3, 4}, {5, 6}});
+    const xt::xarray<std::int64_t> ids = {{0, 2}, {0, 0}};
+    const auto y = ad::embedding(table, ids);
+    CHECK_THAT(y.value(), Equals(Tensor<double>{{{1, 2}, {5, 6}}, {{1, 2}, {1, 2}}}));
+    CHECK_THAT(ad::grad(ad::sum(y), {table})[0], Equals(Tensor<double>{{3, 3}, {0, 0}, {1, 1}}));
+    const auto one = ad::embedding(table, xt::xarray<std::int64_t>(2));  // a 0-d id: one row
+    CHECK_THAT(one.value(), Equals({5, 6}));
+}
+
+TEST_CASE("embedding names the id, its position and the table size it refuses; cross_entropy the label shape",
+          "[ops][nn][embedding][errors]")
+{
+    using Catch::Matchers::Contains;
+    Tape<double> tape;
+    const auto table = tape.variable(randn({5, 3}, 91));
+    const xt::xarray<std::int64_t> bad = {{0, 1}, {7, 2}};
+    CHECK_THROWS_AS(ad::embedding(table, bad), ad::Error);
+    CHECK_THROWS_WITH(ad::embedding(table, bad),
+                      Contains("embedding (tape position 1): id 7 at position [1, 0] of ids [2, 2] is out of range "
+                               "for a table of 5 rows [5, 3]; expected 0 <= id < 5"));
+    CHECK_THROWS_WITH(ad::embedding(tape.variable(randn({5}, 92)), bad),
+                      Contains("embedding") && Contains("rank 2") && Contains("[5]"));
+    const auto logits = tape.variable(randn({2, 3, 4}, 93));
+    const xt::xarray<std::int64_t> labels = xt::zeros<std::int64_t>({3, 2});
+    CHECK_THROWS_AS(ad::cross_entropy(logits, labels), ad::Error);
+    CHECK_THROWS_WITH(ad::cross_entropy(logits, labels),
+                      Contains("cross_entropy (tape position 3): labels of shape [3, 2] do not fit logits [2, 3, 4]"));
+}
+
+// [B, T, V] logits against [B, T] labels is the rank-2 loss over the B T rows: the same value
+// and, reshaped, the same gradient.
+TEST_CASE("cross_entropy over [2, 3, 4] logits equals the rank-2 loss over the 6 rows", "[ops][nn]")
+{
+    const Tensor<double> x = randn({2, 3, 4}, 94);
+    const xt::xarray<std::int64_t> labels = {{0, 3, 1}, {2, 2, 0}};
+    Tape<double> tape;
+    const auto X = tape.variable(x);
+    Tensor<double> rows = x;
+    rows.reshape({6, 4});
+    const auto R = tape.variable(rows);
+    const auto l3 = ad::cross_entropy(X, labels), l2 = ad::cross_entropy(R, {0, 3, 1, 2, 2, 0});
+    CHECK(l3.item() == Approx(l2.item()).epsilon(1e-14));
+    Tensor<double> g3 = ad::grad(l3, {X})[0];
+    g3.reshape({6, 4});
+    CHECK(xt::allclose(g3, ad::grad(l2, {R})[0], 1e-14, 1e-14));
+}

@@ -286,3 +286,43 @@ TEST_CASE("index_select, index_add and select name the op, the shape and the ind
     CHECK_THROWS_WITH(ad::index_add(x, 0, {0, 4}, 4), Contains("index_add") && Contains("index 4") &&
                                                           Contains("size 4"));
 }
+
+TEST_CASE("transpose(x, 1, 2) of [2, 3, 4] is y(i, k, j) = x(i, j, k), and permute is its general form", "[ops][shape]")
+{
+    const Tensor<double> x = randn({2, 3, 4}, 71);
+    Tape<double> tape;
+    const auto X = tape.variable(x);
+    const auto y = ad::transpose(X, 1, -1), p = ad::permute(X, {2, 0, 1});
+    REQUIRE(y.shape() == Shape{2, 4, 3});
+    REQUIRE(p.shape() == Shape{4, 2, 3});
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j)
+            for (std::size_t k = 0; k < 4; ++k) {
+                CHECK(y.value()(i, k, j) == x(i, j, k));
+                CHECK(p.value()(k, i, j) == x(i, j, k));
+            }
+    // a weighted sum picks each element's weight back: d/dx sum(w * permute(x)) = w permuted back
+    const Tensor<double> w = randn({4, 2, 3}, 72);
+    const auto g = ad::grad(ad::sum(p * tape.constant(w)), {X})[0];
+    for (std::size_t i = 0; i < 2; ++i)
+        for (std::size_t j = 0; j < 3; ++j)
+            for (std::size_t k = 0; k < 4; ++k) CHECK(g(i, j, k) == w(k, i, j));
+}
+
+TEST_CASE("permute and transpose(x, a, b) name the shape and the axes they refuse", "[ops][shape][errors]")
+{
+    using Catch::Matchers::Contains;
+    Tape<double> tape;
+    const auto x = tape.variable(randn({2, 3, 4}, 73));
+    CHECK_THROWS_AS(ad::permute(x, {0, 0, 1}), ad::Error);
+    CHECK_THROWS_WITH(ad::permute(x, {0, 0, 1}),
+                      Contains("permute (tape position 1): axes [0, 0, 1] are not a permutation of the 3 axes of "
+                               "shape [2, 3, 4]"));
+    CHECK_THROWS_WITH(ad::permute(x, {0, 1, 3}), Contains("axes [0, 1, 3]") && Contains("-3 <= axis < 3"));
+    CHECK_THROWS_WITH(ad::permute(x, {1, 0}), Contains("axes [1, 0]") && Contains("[2, 3, 4]"));
+    CHECK_THROWS_AS(ad::transpose(x, 1, 3), ad::Error);
+    CHECK_THROWS_WITH(ad::transpose(x, 1, 3),
+                      Contains("transpose (tape position 1): axes 1 and 3 to swap: axis 3 is out of range for shape "
+                               "[2, 3, 4] (expected -3 <= axis < 3)"));
+    CHECK(tape.size() == 1);  // nothing refused was recorded
+}
