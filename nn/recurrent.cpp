@@ -49,16 +49,10 @@ std::string RecurrentBase<T>::describe() const
 }
 
 template <class T>
-std::vector<Var<T>> RecurrentBase<T>::initial(const Var<T>& given, const char* which, const Var<T>& x,
-                                              std::size_t batch)
+void RecurrentBase<T>::check_state(const Var<T>& given, const char* which, const Var<T>& x, std::size_t batch) const
 {
+    if (!given.anchor()) return;
     const std::size_t L = layers_.size(), H = hidden_size_;
-    std::vector<Var<T>> out;
-    if (!given.anchor()) {
-        const Var<T> zeros = x.tape().constant(Tensor<T>(xt::zeros<T>({batch, H})));
-        out.assign(L, zeros);
-        return out;
-    }
     const std::string what = std::string(name_) + ": the initial state " + which;
     if (&tape_of(given, what.c_str()) != &x.tape())
         throw Error(what + " is recorded on another tape than the input; record its value on the input's "
@@ -66,6 +60,15 @@ std::vector<Var<T>> RecurrentBase<T>::initial(const Var<T>& given, const char* w
     if (!detail::same_shape(given.shape(), Shape{L, batch, H}))
         throw Error(what + " has shape " + shape_str(given.shape()) + ", expected [num_layers, batch, hidden_size] = " +
                     shape_str(Shape{L, batch, H}) + " for the input " + shape_str(x.shape()));
+}
+
+template <class T>
+std::vector<Var<T>> RecurrentBase<T>::initial(const Var<T>& given, const Var<T>& x, std::size_t batch)
+{
+    const std::size_t L = layers_.size();
+    if (!given.anchor())
+        return std::vector<Var<T>>(L, x.tape().constant(Tensor<T>(xt::zeros<T>({batch, hidden_size_}))));
+    std::vector<Var<T>> out;
     for (std::size_t k = 0; k < L; ++k) out.push_back(select(given, 0, static_cast<std::ptrdiff_t>(k)));
     return out;
 }
@@ -84,9 +87,12 @@ RecurrentResult<T> RecurrentBase<T>::forward(const Var<T>& x, const RecurrentSta
         throw Error(name + ": input has shape " + shape_str(x.shape()) + ", expected a non-empty batch and sequence");
     if (!has_cell_ && state.c.anchor())
         throw Error(name + ": an initial cell state c was given, but only an LSTM has one");
-    std::vector<Var<T>> h = initial(state.h, "h", x, B);
+    // Everything checked before anything is recorded.
+    check_state(state.h, "h", x, B);
+    check_state(state.c, "c", x, B);
+    std::vector<Var<T>> h = initial(state.h, x, B);
     std::vector<Var<T>> c;
-    if (has_cell_) c = initial(state.c, "c", x, B);
+    if (has_cell_) c = initial(state.c, x, B);
 
     RecurrentResult<T> r;
     Var<T> seq = x;

@@ -94,8 +94,10 @@ private:
         Parameter<T>* b_hh = nullptr;
     };
     Layer& layer_at(std::size_t layer);
+    // A given h0 or c0: on x's tape, of shape [num_layers, batch, hidden_size].
+    void check_state(const Var<T>& given, const char* which, const Var<T>& x, std::size_t batch) const;
     // h0 or c0 for every layer: the given [L, B, H] tensor split along axis 0, or zeros.
-    std::vector<Var<T>> initial(const Var<T>& given, const char* which, const Var<T>& x, std::size_t batch);
+    std::vector<Var<T>> initial(const Var<T>& given, const Var<T>& x, std::size_t batch);
 
     const char* name_;
     std::size_t gates_;

@@ -222,8 +222,11 @@ TEST_CASE("recurrent layers refuse wrong inputs and states with the module and s
                       Contains("GRU") && Contains("non-empty"));
     CHECK_THROWS_WITH(lstm.forward(x, {tape.constant(randn({1, 2, 4}, 2)), {}}),
                       Contains("LSTM: the initial state h has shape [1, 2, 4]") && Contains("[2, 2, 4]"));
-    CHECK_THROWS_WITH(lstm.forward(x, {{}, tape.constant(randn({2, 3, 4}, 2))}),
+    const auto good_h = tape.constant(randn({2, 2, 4}, 2)), bad_c = tape.constant(randn({2, 3, 4}, 2));
+    const std::size_t records = tape.size();
+    CHECK_THROWS_WITH(lstm.forward(x, {good_h, bad_c}),
                       Contains("LSTM: the initial state c has shape [2, 3, 4]") && Contains("[2, 2, 4]"));
+    CHECK(tape.size() == records);  // checked before anything was recorded
     CHECK_THROWS_WITH(gru.forward(x, {{}, tape.constant(randn({1, 2, 4}, 2))}),
                       Contains("GRU") && Contains("only an LSTM"));
     Tape<double> other;
