@@ -18,6 +18,7 @@
 #include "nn/module.hpp"
 #include "nn/npz.hpp"
 #include "nn/optim.hpp"
+#include "nn/recurrent.hpp"
 #include "nn/residual.hpp"
 #include "nn/sampler.hpp"
 #include "nn/schedule.hpp"
