@@ -26,15 +26,23 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
     auto& y = op.out();
     y.resize(x.shape());
     const T* xp = x.value().data();
-    for_each_slice(xp, d, [&](std::size_t o, std::size_t i, T m, T s) {
-        for (std::size_t j = 0; j < d.n; ++j) y.data()[d.at(o, j, i)] = std::exp(xp[d.at(o, j, i)] - m) / s;
-    });
+    if (d.inner == 1)  // the last axis (attention's, a classifier's): contiguous rows
+        for (std::size_t o = 0; o < d.outer; ++o) kernels::softmax_row(xp + o * d.n, y.data() + o * d.n, d.n);
+    else
+        for_each_slice(xp, d, [&](std::size_t o, std::size_t i, T m, T s) {
+            for (std::size_t j = 0; j < d.n; ++j) y.data()[d.at(o, j, i)] = std::exp(xp[d.at(o, j, i)] - m) / s;
+        });
     return op.done(
         [ax](Vjp<T>& v) {
             const AxisLoop d(v.y.shape(), ax);
             bool first;
             T* dx = v.slot(0, first).data();
             const T *y = v.y.data(), *g = v.g.data();
+            if (d.inner == 1) {
+                for (std::size_t o = 0; o < d.outer; ++o)
+                    kernels::softmax_row_dx(y + o * d.n, g + o * d.n, dx + o * d.n, first, d.n);
+                return;
+            }
             kernels::for_each_slice_sum(
                 d, [&](std::size_t k) { return g[k] * y[k]; },
                 [&](std::size_t k, T s) { dx[k] = (first ? T(0) : dx[k]) + y[k] * (g[k] - s); });
@@ -328,7 +336,10 @@ Var<T> cross_entropy(const Var<T>& logits, const xt::xarray<std::int64_t>& label
     if (s.empty() || ls.size() + 1 != s.size() || !std::equal(ls.begin(), ls.end(), s.begin()))
         fail("cross_entropy", logits, "labels of shape " + shape_str(ls) + " do not fit logits " + shape_str(s) +
                                           "; expected the logits' shape without its last (classes) axis");
-    const std::vector<std::int64_t> flat(labels.begin(), labels.end());
+    // The row-major labels for the vector form, in a buffer kept between calls so that a
+    // training step allocates nothing (the vector form copies what it keeps).
+    thread_local std::vector<std::int64_t> flat;
+    flat.assign(labels.begin(), labels.end());
     if (s.size() == 1) return cross_entropy(reshape(logits, {1, s[0]}), flat);  // one position
     return cross_entropy(logits, flat);
 }
@@ -348,7 +359,8 @@ Var<T> embedding(const Var<T>& table, const xt::xarray<std::int64_t>& ids)
         fail("embedding", table, "the table must be [num_embeddings, dim] (rank 2), got shape " + shape_str(ts) +
                                      " (ids of shape " + shape_str(ids.shape()) + ")");
     const std::size_t V = ts[0];
-    std::vector<std::size_t> rows(ids.size());
+    thread_local std::vector<std::size_t> rows;  // kept between calls: a step allocates nothing
+    rows.resize(ids.size());
     for (std::size_t i = 0; i < ids.size(); ++i) {
         const std::int64_t id = ids.data()[i];
         if (id < 0 || std::uint64_t(id) >= V) {

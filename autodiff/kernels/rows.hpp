@@ -64,6 +64,44 @@ T sum_centred(const T* x, T c, std::size_t n)
     return total;
 }
 
+// y = softmax(x) over one contiguous row of n: exp(x - max) computed once, in SIMD lanes, then
+// scaled by 1 / sum. A row holding a NaN gives NaN throughout (its max is NaN).
+template <class T>
+void softmax_row(const T* __restrict x, T* __restrict y, std::size_t n)
+{
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::size_t j = 0; j < n; ++j) m = x[j] > m || x[j] != x[j] ? x[j] : m;
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vm(m);
+    Batch<T> acc(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> e = xsimd::exp(Batch<T>::load_unaligned(x + j) - vm);
+        e.store_unaligned(y + j);
+        acc += e;
+    }
+    T s = xsimd::hadd(acc);
+    for (; j < n; ++j) s += (y[j] = std::exp(x[j] - m));
+    const T r = T(1) / s;
+    for (j = 0; j < n; ++j) y[j] *= r;
+}
+
+// softmax's VJP over one contiguous row: dx (+)= y (g - sum_j g_j y_j).
+template <class T>
+void softmax_row_dx(const T* __restrict y, const T* __restrict g, T* __restrict dx, bool first, std::size_t n)
+{
+    constexpr std::size_t W = Batch<T>::size;
+    Batch<T> acc(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) acc += Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(y + j);
+    T s = xsimd::hadd(acc);
+    for (; j < n; ++j) s += g[j] * y[j];
+    if (first)
+        for (j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - s);
+    else
+        for (j = 0; j < n; ++j) dx[j] += y[j] * (g[j] - s);
+}
+
 // {mu, rstd} of one row of n: its mean and 1 / sqrt(its variance + eps).
 template <class T>
 std::pair<T, T> layer_norm_stats(const T* __restrict x, std::size_t n, T eps)
