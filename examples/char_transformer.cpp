@@ -360,6 +360,7 @@ int train_main(const Options& o)
     ao.lr = o.lr;
     ao.weight_decay = o.weight_decay;
     ad::nn::AdamW<float> opt(model, ao);  // decays is_weight_matrix parameters only
+    const ad::nn::ParameterList<float> params(model);  // named once, not every step
     const std::size_t total_steps = o.steps_per_epoch * std::size_t(o.epochs);
     const std::size_t warmup = std::min(o.warmup, total_steps - 1);
     ad::nn::WarmupCosineLR<float> schedule(opt, warmup, total_steps, o.min_lr);
@@ -405,7 +406,7 @@ int train_main(const Options& o)
             opt.zero_grad();
             auto loss = model.loss(model.logits(x, tape), y);
             ad::backward(loss);
-            if (o.clip > 0) ad::nn::clip_grad_norm(model, o.clip);
+            if (o.clip > 0) ad::nn::clip_grad_norm(params, o.clip);
             opt.step();
             schedule.step();
             const double l = loss.item();

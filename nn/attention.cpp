@@ -53,8 +53,12 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
     const std::size_t B = x.shape()[0], L = x.shape()[1];
 
     // Which (query, key) pairs are hidden: the user's mask, or the causal one, or both.
-    xt::xarray<bool> hidden;
-    bool masked = false;
+    if (options_.causal() && (causal_.dimension() != 2 || causal_.shape()[0] != L)) {
+        causal_ = xt::zeros<bool>({L, L});
+        for (std::size_t q = 0; q < L; ++q)
+            for (std::size_t k = q + 1; k < L; ++k) causal_(q, k) = true;
+    }
+    const xt::xarray<bool>* hidden = options_.causal() ? &causal_ : nullptr;
     if (user_mask) {
         const auto& m = *user_mask;
         const std::size_t r = m.dimension();
@@ -64,26 +68,21 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
             throw Error("MultiheadAttention: the mask has shape " + shape_str(Shape(m.shape().begin(), m.shape().end())) +
                         ", expected [T, T], [B, T, T] or [B, H, T, T] = " + shape_str(Shape{B, H, L, L}) +
                         " for input " + shape_str(x.shape()));
-        hidden = r == 3 ? xt::xarray<bool>(xt::view(m, xt::all(), xt::newaxis(), xt::all(), xt::all())) : m;
-        masked = true;
-    }
-    if (options_.causal()) {
-        xt::xarray<bool> causal = xt::zeros<bool>({L, L});
-        for (std::size_t q = 0; q < L; ++q)
-            for (std::size_t k = q + 1; k < L; ++k) causal(q, k) = true;
-        hidden = masked ? xt::xarray<bool>(hidden || causal) : causal;
-        masked = true;
-    }
-    if (masked) {
-        // A query with no visible key: softmax of a row of -inf is NaN.
-        const std::size_t rows = hidden.size() / L;
+        auto& combined = combined_;
+        combined = r == 3 ? xt::xarray<bool>(xt::view(m, xt::all(), xt::newaxis(), xt::all(), xt::all())) : m;
+        if (options_.causal()) combined = combined || causal_;
+        hidden = &combined;
+
+        // A query with no visible key: softmax of a row of -inf is NaN. (The causal mask alone
+        // leaves every query its own key.)
+        const std::size_t rows = combined.size() / L;
         for (std::size_t i = 0; i < rows; ++i) {
             bool all = true;
-            for (std::size_t k = 0; k < L && all; ++k) all = hidden.data()[i * L + k];
+            for (std::size_t k = 0; k < L && all; ++k) all = combined.data()[i * L + k];
             if (all)
                 throw Error("MultiheadAttention: the mask hides every key from query position " +
                             std::to_string(i % L) + " (row " + std::to_string(i) + " of the mask of shape " +
-                            shape_str(Shape(hidden.shape().begin(), hidden.shape().end())) +
+                            shape_str(Shape(combined.shape().begin(), combined.shape().end())) +
                             "); its attention weights would be NaN");
         }
     }
@@ -92,13 +91,17 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
     const Var<T> flat = reshape(x, {B * L, E});
     const Var<T> W = this->use(*in_weight_, x);
     const Var<T> qkv_flat = in_bias_ ? affine(flat, W, this->use(*in_bias_, x)) : matmul(flat, W, transpose_b);
-    // [B, T, 3, H, d] -> [3, B, H, T, d]: q, k and v of every head side by side
-    const Var<T> qkv = permute(reshape(qkv_flat, {B, L, 3, H, d}), {2, 0, 3, 1, 4});
-    const Var<T> q = select(qkv, 0, 0), k = select(qkv, 0, 1), v = select(qkv, 0, 2);
+    // q, k, v: thirds of [B, T, 3H, d], each [B, T, H, d] -> [B, H, T, d]. (Ranks stay <= 4,
+    // where xtensor keeps shapes inline: a rank-5 permute would allocate every step.)
+    const Var<T> qkv = reshape(qkv_flat, {B, L, 3 * H, d});
+    auto head_major = [&](std::size_t part) {
+        return transpose(slice(qkv, 2, std::ptrdiff_t(part * H), std::ptrdiff_t((part + 1) * H)), 1, 2);
+    };
+    const Var<T> q = head_major(0), k = head_major(1), v = head_major(2);
 
     Var<T> scores = matmul(q, k, transpose_b) * T(1 / std::sqrt(double(d)));  // [B, H, T, T]
     // Hidden pairs are replaced by -inf, whatever their scores: weight exp(-inf) = 0, no gradient.
-    if (masked) scores = masked_fill(scores, hidden, -std::numeric_limits<T>::infinity());
+    if (hidden) scores = masked_fill(scores, *hidden, -std::numeric_limits<T>::infinity());
     Var<T> weights = softmax(scores, -1);
     const T p = T(options_.dropout());
     if (this->training() && p != T(0)) {
@@ -107,7 +110,7 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
         weights = dropout(weights, mask_, p);
     }
     const Var<T> heads = matmul(weights, v);  // [B, H, T, d]
-    const Var<T> merged = reshape(permute(heads, {0, 2, 1, 3}), {B * L, E});  // heads side by side per position
+    const Var<T> merged = reshape(transpose(heads, 1, 2), {B * L, E});  // heads side by side per position
     return reshape((*out_proj_)(merged), {B, L, E});
 }
 

@@ -2,6 +2,8 @@
 
 #include "nn/init.hpp"
 
+#include <xtensor/xnoalias.hpp>
+
 #include <cmath>
 #include <sstream>
 
@@ -33,7 +35,9 @@ Var<T> Embedding<T>::forward(const xt::xarray<std::int64_t>& ids, Tape<T>& tape)
         const std::int64_t id = ids.data()[i];
         if (id < 0 || std::uint64_t(id) >= num_) throw Error(id_error("id", std::to_string(id), i, shape, num_));
     }
-    const Var<T> x = tape.constant(Tensor<T>(xt::cast<T>(ids)));
+    ids_.resize(ids.shape());
+    xt::noalias(ids_) = xt::cast<T>(ids);
+    const Var<T> x = tape.constant(ids_);
     return embedding(this->use(*weight_, x), ids);
 }
 

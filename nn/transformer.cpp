@@ -52,9 +52,9 @@ Var<T> TransformerBlock<T>::run(const Var<T>& x, const xt::xarray<bool>* mask)
         throw Error("TransformerBlock: input has shape " + shape_str(x.shape()) + ", expected [batch, time, " +
                     std::to_string(E) + "]");
     const Shape shape = x.shape();
-    // The norms and the MLP act on each position alike: rows of [B*T, E].
+    // The norms act on the last axis; the MLP's Linears on rows of [B*T, E].
     const Shape rows{shape[0] * shape[1], E};
-    const Var<T> h = reshape((*norm1_)(reshape(x, rows)), shape);
+    const Var<T> h = (*norm1_)(x);
     const Var<T> a = mask ? attn_->forward(h, *mask) : attn_->forward(h);
     const Var<T> x1 = reshape(x + drop(dropout1_, a), rows);
     const Var<T> f = (*linear2_)(drop(dropout_, gelu((*linear1_)((*norm2_)(x1)))));
