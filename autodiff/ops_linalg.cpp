@@ -280,14 +280,18 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
     const auto& xs = x.shape();
     const auto& ws = W.shape();
     const auto& bs = b.shape();
-    if (ws.size() != 2 || (xs.size() != 1 && xs.size() != 2) || xs.back() != ws[1] || bs.size() != 1 ||
-        bs[0] != ws[0])
+    if (ws.size() != 2 || xs.empty() || xs.back() != ws[1] || bs.size() != 1 || bs[0] != ws[0])
         fail("affine", x, "x " + shape_str(xs) + ", W " + shape_str(ws) + " and b " + shape_str(bs) +
-                              " do not fit x W^T + b; expected x [batch, in] or [in], W [out, in], b [out]");
+                              " do not fit x W^T + b; expected x [..., in] or [in], W [out, in], b [out]");
     Op<T> op("affine", {x, W, b});
-    const std::size_t out = ws[0], rows = xs.size() == 2 ? xs[0] : 1;
-    Shape shape;  // inline storage: no allocation per product
-    if (xs.size() == 2) shape.push_back(rows);
+    // x [..., in] is a matrix of rows [prod(...), in], one GEMM for all of them.
+    const std::size_t out = ws[0];
+    std::size_t rows = 1;
+    Shape shape;  // inline storage up to rank 4: no allocation per product
+    for (std::size_t d = 0; d + 1 < xs.size(); ++d) {
+        rows *= xs[d];
+        shape.push_back(xs[d]);
+    }
     shape.push_back(out);
     auto& y = op.out();
     y.resize(shape);
@@ -300,7 +304,8 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
     auto dims = [](const auto& v) {
         const auto& xs = v.tape.value(v.id(0)).shape();
         const auto& ws = v.tape.value(v.id(1)).shape();
-        const std::size_t rows = xs.size() == 2 ? xs[0] : 1;
+        std::size_t rows = 1;
+        for (std::size_t d = 0; d + 1 < xs.size(); ++d) rows *= xs[d];
         return std::array<Dims, 3>{Dims{rows, ws[1]}, Dims{ws[0], ws[1]}, Dims{rows, ws[0]}};
     };
     return op.done(

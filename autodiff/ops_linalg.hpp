@@ -27,8 +27,9 @@ constexpr Transpose operator|(Transpose x, Transpose y) { return {x.a || y.a, x.
 // x W^T for a [out, in] weight costs no copy of W. On batches the transposes act on the last two
 // axes (q k^T is matmul(q, k, ad::transpose_b)); a vector has no transpose.
 template <class T> Var<T> matmul(const Var<T>& a, const Var<T>& b, Transpose t);
-// x W^T + b, one op (a linear layer): x [batch, in] or [in], W [out, in], b [out]. The bias is
-// written into the output and the product added to it, so it costs no pass of its own.
+// x W^T + b, one op (a linear layer): x [..., in] (every leading index a row: [batch, in],
+// [batch, time, in]) or [in], W [out, in], b [out], y [..., out]. The bias is written into the
+// output and the product added to it, so it costs no pass of its own; all rows are one GEMM.
 template <class T> Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b);
 template <class T> Var<T> transpose(const Var<T>& x);  // reverses the axes, like NumPy's .T
 

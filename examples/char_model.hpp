@@ -79,10 +79,8 @@ private:
         if (s.size() != 3)
             throw ad::Error("CharTransformer: expected token ids of shape [batch, length], got " +
                             ad::shape_str(ad::Shape(s.begin(), s.end() - 1)));
-        const ad::Var<T> h = (*blocks_)((*pos_)(embedded));
-        // LayerNorm and Linear act on rows: [B L, width] -> [B L, vocab] -> [B, L, vocab].
-        const ad::Var<T> rows = ad::reshape(h, {s[0] * s[1], s[2]});
-        return ad::reshape((*head_)((*ln_f_)(rows)), {s[0], s[1], config_.vocab});
+        // LayerNorm and Linear act on the last axis: [B, L, width] -> [B, L, vocab].
+        return (*head_)((*ln_f_)((*blocks_)((*pos_)(embedded))));
     }
 
     CharModelConfig config_;

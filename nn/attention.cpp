@@ -87,13 +87,12 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
         }
     }
 
-    // One GEMM for q, k and v of every position: [B*T, E] x [3E, E]^T.
-    const Var<T> flat = reshape(x, {B * L, E});
+    // One GEMM for q, k and v of every position: [B, T, E] x [3E, E]^T.
     const Var<T> W = this->use(*in_weight_, x);
-    const Var<T> qkv_flat = in_bias_ ? affine(flat, W, this->use(*in_bias_, x)) : matmul(flat, W, transpose_b);
+    const Var<T> qkv_e = in_bias_ ? affine(x, W, this->use(*in_bias_, x)) : matmul(x, W, transpose_b);
     // q, k, v: thirds of [B, T, 3H, d], each [B, T, H, d] -> [B, H, T, d]. (Ranks stay <= 4,
     // where xtensor keeps shapes inline: a rank-5 permute would allocate every step.)
-    const Var<T> qkv = reshape(qkv_flat, {B, L, 3 * H, d});
+    const Var<T> qkv = reshape(qkv_e, {B, L, 3 * H, d});
     auto head_major = [&](std::size_t part) {
         return transpose(slice(qkv, 2, std::ptrdiff_t(part * H), std::ptrdiff_t((part + 1) * H)), 1, 2);
     };
@@ -110,8 +109,8 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
         weights = dropout(weights, mask_, p);
     }
     const Var<T> heads = matmul(weights, v);  // [B, H, T, d]
-    const Var<T> merged = reshape(transpose(heads, 1, 2), {B * L, E});  // heads side by side per position
-    return reshape((*out_proj_)(merged), {B, L, E});
+    const Var<T> merged = reshape(transpose(heads, 1, 2), {B, L, E});  // heads side by side per position
+    return (*out_proj_)(merged);
 }
 
 template <class T>

@@ -59,12 +59,12 @@ template <class T>
 Var<T> Linear<T>::forward(const Var<T>& x)
 {
     const auto d = x.dimension();
-    if ((d != 1 && d != 2) || x.shape()[d - 1] != in_)
-        throw Error("Linear: input has shape " + shape_str(x.shape()) + ", expected [batch, " +
-                    std::to_string(in_) + "] or [" + std::to_string(in_) + "]");
+    if (d == 0 || x.shape()[d - 1] != in_)
+        throw Error("Linear: input has shape " + shape_str(x.shape()) + ", expected [batch, " + std::to_string(in_) +
+                    "], [..., " + std::to_string(in_) + "] or [" + std::to_string(in_) + "]");
     const Var<T> W = this->use(*weight_, x);
     if (bias_) return affine(x, W, this->use(*bias_, x));  // x W^T + b (or W x + b) as one op
-    return d == 2 ? matmul(x, W, transpose_b) : matmul(W, x);  // x W^T, or W x
+    return d >= 2 ? matmul(x, W, transpose_b) : matmul(W, x);  // x W^T (one GEMM for all rows), or W x
 }
 
 template class Linear<float>;

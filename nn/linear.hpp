@@ -5,6 +5,8 @@
 //   [batch, out]. With a bias it is one ad::affine op (the bias written into the output, the
 //   product added by BLAS), without one ad::matmul(x, W, ad::transpose_b): BLAS reads W^T in place,
 //   nothing is transposed in memory.
+// - x of shape [..., in] (a batch of sequences [batch, time, in], say) maps every leading index
+//   alike, to [..., out]: one GEMM over all of them, as torch.nn.Linear does.
 // - For a single example x of shape [in] the output is W x + b, of shape [out]: exactly the
 //   seeds' z = W x + b with x a column vector (seeds 002, 003). Each row of the batched form is
 //   this map applied to one example.

@@ -51,14 +51,12 @@ Var<T> TransformerBlock<T>::run(const Var<T>& x, const xt::xarray<bool>* mask)
     if (x.dimension() != 3 || x.shape()[2] != E)
         throw Error("TransformerBlock: input has shape " + shape_str(x.shape()) + ", expected [batch, time, " +
                     std::to_string(E) + "]");
-    const Shape shape = x.shape();
-    // The norms act on the last axis; the MLP's Linears on rows of [B*T, E].
-    const Shape rows{shape[0] * shape[1], E};
+    // The norms and the MLP's Linears act on the last axis, every position alike.
     const Var<T> h = (*norm1_)(x);
     const Var<T> a = mask ? attn_->forward(h, *mask) : attn_->forward(h);
-    const Var<T> x1 = reshape(x + drop(dropout1_, a), rows);
+    const Var<T> x1 = x + drop(dropout1_, a);
     const Var<T> f = (*linear2_)(drop(dropout_, gelu((*linear1_)((*norm2_)(x1)))));
-    return reshape(x1 + drop(dropout2_, f), shape);
+    return x1 + drop(dropout2_, f);
 }
 
 template <class T>

@@ -293,8 +293,13 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
         auto e = make("affine", Kind::other, [](const auto& x, const Sample&) { return ad::affine(x[0], x[1], x[2]); });
         e.reference = [](const std::vector<Tensor<double>>& in, const Sample&) {
             const Tensor<double>&x = in[0], &W = in[1], &b = in[2];
-            const std::size_t out = W.shape()[0], n = W.shape()[1], rows = x.dimension() == 2 ? x.shape()[0] : 1;
-            Tensor<double> y = empty(x.dimension() == 2 ? Shape{rows, out} : Shape{out});
+            // every leading index of x [..., in] a row
+            const std::size_t out = W.shape()[0], n = W.shape()[1];
+            Shape ys = shape_of(x);
+            ys.back() = out;
+            std::size_t rows = 1;
+            for (std::size_t d = 0; d + 1 < x.dimension(); ++d) rows *= x.shape()[d];
+            Tensor<double> y = empty(ys);
             for (std::size_t r = 0; r < rows; ++r)
                 for (std::size_t o = 0; o < out; ++o) {
                     double s = b.data()[o];
@@ -312,13 +317,17 @@ void add_nn_linalg_ops(std::vector<Entry>& table)
                 {"x [2, 3], W [1, 3], b [1] (one output)", {randn({2, 3}, 53), randn({1, 3}, 54), randn({1}, 55)}},
                 {"x [0, 4], W [2, 4], b [2]: [0, 2]", {empty({0, 4}), randn({2, 4}, 56), randn({2}, 57)}},
                 {"x [3, 0], W [2, 0], b [2]: b in every row", {empty({3, 0}), empty({2, 0}), randn({2}, 58)}},
+                {"x [2, 3, 4], W [2, 4], b [2]: [batch, time, in]", {randn({2, 3, 4}, 59), randn({2, 4}, 60), randn({2}, 61)}},
+                {"x [2, 1, 2, 3], W [2, 3], b [2]: rank 4", {randn({2, 1, 2, 3}, 62), randn({2, 3}, 63), randn({2}, 64)}},
+                {"x [2, 0, 4], W [2, 4], b [2]: [2, 0, 2]", {empty({2, 0, 4}), randn({2, 4}, 65), randn({2}, 66)}},
             };
         };
         e.refused = [] {
             return std::vector<Sample>{
                 {"x [3, 4], W [2, 5], b [2]", {randn({3, 4}, 1), randn({2, 5}, 2), randn({2}, 3)}},
                 {"x [3, 4], W [2, 4], b [3]", {randn({3, 4}, 4), randn({2, 4}, 5), randn({3}, 6)}},
-                {"x [2, 2, 4], W [2, 4], b [2]", {randn({2, 2, 4}, 7), randn({2, 4}, 8), randn({2}, 9)}},
+                {"x [2, 2, 4], W [2, 5], b [2]", {randn({2, 2, 4}, 7), randn({2, 5}, 8), randn({2}, 9)}},
+                {"x scalar, W [2, 1], b [2]", {randn({}, 16), randn({2, 1}, 17), randn({2}, 18)}},
                 {"x [3, 4], W [4], b [1]", {randn({3, 4}, 10), randn({4}, 11), randn({1}, 12)}},
                 {"x [3, 4], W [2, 4], b [1, 2]", {randn({3, 4}, 13), randn({2, 4}, 14), randn({1, 2}, 15)}},
             };

@@ -150,6 +150,27 @@ TEST_CASE("Linear's dL/dW is the seeds' p x^T summed over the batch", "[nn][line
     }
 }
 
+// A sequence batch [2, 3, 4] goes through as its 6 rows would: row (b, t) of the output is the
+// layer applied to x[b, t], with and without a bias.
+TEST_CASE("Linear maps every position of [batch, time, in] as it maps one row", "[nn][linear]")
+{
+    nn::Rng rng(2);
+    for (const bool bias : {true, false}) {
+        nn::Linear<double> lin(4, 3, rng, nn::Bias{bias});
+        Tape<double> tape;
+        const Tensor<double> x = randn({2, 3, 4}, 7);
+        const auto y = lin(tape.constant(x));
+        REQUIRE(y.shape() == ad::Shape{2, 3, 3});
+        for (std::size_t b = 0; b < 2; ++b)
+            for (std::size_t t = 0; t < 3; ++t) {
+                const Tensor<double> row = xt::view(x, b, t);
+                const Tensor<double> expected = lin(tape.constant(row)).value();
+                const Tensor<double> got = xt::view(y.value(), b, t);
+                CHECK(xt::allclose(got, expected, 1e-14, 1e-14));
+            }
+    }
+}
+
 TEST_CASE("Linear rejects a wrong input width and bad given values", "[nn][linear][errors]")
 {
     nn::Rng rng(1);
@@ -157,7 +178,9 @@ TEST_CASE("Linear rejects a wrong input width and bad given values", "[nn][linea
     Tape<double> tape;
     CHECK_THROWS_WITH(lin(tape.constant(Tensor<double>(xt::zeros<double>({2, 5})))),
                       Catch::Contains("Linear") && Catch::Contains("[2, 5]") && Catch::Contains("[batch, 4]"));
-    CHECK_THROWS_AS(lin(tape.constant(Tensor<double>(xt::zeros<double>({2, 2, 4})))), ad::Error);
+    CHECK_THROWS_WITH(lin(tape.constant(Tensor<double>(xt::zeros<double>({2, 2, 5})))),
+                      Catch::Contains("[2, 2, 5]") && Catch::Contains("[..., 4]"));
+    CHECK_THROWS_AS(lin(tape.constant(Tensor<double>(0.0))), ad::Error);
     CHECK_THROWS_WITH(nn::Linear<double>(Tensor<double>{{1.0, 2.0}}, Tensor<double>{1.0, 2.0}),
                       Catch::Contains("bias") && Catch::Contains("[2]") && Catch::Contains("[1]"));
     CHECK_THROWS_AS(nn::Linear<double>(0, 3, rng), ad::Error);

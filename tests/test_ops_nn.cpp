@@ -395,7 +395,9 @@ TEST_CASE("affine refuses shapes that do not fit x W^T + b", "[ops][nn][affine][
                           Catch::Contains("b [4]"));
     CHECK_THROWS_WITH(ad::affine(tape.constant(randn({4, 2}, 49)), W, tape.constant(randn({5}, 50))),
                       Catch::Contains("affine") && Catch::Contains("x [4, 2]") && Catch::Contains("[out, in]"));
-    CHECK_THROWS_AS(ad::affine(tape.constant(randn({2, 4, 3}, 51)), W, tape.constant(randn({5}, 52))), ad::Error);
+    CHECK_THROWS_WITH(ad::affine(tape.constant(randn({2, 4, 2}, 51)), W, tape.constant(randn({5}, 52))),
+                      Catch::Contains("x [2, 4, 2]") && Catch::Contains("[..., in]"));
+    CHECK_THROWS_AS(ad::affine(tape.constant(randn({}, 53)), W, tape.constant(randn({5}, 54))), ad::Error);
 }
 
 // Table [3, 2], ids [[0, 2], [0, 0]]: the result is those rows, and the gradient of its sum counts
