@@ -20,53 +20,21 @@
 
 extern "C" char* openblas_get_corename();
 
-namespace {
-
 using namespace bench;
-
-[[noreturn]] void usage_error(const std::string& what)
-{
-    std::fprintf(stderr, "ad_bench_cnn: %s\nusage: ad_bench_cnn [--json FILE] [--threads 1,2] [--seconds S]\n",
-                 what.c_str());
-    std::exit(2);
-}
-
-}  // namespace
 
 int main(int argc, char** argv)
 {
-    std::string json;
-    std::vector<int> threads{1, 2};
-    double seconds = 3;
-    for (int i = 1; i < argc; ++i) {
-        const std::string a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) usage_error(a + " needs a value");
-            return argv[++i];
-        };
-        if (a == "--json") json = value();
-        else if (a == "--seconds") seconds = std::atof(value().c_str());
-        else if (a == "--threads") threads = parse_threads(value(), usage_error);
-        else usage_error("unknown option " + a);
-    }
+    const Options o = parse_options(argc, argv, "ad_bench_cnn", 3);
+    const std::string& json = o.json;
+    const std::vector<int>& threads = o.threads;
+    const double seconds = o.seconds;
     cnn::set_torch_interop_threads(1);
     std::printf("configuration f: LeNet-like CNN (conv 5x5 1->16, pool, conv 5x5 16->32, pool, 512-128-10), batch 64, "
                 "28x28, float32; OpenBLAS core %s, libtorch %s\n",
                 openblas_get_corename(), cnn::torch_version().c_str());
 
     const cnn::CnnInit init = cnn::make_cnn_init();
-    {
-        auto ours = cnn::make_cnn_ours(init);
-        auto torch = cnn::make_cnn_libtorch(init);
-        ours->step(), torch->step();
-        const double o0 = ours->loss(), t0 = torch->loss();
-        ours->step(), torch->step();
-        const double o1 = ours->loss(), t1 = torch->loss();
-        const bool ok = std::abs(o0 - t0) <= 1e-4 * std::abs(t0) && std::abs(o1 - t1) <= 1e-4 * std::abs(t1);
-        std::printf("agreement: loss %.6f (ours) / %.6f (libtorch); after one SGD step %.6f / %.6f: %s\n", o0, t0, o1,
-                    t1, ok ? "ok" : "DIFFERENT");
-        if (!ok) return 1;
-    }
+    if (!agree(*cnn::make_cnn_ours(init), *cnn::make_cnn_libtorch(init), "SGD")) return 1;
 
     struct Row {
         int threads;

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -83,6 +85,47 @@ std::vector<int> parse_threads(const std::string& v, Fail fail)
     for (int t : threads)
         if (t < 1) fail("--threads needs positive counts");
     return threads;
+}
+
+// The command line of a single-configuration bench: PROGRAM [--json FILE] [--threads 1,2]
+// [--seconds S]. Anything else prints the usage and exits with status 2.
+struct Options {
+    std::string json;
+    std::vector<int> threads{1, 2};
+    double seconds;
+};
+inline Options parse_options(int argc, char** argv, const char* program, double seconds)
+{
+    auto fail = [program](const std::string& what) {
+        std::fprintf(stderr, "%s: %s\nusage: %s [--json FILE] [--threads 1,2] [--seconds S]\n", program, what.c_str(),
+                     program);
+        std::exit(2);
+    };
+    Options o{{}, {1, 2}, seconds};
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a != "--json" && a != "--seconds" && a != "--threads") fail("unknown option " + a);
+        if (i + 1 >= argc) fail(a + " needs a value");
+        const std::string v = argv[++i];
+        if (a == "--json") o.json = v;
+        else if (a == "--seconds") o.seconds = std::atof(v.c_str());
+        else o.threads = parse_threads(v, fail);
+    }
+    return o;
+}
+
+// Both libraries' losses at the first step and after one update agree to 1e-4 relative (float32
+// sums in different orders differ in the 6th digit); prints them either way.
+inline bool agree(Trainer& ours, Trainer& torch, const char* update)
+{
+    ours.step(), torch.step();
+    const double o0 = ours.loss(), t0 = torch.loss();
+    ours.step(), torch.step();
+    const double o1 = ours.loss(), t1 = torch.loss();
+    const bool ok = std::abs(o0 - t0) <= 1e-4 * std::abs(t0) && std::abs(o1 - t1) <= 1e-4 * std::abs(t1);
+    std::printf("agreement: loss %.6f (ours) / %.6f (libtorch); after one %s step %.6f / %.6f: %s\n", o0, t0, update,
+                o1, t1, ok ? "ok" : "DIFFERENT");
+    return ok;
 }
 
 }  // namespace bench
