@@ -1,44 +1,18 @@
-// Heap allocations in steady state, counted for real: this program replaces malloc and friends
-// (forwarding to glibc's own) and exits non-zero if a training step of the example GPT
-// (examples/char_model.hpp: embeddings, causal attention, pre-LN blocks, cross-entropy over
-// [B, T, V]) with clipping and AdamW allocates anything after its first steps. One BLAS
-// thread: a threaded OpenBLAS GEMM allocates its own job descriptors per call. Not built under
-// sanitizers, which replace malloc themselves.
+// Heap allocations in steady state, counted for real by the benchmarks' replacement of malloc
+// and friends (bench/alloc_count.cpp, which forwards to glibc's own): exits non-zero if a
+// training step of the example GPT (examples/char_model.hpp: embeddings, causal attention,
+// pre-LN blocks, cross-entropy over [B, T, V]) with clipping and AdamW allocates anything after
+// its first steps. One BLAS thread: a threaded OpenBLAS GEMM allocates its own job descriptors
+// per call. Not built under sanitizers, which replace malloc themselves.
+#include "alloc_count.hpp"
 #include "char_model.hpp"
 #include "nn/clip.hpp"
 #include "nn/optim.hpp"
 
-#include <atomic>
 #include <cstdio>
 #include <random>
 
-extern "C" {
-void* __libc_malloc(std::size_t);
-void* __libc_calloc(std::size_t, std::size_t);
-void* __libc_realloc(void*, std::size_t);
-void* __libc_memalign(std::size_t, std::size_t);
-void __libc_free(void*);
-void openblas_set_num_threads(int);
-}
-
-namespace {
-std::atomic<long> count{0};
-}
-
-extern "C" {
-void* malloc(std::size_t n) noexcept { return ++count, __libc_malloc(n); }
-void* calloc(std::size_t n, std::size_t s) noexcept { return ++count, __libc_calloc(n, s); }
-void* realloc(void* p, std::size_t n) noexcept { return ++count, __libc_realloc(p, n); }
-void free(void* p) noexcept { __libc_free(p); }
-void* memalign(std::size_t a, std::size_t n) noexcept { return ++count, __libc_memalign(a, n); }
-void* aligned_alloc(std::size_t a, std::size_t n) noexcept { return ++count, __libc_memalign(a, n); }
-int posix_memalign(void** p, std::size_t a, std::size_t n) noexcept
-{
-    ++count;
-    *p = __libc_memalign(a, n);
-    return *p ? 0 : 12;  // ENOMEM
-}
-}
+extern "C" void openblas_set_num_threads(int);
 
 int main()
 {
@@ -67,10 +41,10 @@ int main()
         return loss.item();
     };
     for (int i = 0; i < 3; ++i) step();
-    const long before = count.load();
+    const auto before = bench::allocations();
     double last = 0;
     for (int i = 0; i < 5; ++i) last = step();
-    const long made = count.load() - before;
+    const long made = long(bench::allocations() - before);
     std::printf("char model training step (B 3, T 8, width 16, 2 heads, 2 blocks): %ld heap allocations over 5 "
                 "steps after 3, loss %.4f\n",
                 made, last);
