@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <vector>
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xoperation.hpp>
@@ -53,12 +55,19 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
     const std::size_t B = x.shape()[0], L = x.shape()[1];
 
     // Which (query, key) pairs are hidden: the user's mask, or the causal one, or both.
-    if (options_.causal() && (causal_.dimension() != 2 || causal_.shape()[0] != L)) {
-        causal_ = xt::zeros<bool>({L, L});
-        for (std::size_t q = 0; q < L; ++q)
-            for (std::size_t k = q + 1; k < L; ++k) causal_(q, k) = true;
+    std::shared_ptr<const xt::xarray<bool>> causal;
+    if (options_.causal()) {
+        causal = std::atomic_load(&causal_);
+        if (!causal || causal->shape()[0] != L) {
+            auto m = std::make_shared<xt::xarray<bool>>(xt::zeros<bool>({L, L}));
+            for (std::size_t q = 0; q < L; ++q)
+                for (std::size_t k = q + 1; k < L; ++k) (*m)(q, k) = true;
+            causal = m;
+            std::atomic_store(&causal_, causal);
+        }
     }
-    const xt::xarray<bool>* hidden = options_.causal() ? &causal_ : nullptr;
+    const xt::xarray<bool>* hidden = causal.get();
+    std::optional<xt::xarray<bool>> combined;  // only with a user's mask
     if (user_mask) {
         const auto& m = *user_mask;
         const std::size_t r = m.dimension();
@@ -68,21 +77,20 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
             throw Error("MultiheadAttention: the mask has shape " + shape_str(Shape(m.shape().begin(), m.shape().end())) +
                         ", expected [T, T], [B, T, T] or [B, H, T, T] = " + shape_str(Shape{B, H, L, L}) +
                         " for input " + shape_str(x.shape()));
-        auto& combined = combined_;
         combined = r == 3 ? xt::xarray<bool>(xt::view(m, xt::all(), xt::newaxis(), xt::all(), xt::all())) : m;
-        if (options_.causal()) combined = combined || causal_;
-        hidden = &combined;
+        if (causal) *combined = *combined || *causal;
+        hidden = &*combined;
 
         // A query with no visible key: softmax of a row of -inf is NaN. (The causal mask alone
         // leaves every query its own key.)
-        const std::size_t rows = combined.size() / L;
+        const std::size_t rows = combined->size() / L;
         for (std::size_t i = 0; i < rows; ++i) {
             bool all = true;
-            for (std::size_t k = 0; k < L && all; ++k) all = combined.data()[i * L + k];
+            for (std::size_t k = 0; k < L && all; ++k) all = combined->data()[i * L + k];
             if (all)
                 throw Error("MultiheadAttention: the mask hides every key from query position " +
                             std::to_string(i % L) + " (row " + std::to_string(i) + " of the mask of shape " +
-                            shape_str(Shape(combined.shape().begin(), combined.shape().end())) +
+                            shape_str(Shape(combined->shape().begin(), combined->shape().end())) +
                             "); its attention weights would be NaN");
         }
     }

@@ -87,9 +87,9 @@ private:
     Linear<T>* out_proj_;
     std::shared_ptr<Rng> rng_;  // shared so that a checkpoint can hold it weakly (ad::preserve_rng_state)
     Tensor<T> mask_;
-    // The last causal mask and the last combined mask, kept so that a step at the same length
-    // allocates nothing.
-    xt::xarray<bool> causal_, combined_;
+    // The causal mask of the last length, kept so that a step at the same length allocates
+    // nothing; swapped whole (std::atomic_load/store), so threads running one model may share it.
+    std::shared_ptr<const xt::xarray<bool>> causal_;
 };
 
 extern template class MultiheadAttention<float>;

@@ -2,7 +2,7 @@
 
 #include "nn/init.hpp"
 
-#include <xtensor/xnoalias.hpp>
+#include <xtensor/xbuilder.hpp>
 
 #include <cmath>
 #include <sstream>
@@ -35,9 +35,11 @@ Var<T> Embedding<T>::forward(const xt::xarray<std::int64_t>& ids, Tape<T>& tape)
         const std::int64_t id = ids.data()[i];
         if (id < 0 || std::uint64_t(id) >= num_) throw Error(id_error("id", std::to_string(id), i, shape, num_));
     }
-    ids_.resize(ids.shape());
-    xt::noalias(ids_) = xt::cast<T>(ids);
-    const Var<T> x = tape.constant(ids_);
+    // A handle on `tape` for use() to find it by (and functional_call to check): an empty
+    // constant, shared by every call, so that a step allocates nothing and threads running one
+    // model write no state of the module.
+    static const Tensor<T> on_tape = xt::zeros<T>({std::size_t(0)});
+    const Var<T> x = tape.constant(on_tape);
     return embedding(this->use(*weight_, x), ids);
 }
 

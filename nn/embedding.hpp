@@ -44,7 +44,6 @@ public:
 private:
     std::size_t num_, dim_;
     Parameter<T>* weight_;
-    Tensor<T> ids_;  // the last ids as values, reused so that a step allocates nothing
 };
 
 template <class T>

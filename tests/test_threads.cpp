@@ -180,3 +180,31 @@ TEST_CASE("functional_call's substitutions are per thread: two threads run one m
     Tape<double> tape;
     CHECK(model(tape.constant(Tensor<double>{1.0, 1.0})).value()(0) == 3.5);
 }
+
+// Two threads run one causal attention model (embeddings, a transformer block) on sequences of
+// different lengths at once, each on its own tape: every output matches the same forward pass
+// run alone. The module caches its causal mask per length; the threads must not see each
+// other's.
+TEST_CASE("threads sharing one causal transformer block at different lengths get the results of serial runs", "[threads]")
+{
+    nn::Rng rng(4);
+    nn::Embedding<double> embed(7, 8, rng);
+    nn::TransformerBlock<double> block(8, 2, rng, nn::TransformerBlockOptions().causal(true));
+    block.eval();
+    auto forward = [&](std::size_t length) {
+        xt::xarray<std::int64_t> ids = xt::zeros<std::int64_t>({std::size_t(2), length});
+        for (std::size_t i = 0; i < ids.size(); ++i) ids.data()[i] = std::int64_t((3 * i + length) % 7);
+        Tape<double> tape;
+        return Tensor<double>(block(embed(ids, tape)).value());
+    };
+    const Tensor<double> alone3 = forward(3), alone5 = forward(5);
+    auto run = [&](std::size_t length, const Tensor<double>& expected, int& mismatches) {
+        for (int i = 0; i < 100; ++i) mismatches += forward(length) != expected;
+    };
+    int m3 = 0, m5 = 0;
+    std::thread ta(run, 3, std::cref(alone3), std::ref(m3)), tb(run, 5, std::cref(alone5), std::ref(m5));
+    ta.join();
+    tb.join();
+    CHECK(m3 == 0);
+    CHECK(m5 == 0);
+}
