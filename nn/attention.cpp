@@ -104,9 +104,11 @@ Var<T> MultiheadAttention<T>::attend(const Var<T>& x, const xt::xarray<bool>* us
     auto head_major = [&](std::size_t part) {
         return transpose(slice(qkv, 2, std::ptrdiff_t(part * H), std::ptrdiff_t((part + 1) * H)), 1, 2);
     };
-    const Var<T> q = head_major(0), k = head_major(1), v = head_major(2);
+    // q scaled by 1 / sqrt(d) before the product, as PyTorch does ([B, H, T, d] is smaller than
+    // the scores when T > d).
+    const Var<T> q = head_major(0) * T(1 / std::sqrt(double(d))), k = head_major(1), v = head_major(2);
 
-    Var<T> scores = matmul(q, k, transpose_b) * T(1 / std::sqrt(double(d)));  // [B, H, T, T]
+    Var<T> scores = matmul(q, k, transpose_b);  // [B, H, T, T]
     // Hidden pairs are replaced by -inf, whatever their scores: weight exp(-inf) = 0, no gradient.
     if (hidden) scores = masked_fill(scores, *hidden, -std::numeric_limits<T>::infinity());
     Var<T> weights = softmax(scores, -1);
