@@ -24,6 +24,21 @@ void check_grad(const char* fn, const std::string& name, const Parameter<T>& p)
                     " but gradient of shape " + shape_str(p.grad.shape()) + "; expected equal shapes");
 }
 
+// sum_i g_i^2 in double, in eight independent sums: one serial chain of double additions would
+// bound the pass by the adder's latency.
+template <class T>
+double sum_of_squares(const T* g, std::size_t n)
+{
+    double lanes[8] = {};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t j = 0; j < 8; ++j) lanes[j] += double(g[i + j]) * double(g[i + j]);
+    double sq = 0;
+    for (; i < n; ++i) sq += double(g[i]) * double(g[i]);
+    for (const double l : lanes) sq += l;
+    return sq;
+}
+
 void check_bound(const char* fn, const char* what, double c)
 {
     if (!std::isfinite(c) || c < 0) throw Error(std::string(fn) + ": " + what + " must be finite and >= 0, got " + num(c));
@@ -140,9 +155,7 @@ double clip_norm_named(const NamedParameters<T>& params, double max_norm, bool e
         if (!p) throw Error("clip_grad_norm: parameter " + name + " is null");
         if (!p->requires_grad()) continue;  // frozen: not part of the norm, not scaled
         check_grad("clip_grad_norm", name, *p);
-        double sq = 0;
-        for (const T& g : p->grad) sq += double(g) * double(g);
-        total_sq += sq;
+        total_sq += sum_of_squares(p->grad.data(), p->grad.size());
     }
     const double total = std::sqrt(total_sq);
     if (error_if_nonfinite && !std::isfinite(total))
