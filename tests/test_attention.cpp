@@ -322,7 +322,7 @@ TEST_CASE("MultiheadAttention initialises as PyTorch's _reset_parameters", "[nn]
 
 // --- Embedding and PositionalEmbedding ---
 
-TEST_CASE("Embedding gives table rows; repeated ids add their gradients", "[nn][embedding]")
+TEST_CASE("Embedding gives table rows, and repeated ids add their gradients", "[nn][embedding]")
 {
     nn::Rng rng(15);
     nn::Embedding<double> emb(5, 3, rng);
@@ -373,7 +373,7 @@ TEST_CASE("Embedding and PositionalEmbedding draw N(0, 1) and N(0, 0.02)", "[nn]
     CHECK(pos.describe() == "PositionalEmbedding(max_len=200, embedding_dim=50)");
 }
 
-TEST_CASE("PositionalEmbedding adds weight[:T]; its gradient sums over the batch", "[nn][embedding]")
+TEST_CASE("PositionalEmbedding adds weight[:T], and its gradient sums over the batch", "[nn][embedding]")
 {
     nn::Rng rng(18);
     nn::PositionalEmbedding<double> pos(6, 4, rng);

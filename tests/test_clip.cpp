@@ -271,7 +271,7 @@ TEST_CASE("projections of a model act on every weight matrix and on no bias", "[
     }
 }
 
-TEST_CASE("a convolution kernel is constrained as the matrix [out, in kh kw]; its bias is left alone", "[clip][spectral]")
+TEST_CASE("a convolution kernel is constrained as the matrix [out, in kh kw], its bias is left alone", "[clip][spectral]")
 {
     // Kernel [2, 1, 2, 2] whose matrix [2, 4] is U diag(3, 0.5) V^T: with c = 1 the projection is
     // U diag(1, 0.5) V^T, reshaped back.

@@ -311,7 +311,7 @@ TEST_CASE("a save killed before its rename leaves a temporary that the next save
     CHECK(dir.entries() == std::vector<std::string>{live, other, "model.npz"});
 }
 
-TEST_CASE("saved files get mode 0666 less the umask; an existing file keeps its mode", "[npz][atomic]")
+TEST_CASE("saved files get mode 0666 less the umask, and an existing file keeps its mode", "[npz][atomic]")
 {
     TempDir dir;
     const std::vector<std::pair<std::string, Tensor<double>>> arrays = {{"w", Tensor<double>{1.0}}};

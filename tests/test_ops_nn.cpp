@@ -414,7 +414,7 @@ TEST_CASE("embedding picks table rows by ids of any shape and adds the gradients
     CHECK_THAT(one.value(), Equals({5, 6}));
 }
 
-TEST_CASE("embedding names the id, its position and the table size it refuses; cross_entropy the label shape",
+TEST_CASE("embedding names the id, its position and the table size it refuses, cross_entropy the label shape",
           "[ops][nn][embedding][errors]")
 {
     using Catch::Matchers::Contains;

@@ -160,7 +160,7 @@ TEST_CASE("recurrent layers are gradchecked through parameters, input and initia
     }
 }
 
-TEST_CASE("truncated BPTT over two chunks gives one pass's values; on one tape, its gradients", "[nn][recurrent]")
+TEST_CASE("truncated BPTT over two chunks gives one pass's values, and on one tape its gradients", "[nn][recurrent]")
 {
     const std::size_t B = 2, T = 6, I = 3, L = 2;
     const Tensor<double> x = randn({B, T, I}, 21);

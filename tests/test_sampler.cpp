@@ -13,7 +13,7 @@
 namespace dist = ad::dist;
 using Catch::Contains;
 
-TEST_CASE("shard: the ranks' parts cover [0, global) once, in rank order, with weights n_r / N summing to 1", "[sampler]")
+TEST_CASE("shard: the ranks' parts cover 0 .. global - 1 once, in rank order, with weights n_r / N summing to 1", "[sampler]")
 {
     for (std::size_t global : {0, 1, 5, 7, 8, 100, 1001})
         for (int size : {1, 2, 3, 8, 13}) {
@@ -81,7 +81,7 @@ TEST_CASE("Sampler: across simulated ranks every index comes once per epoch, eac
     }
 }
 
-TEST_CASE("Sampler: each epoch its own permutation; the same seed the same order, another seed another", "[sampler]")
+TEST_CASE("Sampler: each epoch its own permutation, the same seed the same order, another seed another", "[sampler]")
 {
     const std::size_t n = 1000;
     dist::Sampler a(n, 32, 7, 0, 1), b(n, 32, 7, 0, 1), c(n, 32, 8, 0, 1);

@@ -14,7 +14,7 @@ using ad::Parameter;
 using ad::Tape;
 using Catch::Contains;
 
-TEST_CASE("a constant needs no gradient; a variable, a parameter and any op reading one do", "[tape]")
+TEST_CASE("a constant needs no gradient, and a variable, a parameter and any op reading one do", "[tape]")
 {
     Tape<double> tape;
     Parameter<double> W(randn({2, 2}, 1));
@@ -259,7 +259,7 @@ TEST_CASE("a parameter written through mutable_value() after the forward pass ma
 }
 
 TEST_CASE("a parameter given a new value between forward and backward, of its shape or another, is refused "
-          "(conv2d's included); reading it is not a change", "[tape][errors]")
+          "(conv2d's included), and reading it is not a change", "[tape][errors]")
 {
     const auto modified = Contains("modified after the forward pass recorded it");
     Tape<double> tape;

@@ -240,7 +240,7 @@ TEST_CASE("Sampler: every rank draws the same permutation and the ranks' parts o
     CHECK(first != sampler.order());
 }
 
-TEST_CASE("two ranks with half the global batch each equal one process with the whole batch to 1e-12 (SGD with momentum, Adam; even and odd batches)", "[mpi][equivalence]")
+TEST_CASE("two ranks with half the global batch each equal one process with the whole batch to 1e-12 (SGD with momentum and Adam, even and odd batches)", "[mpi][equivalence]")
 {
     const Data data = make_data(40, 3);
     struct Case {
