@@ -30,12 +30,12 @@ void check_versions(const Tape<T>& tape, std::size_t out, bool into_params, cons
                         " was frozen (requires_grad_(false)) after the forward pass recorded it as trained; "
                         "run the forward pass again");
         if (r.param->version() == r.param_version) {
-            // backward() adds into .grad in place, so it must still have the value's shape
-            if (into_params && r.needs_grad && r.param->grad.shape() != r.param->value().shape())
+            // backward() adds into a gradient in place, so it must still have the value's shape
+            if (into_params && r.needs_grad && r.param->grad.size() != 0 && !r.param->has_grad())
                 throw Error(std::string(who) + ": the .grad of a parameter of shape " +
                             shape_str(r.param->value().shape()) + " has shape " + shape_str(r.param->grad.shape()) +
-                            "; it was resized after the forward pass recorded the parameter (zero_grad() gives "
-                            ".grad the value's shape)");
+                            "; it was resized after the forward pass recorded the parameter (zero_grad() empties "
+                            "it)");
             continue;
         }
         std::size_t reads = 0;
@@ -150,9 +150,15 @@ void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std
     auto& r_out = tape.record(out);
     if (r_out.param && s.into_params) {
         // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
-        Tensor<T>& grad = s.param_grad(out);
-        if (cotangent) xt::noalias(grad) += *cotangent;
-        else grad += T(1);
+        bool first;
+        Tensor<T>& grad = s.param_grad(out, first);
+        if (first) {
+            if (cotangent) xt::noalias(grad) = *cotangent;
+            else grad.fill(T(1));
+        } else {
+            if (cotangent) xt::noalias(grad) += *cotangent;
+            else grad += T(1);
+        }
     } else {
         auto& seed = s.take_adjoint(out, tape.value(out).shape());
         if (cotangent) xt::noalias(seed) = *cotangent;

@@ -209,10 +209,8 @@ struct Vjp {
     Tensor<T>& slot_at(std::size_t i, bool& first)
     {
         const auto& r = tape.record(i);
-        if (r.param && sweep.into_params && r.needs_grad) {  // a frozen parameter's .grad is never written
-            first = false;
-            return sweep.param_grad(i);
-        }
+        if (r.param && sweep.into_params && r.needs_grad)  // a frozen parameter's .grad is never written
+            return sweep.param_grad(i, first);
         auto& flag = sweep.reach_flag(i);
         first = !flag;
         flag = 1;

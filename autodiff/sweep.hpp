@@ -123,19 +123,26 @@ public:
     }
     void release_adjoint(std::size_t i) { b_->free.push_back(b_->adjoint_at[i]); }
 
-    // The .grad of parameter leaf i, marked reached. The first time the sweep writes a
-    // parameter it remembers how to put its .grad back should the sweep throw.
-    Tensor<T>& param_grad(std::size_t i)
+    // The .grad of parameter leaf i, marked reached, and whether this is the parameter's first
+    // contribution (then it must be overwritten: the parameter had no gradient). The first time
+    // the sweep writes a parameter it remembers how to put its .grad back should the sweep throw.
+    Tensor<T>& param_grad(std::size_t i, bool& first)
     {
         Parameter<T>& p = *tape.record(i).param;
         char& flag = b_->reached[i];
+        first = false;
         if (!flag) {
             flag = 1;
             if (p.written_by != id_) {  // else another leaf of p was reached first
                 p.written_by = id_;
-                if (p.grad_zeroed) {  // nothing to copy: putting it back is zeroing it
+                if (!p.has_grad()) {  // putting it back is emptying it
+                    p.take_grad_buffer();
+                    p.zeroed_before = id_;
+                    p.found_empty = first = true;
+                } else if (p.grad_zeroed) {  // nothing to copy: putting it back is zeroing it
                     p.grad_zeroed = false;
                     p.zeroed_before = id_;
+                    p.found_empty = false;
                 } else {
                     back_up(p);
                 }
@@ -257,14 +264,14 @@ void Sweep<T>::restore_params()
         std::copy(copy.begin(), copy.end(), it->param->grad.begin());
     }
     b_->touched.clear();
-    // Those that were zero before this sweep first wrote them: zero is the earliest state, so
-    // it goes back last.
+    // Those that were zero or empty before this sweep first wrote them: that is the earliest
+    // state, so it goes back last.
     for (const auto i : tape.param_leaves()) {
         if (i > out_) break;
         Parameter<T>& p = *tape.record(i).param;
         if (p.zeroed_before != id_ || !id_) continue;
-        p.grad.fill(T(0));
-        p.grad_zeroed = true;
+        if (p.found_empty) p.zero_grad();
+        else p.zero_grad(fill_zeros);
     }
 }
 

@@ -111,16 +111,42 @@ NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
 NoGrad::~NoGrad() { detail::grad_mode = previous_; }
 
 template <class T>
-Parameter<T>::Parameter(Tensor<T> v) : grad(xt::zeros<T>(v.shape())), grad_zeroed(true), value_(std::move(v))
+Parameter<T>::Parameter(Tensor<T> v) : grad(Shape{0}), value_(std::move(v)), spare_(Shape{0})
 {
 }
 
 template <class T>
 void Parameter<T>::zero_grad()
 {
-    if (grad.shape() != value_.shape()) grad.resize(value_.shape());
+    grad_zeroed = false;
+    if (grad.size() == 0) return;
+    std::swap(grad, spare_);  // the buffer waits in spare_ for the next backward()
+    if (grad.size() != 0) grad.resize(Shape{0});  // a .grad assigned by hand had replaced it
+}
+
+template <class T>
+void Parameter<T>::zero_grad(FillZeros)
+{
+    if (!has_grad()) take_grad_buffer();
     grad.fill(T(0));
     grad_zeroed = true;
+}
+
+template <class T>
+Tensor<T>& Parameter<T>::grad_or_zeros()
+{
+    if (!has_grad()) zero_grad(fill_zeros);
+    return grad;
+}
+
+template <class T>
+Tensor<T>& Parameter<T>::take_grad_buffer()
+{
+    if (spare_.shape() != value_.shape()) spare_.resize(value_.shape());
+    std::swap(grad, spare_);
+    if (spare_.size() != 0) spare_.resize(Shape{0});  // a .grad of another shape, now stale
+    grad_zeroed = false;
+    return grad;
 }
 
 template <class T>
@@ -365,7 +391,7 @@ template <class T>
 Var<T> Tape<T>::param(Parameter<T>& p)
 {
     const bool trained = p.requires_grad();
-    if (trained && p.grad.shape() != p.value().shape()) p.zero_grad();
+    if (trained && p.grad.size() != 0 && !p.has_grad()) p.zero_grad();  // a gradient of an old shape
     auto& r = leaf("param", detail::grad_mode && trained);
     r.param = &p;
     r.param_version = p.version();

@@ -52,8 +52,21 @@ template <class T>
 struct SweepBuffers;
 }
 
+// What zero_grad() leaves in .grad: nothing (the default, PyTorch's set_to_none=True), or zeros
+// of the value's shape (ad::fill_zeros, PyTorch's set_to_none=False).
+struct FillZeros {};
+inline constexpr FillZeros fill_zeros{};
+
 // A trainable tensor that lives outside any tape and persists across steps. Its gradient
 // accumulates over backward() calls until zero_grad().
+//
+// The gradient, as in PyTorch since 2.0, starts empty: from construction and after zero_grad()
+// .grad holds no elements and has_grad() is false, and the first contribution of the next
+// backward() writes it instead of adding into zeros, so a step never spends a pass zeroing its
+// gradients. Later contributions and later backward() calls add, so gradients accumulate over
+// backward() calls exactly as before. Optimisers and clipping skip a parameter without a
+// gradient (one that no backward() reached), as PyTorch skips a None .grad. zero_grad() is O(1):
+// it keeps the buffer aside for the next backward(), which therefore allocates nothing.
 //
 // The value is reached through accessors so that every change is counted: version() counts the
 // changes, and a backward pass through a parameter changed since the forward pass read it is
@@ -64,8 +77,8 @@ struct SweepBuffers;
 //   reference it returns after a forward pass makes a later backward through that pass throw.
 //   Take the reference when you mean to write (an optimiser step), not to keep: writes through a
 //   reference held since before the forward pass are not seen.
-// - set_value(v) replaces it (any shape); the gradient is resized on the next zero_grad() or
-//   tape.param().
+// - set_value(v) replaces it (any shape); a gradient of the old shape is dropped by the next
+//   zero_grad() or tape.param().
 // - mark_modified() counts a change made some other way (through a pointer into the data).
 //
 // Frozen parameters (PyTorch's p.requires_grad_(False)): requires_grad_(false) makes
@@ -100,17 +113,29 @@ public:
         trained_ = on;
         return *this;
     }
+    // Whether .grad holds a gradient: it has the value's shape. An empty .grad is no gradient.
+    bool has_grad() const { return grad.shape() == value_.shape(); }
+    // Empties .grad (O(1)), or with ad::fill_zeros makes it zeros of the value's shape.
     void zero_grad();
-    // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad() (then
-    // nothing needs copying to put .grad back; write .grad directly only after a backward()
+    void zero_grad(FillZeros);
+    // .grad, made zeros of the value's shape first if it is empty (to add into by hand).
+    Tensor<T>& grad_or_zeros();
+
+    // For backward(), which leaves .grad as it was if a VJP throws: set by zero_grad(ad::fill_zeros)
+    // (then nothing needs copying to put .grad back; write .grad directly only after a backward()
     // or zero_grad() and not between the two), the sweep that last wrote .grad, and the last
-    // sweep that found it zeroed.
+    // sweep that found it zeroed or empty.
     bool grad_zeroed = false;
     std::uint64_t written_by = 0;
-    std::uint64_t zeroed_before = 0;  // the sweep that found .grad zeroed when it first wrote it
+    std::uint64_t zeroed_before = 0;  // the sweep that found .grad zeroed or empty when it first wrote it
+    bool found_empty = false;         // ... and found it empty
+    // The sweep's first write: .grad takes the buffer kept aside, shaped like the value and
+    // holding whatever it held (the contribution overwrites it).
+    Tensor<T>& take_grad_buffer();
 
 private:
     Tensor<T> value_;
+    Tensor<T> spare_;  // .grad's buffer while .grad is empty
     std::uint64_t version_ = 0;
     bool trained_ = true;
 };

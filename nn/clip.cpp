@@ -16,12 +16,17 @@ std::string num(double v)
     return buf;
 }
 
+// Whether p takes part in a clip: trained, and holding a gradient (none, before any backward()
+// reached it since zero_grad(), is skipped, as PyTorch skips a None .grad); a gradient of
+// another shape is refused.
 template <class T>
-void check_grad(const char* fn, const std::string& name, const Parameter<T>& p)
+bool clipped(const char* fn, const std::string& name, const Parameter<T>& p)
 {
-    if (!detail::same_shape(p.grad.shape(), p.value().shape()))
+    if (!p.requires_grad() || (p.grad.size() == 0 && !p.has_grad())) return false;
+    if (!p.has_grad())
         throw Error(std::string(fn) + ": parameter " + name + " has value of shape " + shape_str(p.value().shape()) +
                     " but gradient of shape " + shape_str(p.grad.shape()) + "; expected equal shapes");
+    return true;
 }
 
 // sum_i g_i^2 in double, in eight independent sums: one serial chain of double additions would
@@ -153,8 +158,7 @@ double clip_norm_named(const NamedParameters<T>& params, double max_norm, bool e
     double total_sq = 0;
     for (const auto& [name, p] : params) {
         if (!p) throw Error("clip_grad_norm: parameter " + name + " is null");
-        if (!p->requires_grad()) continue;  // frozen: not part of the norm, not scaled
-        check_grad("clip_grad_norm", name, *p);
+        if (!clipped("clip_grad_norm", name, *p)) continue;  // frozen or without a gradient
         total_sq += sum_of_squares(p->grad.data(), p->grad.size());
     }
     const double total = std::sqrt(total_sq);
@@ -163,7 +167,7 @@ double clip_norm_named(const NamedParameters<T>& params, double max_norm, bool e
     const double coef = max_norm / (total + 1e-6);
     if (coef < 1 || std::isnan(coef)) {
         for (const auto& e : params)
-            if (e.second->requires_grad()) e.second->grad *= T(coef);
+            if (e.second->requires_grad() && e.second->has_grad()) e.second->grad *= T(coef);
     }
     return total;
 }
@@ -174,11 +178,11 @@ void clip_value_named(const NamedParameters<T>& params, double clip_value)
     check_bound("clip_grad_value", "clip_value", clip_value);
     for (const auto& [name, p] : params) {
         if (!p) throw Error("clip_grad_value: parameter " + name + " is null");
-        if (p->requires_grad()) check_grad("clip_grad_value", name, *p);
+        clipped("clip_grad_value", name, *p);
     }
     const T c = T(clip_value);
     for (const auto& e : params)
-        if (e.second->requires_grad())
+        if (e.second->requires_grad() && e.second->has_grad())
             for (T& g : e.second->grad) g = std::min(std::max(g, -c), c);
 }
 

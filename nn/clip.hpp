@@ -24,8 +24,9 @@
 // model or a list apply to every weight matrix in the sense of is_weight_matrix (nn/optim.hpp):
 // rank >= 2 and not named "bias".
 //
-// Frozen parameters (requires_grad_(false)) are skipped by the gradient clips: they are not part
-// of clip_grad_norm's total, and their .grad is not scaled or clamped.
+// Frozen parameters (requires_grad_(false)) and parameters without a gradient (has_grad() false:
+// no backward() reached them since zero_grad()) are skipped by the gradient clips: they are not
+// part of clip_grad_norm's total, and their .grad is not scaled or clamped.
 #pragma once
 
 #include "nn/module.hpp"

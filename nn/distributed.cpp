@@ -673,13 +673,13 @@ template <class T>
 void DataParallel<T>::pack(std::size_t k)
 {
     Parameter<T>& p = *params_[k].second;
-    if (p.grad.size() != p.value().size())
+    if (p.grad.size() != 0 && !p.has_grad())
         throw Error("DataParallel: gradient of '" + params_[k].first + "' has shape " + shape_str(p.grad.shape()) +
                     " but the parameter has shape " + shape_str(p.value().shape()));
     T* dst = buckets_[bucket_of_[k]].data.data() + offset_[k];
     const T* src = p.grad.data();
     const std::size_t m = p.value().size();
-    if (weight_ == T(0)) std::fill_n(dst, m, T(0));
+    if (weight_ == T(0) || !p.has_grad()) std::fill_n(dst, m, T(0));
     else
         for (std::size_t i = 0; i < m; ++i) dst[i] = weight_ * src[i];
     packed_[k] = 1;
@@ -742,7 +742,7 @@ template <class T>
 void DataParallel<T>::synchronize()
 {
     // Parameters the sweep did not reach (and every parameter of a rank without examples) add
-    // their .grad as it stands, zero after zero_grad(), so that every bucket is sent.
+    // their .grad as it stands, zeros if they have none, so that every bucket is sent.
     begin_step();
     for (std::size_t k = 0; k < params_.size(); ++k)
         if (!packed_[k]) pack(k);
@@ -762,7 +762,7 @@ void DataParallel<T>::synchronize()
     for (std::size_t k = 0; k < params_.size(); ++k) {
         Parameter<T>& p = *params_[k].second;
         const T* src = buckets_[bucket_of_[k]].data.data() + offset_[k];
-        std::copy_n(src, p.value().size(), p.grad.data());
+        std::copy_n(src, p.value().size(), p.grad_or_zeros().data());
     }
     reset_step();
     ++steps_;

@@ -144,6 +144,7 @@ public:
     // synchronize(), then the optimiser's step; with broadcast_buffers, rank 0's buffers.
     void step();
     void zero_grad() { optimizer_.zero_grad(); }
+    void zero_grad(FillZeros) { optimizer_.zero_grad(fill_zeros); }
     // Collective: training ends on every rank. Throws ad::Error on every rank, naming the ranks and
     // their step counts, when another rank is still taking steps (or in another call). step()
     // after finish() is refused.

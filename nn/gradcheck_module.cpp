@@ -42,7 +42,7 @@ GradcheckResult gradcheck_module(Module<T>& model, const ModuleLoss<T>& loss, Gr
         if (y.size() != 1)
             throw Error("gradcheck_module: the loss must have one element, got shape " + shape_str(y.shape()));
         backward(y);
-        for (auto& [name, p] : named) grads.push_back(p->grad);
+        for (auto& [name, p] : named) grads.push_back(p->grad_or_zeros());  // zeros where the loss does not reach
         GradcheckResult r;
         try {
             r = check_gradient(value_at, start, grads, o);

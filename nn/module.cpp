@@ -175,6 +175,12 @@ void Module<T>::zero_grad()
 }
 
 template <class T>
+void Module<T>::zero_grad(FillZeros)
+{
+    for (auto* p : parameters()) p->zero_grad(fill_zeros);
+}
+
+template <class T>
 Module<T>& Module<T>::requires_grad_(bool on)
 {
     for (auto* p : parameters()) p->requires_grad_(on);

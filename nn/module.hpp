@@ -95,7 +95,9 @@ public:
     bool training() const { return training_; }
 
     std::size_t parameter_count();  // number of scalars in all parameters
+    // Empties every parameter's gradient (see ad::Parameter); ad::fill_zeros makes them zeros.
     void zero_grad();
+    void zero_grad(FillZeros);
     // Freezes (false) or unfreezes every parameter, recursively (PyTorch's module.requires_grad_).
     Module& requires_grad_(bool on = true);
     // The module's type and hyperparameters on one line, in libtorch's words: "ReLU",

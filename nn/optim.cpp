@@ -30,7 +30,7 @@ bool is_weight_matrix(const std::string& name, const Parameter<T>& p)
 
 template <class T>
 Optimizer<T>::Optimizer(const char* name, NamedParameters<T> params, double lr, const DecaySelector<T>& decay)
-    : name_(name), params_(std::move(params)), lr_(0)
+    : name_(name), params_(std::move(params)), lr_(0), updates_(params_.size(), 0)
 {
     set_lr(lr);
     std::set<const Parameter<T>*> seen_params;
@@ -78,15 +78,19 @@ void Optimizer<T>::step()
 {
     // Check every gradient first, so a bad one leaves all parameters as they were.
     for (const auto& [pname, p] : params_)
-        if (p->requires_grad() && !detail::same_shape(p->grad.shape(), p->value().shape()))
+        if (p->requires_grad() && p->grad.size() != 0 && !p->has_grad())
             throw Error(std::string(name_) + "::step: parameter '" + pname + "' has value of shape " +
                         shape_str(p->value().shape()) + " but gradient of shape " + shape_str(p->grad.shape()) +
                         "; expected equal shapes");
+    const auto stepped = [](const Parameter<T>& p) { return p.requires_grad() && p.has_grad(); };
     for (std::size_t i = 0; i < params_.size(); ++i)
-        if (params_[i].second->requires_grad()) check_state(i);
+        if (stepped(*params_[i].second)) check_state(i);
     ++steps_;
-    for (std::size_t i = 0; i < params_.size(); ++i)
-        if (params_[i].second->requires_grad()) update(i, *params_[i].second, decay_[i] != 0);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+        if (!stepped(*params_[i].second)) continue;
+        ++updates_[i];
+        update(i, *params_[i].second, decay_[i] != 0);
+    }
 }
 
 template <class T>
@@ -105,6 +109,12 @@ template <class T>
 void Optimizer<T>::zero_grad()
 {
     for (auto& e : params_) e.second->zero_grad();
+}
+
+template <class T>
+void Optimizer<T>::zero_grad(FillZeros)
+{
+    for (auto& e : params_) e.second->zero_grad(fill_zeros);
 }
 
 // --- SGD ---
@@ -141,7 +151,7 @@ void SGD<T>::update(std::size_t i, Parameter<T>& p, bool decay)
 {
     const T wd = decay ? T(o_.weight_decay) : T(0);
     const T momentum = T(o_.momentum), keep = T(1 - o_.dampening), neg_lr = T(-this->lr_);
-    const bool first = this->steps_ == 1;
+    const bool first = this->updates(i) == 1;
     T* w = p.mutable_value().data();
     const T* g = p.grad.data();
     T* buf = buf_.empty() ? nullptr : buf_[i].data();
@@ -201,7 +211,7 @@ template <class T>
 void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
 {
     const double lr = this->lr_, wd = decay ? o_.weight_decay : 0.0;
-    const double t = double(this->steps_);
+    const double t = double(this->updates(i));
     // Scalars in double, as PyTorch computes them in Python.
     const T step_size = T(lr / (1 - std::pow(o_.beta1, t)));
     const T bc2_sqrt = T(std::sqrt(1 - std::pow(o_.beta2, t)));

@@ -31,6 +31,7 @@
 
 #include "nn/module.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -65,14 +66,23 @@ public:
     Optimizer& operator=(const Optimizer&) = delete;
 
     // One update of every parameter from its current .grad, written through mutable_value().
+    // A parameter without a gradient (has_grad() false: no backward() reached it since
+    // zero_grad()) is skipped, state and weight decay included, as PyTorch skips a None .grad;
+    // each parameter counts its own updates (Adam's t), as PyTorch's per-parameter 'step' does.
     void step();
+    // Empties every gradient (PyTorch's set_to_none=True); ad::fill_zeros makes them zeros.
     void zero_grad();
+    void zero_grad(FillZeros);
 
     double lr() const { return lr_; }
     void set_lr(double lr);  // NaN, infinite or negative: ad::Error
-    // Number of step() calls so far (Adam's t).
+    // Number of step() calls so far; setting it sets every parameter's update count too.
     std::uint64_t step_count() const { return steps_; }
-    void set_step_count(std::uint64_t steps) { steps_ = steps; }
+    void set_step_count(std::uint64_t steps)
+    {
+        steps_ = steps;
+        std::fill(updates_.begin(), updates_.end(), steps);
+    }
 
     const NamedParameters<T>& parameters() const { return params_; }
     bool decays(std::size_t i) const { return decay_[i] != 0; }
@@ -84,8 +94,8 @@ public:
 
 protected:
     Optimizer(const char* name, NamedParameters<T> params, double lr, const DecaySelector<T>& decay);
-    // Update parameter i; `decay` tells whether weight decay applies to it. steps_ already counts
-    // this step.
+    // Update parameter i; `decay` tells whether weight decay applies to it. updates(i) already
+    // counts this update.
     virtual void update(std::size_t i, Parameter<T>& p, bool decay) = 0;
     // Zero-filled state, one tensor per parameter, shaped like it.
     std::vector<Tensor<T>> zeros_like_parameters() const;
@@ -101,6 +111,10 @@ protected:
     std::vector<char> decay_;
     double lr_;
     std::uint64_t steps_ = 0;
+    std::uint64_t updates(std::size_t i) const { return updates_[i]; }
+
+private:
+    std::vector<std::uint64_t> updates_;  // per parameter: the steps that updated it
 };
 
 struct SGDOptions {

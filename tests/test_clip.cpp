@@ -121,6 +121,21 @@ TEST_CASE("clip_grad_norm scales all gradients by max_norm / (N + 1e-6) when the
     }
 }
 
+TEST_CASE("the clips leave out a parameter without a gradient, and refuse one of the wrong shape", "[clip]")
+{
+    Parameter<double> a(Tensor<double>{0.0, 0.0}), none(Tensor<double>{1.0, 1.0, 1.0});
+    a.grad = Tensor<double>{3.0, 4.0};
+    const std::vector<Parameter<double>*> both{&a, &none};
+    CHECK(nn::clip_grad_norm(both, 1.0) == Approx(5.0).epsilon(1e-15));  // sqrt(3^2 + 4^2): none adds nothing
+    CHECK(a.grad(0) == Approx(3.0 / (5.0 + 1e-6)).epsilon(1e-15));
+    CHECK(a.grad(1) == Approx(4.0 / (5.0 + 1e-6)).epsilon(1e-15));
+    nn::clip_grad_value(both, 0.5);
+    CHECK_FALSE(none.has_grad());
+    none.grad = Tensor<double>{1.0, 2.0};
+    CHECK_THROWS_WITH(nn::clip_grad_norm(both, 1.0), Contains("clip_grad_norm") && Contains("[3]") && Contains("[2]"));
+    CHECK_THROWS_WITH(nn::clip_grad_value(both, 1.0), Contains("clip_grad_value") && Contains("[3]") && Contains("[2]"));
+}
+
 TEST_CASE("clip_grad_value clamps every gradient element to [-c, c]", "[clip]")
 {
     Parameter<double> a(Tensor<double>{0.0, 0.0, 0.0, 0.0});

@@ -163,7 +163,7 @@ TEST_CASE("freezing a parameter between the forward pass and backward() is refus
     const Var<double> y = ad::sum(tape.param(w) * tape.param(w));
     w.requires_grad_(false);
     CHECK_THROWS_WITH(ad::backward(y), Contains("backward") && Contains("frozen") && Contains("[2]"));
-    CHECK_THAT(w.grad, Equals({0.0, 0.0}));
+    CHECK_FALSE(w.has_grad());
 }
 
 TEST_CASE("gradcheck_module checks the trainable parameters and leaves the frozen ones out", "[frozen][gradcheck]")
