@@ -10,3 +10,4 @@
 #include "autodiff/print.hpp"
 #include "autodiff/tape.hpp"
 #include "autodiff/tensor.hpp"
+#include "autodiff/threads.hpp"

@@ -40,9 +40,6 @@
 #include <string>
 #include <vector>
 
-// OpenBLAS's thread count, when the BLAS is OpenBLAS (weak: another BLAS leaves it null).
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -328,7 +325,7 @@ bool plot(const std::string& dir)
 int train_main(const Options& o)
 {
     const auto start = Clock::now();
-    if (o.threads > 0 && openblas_set_num_threads) openblas_set_num_threads(o.threads);
+    if (o.threads > 0) ad::set_num_threads(o.threads);
     examples::make_writable_output_dir(o.out_dir, "char_transformer");
 
     const Corpus c = load_corpus(o.data_dir);

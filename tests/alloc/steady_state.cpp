@@ -6,17 +6,16 @@
 // per call. Not built under sanitizers, which replace malloc themselves.
 #include "alloc_count.hpp"
 #include "char_model.hpp"
+#include "autodiff/threads.hpp"
 #include "nn/clip.hpp"
 #include "nn/optim.hpp"
 
 #include <cstdio>
 #include <random>
 
-extern "C" void openblas_set_num_threads(int);
-
 int main()
 {
-    openblas_set_num_threads(1);
+    ad::set_num_threads(1);  // OpenBLAS's threaded driver allocates per call
     examples::CharModelConfig c;
     c.vocab = 11, c.context = 8, c.width = 16, c.heads = 2, c.blocks = 2;
     ad::nn::Rng rng(3);
