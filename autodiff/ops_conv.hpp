@@ -94,4 +94,9 @@ template <class T>
 Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scalar<T> eps = T(1e-5),
                     BatchStats<T>* stats = nullptr);
 
+// A per-channel affine map of x [N, C, H, W] (or [N, C]), one op: y = x scale_c + shift_c, with
+// scale and shift of shape [C]. Batch normalisation with fixed statistics (nn::BatchNorm2d in
+// evaluation mode) folds them and the affine parameters into scale and shift.
+template <class T> Var<T> channel_affine(const Var<T>& x, const Var<T>& scale, const Var<T>& shift);
+
 }  // namespace ad
