@@ -85,7 +85,7 @@ template <class T> Var<T> flatten(const Var<T>& x);
 //   mean_c, var_c = the mean and the biased (1/m) variance, m = N H W;
 //   y = (x - mean_c) / sqrt(var_c + eps) gamma_c + beta_c;  gamma, beta of shape [C].
 // If `stats` is given it receives mean and var ([C] each), for running statistics (nn::BatchNorm2d
-// keeps those; evaluation mode is an affine map of x the module builds from them).
+// keeps those; evaluation mode is channel_affine, below, with factors built from them).
 template <class T>
 struct BatchStats {
     Tensor<T> mean, var;
