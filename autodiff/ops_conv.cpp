@@ -764,6 +764,46 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
                    [e = T(eps)](GradVjp<T>& v) { batch_norm2d_graph_vjp(v, e); });
 }
 
+// y[n, c, p] = x[n, c, p] scale[c] + shift[c]; dx = g scale[c], dscale[c] = sum g x and
+// dshift[c] = sum g, the sums over n and p.
+template <class T>
+Var<T> channel_affine(const Var<T>& x, const Var<T>& scale, const Var<T>& shift)
+{
+    check_handles("channel_affine", {x, scale, shift});
+    const auto& s = x.shape();
+    if (s.size() != 4 && s.size() != 2)
+        fail("channel_affine", x, "input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
+    const std::size_t N = s[0], C = s[1], P = s.size() == 4 ? s[2] * s[3] : 1;
+    if (scale.dimension() != 1 || scale.shape()[0] != C || shift.dimension() != 1 || shift.shape()[0] != C)
+        fail("channel_affine", x,
+             "scale " + shape_str(scale.shape()) + " and shift " + shape_str(shift.shape()) +
+                 " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+    Op<T> op("channel_affine", {x, scale, shift});
+    auto& y = op.out();
+    if (y.shape() != s) y.resize(s);
+    kernels::channel_affine_forward(x.value().data(), scale.value().data(), shift.value().data(), N, C, P, y.data());
+    return op.done(
+        [](Vjp<T>& v) {
+            const auto& xs = v.x(0).shape();
+            const std::size_t N = xs[0], C = xs[1], P = xs.size() == 4 ? xs[2] * xs[3] : 1;
+            bool fx = false, fs = false, fb = false;
+            T* dx = v.wants(0) ? v.slot(0, fx).data() : nullptr;
+            T* dscale = v.wants(1) ? v.slot(1, fs).data() : nullptr;
+            T* dshift = v.wants(2) ? v.slot(2, fb).data() : nullptr;
+            kernels::channel_affine_backward(v.x(0).data(), v.x(1).data(), v.g.data(), N, C, P, dx, !fx, dscale, !fs,
+                                             dshift, !fb);
+        },
+        [](GradVjp<T>& v) {  // the same in tape ops: scale broadcast along the channel axis, sums back to [C]
+            const Shape& xs = v.x(0).shape();
+            const std::size_t C = xs[1];
+            Shape col(xs.size(), 1);
+            col[1] = C;
+            if (v.wants(0)) v.acc(0, v.g * reshape(v.x(1), col));
+            if (v.wants(1)) v.acc(1, reshape(sum_to(v.g * v.x(0), col), {C}));
+            if (v.wants(2)) v.acc(2, reshape(sum_to(v.g, col), {C}));
+        });
+}
+
 #define AD_CONV_INSTANTIATE(T)                                                                                      \
     template Var<T> conv2d(const Var<T>&, const Var<T>&, const Conv2dOptions&);                                \
     template Var<T> conv2d(const Var<T>&, const Var<T>&, const Var<T>&, const Conv2dOptions&);                 \
@@ -773,7 +813,8 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
     template Var<T> avg_pool2d(const Var<T>&, const Pool2dOptions&);                                           \
     template Var<T> global_avg_pool2d(const Var<T>&);                                                          \
     template Var<T> flatten(const Var<T>&);                                                                    \
-    template Var<T> batch_norm2d(const Var<T>&, const Var<T>&, const Var<T>&, Scalar<T>, BatchStats<T>*);
+    template Var<T> batch_norm2d(const Var<T>&, const Var<T>&, const Var<T>&, Scalar<T>, BatchStats<T>*);      \
+    template Var<T> channel_affine(const Var<T>&, const Var<T>&, const Var<T>&);
 AD_CONV_INSTANTIATE(float)
 AD_CONV_INSTANTIATE(double)
 

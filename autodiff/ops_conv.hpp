@@ -85,7 +85,7 @@ template <class T> Var<T> flatten(const Var<T>& x);
 //   mean_c, var_c = the mean and the biased (1/m) variance, m = N H W;
 //   y = (x - mean_c) / sqrt(var_c + eps) gamma_c + beta_c;  gamma, beta of shape [C].
 // If `stats` is given it receives mean and var ([C] each), for running statistics (nn::BatchNorm2d
-// keeps those; evaluation mode is an affine map of x the module builds from them).
+// keeps those; evaluation mode is channel_affine, below, with factors built from them).
 template <class T>
 struct BatchStats {
     Tensor<T> mean, var;
@@ -93,5 +93,10 @@ struct BatchStats {
 template <class T>
 Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scalar<T> eps = T(1e-5),
                     BatchStats<T>* stats = nullptr);
+
+// A per-channel affine map of x [N, C, H, W] (or [N, C]), one op: y = x scale_c + shift_c, with
+// scale and shift of shape [C]. Batch normalisation with fixed statistics (nn::BatchNorm2d in
+// evaluation mode) folds them and the affine parameters into scale and shift.
+template <class T> Var<T> channel_affine(const Var<T>& x, const Var<T>& scale, const Var<T>& shift);
 
 }  // namespace ad

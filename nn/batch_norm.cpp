@@ -2,6 +2,7 @@
 
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xmath.hpp>
+#include <xtensor/xnoalias.hpp>
 
 namespace ad::nn {
 
@@ -41,17 +42,14 @@ Var<T> BatchNorm<T>::forward(const Var<T>& x)
         *num_batches_tracked_ += T(1);
         return y;
     }
-    // Evaluation: (x - running_mean) / sqrt(running_var + eps) weight + bias, per channel, the
-    // factors shaped [1, C] or [1, C, 1, 1] to broadcast.
-    Shape channel_axis(x.dimension(), 1);
-    channel_axis[1] = features_;
-    eval_scale_ = T(1) / xt::sqrt(*running_var_ + eps_);
-    eval_shift_ = -*running_mean_ * eval_scale_;
-    eval_scale_.reshape(channel_axis);
-    eval_shift_.reshape(channel_axis);
+    // Evaluation: y = x s + b per channel, one channel_affine op, with s = weight rstd and
+    // b = bias - s running_mean, rstd = 1 / sqrt(running_var + eps) (PyTorch folds them the same
+    // way). s and b are tape ops on [C], so weight and bias get their gradients through them.
+    xt::noalias(eval_rstd_) = T(1) / xt::sqrt(*running_var_ + eps_);
     Tape<T>& tape = x.tape();
-    const Var<T> normalised = x * tape.constant(eval_scale_) + tape.constant(eval_shift_);
-    return normalised * reshape(this->use(*weight_, x), channel_axis) + reshape(this->use(*bias_, x), channel_axis);
+    const Var<T> scale = this->use(*weight_, x) * tape.constant(eval_rstd_);
+    const Var<T> shift = this->use(*bias_, x) - scale * tape.constant(*running_mean_);
+    return channel_affine(x, scale, shift);
 }
 
 template <class T>

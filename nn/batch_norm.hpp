@@ -5,7 +5,8 @@
 //               running_mean <- (1 - momentum) running_mean + momentum mean_b,
 //               running_var  <- (1 - momentum) running_var  + momentum var_b * m / (m - 1)
 //               (the unbiased variance, as PyTorch keeps it), m the values per channel;
-//   evaluation: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+//   evaluation: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, one
+//               ad::channel_affine op whose per-channel factors fold the statistics, weight and bias.
 //
 // BatchNorm1d takes [batch, features], BatchNorm2d [batch, channels, height, width] (and
 // [batch, channels]). PyTorch's names and shapes, so their state dicts load as they are:
@@ -55,8 +56,8 @@ private:
     Tensor<T>* running_mean_;
     Tensor<T>* running_var_;
     Tensor<T>* num_batches_tracked_;
-    BatchStats<T> stats_;                // the last batch's statistics, reused every step
-    Tensor<T> eval_scale_, eval_shift_;  // evaluation mode: per-channel factors, shaped to broadcast
+    BatchStats<T> stats_;  // the last batch's statistics, reused every step
+    Tensor<T> eval_rstd_;  // evaluation mode: 1 / sqrt(running_var + eps), reused every step
 };
 
 template <class T>

@@ -374,6 +374,21 @@ Sample batch_norm_sample(std::string what, const Shape& x, double eps, std::uint
             smooth};
 }
 
+// y[n, c, ...] = x[n, c, ...] scale[c] + shift[c].
+Tensor<double> channel_affine_reference(const std::vector<Tensor<double>>& in, const Sample&)
+{
+    const Tensor<double>& x = in[0];
+    const std::size_t N = x.shape()[0], C = x.shape()[1], P = x.size() / std::max<std::size_t>(N * C, 1);
+    Tensor<double> y = Tensor<double>::from_shape(shape_of(x));
+    for (std::size_t n = 0; n < N; ++n)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t p = 0; p < P; ++p) {
+                const std::size_t k = (n * C + c) * P + p;
+                y.data()[k] = x.data()[k] * in[1].data()[c] + in[2].data()[c];
+            }
+    return y;
+}
+
 // --- matrices ---
 
 // A symmetric positive definite n x n matrix, well conditioned: B B^T + n I, B standard normal.
@@ -751,6 +766,45 @@ void add_batch_norm_entry(std::vector<Entry>& table)
     table.push_back(e);
 }
 
+void add_channel_affine_entry(std::vector<Entry>& table)
+{
+    auto e = make("channel_affine", Kind::other,
+                  [](const auto& x, const Sample&) { return ad::channel_affine(x[0], x[1], x[2]); });
+    e.reference = channel_affine_reference;
+    e.samples = [] {
+        auto three = [](std::string what, Shape x, std::uint64_t seed) {
+            const std::size_t C = x[1];
+            return Sample{std::move(what),
+                          {adtest::randn(x, seed), adtest::randn({C}, seed + 1), adtest::randn({C}, seed + 2)}};
+        };
+        return std::vector<Sample>{
+            three("[2, 3, 4, 5]", {2, 3, 4, 5}, 2500),
+            three("[N, C] = [5, 3]", {5, 3}, 2510),
+            three("odd sizes [3, 2, 3, 1]", {3, 2, 3, 1}, 2520),
+            three("one of each [1, 1, 1, 1]", {1, 1, 1, 1}, 2530),
+            three("empty batch [0, 3, 2, 2]", {0, 3, 2, 2}, 2540),
+            three("no channels [2, 0, 3, 3]", {2, 0, 3, 3}, 2550),
+            three("empty planes [2, 3, 0, 2]", {2, 3, 0, 2}, 2560),
+            three("empty batch [0, 4]", {0, 4}, 2570),
+        };
+    };
+    e.refused = [] {
+        auto three = [](std::string what, Shape x, Shape scale, Shape shift) {
+            return Sample{std::move(what), {adtest::randn(x, 1), adtest::randn(scale, 2), adtest::randn(shift, 3)}};
+        };
+        return std::vector<Sample>{
+            three("scale [4] for 3 channels", {2, 3, 4, 4}, {4}, {3}),
+            three("shift [2] for 3 channels", {2, 3, 4, 4}, {3}, {2}),
+            three("scale [1, 3, 1, 1], shaped to broadcast", {2, 3, 4, 4}, {1, 3, 1, 1}, {3}),
+            three("shift a scalar", {4, 3}, {3}, {}),
+            three("input of rank 3", {2, 3, 4}, {3}, {3}),
+            three("input of rank 1", {3}, {3}, {3}),
+            three("input of rank 5", {2, 3, 2, 2, 2}, {3}, {3}),
+        };
+    };
+    table.push_back(e);
+}
+
 void add_decomposition_entries(std::vector<Entry>& table)
 {
     auto spd_samples = [](std::uint64_t seed) {
@@ -884,6 +938,7 @@ void add_conv_decomp_ops(std::vector<Entry>& table)
     add_conv_entries(table);
     add_pool_entries(table);
     add_batch_norm_entry(table);
+    add_channel_affine_entry(table);
     add_decomposition_entries(table);
     add_checkpoint_entry(table);
 }

@@ -1,6 +1,6 @@
 // The convolutional modules: parameter names and shapes as PyTorch's, He initialisation by
-// fan-in, BatchNorm2d's running statistics and evaluation mode against their formulas, a small
-// CNN gradchecked end to end, and the modules' errors.
+// fan-in, BatchNorm2d's (and BatchNorm1d's) running statistics and evaluation mode against their
+// formulas, a small CNN gradchecked end to end, and the modules' errors.
 #include "gradcheck_helpers.hpp"
 
 #include "nn/nn.hpp"
@@ -81,6 +81,89 @@ TEST_CASE("BatchNorm2d keeps PyTorch's running statistics and uses them in evalu
                                            .epsilon(1e-12));
     // evaluation mode is an affine map of x, differentiable
     require_gradcheck([&](const Vars& v) { return bn(v[0]); }, {x});
+}
+
+namespace {
+
+// Sets a batch norm's running statistics, as loading a state dict would.
+void set_running(nn::Module<double>& bn, const Tensor<double>& mean, const Tensor<double>& var)
+{
+    for (auto& [name, t] : bn.named_buffers()) {
+        if (name == "running_mean") *t = mean;
+        if (name == "running_var") *t = var;
+    }
+}
+
+// In evaluation mode: sum(c y) is gradchecked with respect to weight and bias (gradcheck_module),
+// and y with respect to x to second order.
+void check_eval_gradients(nn::Module<double>& bn, const Tensor<double>& x)
+{
+    const Tensor<double> c = randn(Shape(x.shape().begin(), x.shape().end()), 31);
+    const auto r = nn::gradcheck_module<double>(
+        bn, [&](nn::Module<double>& m, Tape<double>& tape) { return ad::sum(m(tape.constant(x)) * tape.constant(c)); });
+    INFO(r.report());
+    CHECK(r.ok);
+    CHECK(r.checked == 2 * x.shape()[1]);
+    require_gradcheck([&](const Vars& v) { return bn(v[0]); }, {x});
+}
+
+}  // namespace
+
+TEST_CASE("BatchNorm2d and BatchNorm1d in evaluation give (x - running_mean) / sqrt(running_var + eps) weight + bias",
+          "[nn][conv][batchnorm]")
+{
+    Tape<double> tape;
+    SECTION("by hand")
+    {
+        // BatchNorm2d, eps 0: sqrt(running_var) = {2, 0.5}.
+        nn::BatchNorm2d<double> bn2(2, 0.1, 0.0);
+        set_running(bn2, {1.0, -2.0}, {4.0, 0.25});
+        bn2.weight().set_value(Tensor<double>{3.0, -1.0});
+        bn2.bias().set_value(Tensor<double>{0.5, 2.0});
+        bn2.eval();
+        // (5 - 1) / 2 * 3 + 0.5 = 6.5, (-3 - 1) / 2 * 3 + 0.5 = -5.5;
+        // (0 + 2) / 0.5 * -1 + 2 = -2, (-2.5 + 2) / 0.5 * -1 + 2 = 3
+        const auto y2 = bn2(tape.constant(Tensor<double>{{{{5.0, -3.0}}, {{0.0, -2.5}}}}));
+        CHECK_THAT(y2.value(), Equals(Tensor<double>{{{{6.5, -5.5}}, {{-2.0, 3.0}}}}));
+        // BatchNorm1d, eps 0.5: sqrt(running_var + eps) = {1, 2, 4}.
+        nn::BatchNorm1d<double> bn1(3, 0.1, 0.5);
+        set_running(bn1, {0.0, 1.0, -1.0}, {0.5, 3.5, 15.5});
+        bn1.weight().set_value(Tensor<double>{2.0, 0.5, -4.0});
+        bn1.bias().set_value(Tensor<double>{1.0, 0.0, 0.25});
+        bn1.eval();
+        // 3 / 1 * 2 + 1 = 7, (5 - 1) / 2 * 0.5 = 1, (7 + 1) / 4 * -4 + 0.25 = -7.75; and the second row
+        const auto y1 = bn1(tape.constant(Tensor<double>{{3.0, 5.0, 7.0}, {-1.0, 1.0, -1.0}}));
+        CHECK_THAT(y1.value(), Equals(Tensor<double>{{7.0, 1.0, -7.75}, {-1.0, 0.0, 0.25}}));
+    }
+    SECTION("against the formula's loop, and gradients against central differences")
+    {
+        const Shape xs = GENERATE(Shape{4, 3, 2, 5}, Shape{2, 3}, Shape{5, 4}, Shape{1, 4, 3, 3});
+        CAPTURE(xs);
+        const std::size_t N = xs[0], C = xs[1], P = xs.size() == 4 ? xs[2] * xs[3] : 1;
+        std::unique_ptr<nn::BatchNorm<double>> bn;
+        if (xs.size() == 4) bn = std::make_unique<nn::BatchNorm2d<double>>(C, 0.1, 1e-3);
+        else bn = std::make_unique<nn::BatchNorm1d<double>>(C, 0.1, 1e-3);
+        const Tensor<double> mean = randn({C}, 32), var = uniform({C}, 0.1, 3.0, 33);
+        const Tensor<double> w = randn({C}, 34), b = randn({C}, 35);
+        set_running(*bn, mean, var);
+        bn->weight().set_value(w);
+        bn->bias().set_value(b);
+        bn->eval();
+        const Tensor<double> x = randn(xs, 36, 2.0) + 0.5;
+        const Tensor<double> y = (*bn)(tape.constant(x)).value();
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t c = 0; c < C; ++c)
+                for (std::size_t p = 0; p < P; ++p) {
+                    const std::size_t k = (n * C + c) * P + p;
+                    // the module folds weight / sqrt(var + eps) and the shift first: a few ulps of
+                    // the largest term, |x| / sqrt(var + eps) |w| <= 50 here
+                    const double want = (x.flat(k) - mean(c)) / std::sqrt(var(c) + 1e-3) * w(c) + b(c);
+                    CHECK(y.flat(k) == Approx(want).epsilon(1e-14).margin(1e-13));
+                }
+        check_eval_gradients(*bn, x);
+        CHECK_THAT(bn->running_mean(), Equals(mean));  // evaluation leaves the statistics alone
+        CHECK_THAT(bn->running_var(), Equals(var));
+    }
 }
 
 TEST_CASE("a small CNN of the modules is gradchecked end to end", "[nn][conv][gradcheck]")

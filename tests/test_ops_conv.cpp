@@ -1,6 +1,6 @@
-// Convolution, pooling and batch normalisation: values against direct loops written from the
-// definitions, gradients against central differences (double precision) over strides,
-// paddings, dilations, groups, odd sizes and batch 1, and both against PyTorch
+// Convolution, pooling, batch normalisation and channel_affine: values against direct loops
+// written from the definitions, gradients against central differences (double precision) over
+// strides, paddings, dilations, groups, odd sizes and batch 1, and both against PyTorch
 // (tests/fixtures/conv_fixtures.npz, made by tests/fixtures/make_conv_fixtures.py).
 #include "gradcheck_helpers.hpp"
 
@@ -314,6 +314,39 @@ TEST_CASE("batch_norm2d normalises each channel over batch and pixels", "[ops][c
     require_gradcheck([](const Vars& v) { return ad::batch_norm2d(v[0], v[1], v[2]); }, {x, gamma, beta});
 }
 
+TEST_CASE("channel_affine scales and shifts each channel of [N, C, H, W] and [N, C]", "[ops][conv]")
+{
+    Tape<double> tape;
+    const auto scale = tape.constant(Tensor<double>{2.0, -1.0}), shift = tape.constant(Tensor<double>{0.5, 10.0});
+    // channel 0: 2 x + 0.5, channel 1: 10 - x
+    const auto y4 = ad::channel_affine(tape.constant(Tensor<double>{{{{1.0, 2.0}}, {{3.0, 4.0}}}}), scale, shift);
+    CHECK_THAT(y4.value(), Equals(Tensor<double>{{{{2.5, 4.5}}, {{7.0, 6.0}}}}));
+    const auto y2 = ad::channel_affine(tape.constant(Tensor<double>{{1.0, 2.0}, {3.0, 4.0}}), scale, shift);
+    CHECK_THAT(y2.value(), Equals(Tensor<double>{{2.5, 8.0}, {6.5, 6.0}}));
+}
+
+TEST_CASE("channel_affine equals its loop and is gradchecked, a factor shared by several uses included",
+          "[ops][conv]")
+{
+    const Shape xs = GENERATE(Shape{4, 3, 5, 4}, Shape{1, 2, 3, 3}, Shape{3, 2, 1, 1}, Shape{6, 4}, Shape{1, 5});
+    CAPTURE(xs);
+    const std::size_t N = xs[0], C = xs[1], P = xs.size() == 4 ? xs[2] * xs[3] : 1;
+    const Tensor<double> x = randn(xs, 15, 2.0), a = randn({C}, 16), b = randn({C}, 17);
+    Tape<double> tape;
+    const auto y = ad::channel_affine(tape.constant(x), tape.constant(a), tape.constant(b));
+    Tensor<double> want = Tensor<double>::from_shape({N, C, P});
+    for (std::size_t n = 0; n < N; ++n)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t p = 0; p < P; ++p) want(n, c, p) = x.flat((n * C + c) * P + p) * a(c) + b(c);
+    want.reshape(xs);
+    check_close(y.value(), want);
+    require_gradcheck([](const Vars& v) { return ad::channel_affine(v[0], v[1], v[2]); }, {x, a, b});
+    // One input as both scale and shift, and the factors used by two ops: their gradients add.
+    require_gradcheck([](const Vars& v) { return ad::channel_affine(v[0], v[1], v[1]); }, {x, a});
+    require_gradcheck(
+        [](const Vars& v) { return ad::channel_affine(ad::channel_affine(v[0], v[1], v[2]), v[1], v[2]); }, {x, a, b});
+}
+
 TEST_CASE("conv2d, pooling and batch_norm2d match PyTorch's values and gradients", "[ops][conv][pytorch]")
 {
     const auto archive = ad::nn::read_npz(std::string(AD_SOURCE_DIR) + "/tests/fixtures/conv_fixtures.npz");
@@ -428,6 +461,10 @@ TEST_CASE("conv2d and pooling refuse bad input with the op's name, tape position
                                            tape.constant(randn({3}, 1))),
                           Contains("batch_norm2d (tape position 9): "
                                    "input must be [N, C, H, W] or [N, C], got shape [2, 3, 4]"));
+        CHECK_THROWS_WITH(ad::channel_affine(tape.constant(randn({2, 3, 4}, 3)), tape.constant(randn({3}, 1)),
+                                             tape.constant(randn({3}, 1))),
+                          Contains("channel_affine (tape position 12): "
+                                   "input must be [N, C, H, W] or [N, C], got shape [2, 3, 4]"));
     }
     SECTION("channel mismatch")
     {
@@ -440,6 +477,13 @@ TEST_CASE("conv2d and pooling refuse bad input with the op's name, tape position
         CHECK_THROWS_WITH(ad::batch_norm2d(x, tape.constant(randn({3}, 1)), tape.constant(randn({3}, 1))),
                           Contains("batch_norm2d (tape position 6): "
                                    "gamma [3] and beta [3] must both have shape [C] = [4]"));
+        CHECK_THROWS_WITH(ad::channel_affine(x, tape.constant(randn({4}, 1)), tape.constant(randn({3}, 1))),
+                          Contains("channel_affine (tape position 8): scale [4] and shift [3] must both have shape "
+                                   "[C] = [4] for the input [2, 4, 5, 5]"));
+        // factors shaped to broadcast, [1, C, 1, 1], are not [C]
+        CHECK_THROWS_WITH(ad::channel_affine(x, tape.constant(randn({1, 4, 1, 1}, 1)), tape.constant(randn({4}, 1))),
+                          Contains("channel_affine (tape position 10): scale [1, 4, 1, 1] and shift [4] must both "
+                                   "have shape [C] = [4]"));
     }
     SECTION("kernel larger than the padded input")
     {
