@@ -29,15 +29,7 @@ void check_versions(const Tape<T>& tape, std::size_t out, bool into_params, cons
             throw Error(std::string(who) + ": a parameter of shape " + shape_str(r.param->value().shape()) +
                         " was frozen (requires_grad_(false)) after the forward pass recorded it as trained; "
                         "run the forward pass again");
-        if (r.param->version() == r.param_version) {
-            // backward() adds into a gradient in place, so it must still have the value's shape
-            if (into_params && r.needs_grad && r.param->grad.size() != 0 && !r.param->has_grad())
-                throw Error(std::string(who) + ": the .grad of a parameter of shape " +
-                            shape_str(r.param->value().shape()) + " has shape " + shape_str(r.param->grad.shape()) +
-                            "; it was resized after the forward pass recorded the parameter (zero_grad() empties "
-                            "it)");
-            continue;
-        }
+        if (r.param->version() == r.param_version) continue;
         std::size_t reads = 0;
         for (const auto j : tape.param_leaves()) reads += tape.record(j).param == r.param;
         const std::string shape = shape_str(r.param->value().shape());
@@ -49,6 +41,21 @@ void check_versions(const Tape<T>& tape, std::size_t out, bool into_params, cons
         throw Error(std::string(who) + ": a parameter of shape " + shape +
                     " was modified after the forward pass recorded it (an optimiser step between "
                     "forward and backward?); run the forward pass again");
+    }
+}
+
+// backward() adds into a gradient in place, so one it finds must have the value's shape. Read
+// once the sweep holds its parameters' locks: another thread's sweep may be writing .grad.
+template <class T>
+void check_grad_shapes(const Sweep<T>& s, const char* who)
+{
+    for (const auto i : s.tape.param_leaves()) {
+        if (i > s.output()) break;
+        const auto& r = s.tape.record(i);
+        if (r.needs_grad && r.param->grad.size() != 0 && !r.param->has_grad())
+            throw Error(std::string(who) + ": the .grad of a parameter of shape " + shape_str(r.param->value().shape()) +
+                        " has shape " + shape_str(r.param->grad.shape()) +
+                        "; a gradient must have its parameter's shape (zero_grad() empties it)");
     }
 }
 
@@ -200,6 +207,7 @@ void backward_sweep(const Var<T>& output, const Tensor<T>* cotangent, const Hook
 {
     Tape<T>& tape = start<T>(output, cotangent ? &cotangent->shape() : nullptr, nullptr, true, "backward");
     Sweep<T> s(tape, output.index(), true);
+    check_grad_shapes(s, "backward");
     try {
         run<T>(s, cotangent, hook, nullptr);
     } catch (...) {  // leave every .grad as it was before this sweep
@@ -397,6 +405,7 @@ std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>& output, const Ten
 {
     Tape<T>& tape = start<T>(output, &cotangent.shape(), &inputs, true, "backward");
     Sweep<T> s(tape, output.index(), true);
+    check_grad_shapes(s, "backward");
     try {
         run<T>(s, &cotangent, nullptr, &inputs);
         return collect(s, inputs, true, "backward");

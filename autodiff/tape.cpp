@@ -391,7 +391,6 @@ template <class T>
 Var<T> Tape<T>::param(Parameter<T>& p)
 {
     const bool trained = p.requires_grad();
-    if (trained && p.grad.size() != 0 && !p.has_grad()) p.zero_grad();  // a gradient of an old shape
     auto& r = leaf("param", detail::grad_mode && trained);
     r.param = &p;
     r.param_version = p.version();

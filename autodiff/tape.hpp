@@ -77,8 +77,7 @@ inline constexpr FillZeros fill_zeros{};
 //   reference it returns after a forward pass makes a later backward through that pass throw.
 //   Take the reference when you mean to write (an optimiser step), not to keep: writes through a
 //   reference held since before the forward pass are not seen.
-// - set_value(v) replaces it (any shape); a gradient of the old shape is dropped by the next
-//   zero_grad() or tape.param().
+// - set_value(v) replaces it (any shape) and drops a gradient of the old shape.
 // - mark_modified() counts a change made some other way (through a pointer into the data).
 //
 // Frozen parameters (PyTorch's p.requires_grad_(False)): requires_grad_(false) makes
@@ -104,6 +103,7 @@ public:
     {
         value_ = std::move(v);
         ++version_;
+        if (grad.size() != 0 && !has_grad()) zero_grad();  // a gradient of the old shape
     }
     std::uint64_t version() const { return version_; }
     void mark_modified() { ++version_; }
