@@ -53,6 +53,7 @@
 #pragma once
 
 #include "autodiff/anomaly.hpp"
+#include "autodiff/kernels/parallel.hpp"
 #include "autodiff/kernels/reduce.hpp"
 #include "autodiff/ops.hpp"
 #include "autodiff/sweep.hpp"
@@ -233,6 +234,16 @@ struct Vjp {
         auto& a = slot_at(i, first);
         if (same) {
             if (detail::assign_scalar(a, e, !first)) return;
+            if constexpr (std::is_same<E, Tensor<T>>::value) {  // a cotangent passed on as it is
+                const T* src = e.data();
+                T* d = a.data();
+                kernels::parallel_for(a.size(), 1, [&](std::size_t b, std::size_t end) {
+                    if (first) std::copy(src + b, src + end, d + b);
+                    else
+                        for (std::size_t j = b; j < end; ++j) d[j] += src[j];
+                });
+                return;
+            }
             if (first) xt::noalias(a) = e;
             else xt::noalias(a) += e;
             return;
@@ -240,7 +251,8 @@ struct Vjp {
         kernels::sum_to(e, xs, a, !first, sweep.scratch(), sweep.scratch2());
     }
 
-    // adjoint(input k)[i] += f(i) for every element i of the input, as a plain loop.
+    // adjoint(input k)[i] += f(i) for every element i of the input, as a plain loop (split
+    // over the pool when large: f must be safe to call from several threads at once).
     template <class F>
     void acc_each(std::size_t k, F f)
     {
@@ -250,10 +262,12 @@ struct Vjp {
         bool first;
         T* d = slot_at(i, first).data();
         const std::size_t n = (r.param ? r.param->value() : r.value).size();
-        if (first)
-            for (std::size_t i = 0; i < n; ++i) d[i] = f(i);
-        else
-            for (std::size_t i = 0; i < n; ++i) d[i] += f(i);
+        kernels::parallel_for(n, 1, [&](std::size_t b, std::size_t end) {
+            if (first)
+                for (std::size_t j = b; j < end; ++j) d[j] = f(j);
+            else
+                for (std::size_t j = b; j < end; ++j) d[j] += f(j);
+        });
     }
 };
 

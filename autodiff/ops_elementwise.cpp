@@ -88,7 +88,9 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
         y.resize(av.shape());
         const T *ap = av.data(), *bp = bv.data();
         T* yp = y.data();
-        for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = ap[i] + bp[i];
+        kernels::parallel_for(y.size(), 1, [&](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) yp[i] = ap[i] + bp[i];
+        });
     } else {
         assign(op.out(), av + bv);
     }
@@ -381,7 +383,9 @@ Var<T> relu(const Var<T>& x)
     y.resize(x.shape());
     const T* xp = x.value().data();
     T* yp = y.data();
-    for (std::size_t i = 0, n = y.size(); i < n; ++i) yp[i] = xp[i] > T(0) || xp[i] != xp[i] ? xp[i] : T(0);
+    kernels::parallel_for(y.size(), 1, [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) yp[i] = xp[i] > T(0) || xp[i] != xp[i] ? xp[i] : T(0);
+    });
     return op.done(
         [](Vjp<T>& v) {
             const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0

@@ -1,10 +1,12 @@
 // How many threads the library's work may use, as torch.set_num_threads / get_num_threads.
 //
-// Today that is the matrix products: OpenBLAS runs each on a pool of its own of up to n threads.
-// The engine's other kernels (elementwise ops, reductions, row kernels, optimiser updates) run
-// on the calling thread. OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS) sets the starting value; a
-// tape used on several threads at once wants 1 here, so the threads do not oversubscribe the
-// cores.
+// Built with AD_OPENMP (the default), OpenBLAS's GEMMs and the engine's own large loops
+// (elementwise ops, bias sums, im2col and col2im, pooling, optimiser updates;
+// autodiff/kernels/parallel.hpp) run on one pool: libgomp's threads. OMP_NUM_THREADS sets the
+// starting value (OpenBLAS's OpenMP build follows it and ignores OPENBLAS_NUM_THREADS). Built
+// with AD_OPENMP=OFF, n sets OpenBLAS's own pool and everything else runs on the calling thread.
+// The setting belongs to the calling thread, as OpenMP's does. A tape used on several threads at
+// once wants 1 here, so the threads do not oversubscribe the cores.
 #pragma once
 
 namespace ad {

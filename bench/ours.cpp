@@ -1,11 +1,12 @@
 // The benchmark's models in this engine, written as a user would: nn::Linear and nn::LayerNorm
-// recorded on one tape that is cleared every step, ad::mse / ad::cross_entropy, and plain SGD
-// on the parameters.
+// recorded on one tape that is cleared every step, ad::mse / ad::cross_entropy, and nn::SGD
+// (libtorch's side uses torch::optim::SGD).
 #include "configs.hpp"
 
 #include "autodiff/autodiff.hpp"
 #include "nn/layer_norm.hpp"
 #include "nn/linear.hpp"
+#include "nn/optim.hpp"
 
 #include <xtensor/xnoalias.hpp>
 
@@ -36,10 +37,13 @@ public:
                 tensor<T>(init.weight[l], {out, in}), tensor<T>(init.bias[l], {out})));
             if (c.residual()) norm_.push_back(std::make_unique<ad::nn::LayerNorm<T>>(out));
         }
-        for (auto& m : linear_)
-            for (auto* p : m->parameters()) params_.push_back(p);
-        for (auto& m : norm_)
-            for (auto* p : m->parameters()) params_.push_back(p);
+        ad::nn::NamedParameters<T> named;
+        for (std::size_t l = 0; l < linear_.size(); ++l)
+            for (auto& [name, p] : linear_[l]->named_parameters()) named.emplace_back(std::to_string(l) + "." + name, p);
+        for (std::size_t l = 0; l < norm_.size(); ++l)
+            for (auto& [name, p] : norm_[l]->named_parameters()) named.emplace_back("norm" + std::to_string(l) + "." + name, p);
+        for (auto& p : named) params_.push_back(p.second);
+        sgd_ = std::make_unique<ad::nn::SGD<T>>(named, ad::nn::SGDOptions{c.lr});
         x_ = tensor<T>(init.x, {c.batch, c.inputs()});
         if (c.loss == Loss::mse) target_ = tensor<T>(init.target, {c.batch, c.outputs()});
     }
@@ -73,7 +77,7 @@ public:
         ad::backward(loss);
         loss_ = loss.item();
         mark(2);
-        for (auto* p : params_) xt::noalias(p->mutable_value()) -= T(c_.lr) * p->grad;
+        sgd_->step();
         mark(3);
     }
 
@@ -85,6 +89,7 @@ private:
     std::vector<std::unique_ptr<ad::nn::Linear<T>>> linear_;
     std::vector<std::unique_ptr<ad::nn::LayerNorm<T>>> norm_;
     std::vector<ad::Parameter<T>*> params_;
+    std::unique_ptr<ad::nn::SGD<T>> sgd_;
     ad::Tensor<T> x_, target_;
     std::vector<std::int64_t> labels_;
     double loss_ = 0;

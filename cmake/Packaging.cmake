@@ -5,6 +5,13 @@
 set(AD_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 file(RELATIVE_PATH AD_PC_PREFIX_FROM_PCDIR /prefix/${AD_PC_DIR} /prefix)
 string(REGEX REPLACE "/$" "" AD_PC_PREFIX_FROM_PCDIR "${AD_PC_PREFIX_FROM_PCDIR}")
+if(AD_OPENMP)
+  set(AD_PC_BLAS_REQUIRES "")
+  set(AD_PC_BLAS_LIBS "-L${AD_OPENBLAS_OPENMP_DIR} -Wl,-rpath,${AD_OPENBLAS_OPENMP_DIR} -lopenblas -fopenmp")
+else()
+  set(AD_PC_BLAS_REQUIRES "openblas ")
+  set(AD_PC_BLAS_LIBS "")
+endif()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/autodiff.pc.in ${PROJECT_BINARY_DIR}/autodiff.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/autodiff.pc DESTINATION ${AD_PC_DIR})
 install(FILES ${CMAKE_CURRENT_LIST_DIR}/pkgconfig_flags.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/autodiff)
@@ -27,9 +34,14 @@ set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # What the headers include and the static libraries link: xtensor (and xtl, xsimd), xtensor-blas
 # and OpenBLAS (the CMake package asks for BLA_VENDOR OpenBLAS), zlib and libzip (nn/), and
-# pkg-config, through which the CMake package finds libzip.
+# pkg-config, through which the CMake package finds libzip. Built with AD_OPENMP, the libraries
+# link OpenBLAS's OpenMP build and libgomp (libopenblas-openmp-dev; libgomp comes with g++).
+set(AD_DEB_BLAS libopenblas-dev)
+if(AD_OPENMP)
+  set(AD_DEB_BLAS "libopenblas-dev, libopenblas-openmp-dev")
+endif()
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-  "libxtensor-dev (>= 0.24), xtl-dev, libxsimd-dev, libxtensor-blas-dev, libopenblas-dev, zlib1g-dev, libzip-dev, pkg-config")
+  "libxtensor-dev (>= 0.24), xtl-dev, libxsimd-dev, libxtensor-blas-dev, ${AD_DEB_BLAS}, zlib1g-dev, libzip-dev, pkg-config")
 # autodiff::distributed (nn/distributed.hpp) is usable only with MPI.
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libopenmpi-dev, openmpi-bin")
 # A tree built with -march=native would package code for this processor only; cpack refuses it

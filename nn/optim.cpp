@@ -1,5 +1,7 @@
 #include "nn/optim.hpp"
 
+#include "autodiff/kernels/parallel.hpp"
+
 #include <xtensor/xbuilder.hpp>
 
 #include <algorithm>
@@ -155,15 +157,18 @@ void SGD<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     T* w = p.mutable_value().data();
     const T* g = p.grad.data();
     T* buf = buf_.empty() ? nullptr : buf_[i].data();
-    for (std::size_t k = 0, n = p.value().size(); k < n; ++k) {
-        T d = g[k];
-        if (wd != 0) d = d + wd * w[k];
-        if (buf) {
-            buf[k] = first ? d : buf[k] * momentum + keep * d;
-            d = o_.nesterov ? d + momentum * buf[k] : buf[k];
+    const bool nesterov = o_.nesterov;
+    kernels::parallel_for(p.value().size(), 1, [&](std::size_t k0, std::size_t k1) {
+        for (std::size_t k = k0; k < k1; ++k) {
+            T d = g[k];
+            if (wd != 0) d = d + wd * w[k];
+            if (buf) {
+                buf[k] = first ? d : buf[k] * momentum + keep * d;
+                d = nesterov ? d + momentum * buf[k] : buf[k];
+            }
+            w[k] = w[k] + neg_lr * d;
         }
-        w[k] = w[k] + neg_lr * d;
-    }
+    });
 }
 
 // --- Adam, AdamW ---
@@ -226,17 +231,19 @@ void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     T* m = m_[i].data();
     T* v = v_[i].data();
     T* vmax = vmax_.empty() ? nullptr : vmax_[i].data();
-    for (std::size_t k = 0, n = p.value().size(); k < n; ++k) {
-        T g = grad[k];
-        if (coupled_wd != 0) g = g + coupled_wd * w[k];
-        if (decoupled_decay) w[k] = w[k] * shrink;
-        m[k] = m[k] * beta1 + one_minus_beta1 * g;
-        v[k] = v[k] * beta2 + one_minus_beta2 * g * g;
-        T second = v[k];
-        if (vmax) second = vmax[k] = std::max(vmax[k], v[k]);
-        const T denom = std::sqrt(second) / bc2_sqrt + eps;
-        w[k] = w[k] - step_size * (m[k] / denom);
-    }
+    kernels::parallel_for(p.value().size(), 4, [&](std::size_t k0, std::size_t k1) {
+        for (std::size_t k = k0; k < k1; ++k) {
+            T g = grad[k];
+            if (coupled_wd != 0) g = g + coupled_wd * w[k];
+            if (decoupled_decay) w[k] = w[k] * shrink;
+            m[k] = m[k] * beta1 + one_minus_beta1 * g;
+            v[k] = v[k] * beta2 + one_minus_beta2 * g * g;
+            T second = v[k];
+            if (vmax) second = vmax[k] = std::max(vmax[k], v[k]);
+            const T denom = std::sqrt(second) / bc2_sqrt + eps;
+            w[k] = w[k] - step_size * (m[k] / denom);
+        }
+    });
 }
 
 template bool is_weight_matrix<float>(const std::string&, const Parameter<float>&);

@@ -11,8 +11,11 @@
 // where Y and G are the output and its cotangent held channel-major ([F, N Ho Wo]); to_cnp and
 // from_cnp move between that and NCHW. One GEMM covers the whole batch, so its inner dimension
 // is N Ho Wo, long even for small images. Every buffer is the caller's, sized once: the kernels
-// allocate nothing.
+// allocate nothing. The loops split over the shared pool (parallel.hpp) along an axis whose
+// items write disjoint outputs: rows of cols, channels, planes, images.
 #pragma once
+
+#include "autodiff/kernels/parallel.hpp"
 
 #include <xtensor-blas/xblas.hpp>
 #include <xtensor/xadapt.hpp>
@@ -112,36 +115,37 @@ template <class T>
 void im2col(const T* __restrict x, const ConvGeometry& g, T* __restrict cols)
 {
     const std::size_t P = g.pixels(), NP = g.columns();
-    for (std::size_t c = 0; c < g.C; ++c)
-        for (std::size_t i = 0; i < g.kh; ++i)
-            for (std::size_t j = 0; j < g.kw; ++j) {
-                T* row = cols + ((c * g.kh + i) * g.kw + j) * NP;
-                const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
-                const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
-                std::size_t ow0, ow1;
-                valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
-                for (std::size_t n = 0; n < g.N; ++n) {
-                    const T* plane = x + (n * g.C + c) * g.H * g.W;
-                    T* out = row + n * P;
-                    for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-                        const std::ptrdiff_t ih = std::ptrdiff_t(oh * g.sh) + di;
-                        T* o = out + oh * g.Wo;
-                        if (ih < 0 || ih >= std::ptrdiff_t(g.H)) {
-                            std::fill_n(o, g.Wo, T(0));
-                            continue;
-                        }
-                        const T* src = plane + std::size_t(ih) * g.W;
-                        std::fill_n(o, ow0, T(0));
-                        if (ow0 < ow1) {
-                            const T* first = src + (std::ptrdiff_t(ow0 * g.sw) + dj);  // x(ih, ow0 s + dj)
-                            if (g.sw == 1) std::copy_n(first, ow1 - ow0, o + ow0);
-                            else
-                                for (std::size_t ow = ow0; ow < ow1; ++ow) o[ow] = first[(ow - ow0) * g.sw];
-                        }
-                        std::fill(o + ow1, o + g.Wo, T(0));
+    parallel_for(g.C * g.kh * g.kw, NP, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const std::size_t c = r / (g.kh * g.kw), i = r / g.kw % g.kh, j = r % g.kw;
+            T* row = cols + r * NP;
+            const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
+            const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
+            std::size_t ow0, ow1;
+            valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
+            for (std::size_t n = 0; n < g.N; ++n) {
+                const T* plane = x + (n * g.C + c) * g.H * g.W;
+                T* out = row + n * P;
+                for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+                    const std::ptrdiff_t ih = std::ptrdiff_t(oh * g.sh) + di;
+                    T* o = out + oh * g.Wo;
+                    if (ih < 0 || ih >= std::ptrdiff_t(g.H)) {
+                        std::fill_n(o, g.Wo, T(0));
+                        continue;
                     }
+                    const T* src = plane + std::size_t(ih) * g.W;
+                    std::fill_n(o, ow0, T(0));
+                    if (ow0 < ow1) {
+                        const T* first = src + (std::ptrdiff_t(ow0 * g.sw) + dj);  // x(ih, ow0 s + dj)
+                        if (g.sw == 1) std::copy_n(first, ow1 - ow0, o + ow0);
+                        else
+                            for (std::size_t ow = ow0; ow < ow1; ++ow) o[ow] = first[(ow - ow0) * g.sw];
+                    }
+                    std::fill(o + ow1, o + g.Wo, T(0));
                 }
             }
+        }
+    });
 }
 
 // dx [N, C, H, W] += the columns folded back (im2col's adjoint: every entry of cols adds into the
@@ -150,34 +154,41 @@ template <class T>
 void col2im_add(const T* __restrict cols, const ConvGeometry& g, T* __restrict dx)
 {
     const std::size_t P = g.pixels(), NP = g.columns();
-    for (std::size_t c = 0; c < g.C; ++c)
-        for (std::size_t i = 0; i < g.kh; ++i)
-            for (std::size_t j = 0; j < g.kw; ++j) {
-                const T* row = cols + ((c * g.kh + i) * g.kw + j) * NP;
-                const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
-                const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
-                std::size_t ow0, ow1;
-                valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
-                for (std::size_t n = 0; n < g.N; ++n) {
-                    T* plane = dx + (n * g.C + c) * g.H * g.W;
-                    const T* in = row + n * P;
-                    for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-                        const std::ptrdiff_t ih = std::ptrdiff_t(oh * g.sh) + di;
-                        if (ih < 0 || ih >= std::ptrdiff_t(g.H)) continue;
-                        T* dst = plane + std::size_t(ih) * g.W;
-                        const T* s = in + oh * g.Wo;
-                        for (std::size_t ow = ow0; ow < ow1; ++ow) dst[std::ptrdiff_t(ow * g.sw) + dj] += s[ow];
+    // Split over channels: the rows of channel c add into channel c's planes only.
+    parallel_for(g.C, g.kh * g.kw * NP, [&](std::size_t c0, std::size_t c1) {
+        for (std::size_t c = c0; c < c1; ++c)
+            for (std::size_t i = 0; i < g.kh; ++i)
+                for (std::size_t j = 0; j < g.kw; ++j) {
+                    const T* row = cols + ((c * g.kh + i) * g.kw + j) * NP;
+                    const std::ptrdiff_t di = std::ptrdiff_t(i * g.dh) - std::ptrdiff_t(g.ph);
+                    const std::ptrdiff_t dj = std::ptrdiff_t(j * g.dw) - std::ptrdiff_t(g.pw);
+                    std::size_t ow0, ow1;
+                    valid_range(dj, g.sw, g.W, g.Wo, ow0, ow1);
+                    for (std::size_t n = 0; n < g.N; ++n) {
+                        T* plane = dx + (n * g.C + c) * g.H * g.W;
+                        const T* in = row + n * P;
+                        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+                            const std::ptrdiff_t ih = std::ptrdiff_t(oh * g.sh) + di;
+                            if (ih < 0 || ih >= std::ptrdiff_t(g.H)) continue;
+                            T* dst = plane + std::size_t(ih) * g.W;
+                            const T* s = in + oh * g.Wo;
+                            for (std::size_t ow = ow0; ow < ow1; ++ow) dst[std::ptrdiff_t(ow * g.sw) + dj] += s[ow];
+                        }
                     }
                 }
-            }
+    });
 }
 
 // cnp [F, N P] from y [N, F, P].
 template <class T>
 void to_cnp(const T* __restrict y, std::size_t N, std::size_t F, std::size_t P, T* __restrict cnp)
 {
-    for (std::size_t n = 0; n < N; ++n)
-        for (std::size_t f = 0; f < F; ++f) std::copy_n(y + (n * F + f) * P, P, cnp + f * N * P + n * P);
+    parallel_for(N * F, P, [&](std::size_t k0, std::size_t k1) {
+        for (std::size_t k = k0; k < k1; ++k) {
+            const std::size_t n = k / F, f = k % F;
+            std::copy_n(y + k * P, P, cnp + f * N * P + n * P);
+        }
+    });
 }
 
 // y [N, F, P] (+)= cnp [F, N P] (+ bias[f] when bias is given).
@@ -185,16 +196,18 @@ template <class T>
 void from_cnp(const T* __restrict cnp, std::size_t N, std::size_t F, std::size_t P, const T* bias,
               T* __restrict y, bool accumulate)
 {
-    for (std::size_t n = 0; n < N; ++n)
-        for (std::size_t f = 0; f < F; ++f) {
+    parallel_for(N * F, P, [&](std::size_t k0, std::size_t k1) {
+        for (std::size_t k = k0; k < k1; ++k) {
+            const std::size_t n = k / F, f = k % F;
             const T* s = cnp + f * N * P + n * P;
-            T* d = y + (n * F + f) * P;
+            T* d = y + k * P;
             const T b = bias ? bias[f] : T(0);
             if (accumulate)
                 for (std::size_t p = 0; p < P; ++p) d[p] += s[p] + b;
             else
                 for (std::size_t p = 0; p < P; ++p) d[p] = s[p] + b;
         }
+    });
 }
 
 // y [N, F, Ho, Wo] = conv(x, w) (+ bias). cols [C kh kw, N P] and ybuf [F, N P] are work space;
@@ -235,13 +248,16 @@ template <class T>
 void bias_grad(const T* gy, std::size_t N, std::size_t F, std::size_t P, T* db, bool accumulate)
 {
     if (!accumulate) std::fill_n(db, F, T(0));
-    for (std::size_t n = 0; n < N; ++n)
-        for (std::size_t f = 0; f < F; ++f) {
-            const T* s = gy + (n * F + f) * P;
-            T total = 0;
-            for (std::size_t p = 0; p < P; ++p) total += s[p];
-            db[f] += total;
-        }
+    // Split over channels, each summed over the images in order.
+    parallel_for(F, N * P, [&](std::size_t f0, std::size_t f1) {
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t f = f0; f < f1; ++f) {
+                const T* s = gy + (n * F + f) * P;
+                T total = 0;
+                for (std::size_t p = 0; p < P; ++p) total += s[p];
+                db[f] += total;
+            }
+    });
 }
 
 // --- pooling: windows of kh x kw with strides sh, sw over an input padded by ph, pw ---
@@ -255,22 +271,25 @@ struct PoolGeometry {
 
 // For every output position of every plane: f(nc, o, i0, i1, j0, j1), o the flat output index and
 // rows [i0, i1) by columns [j0, j1) its window clipped to the input plane (padding left out).
+// The planes are split over the pool: f must only write plane nc's outputs.
 template <class F>
 void for_each_window(const PoolGeometry& g, F f)
 {
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc)
-        for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-            const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
-            const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
-            const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
-            for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
-                const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
-                const std::size_t j1 =
-                    std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
-                f(nc, (nc * g.Ho + oh) * g.Wo + ow, i0, i1, j0, j1);
+    parallel_for(g.N * g.C, g.Ho * g.Wo * g.kh * g.kw, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t nc = p0; nc < p1; ++nc)
+            for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+                const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
+                const std::size_t i0 = std::size_t(std::max<std::ptrdiff_t>(h0, 0));
+                const std::size_t i1 = std::size_t(std::min<std::ptrdiff_t>(h0 + std::ptrdiff_t(g.kh), std::ptrdiff_t(g.H)));
+                for (std::size_t ow = 0; ow < g.Wo; ++ow) {
+                    const std::ptrdiff_t w0 = std::ptrdiff_t(ow * g.sw) - std::ptrdiff_t(g.pw);
+                    const std::size_t j0 = std::size_t(std::max<std::ptrdiff_t>(w0, 0));
+                    const std::size_t j1 =
+                        std::size_t(std::min<std::ptrdiff_t>(w0 + std::ptrdiff_t(g.kw), std::ptrdiff_t(g.W)));
+                    f(nc, (nc * g.Ho + oh) * g.Wo + ow, i0, i1, j0, j1);
+                }
             }
-        }
+    });
 }
 
 // y = the maximum of each window (padding counts as -infinity); arg = the position of that
@@ -282,26 +301,28 @@ void max_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restr
     auto better = [](T v, T best) { return v > best || (v != v && best == best); };
     if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0) {
         // The usual 2x2 window moved by 2: the four candidates in row-major order.
-        for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
-            const T* plane = x + nc * g.H * g.W;
-            T* yo = y + nc * g.Ho * g.Wo;
-            std::ptrdiff_t* ao = arg + nc * g.Ho * g.Wo;
-            for (std::size_t oh = 0; oh < g.Ho; ++oh) {
-                const T* r0 = plane + 2 * oh * g.W;
-                const T* r1 = r0 + g.W;
-                const std::ptrdiff_t base = std::ptrdiff_t(2 * oh * g.W);
-                for (std::size_t ow = 0; ow < g.Wo; ++ow) {
-                    const std::size_t j = 2 * ow;
-                    T best = r0[j];
-                    std::ptrdiff_t at = base + std::ptrdiff_t(j);
-                    if (better(r0[j + 1], best)) best = r0[j + 1], at = base + std::ptrdiff_t(j + 1);
-                    if (better(r1[j], best)) best = r1[j], at = base + std::ptrdiff_t(g.W + j);
-                    if (better(r1[j + 1], best)) best = r1[j + 1], at = base + std::ptrdiff_t(g.W + j + 1);
-                    yo[oh * g.Wo + ow] = best;
-                    ao[oh * g.Wo + ow] = at;
+        parallel_for(g.N * g.C, 4 * g.Ho * g.Wo, [&](std::size_t p0, std::size_t p1) {
+            for (std::size_t nc = p0; nc < p1; ++nc) {
+                const T* plane = x + nc * g.H * g.W;
+                T* yo = y + nc * g.Ho * g.Wo;
+                std::ptrdiff_t* ao = arg + nc * g.Ho * g.Wo;
+                for (std::size_t oh = 0; oh < g.Ho; ++oh) {
+                    const T* r0 = plane + 2 * oh * g.W;
+                    const T* r1 = r0 + g.W;
+                    const std::ptrdiff_t base = std::ptrdiff_t(2 * oh * g.W);
+                    for (std::size_t ow = 0; ow < g.Wo; ++ow) {
+                        const std::size_t j = 2 * ow;
+                        T best = r0[j];
+                        std::ptrdiff_t at = base + std::ptrdiff_t(j);
+                        if (better(r0[j + 1], best)) best = r0[j + 1], at = base + std::ptrdiff_t(j + 1);
+                        if (better(r1[j], best)) best = r1[j], at = base + std::ptrdiff_t(g.W + j);
+                        if (better(r1[j + 1], best)) best = r1[j + 1], at = base + std::ptrdiff_t(g.W + j + 1);
+                        yo[oh * g.Wo + ow] = best;
+                        ao[oh * g.Wo + ow] = at;
+                    }
                 }
             }
-        }
+        });
         return;
     }
     for_each_window(g, [&](std::size_t nc, std::size_t o, std::size_t i0, std::size_t i1, std::size_t j0, std::size_t j1) {
@@ -328,10 +349,12 @@ void max_pool2d_backward(const T* __restrict gy, const std::ptrdiff_t* __restric
 {
     if (!accumulate) std::fill_n(dx, g.in_size(), T(0));
     const std::size_t P = g.Ho * g.Wo;
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
-        T* plane = dx + nc * g.H * g.W;
-        for (std::size_t p = 0; p < P; ++p) plane[arg[nc * P + p]] += gy[nc * P + p];
-    }
+    parallel_for(g.N * g.C, P, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t nc = p0; nc < p1; ++nc) {
+            T* plane = dx + nc * g.H * g.W;
+            for (std::size_t p = 0; p < P; ++p) plane[arg[nc * P + p]] += gy[nc * P + p];
+        }
+    });
 }
 
 // y = g gathered from the saved positions of the maxima: the adjoint of max_pool2d_backward.
@@ -340,13 +363,15 @@ void max_pool2d_gather(const T* __restrict u, const std::ptrdiff_t* __restrict a
                        T* __restrict y, bool accumulate)
 {
     const std::size_t P = g.Ho * g.Wo;
-    for (std::size_t nc = 0; nc < g.N * g.C; ++nc) {
-        const T* plane = u + nc * g.H * g.W;
-        for (std::size_t p = 0; p < P; ++p) {
-            const T v = plane[arg[nc * P + p]];
-            y[nc * P + p] = accumulate ? y[nc * P + p] + v : v;
+    parallel_for(g.N * g.C, P, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t nc = p0; nc < p1; ++nc) {
+            const T* plane = u + nc * g.H * g.W;
+            for (std::size_t p = 0; p < P; ++p) {
+                const T v = plane[arg[nc * P + p]];
+                y[nc * P + p] = accumulate ? y[nc * P + p] + v : v;
+            }
         }
-    }
+    });
 }
 
 // y = the mean of each window, padding counted as zeros (divisor kh kw: PyTorch's default,

@@ -3,6 +3,7 @@
 // float rounding chains.
 #pragma once
 
+#include "autodiff/kernels/parallel.hpp"
 #include "autodiff/tensor.hpp"
 
 #include <xtensor/xnoalias.hpp>
@@ -34,9 +35,12 @@ void sum_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
         std::fill_n(dst, inner, T(0));
         return;
     }
-    std::copy_n(src, inner, dst);
-    for (std::size_t i = 1; i < outer; ++i)
-        for (std::size_t j = 0; j < inner; ++j) dst[j] += src[i * inner + j];
+    // Split over columns: each column is summed by one thread, in row order.
+    parallel_for(inner, outer, [&](std::size_t j0, std::size_t j1) {
+        std::copy(src + j0, src + j1, dst + j0);
+        for (std::size_t i = 1; i < outer; ++i)
+            for (std::size_t j = j0; j < j1; ++j) dst[j] += src[i * inner + j];
+    });
 }
 
 // dst[j] += sum_i src[i * inner + j], as sum_rows but adding into dst.
@@ -49,8 +53,10 @@ void add_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
         *dst += total;
         return;
     }
-    for (std::size_t i = 0; i < outer; ++i)
-        for (std::size_t j = 0; j < inner; ++j) dst[j] += src[i * inner + j];
+    parallel_for(inner, outer, [&](std::size_t j0, std::size_t j1) {
+        for (std::size_t i = 0; i < outer; ++i)
+            for (std::size_t j = j0; j < j1; ++j) dst[j] += src[i * inner + j];
+    });
 }
 
 template <class T>
