@@ -237,7 +237,7 @@ struct Vjp {
             if constexpr (std::is_same<E, Tensor<T>>::value) {  // a cotangent passed on as it is
                 const T* src = e.data();
                 T* d = a.data();
-                kernels::parallel_for(a.size(), 1, [&](std::size_t b, std::size_t end) {
+                kernels::parallel_for(a.size(), 1, [src, d, first](std::size_t b, std::size_t end) {
                     if (first) std::copy(src + b, src + end, d + b);
                     else
                         for (std::size_t j = b; j < end; ++j) d[j] += src[j];
@@ -262,7 +262,7 @@ struct Vjp {
         bool first;
         T* d = slot_at(i, first).data();
         const std::size_t n = (r.param ? r.param->value() : r.value).size();
-        kernels::parallel_for(n, 1, [&](std::size_t b, std::size_t end) {
+        kernels::parallel_for(n, 1, [d, first, &f](std::size_t b, std::size_t end) {  // d by value: vectorises
             if (first)
                 for (std::size_t j = b; j < end; ++j) d[j] = f(j);
             else

@@ -88,7 +88,7 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
         y.resize(av.shape());
         const T *ap = av.data(), *bp = bv.data();
         T* yp = y.data();
-        kernels::parallel_for(y.size(), 1, [&](std::size_t b, std::size_t e) {
+        kernels::parallel_for(y.size(), 1, [=](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) yp[i] = ap[i] + bp[i];
         });
     } else {
@@ -383,13 +383,13 @@ Var<T> relu(const Var<T>& x)
     y.resize(x.shape());
     const T* xp = x.value().data();
     T* yp = y.data();
-    kernels::parallel_for(y.size(), 1, [&](std::size_t b, std::size_t e) {
+    kernels::parallel_for(y.size(), 1, [=](std::size_t b, std::size_t e) {
         for (std::size_t i = b; i < e; ++i) yp[i] = xp[i] > T(0) || xp[i] != xp[i] ? xp[i] : T(0);
     });
     return op.done(
         [](Vjp<T>& v) {
             const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
-            v.acc_each(0, [&](std::size_t i) { return y[i] > T(0) ? g[i] : T(0); });
+            v.acc_each(0, [=](std::size_t i) { return y[i] > T(0) ? g[i] : T(0); });
         },
         [](GradVjp<T>& v) { v.acc(0, v.g * v.constant(positive(v.value(0)))); });
 }

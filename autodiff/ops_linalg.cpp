@@ -296,8 +296,9 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
     auto& y = op.out();
     y.resize(shape);
     const T* bp = b.value().data();
-    kernels::parallel_for(rows, out, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) std::copy_n(bp, out, y.data() + r * out);
+    T* yp = y.data();
+    kernels::parallel_for(rows, out, [=](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) std::copy_n(bp, out, yp + r * out);
     });
     gemm(x.value().data(), Dims{rows, ws[1]}, false, W.value().data(), Dims{out, ws[1]}, true, y.data(),
          Dims{rows, out}, true);

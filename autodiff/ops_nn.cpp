@@ -27,7 +27,9 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
     y.resize(x.shape());
     const T* xp = x.value().data();
     if (d.inner == 1)  // the last axis (attention's, a classifier's): contiguous rows
-        for (std::size_t o = 0; o < d.outer; ++o) kernels::softmax_row(xp + o * d.n, y.data() + o * d.n, d.n);
+        kernels::parallel_for(d.outer, 4 * d.n, [=, yp = y.data()](std::size_t o0, std::size_t o1) {
+            for (std::size_t o = o0; o < o1; ++o) kernels::softmax_row(xp + o * d.n, yp + o * d.n, d.n);
+        });
     else
         for_each_slice(xp, d, [&](std::size_t o, std::size_t i, T m, T s) {
             for (std::size_t j = 0; j < d.n; ++j) y.data()[d.at(o, j, i)] = std::exp(xp[d.at(o, j, i)] - m) / s;
@@ -39,8 +41,10 @@ Var<T> softmax(const Var<T>& x, std::ptrdiff_t axis)
             T* dx = v.slot(0, first).data();
             const T *y = v.y.data(), *g = v.g.data();
             if (d.inner == 1) {
-                for (std::size_t o = 0; o < d.outer; ++o)
-                    kernels::softmax_row_dx(y + o * d.n, g + o * d.n, dx + o * d.n, first, d.n);
+                kernels::parallel_for(d.outer, 2 * d.n, [=](std::size_t o0, std::size_t o1) {
+                    for (std::size_t o = o0; o < o1; ++o)
+                        kernels::softmax_row_dx(y + o * d.n, g + o * d.n, dx + o * d.n, first, d.n);
+                });
                 return;
             }
             kernels::for_each_slice_sum(
@@ -123,9 +127,11 @@ Var<T> cross_entropy(const Var<T>& logits, const std::vector<std::int64_t>& labe
             const auto& label = v.indices();
             const std::size_t B = p.shape()[0], C = p.shape()[1];
             const T scale = v.g() / T(B);
-            v.acc_each(0, [&](std::size_t k) {
-                const T onehot = std::size_t(label[k / C]) == k % C ? T(1) : T(0);
-                return scale * (p.data()[k] - onehot);
+            const T* pp = p.data();
+            const std::ptrdiff_t* lab = label.data();
+            v.acc_each(0, [=](std::size_t k) {
+                const T onehot = std::size_t(lab[k / C]) == k % C ? T(1) : T(0);
+                return scale * (pp[k] - onehot);
             });
         },
         [](GradVjp<T>& v) {
@@ -164,8 +170,8 @@ Var<T> mse(const Var<T>& pred, const Var<T>& target)
         [](Vjp<T>& v) {
             const T c = T(2) * v.g() / T(v.x(0).size());
             const T *p = v.x(0).data(), *t = v.x(1).data();
-            v.acc_each(0, [&](std::size_t i) { return c * (p[i] - t[i]); });
-            v.acc_each(1, [&](std::size_t i) { return -c * (p[i] - t[i]); });
+            v.acc_each(0, [=](std::size_t i) { return c * (p[i] - t[i]); });
+            v.acc_each(1, [=](std::size_t i) { return -c * (p[i] - t[i]); });
         },
         [](GradVjp<T>& v) {
             const auto d = (v.x(0) - v.x(1)) * (v.g * (T(2) / T(v.x(0).size())));
@@ -255,11 +261,13 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
     auto& y = op.out();
     y.resize(s);
     const T *xp = x.value().data(), *gp = gamma.value().data(), *bp = beta.value().data();
-    for (std::size_t i = 0; i < rows; ++i) {
-        const auto [mu, rstd] = kernels::layer_norm_row(xp + i * n, gp, bp, y.data() + i * n, n, T(eps));
-        stat.data()[2 * i] = mu;
-        stat.data()[2 * i + 1] = rstd;
-    }
+    kernels::parallel_for(rows, 4 * n, [=, yp = y.data(), sp = stat.data()](std::size_t r0, std::size_t r1) {
+        for (std::size_t i = r0; i < r1; ++i) {
+            const auto [mu, rstd] = kernels::layer_norm_row(xp + i * n, gp, bp, yp + i * n, n, T(eps));
+            sp[2 * i] = mu;
+            sp[2 * i + 1] = rstd;
+        }
+    });
     return op.done(
         [](Vjp<T>& v) {
             const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
@@ -278,11 +286,15 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
             bool dx_first = false;
             if (v.wants(0)) dx = v.slot(0, dx_first).data();
             const T *x = v.x(0).data(), *gamma = v.x(1).data(), *g = v.g.data(), *stat = v.saved(0).data();
-            for (std::size_t r = 0; r < rows; ++r) {
-                const T mu = stat[2 * r], rstd = stat[2 * r + 1];
-                if (dgamma) kernels::layer_norm_row_dgamma(x + r * n, g + r * n, mu, rstd, dgamma, n);
-                if (dx) kernels::layer_norm_row_dx(x + r * n, gamma, g + r * n, mu, rstd, dx + r * n, dx_first, n);
-            }
+            if (dgamma)  // a sum over the rows, in their order
+                for (std::size_t r = 0; r < rows; ++r)
+                    kernels::layer_norm_row_dgamma(x + r * n, g + r * n, stat[2 * r], stat[2 * r + 1], dgamma, n);
+            if (dx)
+                kernels::parallel_for(rows, 6 * n, [=](std::size_t r0, std::size_t r1) {
+                    for (std::size_t r = r0; r < r1; ++r)
+                        kernels::layer_norm_row_dx(x + r * n, gamma, g + r * n, stat[2 * r], stat[2 * r + 1], dx + r * n,
+                                                   dx_first, n);
+                });
             if (dbeta) kernels::add_rows(g, rows, n, dbeta);
         },
         [eps = T(eps)](GradVjp<T>& v) {  // xhat as layer_norm without scale and shift; dx = J (g gamma)

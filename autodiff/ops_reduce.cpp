@@ -81,7 +81,7 @@ void spread_axis(Vjp<T>& v, std::size_t axis, T divisor)
 {
     const AxisLoop d(v.x(0).shape(), axis);
     const T* g = v.g.data();
-    v.acc_each(0, [&](std::size_t k) {
+    v.acc_each(0, [=](std::size_t k) {
         const std::size_t o = k / (d.n * d.inner), i = k % d.inner;
         return g[o * d.inner + i] / divisor;
     });
@@ -226,7 +226,7 @@ Var<T> logsumexp(const Var<T>& x, std::ptrdiff_t axis, KeepDims k)
         [ax](Vjp<T>& v) {
             const AxisLoop d(v.x(0).shape(), ax);
             const T *x = v.x(0).data(), *y = v.y.data(), *g = v.g.data();
-            v.acc_each(0, [&](std::size_t k) {
+            v.acc_each(0, [=](std::size_t k) {
                 const std::size_t r = k / (d.n * d.inner) * d.inner + k % d.inner;
                 return g[r] * std::exp(x[k] - y[r]);
             });
@@ -250,7 +250,7 @@ Var<T> norm(const Var<T>& x)
             const T n = v.y();
             const T c = n == T(0) ? T(0) : v.g() / n;
             const T* x = v.x(0).data();
-            v.acc_each(0, [&](std::size_t i) { return x[i] * c; });
+            v.acc_each(0, [=](std::size_t i) { return x[i] * c; });
         },
         [](GradVjp<T>& v) {
             if (v.y.item() == T(0)) return;  // the gradient 0 chosen at the kink, constant near it

@@ -332,7 +332,8 @@ Var<T> scatter_add_rows(const Var<T>& x, const std::vector<std::size_t>& idx, st
             const auto& at = v.indices();
             const std::size_t w = at.empty() ? 0 : v.x(0).size() / at.size();
             const T* g = v.g.data();
-            v.acc_each(0, [&](std::size_t k) { return g[std::size_t(at[k / w]) * w + k % w]; });
+            const std::ptrdiff_t* idx = at.data();
+            v.acc_each(0, [=](std::size_t k) { return g[std::size_t(idx[k / w]) * w + k % w]; });
         },
         [](GradVjp<T>& v) {
             const std::vector<std::size_t> idx(v.indices().begin(), v.indices().end());
@@ -430,9 +431,10 @@ Var<T> index_add(const Var<T>& x, std::ptrdiff_t axis, const std::vector<std::si
             const AroundAxis b(v.g.shape(), ax);
             const std::size_t m = at.size(), inner = b.inner, n = b.n;
             const T* g = v.g.data();
-            v.acc_each(0, [&](std::size_t p) {
+            const std::ptrdiff_t* idx = at.data();
+            v.acc_each(0, [=](std::size_t p) {
                 const std::size_t i = p % inner, k = p / inner % m, o = p / inner / m;
-                return g[(o * n + std::size_t(at[k])) * inner + i];
+                return g[(o * n + std::size_t(idx[k])) * inner + i];
             });
         },
         [ax](GradVjp<T>& v) {

@@ -30,7 +30,9 @@
 // Threads: OpenBLAS is one libopenblas.so.0 shared by this engine and libtorch, set with
 // openblas_set_num_threads; libtorch's intra-op pool (OpenMP) with torch::set_num_threads; its
 // inter-op pool is set to 1 once at start (it can be set only before any work, and these models
-// never use it).
+// never use it). When that libopenblas is the OpenMP build (this engine's default, AD_OPENMP),
+// OpenBLAS, this engine's loops and libtorch's intra-op pool are one pool of OpenMP threads, and
+// libtorch's "1 x t" setting runs its intra-op loops on t threads too.
 #include "alloc_count.hpp"
 #include "chain.hpp"
 #include "configs.hpp"
@@ -81,10 +83,12 @@ struct Threads {
     std::string name() const { return std::to_string(intra) + "x" + std::to_string(blas); }
 };
 
+// libtorch's first: with OpenBLAS's OpenMP build both calls set OpenMP's threads, and the last
+// one is what OpenBLAS, this engine's loops and libtorch's intra-op pool all use.
 void set_threads(Threads t)
 {
-    openblas_set_num_threads(t.blas);
     set_libtorch_threads(t.intra);
+    openblas_set_num_threads(t.blas);
 }
 
 // CPU time of the calling thread in microseconds: for single-threaded work on a loaded machine,

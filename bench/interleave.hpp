@@ -38,8 +38,8 @@ struct Runner {
     void run(std::size_t steps)
     {
         using Clock = std::chrono::steady_clock;
+        set_intra(intra);  // first: with OpenBLAS's OpenMP build, the BLAS setting is the pool's
         openblas_set_num_threads(blas);
-        set_intra(intra);
         for (std::size_t i = 0; i < steps; ++i) {
             const auto t0 = Clock::now();
             trainer->step();

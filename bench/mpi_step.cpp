@@ -1,8 +1,8 @@
 // One data-parallel training step of benchmark configurations c and d (configs.hpp) over MPI,
 // timed in this engine (scripts/bench-mpi runs it; not part of CI).
 //
-//   mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 ad_bench_mpi c      every rank takes half the batch
-//   OPENBLAS_NUM_THREADS=2 ad_bench_mpi c --single              one process, the whole batch
+//   mpirun -np 2 -x OMP_NUM_THREADS=1 ad_bench_mpi c           every rank takes half the batch
+//   OMP_NUM_THREADS=2 ad_bench_mpi c --single                   one process, the whole batch
 //
 // Under mpirun each rank times, interleaved in rounds so that the machine's drift hits every
 // variant alike (median per step, rank 0 prints):

@@ -158,15 +158,23 @@ void SGD<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     const T* g = p.grad.data();
     T* buf = buf_.empty() ? nullptr : buf_[i].data();
     const bool nesterov = o_.nesterov;
-    kernels::parallel_for(p.value().size(), 1, [&](std::size_t k0, std::size_t k1) {
+    const std::size_t n = p.value().size();
+    // Two loops, not a test of buf inside one: a vectorised loop may if-convert it into masked
+    // loads from the null buffer, each a microcode assist on some processors.
+    if (!buf) {
+        kernels::parallel_for(n, 1, [=](std::size_t k0, std::size_t k1) {
+            if (wd == 0)
+                for (std::size_t k = k0; k < k1; ++k) w[k] = w[k] + neg_lr * g[k];
+            else
+                for (std::size_t k = k0; k < k1; ++k) w[k] = w[k] + neg_lr * (g[k] + wd * w[k]);
+        });
+        return;
+    }
+    kernels::parallel_for(n, 1, [=](std::size_t k0, std::size_t k1) {
         for (std::size_t k = k0; k < k1; ++k) {
-            T d = g[k];
-            if (wd != 0) d = d + wd * w[k];
-            if (buf) {
-                buf[k] = first ? d : buf[k] * momentum + keep * d;
-                d = nesterov ? d + momentum * buf[k] : buf[k];
-            }
-            w[k] = w[k] + neg_lr * d;
+            const T d = wd == 0 ? g[k] : g[k] + wd * w[k];
+            buf[k] = first ? d : buf[k] * momentum + keep * d;
+            w[k] = w[k] + neg_lr * (nesterov ? d + momentum * buf[k] : buf[k]);
         }
     });
 }
@@ -231,19 +239,26 @@ void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     T* m = m_[i].data();
     T* v = v_[i].data();
     T* vmax = vmax_.empty() ? nullptr : vmax_[i].data();
-    kernels::parallel_for(p.value().size(), 4, [&](std::size_t k0, std::size_t k1) {
-        for (std::size_t k = k0; k < k1; ++k) {
-            T g = grad[k];
-            if (coupled_wd != 0) g = g + coupled_wd * w[k];
-            if (decoupled_decay) w[k] = w[k] * shrink;
-            m[k] = m[k] * beta1 + one_minus_beta1 * g;
-            v[k] = v[k] * beta2 + one_minus_beta2 * g * g;
-            T second = v[k];
-            if (vmax) second = vmax[k] = std::max(vmax[k], v[k]);
-            const T denom = std::sqrt(second) / bc2_sqrt + eps;
-            w[k] = w[k] - step_size * (m[k] / denom);
-        }
-    });
+    // AMSGrad's buffer as a compile-time choice: a test of the null vmax inside the loop may be
+    // if-converted into masked loads from it (see SGD::update).
+    const std::size_t n = p.value().size();
+    auto run = [=](auto amsgrad) {
+        kernels::parallel_for(n, 4, [=](std::size_t k0, std::size_t k1) {
+            for (std::size_t k = k0; k < k1; ++k) {
+                T g = grad[k];
+                if (coupled_wd != 0) g = g + coupled_wd * w[k];
+                if (decoupled_decay) w[k] = w[k] * shrink;
+                m[k] = m[k] * beta1 + one_minus_beta1 * g;
+                v[k] = v[k] * beta2 + one_minus_beta2 * g * g;
+                T second = v[k];
+                if constexpr (decltype(amsgrad)::value) second = vmax[k] = std::max(vmax[k], v[k]);
+                const T denom = std::sqrt(second) / bc2_sqrt + eps;
+                w[k] = w[k] - step_size * (m[k] / denom);
+            }
+        });
+    };
+    if (vmax) run(std::true_type{});
+    else run(std::false_type{});
 }
 
 template bool is_weight_matrix<float>(const std::string&, const Parameter<float>&);

@@ -128,17 +128,21 @@ TEST_CASE("the kernels split over the pool give the same bits at 1 and 2 threads
         std::vector<Tensor<float>> out;
         {
             // relu and add (forward and VJP), a broadcast bias summed back over the rows (sum_to),
-            // sum_to itself, max and average pooling (forward and VJP).
+            // sum_to itself, softmax and layer_norm over rows, max and average pooling (forward
+            // and VJP).
             ad::Tape<float> tape;
-            ad::Parameter<float> X(x), B(b), I(img);
+            ad::Parameter<float> X(x), B(b), I(img), gamma(random_tensor({512}, 5)), beta(b);
             const auto h = ad::relu(tape.param(X) + tape.param(B)) + tape.constant(r);
+            const auto sm = ad::softmax(tape.param(X) * 3.0f);
+            const auto ln = ad::layer_norm(tape.param(X), tape.param(gamma), tape.param(beta));
             const auto s = ad::sum_to(h, {512});
             const auto i = tape.param(I);
             const auto pmax = ad::max_pool2d(i, ad::Pool2dOptions(2));
             const auto pavg = ad::avg_pool2d(i, ad::Pool2dOptions(3, 1, 1));
             ad::backward(ad::sum(ad::square(h)) + ad::sum(ad::square(s)) + ad::sum(ad::square(pmax)) +
-                         ad::sum(ad::square(pavg)));
-            out = {h.value(), s.value(), pmax.value(), pavg.value(), X.grad, B.grad, I.grad};
+                         ad::sum(ad::square(pavg)) + ad::sum(sm * tape.constant(r)) + ad::sum(ln * tape.constant(r)));
+            out = {h.value(), s.value(), pmax.value(), pavg.value(), sm.value(), ln.value(),
+                   X.grad, B.grad, I.grad, gamma.grad, beta.grad};
             // An Adam step and an SGD step with momentum on those gradients.
             ad::nn::Adam<float> adam({{"X", &X}, {"B", &B}}, ad::nn::AdamOptions{});
             ad::nn::SGDOptions o;

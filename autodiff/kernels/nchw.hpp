@@ -115,7 +115,7 @@ template <class T>
 void im2col(const T* __restrict x, const ConvGeometry& g, T* __restrict cols)
 {
     const std::size_t P = g.pixels(), NP = g.columns();
-    parallel_for(g.C * g.kh * g.kw, NP, [&](std::size_t r0, std::size_t r1) {
+    parallel_for(g.C * g.kh * g.kw, NP, [=](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r) {
             const std::size_t c = r / (g.kh * g.kw), i = r / g.kw % g.kh, j = r % g.kw;
             T* row = cols + r * NP;
@@ -155,7 +155,7 @@ void col2im_add(const T* __restrict cols, const ConvGeometry& g, T* __restrict d
 {
     const std::size_t P = g.pixels(), NP = g.columns();
     // Split over channels: the rows of channel c add into channel c's planes only.
-    parallel_for(g.C, g.kh * g.kw * NP, [&](std::size_t c0, std::size_t c1) {
+    parallel_for(g.C, g.kh * g.kw * NP, [=](std::size_t c0, std::size_t c1) {
         for (std::size_t c = c0; c < c1; ++c)
             for (std::size_t i = 0; i < g.kh; ++i)
                 for (std::size_t j = 0; j < g.kw; ++j) {
@@ -183,7 +183,7 @@ void col2im_add(const T* __restrict cols, const ConvGeometry& g, T* __restrict d
 template <class T>
 void to_cnp(const T* __restrict y, std::size_t N, std::size_t F, std::size_t P, T* __restrict cnp)
 {
-    parallel_for(N * F, P, [&](std::size_t k0, std::size_t k1) {
+    parallel_for(N * F, P, [=](std::size_t k0, std::size_t k1) {
         for (std::size_t k = k0; k < k1; ++k) {
             const std::size_t n = k / F, f = k % F;
             std::copy_n(y + k * P, P, cnp + f * N * P + n * P);
@@ -196,7 +196,7 @@ template <class T>
 void from_cnp(const T* __restrict cnp, std::size_t N, std::size_t F, std::size_t P, const T* bias,
               T* __restrict y, bool accumulate)
 {
-    parallel_for(N * F, P, [&](std::size_t k0, std::size_t k1) {
+    parallel_for(N * F, P, [=](std::size_t k0, std::size_t k1) {
         for (std::size_t k = k0; k < k1; ++k) {
             const std::size_t n = k / F, f = k % F;
             const T* s = cnp + f * N * P + n * P;
@@ -249,7 +249,7 @@ void bias_grad(const T* gy, std::size_t N, std::size_t F, std::size_t P, T* db, 
 {
     if (!accumulate) std::fill_n(db, F, T(0));
     // Split over channels, each summed over the images in order.
-    parallel_for(F, N * P, [&](std::size_t f0, std::size_t f1) {
+    parallel_for(F, N * P, [=](std::size_t f0, std::size_t f1) {
         for (std::size_t n = 0; n < N; ++n)
             for (std::size_t f = f0; f < f1; ++f) {
                 const T* s = gy + (n * F + f) * P;
@@ -275,7 +275,7 @@ struct PoolGeometry {
 template <class F>
 void for_each_window(const PoolGeometry& g, F f)
 {
-    parallel_for(g.N * g.C, g.Ho * g.Wo * g.kh * g.kw, [&](std::size_t p0, std::size_t p1) {
+    parallel_for(g.N * g.C, g.Ho * g.Wo * g.kh * g.kw, [=](std::size_t p0, std::size_t p1) {
         for (std::size_t nc = p0; nc < p1; ++nc)
             for (std::size_t oh = 0; oh < g.Ho; ++oh) {
                 const std::ptrdiff_t h0 = std::ptrdiff_t(oh * g.sh) - std::ptrdiff_t(g.ph);
@@ -301,7 +301,7 @@ void max_pool2d_forward(const T* __restrict x, const PoolGeometry& g, T* __restr
     auto better = [](T v, T best) { return v > best || (v != v && best == best); };
     if (g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0) {
         // The usual 2x2 window moved by 2: the four candidates in row-major order.
-        parallel_for(g.N * g.C, 4 * g.Ho * g.Wo, [&](std::size_t p0, std::size_t p1) {
+        parallel_for(g.N * g.C, 4 * g.Ho * g.Wo, [=](std::size_t p0, std::size_t p1) {
             for (std::size_t nc = p0; nc < p1; ++nc) {
                 const T* plane = x + nc * g.H * g.W;
                 T* yo = y + nc * g.Ho * g.Wo;
@@ -349,7 +349,7 @@ void max_pool2d_backward(const T* __restrict gy, const std::ptrdiff_t* __restric
 {
     if (!accumulate) std::fill_n(dx, g.in_size(), T(0));
     const std::size_t P = g.Ho * g.Wo;
-    parallel_for(g.N * g.C, P, [&](std::size_t p0, std::size_t p1) {
+    parallel_for(g.N * g.C, P, [=](std::size_t p0, std::size_t p1) {
         for (std::size_t nc = p0; nc < p1; ++nc) {
             T* plane = dx + nc * g.H * g.W;
             for (std::size_t p = 0; p < P; ++p) plane[arg[nc * P + p]] += gy[nc * P + p];
@@ -363,7 +363,7 @@ void max_pool2d_gather(const T* __restrict u, const std::ptrdiff_t* __restrict a
                        T* __restrict y, bool accumulate)
 {
     const std::size_t P = g.Ho * g.Wo;
-    parallel_for(g.N * g.C, P, [&](std::size_t p0, std::size_t p1) {
+    parallel_for(g.N * g.C, P, [=](std::size_t p0, std::size_t p1) {
         for (std::size_t nc = p0; nc < p1; ++nc) {
             const T* plane = u + nc * g.H * g.W;
             for (std::size_t p = 0; p < P; ++p) {

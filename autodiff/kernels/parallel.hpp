@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -27,11 +28,14 @@ void parallel_for(std::size_t n, std::size_t cost, F&& f)
     if (n > 1 && n * cost >= parallel_min_work && !omp_in_parallel()) {
         const int threads = int(std::min<std::size_t>(std::size_t(omp_get_max_threads()), n));
         if (threads > 1) {
+            // The threads call a copy: the caller's f never escapes to libgomp, which would keep
+            // the compiler from holding its captures in registers in the serial path below.
+            const std::decay_t<F> shared = f;
 #pragma omp parallel num_threads(threads)
             {
                 const std::size_t t = std::size_t(omp_get_thread_num()), k = std::size_t(omp_get_num_threads());
                 const std::size_t begin = n * t / k, end = n * (t + 1) / k;
-                if (begin < end) f(begin, end);
+                if (begin < end) shared(begin, end);
             }
             return;
         }

@@ -36,7 +36,7 @@ void sum_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
         return;
     }
     // Split over columns: each column is summed by one thread, in row order.
-    parallel_for(inner, outer, [&](std::size_t j0, std::size_t j1) {
+    parallel_for(inner, outer, [=](std::size_t j0, std::size_t j1) {
         std::copy(src + j0, src + j1, dst + j0);
         for (std::size_t i = 1; i < outer; ++i)
             for (std::size_t j = j0; j < j1; ++j) dst[j] += src[i * inner + j];
@@ -53,7 +53,7 @@ void add_rows(const T* src, std::size_t outer, std::size_t inner, T* dst)
         *dst += total;
         return;
     }
-    parallel_for(inner, outer, [&](std::size_t j0, std::size_t j1) {
+    parallel_for(inner, outer, [=](std::size_t j0, std::size_t j1) {
         for (std::size_t i = 0; i < outer; ++i)
             for (std::size_t j = j0; j < j1; ++j) dst[j] += src[i * inner + j];
     });
