@@ -54,14 +54,17 @@ EOF
 
 # Configured as on a machine without MPI: the package is found all the same, without
 # autodiff::distributed.
-cmake -S "$work/consumer" -B "$work/consumer/build" -DCMAKE_BUILD_TYPE=Release \
+# Make's generator, whatever CMAKE_GENERATOR says: the -march check below reads its flags.make.
+cmake -G "Unix Makefiles" -S "$work/consumer" -B "$work/consumer/build" -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON >/dev/null
 start=$(date +%s.%N)
 cmake --build "$work/consumer/build" >/dev/null
 end=$(date +%s.%N)
 echo "consumer built in $(echo "$end - $start" | bc) s"
 "$work/consumer/build/consumer"
-if grep -q -- "-march" "$work/consumer/build/CMakeFiles/consumer.dir/flags.make"; then
+flags_make="$work/consumer/build/CMakeFiles/consumer.dir/flags.make"
+[ -f "$flags_make" ] || { echo "no $flags_make to check the consumer's flags in" >&2; exit 5; }
+if grep -q -- "-march" "$flags_make"; then
   echo "the installed package passed a -march flag on to its consumer" >&2
   exit 4
 fi

@@ -91,7 +91,9 @@ find_package(autodiff 1.0 REQUIRED)
 add_executable(deb_client main.cpp)
 target_link_libraries(deb_client PRIVATE autodiff::nn)
 EOF
-  cmake -S "$work" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$dir/root/usr" >/dev/null
+  # Make's generator, whatever CMAKE_GENERATOR says: the check below reads its flags.make.
+  cmake -G "Unix Makefiles" -S "$work" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_PREFIX_PATH="$dir/root/usr" >/dev/null
   cmake --build "$work/build" >/dev/null
   # Built against the unpacked tree, not a copy installed elsewhere on the machine.
   grep -q "$dir/root/usr/include" "$work/build/CMakeFiles/deb_client.dir/flags.make"
