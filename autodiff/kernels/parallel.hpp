@@ -3,9 +3,8 @@
 //
 // parallel_for(n, cost, f) calls f(begin, end) on disjoint ranges covering [0, n). Each item is
 // computed by one thread in the same order as a serial loop, so the results do not depend on the
-// number of threads. Small loops stay on the calling thread: waking the pool costs microseconds,
-// and a parallel region with one thread still allocates libgomp's team, which a training step
-// must not do. Built without OpenMP (AD_OPENMP=OFF), every loop is serial.
+// number of threads. Small loops stay on the calling thread, without entering a parallel region:
+// waking the pool costs microseconds. Built without OpenMP (AD_OPENMP=OFF), every loop is serial.
 #pragma once
 
 #include <algorithm>
