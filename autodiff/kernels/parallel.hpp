@@ -27,8 +27,7 @@ void parallel_for(std::size_t n, std::size_t cost, F&& f)
     if (n > 1 && n * cost >= parallel_min_work && !omp_in_parallel()) {
         const int threads = int(std::min<std::size_t>(std::size_t(omp_get_max_threads()), n));
         if (threads > 1) {
-            // The threads call a copy: the caller's f never escapes to libgomp, which would keep
-            // the compiler from holding its captures in registers in the serial path below.
+            // The threads share one copy of f (its call operator must be const).
             const std::decay_t<F> shared = f;
 #pragma omp parallel num_threads(threads)
             {
