@@ -262,7 +262,7 @@ struct Vjp {
         bool first;
         T* d = slot_at(i, first).data();
         const std::size_t n = (r.param ? r.param->value() : r.value).size();
-        kernels::parallel_for(n, 1, [d, first, &f](std::size_t b, std::size_t end) {  // d by value: vectorises
+        kernels::parallel_for(n, 1, [d, first, f](std::size_t b, std::size_t end) {  // by value: vectorises
             if (first)
                 for (std::size_t j = b; j < end; ++j) d[j] = f(j);
             else

@@ -389,7 +389,10 @@ Var<T> relu(const Var<T>& x)
     return op.done(
         [](Vjp<T>& v) {
             const T *y = v.y.data(), *g = v.g.data();  // y > 0 exactly where x > 0
-            v.acc_each(0, [=](std::size_t i) { return y[i] > T(0) ? g[i] : T(0); });
+            v.acc_each(0, [=](std::size_t i) {
+                const T gi = g[i];  // loaded either way: a load under the condition keeps the loop scalar
+                return y[i] > T(0) ? gi : T(0);
+            });
         },
         [](GradVjp<T>& v) { v.acc(0, v.g * v.constant(positive(v.value(0)))); });
 }

@@ -5,9 +5,12 @@
 // after one SGD step. Also counts this engine's heap allocations per step in steady state.
 //
 //   ad_bench_cnn [--json FILE] [--threads 1,2] [--seconds S]
+//   ad_bench_cnn --profile STEPS [THREADS]   this engine's step alone, for profilers
 #include "alloc_count.hpp"
 #include "cnn.hpp"
 #include "interleave.hpp"
+
+#include "autodiff/threads.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +27,18 @@ using namespace bench;
 
 int main(int argc, char** argv)
 {
+    if (argc >= 3 && std::string(argv[1]) == "--profile") {
+        const long steps = std::atol(argv[2]);
+        ad::set_num_threads(argc >= 4 ? std::atoi(argv[3]) : 1);
+        auto ours = cnn::make_cnn_ours(cnn::make_cnn_init());
+        for (int s = 0; s < 5; ++s) ours->step();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (long s = 0; s < steps; ++s) ours->step();
+        const std::chrono::duration<double, std::micro> dt = std::chrono::steady_clock::now() - t0;
+        std::printf("this engine's step: %.1f us (mean of %ld), loss %.6f\n", dt.count() / double(steps), steps,
+                    ours->loss());
+        return 0;
+    }
     const Options o = parse_options(argc, argv, "ad_bench_cnn", 3);
     const std::string& json = o.json;
     const std::vector<int>& threads = o.threads;

@@ -7,6 +7,7 @@
 #include "nn/npz.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 
@@ -255,6 +256,49 @@ TEST_CASE("max_pool2d sends the gradient of a tie to the first maximal element",
     const auto x = tape.variable(Tensor<double>{{{{1.0, 3.0}, {3.0, 2.0}}}});
     const auto g = ad::grad(ad::sum(ad::max_pool2d(x, Pool2dOptions(2))), {x});
     CHECK_THAT(g[0], Equals(Tensor<double>{{{{0.0, 1.0}, {0.0, 0.0}}}}));
+}
+
+TEMPLATE_TEST_CASE("max_pool2d's 2x2 windows pick the first maximum, or the first NaN, at every width",
+                   "[ops][conv]", float, double)
+{
+    // Values from {0, 1, 2} (ties in most windows) and some NaNs, on widths 2..40: output rows of
+    // 1..20 windows cover the kernel's short rows and its chunked, overlapping long ones.
+    using T = TestType;
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    for (std::size_t W = 2; W <= 40; W += 2) {
+        CAPTURE(W);
+        const std::size_t N = 2, C = 3, H = 4;
+        Tensor<T> x = Tensor<T>::from_shape({N, C, H, W});
+        std::uint32_t state = std::uint32_t(W);
+        for (auto& e : x) {
+            state = state * 1664525u + 1013904223u;  // a fixed LCG: the same values everywhere
+            const std::uint32_t r = (state >> 16) % 23;
+            e = r == 0 ? nan : T(r % 3);
+        }
+        Tape<T> tape;
+        const auto xv = tape.variable(x);
+        const auto y = ad::max_pool2d(xv, Pool2dOptions(2));
+        const Tensor<T> g = ad::grad(ad::sum(y), {xv})[0];
+        // Where each window's gradient must go: the first maximum in row-major order, or the first NaN.
+        Tensor<T> want_g = xt::zeros<T>(x.shape());
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t c = 0; c < C; ++c)
+                for (std::size_t oh = 0; oh < H / 2; ++oh)
+                    for (std::size_t ow = 0; ow < W / 2; ++ow) {
+                        std::size_t bi = 2 * oh, bj = 2 * ow;
+                        for (std::size_t k = 1; k < 4; ++k) {
+                            const std::size_t i = 2 * oh + k / 2, j = 2 * ow + k % 2;
+                            const T v = x(n, c, i, j), best = x(n, c, bi, bj);
+                            if (std::isnan(best)) break;
+                            if (std::isnan(v) || v > best) bi = i, bj = j;
+                        }
+                        const T got = y.value()(n, c, oh, ow), want = x(n, c, bi, bj);
+                        if (std::isnan(want)) CHECK(std::isnan(got));
+                        else CHECK(got == want);
+                        want_g(n, c, bi, bj) = T(1);
+                    }
+        CHECK_THAT(g, Equals(want_g));
+    }
 }
 
 TEST_CASE("global_avg_pool2d is the mean of each plane and flatten keeps the batch axis", "[ops][conv]")
