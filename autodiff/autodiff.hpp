@@ -2,6 +2,7 @@
 #pragma once
 
 #include "autodiff/anomaly.hpp"
+#include "autodiff/backends.hpp"
 #include "autodiff/backward.hpp"
 #include "autodiff/checkpoint.hpp"
 #include "autodiff/gradcheck.hpp"

@@ -5,11 +5,14 @@
 #include "autodiff/ops_conv.hpp"
 
 #include "autodiff/op.hpp"
+#include "autodiff/backends.hpp"
+#include "autodiff/kernels/conv_dnnl.hpp"
 #include "autodiff/kernels/nchw.hpp"
 
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 namespace ad {
 
@@ -49,6 +52,7 @@ static_assert(window_attribute_limit <= std::numeric_limits<Attr>::max(), "a win
 // the record itself and recording allocates nothing.
 struct ConvAttrs {
     Attr sh, sw, ph, pw, dh, dw, groups;
+    bool dnnl = false;  // conv2d's forward ran on oneDNN (and saved no unfolded input); here it fits the padding
     std::uint64_t max_bytes;
     explicit ConvAttrs(const Conv2dOptions& o)
         : sh(Attr(o.stride[0])), sw(Attr(o.stride[1])), ph(Attr(o.padding[0])), pw(Attr(o.padding[1])),
@@ -215,9 +219,19 @@ void set_shape4(Tensor<T>& t, std::size_t a, std::size_t b, std::size_t c, std::
 template <class T>
 Var<T> sum_nhw(const Var<T>& g) { return sum(sum(sum(g, 3), 2), 0); }
 
-// y = conv2d(x, w) (+ b). The VJP reads cols = im2col(x) saved by the forward pass:
+// y = conv2d(x, w) (+ b) on oneDNN, when enabled and it takes the geometry (float32 only);
+// false otherwise, with nothing written.
+template <class T>
+bool dnnl_forward(const T* x, const T* w, const T* b, const ConvGeometry& g, T* y)
+{
+    if constexpr (std::is_same_v<T, float>) return dnnl_enabled() && kernels::dnnl_conv::forward(x, w, b, g, y);
+    else return false;
+}
+
+// y = conv2d(x, w) (+ b). On im2col, the VJP reads cols = im2col(x) saved by the forward pass:
 //   dx = col2im(W^T G), dw = G cols^T (one GEMM per group each), db = sum of g over n, h, w.
-// Inputs {x, w} or {x, w, b}; saved(0) = [cols | cnp | dcols].
+// After a forward on oneDNN, dx and dw come from oneDNN's backward primitives (from x, w and g).
+// Inputs {x, w} or {x, w, b}; saved(0) = [cols | cnp | dcols] (on im2col).
 template <class T>
 void conv2d_vjp(const ConvAttrs& a, Vjp<T>& v)
 {
@@ -229,16 +243,23 @@ void conv2d_vjp(const ConvAttrs& a, Vjp<T>& v)
         kernels::bias_grad(v.g.data(), g.N, g.F, g.pixels(), db, !first);
     }
     if (!want_x && !want_w) return;
+    // Each adjoint slot is taken once: the second call would report its first contribution done.
+    bool first_w = false, first_x = false;
+    T* dw = want_w ? v.slot(1, first_w).data() : nullptr;
+    T* dx = want_x ? v.slot(0, first_x).data() : nullptr;
+    bool w_done = !want_w, x_done = !want_x;
+    if constexpr (std::is_same_v<T, float>) {
+        if (a.dnnl && want_w) w_done = kernels::dnnl_conv::weight_grad(v.x(0).data(), v.g.data(), g, dw, !first_w);
+        if (a.dnnl && want_x) x_done = kernels::dnnl_conv::input_grad(v.g.data(), v.x(1).data(), g, dx, !first_x);
+    }
+    if (w_done && x_done) return;
     const auto buf = buffers(v, g, 3);
     kernels::to_cnp(v.g.data(), g.N, g.F, g.pixels(), buf.cnp);
-    if (want_w) {
-        T* dw = v.slot(1, first).data();
-        kernels::conv2d_weight_grad(buf.cnp, buf.cols, g, dw, !first);
+    if (!w_done) {
+        if (a.dnnl) kernels::im2col(v.x(0).data(), g, buf.cols);  // the forward on oneDNN did not save it
+        kernels::conv2d_weight_grad(buf.cnp, buf.cols, g, dw, !first_w);
     }
-    if (want_x) {
-        T* dx = v.slot(0, first).data();
-        kernels::conv2d_input_grad(buf.cnp, v.x(1).data(), g, buf.dcols, dx, !first);
-    }
+    if (!x_done) kernels::conv2d_input_grad(buf.cnp, v.x(1).data(), g, buf.dcols, dx, !first_x);
 }
 
 // The same VJP in tape ops, so that it can be differentiated again:
@@ -261,11 +282,15 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Conv2dOptions& o)
     check_handles("conv2d", {x, w});
     const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o, ConvResult::output, 3);
     Op<T> op("conv2d", {x, w});
-    auto buf = carve(op.save(0), g, 3);
+    Tensor<T>& saved = op.save(0);
     auto& y = op.out();
     set_shape4(y, g.N, g.F, g.Ho, g.Wo);
-    kernels::conv2d_forward<T>(x.value().data(), w.value().data(), nullptr, g, buf.cols, buf.cnp, y.data());
-    const ConvAttrs a(o);
+    ConvAttrs a(o);
+    a.dnnl = dnnl_forward<T>(x.value().data(), w.value().data(), nullptr, g, y.data());
+    if (!a.dnnl) {
+        auto buf = carve(saved, g, 3);
+        kernels::conv2d_forward<T>(x.value().data(), w.value().data(), nullptr, g, buf.cols, buf.cnp, y.data());
+    }
     return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
 }
 
@@ -278,12 +303,16 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, const Conv2dOpt
         fail("conv2d", x, "bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
                               " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
     Op<T> op("conv2d", {x, w, b});
-    auto buf = carve(op.save(0), g, 3);
+    Tensor<T>& saved = op.save(0);
     auto& y = op.out();
     set_shape4(y, g.N, g.F, g.Ho, g.Wo);
-    kernels::conv2d_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, buf.cols, buf.cnp,
-                               y.data());
-    const ConvAttrs a(o);
+    ConvAttrs a(o);
+    a.dnnl = dnnl_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, y.data());
+    if (!a.dnnl) {
+        auto buf = carve(saved, g, 3);
+        kernels::conv2d_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, buf.cols, buf.cnp,
+                                   y.data());
+    }
     return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
 }
 
