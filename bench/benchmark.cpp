@@ -36,6 +36,7 @@
 #include "alloc_count.hpp"
 #include "chain.hpp"
 #include "configs.hpp"
+#include "steady_malloc.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -752,6 +753,7 @@ int run(int argc, char** argv)
 
 int main(int argc, char** argv)
 {
+    bench::steady_malloc();
     try {
         return bench::run(argc, argv);
     } catch (const std::exception& e) {

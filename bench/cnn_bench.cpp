@@ -11,6 +11,7 @@
 #include "interleave.hpp"
 
 #include "autodiff/threads.hpp"
+#include "steady_malloc.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +28,7 @@ using namespace bench;
 
 int main(int argc, char** argv)
 {
+    bench::steady_malloc();
     if (argc >= 3 && std::string(argv[1]) == "--profile") {
         const long steps = std::atol(argv[2]);
         ad::set_num_threads(argc >= 4 ? std::atoi(argv[3]) : 1);

@@ -8,6 +8,7 @@
 #include "alloc_count.hpp"
 #include "gpt.hpp"
 #include "interleave.hpp"
+#include "steady_malloc.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -23,6 +24,7 @@ using namespace bench;
 
 int main(int argc, char** argv)
 {
+    bench::steady_malloc();
     const Options o = parse_options(argc, argv, "ad_bench_gpt", 5);
     const std::string& json = o.json;
     const std::vector<int>& threads = o.threads;

@@ -17,6 +17,7 @@
 #include "configs.hpp"
 
 #include "autodiff/autodiff.hpp"
+#include "steady_malloc.hpp"
 
 #include <torch/torch.h>
 
@@ -293,6 +294,7 @@ void measure(const Config& c, int rounds, bool f64)
 
 int main(int argc, char** argv)
 {
+    bench::steady_malloc();
     std::string configs = "ce";
     bool f64 = false;
     int rounds = 7;
