@@ -278,23 +278,42 @@ bool forward(const float* x, const float* w, const float* b, const ConvGeometry&
     return true;
 }
 
+namespace {
+
+// One operand of a primitive: its oneDNN argument, where it is staged and the engine's buffer.
+struct Operand {
+    int arg;
+    Staged& staged;
+    const float* data;
+};
+
+// A backward primitive of plan p run on two inputs, its output `out` (argument out_arg, n
+// floats) written to or added into dst.
+void run_backward(Plan& p, const dnnl::primitive& prim, Operand a, Operand b, int out_arg, Staged& out, float* dst,
+                  std::size_t n, bool accumulate)
+{
+    dnnl::stream& s = context().stream;
+    stage_in(a.staged, a.data, s, p.scratch);
+    stage_in(b.staged, b.data, s, p.scratch);
+    if (out.same) {  // the primitive writes the engine's layout: into dst, or into sum to add
+        if (accumulate && p.sum.size() != n) p.sum.resize(n);
+        out.user.set_data_handle(accumulate ? p.sum.data() : dst);
+    }
+    run(prim, s,
+        {{a.arg, a.staged.operand().get()}, {b.arg, b.staged.operand().get()}, {out_arg, out.operand().get()},
+         {DNNL_ARG_SCRATCHPAD, p.scratch.get()}});
+    stage_out(out, dst, n, accumulate, p.sum, s, p.scratch);
+    s.wait();
+}
+
+}  // namespace
+
 bool input_grad(const float* gy, const float* w, const ConvGeometry& g, float* dx, bool accumulate)
 {
     Plan* p = plan_for_vjp(g);
     if (!p) return false;
-    dnnl::stream& s = context().stream;
-    const std::size_t n = g.in_size();
-    stage_in(p->gy_d, gy, s, p->scratch);
-    stage_in(p->w_d, w, s, p->scratch);
-    if (p->dx.same) {  // the primitive writes the engine's layout: into dx, or into sum to add
-        if (accumulate && p->sum.size() != n) p->sum.resize(n);
-        p->dx.user.set_data_handle(accumulate ? p->sum.data() : dx);
-    }
-    run(p->bwd_data, s,
-        {{DNNL_ARG_DIFF_DST, p->gy_d.operand().get()}, {DNNL_ARG_WEIGHTS, p->w_d.operand().get()},
-         {DNNL_ARG_DIFF_SRC, p->dx.operand().get()}, {DNNL_ARG_SCRATCHPAD, p->scratch.get()}});
-    stage_out(p->dx, dx, n, accumulate, p->sum, s, p->scratch);
-    s.wait();
+    run_backward(*p, p->bwd_data, {DNNL_ARG_DIFF_DST, p->gy_d, gy}, {DNNL_ARG_WEIGHTS, p->w_d, w}, DNNL_ARG_DIFF_SRC,
+                 p->dx, dx, g.in_size(), accumulate);
     return true;
 }
 
@@ -302,19 +321,8 @@ bool weight_grad(const float* x, const float* gy, const ConvGeometry& g, float* 
 {
     Plan* p = plan_for_vjp(g);
     if (!p) return false;
-    dnnl::stream& s = context().stream;
-    const std::size_t n = g.weight_size();
-    stage_in(p->x_w, x, s, p->scratch);
-    stage_in(p->gy_w, gy, s, p->scratch);
-    if (p->dw.same) {
-        if (accumulate && p->sum.size() != n) p->sum.resize(n);
-        p->dw.user.set_data_handle(accumulate ? p->sum.data() : dw);
-    }
-    run(p->bwd_weights, s,
-        {{DNNL_ARG_SRC, p->x_w.operand().get()}, {DNNL_ARG_DIFF_DST, p->gy_w.operand().get()},
-         {DNNL_ARG_DIFF_WEIGHTS, p->dw.operand().get()}, {DNNL_ARG_SCRATCHPAD, p->scratch.get()}});
-    stage_out(p->dw, dw, n, accumulate, p->sum, s, p->scratch);
-    s.wait();
+    run_backward(*p, p->bwd_weights, {DNNL_ARG_SRC, p->x_w, x}, {DNNL_ARG_DIFF_DST, p->gy_w, gy},
+                 DNNL_ARG_DIFF_WEIGHTS, p->dw, dw, g.weight_size(), accumulate);
     return true;
 }
 
