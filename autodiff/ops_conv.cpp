@@ -714,6 +714,26 @@ Var<T> mean_but_channels(const Var<T>& t)
     return r;
 }
 
+// The sizes of a per-channel op's input x ([N, C, H, W] or [N, C]) after checking it and the
+// op's two [C] factors a and b (named in the message): N, C and P = H W (1 for [N, C]).
+struct ChannelSizes {
+    std::size_t N, C, P;
+};
+
+template <class T>
+ChannelSizes check_channel_op(const char* op, const Var<T>& x, const char* a_name, const Var<T>& a, const char* b_name,
+                              const Var<T>& b)
+{
+    const auto& s = x.shape();
+    if (s.size() != 4 && s.size() != 2) fail(op, x, "input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
+    const std::size_t C = s[1];
+    if (a.dimension() != 1 || a.shape()[0] != C || b.dimension() != 1 || b.shape()[0] != C)
+        fail(op, x,
+             std::string(a_name) + " " + shape_str(a.shape()) + " and " + b_name + " " + shape_str(b.shape()) +
+                 " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+    return {s[0], C, s.size() == 4 ? s[2] * s[3] : 1};
+}
+
 // batch_norm2d's VJP in tape ops, the statistics recomputed from x so that they are
 // differentiated too: with xhat = (x - mean) rstd and means over n, h, w,
 //   dx = gamma rstd (g - mean(g) - xhat mean(g xhat)), dgamma = sum(g xhat), dbeta = sum(g).
@@ -749,13 +769,7 @@ Var<T> batch_norm2d(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Sc
 {
     check_handles("batch_norm2d", {x, gamma, beta});
     const auto& s = x.shape();
-    if (s.size() != 4 && s.size() != 2)
-        fail("batch_norm2d", x, "input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
-    const std::size_t N = s[0], C = s[1], P = s.size() == 4 ? s[2] * s[3] : 1;
-    if (gamma.dimension() != 1 || gamma.shape()[0] != C || beta.dimension() != 1 || beta.shape()[0] != C)
-        fail("batch_norm2d", x,
-             "gamma " + shape_str(gamma.shape()) + " and beta " + shape_str(beta.shape()) +
-                 " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+    const auto [N, C, P] = check_channel_op("batch_norm2d", x, "gamma", gamma, "beta", beta);
     if (N * P < 2)  // the variance of one value is 0 / 0 (NaN with eps = 0)
         fail("batch_norm2d", x,
              "expected more than 1 value per channel for batch statistics (training mode), got " +
@@ -800,13 +814,7 @@ Var<T> channel_affine(const Var<T>& x, const Var<T>& scale, const Var<T>& shift)
 {
     check_handles("channel_affine", {x, scale, shift});
     const auto& s = x.shape();
-    if (s.size() != 4 && s.size() != 2)
-        fail("channel_affine", x, "input must be [N, C, H, W] or [N, C], got shape " + shape_str(s));
-    const std::size_t N = s[0], C = s[1], P = s.size() == 4 ? s[2] * s[3] : 1;
-    if (scale.dimension() != 1 || scale.shape()[0] != C || shift.dimension() != 1 || shift.shape()[0] != C)
-        fail("channel_affine", x,
-             "scale " + shape_str(scale.shape()) + " and shift " + shape_str(shift.shape()) +
-                 " must both have shape [C] = [" + std::to_string(C) + "] for the input " + shape_str(s));
+    const auto [N, C, P] = check_channel_op("channel_affine", x, "scale", scale, "shift", shift);
     Op<T> op("channel_affine", {x, scale, shift});
     auto& y = op.out();
     if (y.shape() != s) y.resize(s);
