@@ -52,7 +52,7 @@ static_assert(window_attribute_limit <= std::numeric_limits<Attr>::max(), "a win
 // the record itself and recording allocates nothing.
 struct ConvAttrs {
     Attr sh, sw, ph, pw, dh, dw, groups;
-    bool dnnl = false;  // conv2d's forward ran on oneDNN (and saved no unfolded input); here it fits the padding
+    bool dnnl = false;  // conv2d's forward ran on oneDNN and saved no unfolded input (placed to fill padding)
     std::uint64_t max_bytes;
     explicit ConvAttrs(const Conv2dOptions& o)
         : sh(Attr(o.stride[0])), sw(Attr(o.stride[1])), ph(Attr(o.padding[0])), pw(Attr(o.padding[1])),
@@ -274,6 +274,24 @@ void conv2d_graph_vjp(const ConvAttrs& a, GradVjp<T>& v)
     if (v.inputs() == 3 && v.wants(2)) v.acc(2, sum_nhw(v.g));
 }
 
+// conv2d's forward into op (inputs {x, w} or {x, w, b}, bias null without b): on oneDNN when it
+// takes the geometry, otherwise im2col + GEMM into the op's saved work space.
+template <class T>
+Var<T> record_conv2d(Op<T>& op, const Var<T>& x, const Var<T>& w, const T* bias, const ConvGeometry& g,
+                     const Conv2dOptions& o)
+{
+    Tensor<T>& saved = op.save(0);
+    auto& y = op.out();
+    set_shape4(y, g.N, g.F, g.Ho, g.Wo);
+    ConvAttrs a(o);
+    a.dnnl = dnnl_forward<T>(x.value().data(), w.value().data(), bias, g, y.data());
+    if (!a.dnnl) {
+        auto buf = carve(saved, g, 3);
+        kernels::conv2d_forward<T>(x.value().data(), w.value().data(), bias, g, buf.cols, buf.cnp, y.data());
+    }
+    return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
+}
+
 }  // namespace
 
 template <class T>
@@ -282,16 +300,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Conv2dOptions& o)
     check_handles("conv2d", {x, w});
     const ConvGeometry g = check_conv("conv2d", x, x.shape(), w.shape(), o, ConvResult::output, 3);
     Op<T> op("conv2d", {x, w});
-    Tensor<T>& saved = op.save(0);
-    auto& y = op.out();
-    set_shape4(y, g.N, g.F, g.Ho, g.Wo);
-    ConvAttrs a(o);
-    a.dnnl = dnnl_forward<T>(x.value().data(), w.value().data(), nullptr, g, y.data());
-    if (!a.dnnl) {
-        auto buf = carve(saved, g, 3);
-        kernels::conv2d_forward<T>(x.value().data(), w.value().data(), nullptr, g, buf.cols, buf.cnp, y.data());
-    }
-    return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
+    return record_conv2d<T>(op, x, w, nullptr, g, o);
 }
 
 template <class T>
@@ -303,17 +312,7 @@ Var<T> conv2d(const Var<T>& x, const Var<T>& w, const Var<T>& b, const Conv2dOpt
         fail("conv2d", x, "bias must have shape [F] = [" + std::to_string(g.F) + "], got " + shape_str(b.shape()) +
                               " (input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape()) + ")");
     Op<T> op("conv2d", {x, w, b});
-    Tensor<T>& saved = op.save(0);
-    auto& y = op.out();
-    set_shape4(y, g.N, g.F, g.Ho, g.Wo);
-    ConvAttrs a(o);
-    a.dnnl = dnnl_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, y.data());
-    if (!a.dnnl) {
-        auto buf = carve(saved, g, 3);
-        kernels::conv2d_forward<T>(x.value().data(), w.value().data(), b.value().data(), g, buf.cols, buf.cnp,
-                                   y.data());
-    }
-    return op.done([a](Vjp<T>& v) { conv2d_vjp(a, v); }, [a](GradVjp<T>& v) { conv2d_graph_vjp(a, v); });
+    return record_conv2d(op, x, w, b.value().data(), g, o);
 }
 
 namespace {
