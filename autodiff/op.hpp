@@ -110,7 +110,7 @@ template <class T, class E>
 void assign(Tensor<T>& out, const E& e)
 {
     const auto& s = e.shape();
-    if (!std::equal(s.begin(), s.end(), out.shape().begin(), out.shape().end())) out.resize(s);
+    if (!equal_shapes(s, out.shape())) out.resize(s);
     if (!detail::assign_scalar(out, e, false)) xt::noalias(out) = e;
 }
 
@@ -228,7 +228,7 @@ struct Vjp {
         const auto& r = tape.record(i);
         if (!r.needs_grad) return;
         const auto& xs = (r.param ? r.param->value() : r.value).shape();
-        const bool same = std::equal(e.shape().begin(), e.shape().end(), xs.begin(), xs.end());
+        const bool same = equal_shapes(e.shape(), xs);
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         bool first;
         auto& a = slot_at(i, first);
@@ -309,7 +309,7 @@ struct GradVjp {
         const auto i = id(k);
         tape.check(e, record().op);
         const auto& xs = tape.value(i).shape();
-        const bool same = e.shape() == xs;
+        const bool same = equal_shapes(e.shape(), xs);
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         const Var<T> d = same ? e : sum_to(e, xs);
         adjoints[i] = reached[i] ? add(adjoints[i], d) : d;

@@ -118,7 +118,7 @@ public:
         const std::uint32_t at = take(n);
         b_->adjoint_at[i] = at;
         Tensor<T>& a = *b_->pool[at].tensor;
-        if (!std::equal(shape.begin(), shape.end(), a.shape().begin(), a.shape().end())) a.resize(shape);
+        if (!equal_shapes(shape, a.shape())) a.resize(shape);
         return a;
     }
     void release_adjoint(std::size_t i) { b_->free.push_back(b_->adjoint_at[i]); }

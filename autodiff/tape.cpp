@@ -111,7 +111,7 @@ NoGrad::NoGrad() : previous_(detail::grad_mode) { detail::grad_mode = false; }
 NoGrad::~NoGrad() { detail::grad_mode = previous_; }
 
 template <class T>
-Parameter<T>::Parameter(Tensor<T> v) : grad(Shape{0}), value_(std::move(v)), spare_(Shape{0})
+Parameter<T>::Parameter(Tensor<T> v) : grad(Shape{0}), value_(std::move(v))
 {
 }
 
@@ -120,8 +120,9 @@ void Parameter<T>::zero_grad()
 {
     grad_zeroed = false;
     if (grad.size() == 0) return;
-    std::swap(grad, spare_);  // the buffer waits in spare_ for the next backward()
-    if (grad.size() != 0) grad.resize(Shape{0});  // a .grad assigned by hand had replaced it
+    spare_.swap(grad.storage());  // the buffer waits in spare_ for the next backward()
+    if (grad.storage().size() != 0) grad.storage() = {};  // a .grad assigned by hand had replaced it
+    grad.resize(Shape{0});
 }
 
 template <class T>
@@ -142,9 +143,10 @@ Tensor<T>& Parameter<T>::grad_or_zeros()
 template <class T>
 Tensor<T>& Parameter<T>::take_grad_buffer()
 {
-    if (spare_.shape() != value_.shape()) spare_.resize(value_.shape());
-    std::swap(grad, spare_);
-    if (spare_.size() != 0) spare_.resize(Shape{0});  // a .grad of another shape, now stale
+    if (spare_.size() != value_.size()) spare_.resize(value_.size());
+    spare_.swap(grad.storage());
+    if (spare_.size() != 0) spare_ = {};  // a .grad of another shape, now stale
+    grad.resize(value_.shape());          // the storage already has the size: no allocation
     grad_zeroed = false;
     return grad;
 }

@@ -114,7 +114,7 @@ public:
         return *this;
     }
     // Whether .grad holds a gradient: it has the value's shape. An empty .grad is no gradient.
-    bool has_grad() const { return grad.shape() == value_.shape(); }
+    bool has_grad() const { return equal_shapes(grad.shape(), value_.shape()); }
     // Empties .grad (O(1)), or with ad::fill_zeros makes it zeros of the value's shape.
     void zero_grad();
     void zero_grad(FillZeros);
@@ -135,7 +135,9 @@ public:
 
 private:
     Tensor<T> value_;
-    Tensor<T> spare_;  // .grad's buffer while .grad is empty
+    // .grad's buffer while .grad is empty. Only the storage moves between the two: swapping
+    // whole xarrays copies their inline shape vectors, which cost more than the tiny gradients.
+    typename Tensor<T>::storage_type spare_;
     std::uint64_t version_ = 0;
     bool trained_ = true;
 };

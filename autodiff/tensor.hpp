@@ -40,6 +40,18 @@ std::string shape_str(const S& shape)
     return out.str();
 }
 
+// Whether two shapes (of any container types: ad::Shape, std::vector) are equal. A plain loop:
+// std::equal on them becomes a call to memcmp, which costs more than the compare for the one-
+// to four-element shapes every op checks.
+template <class A, class B>
+bool equal_shapes(const A& a, const B& b)
+{
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
 // Every error the library raises on bad input: the message names the op, the shapes and what
 // was expected.
 struct Error : std::invalid_argument {

@@ -28,7 +28,7 @@ ParameterSubstitution<T>::ParameterSubstitution(Module<T>& model, const VarMap<T
         if (!var.valid())
             throw Error("functional_call: the weight '" + name + "' is an empty handle, or its tape was cleared or "
                         "destroyed");
-        if (!detail::same_shape(var.shape(), found->value().shape()))
+        if (!equal_shapes(var.shape(), found->value().shape()))
             throw Error("functional_call: the weight '" + name + "' has shape " + shape_str(var.shape()) +
                         " but the parameter has shape " + shape_str(found->value().shape()));
         names_.push_back(name);

@@ -185,7 +185,7 @@ void init_linear_layers(Module<T>& m, const WeightInit<T>& init, Rng& rng)
         if (!lin) continue;
         Parameter<T>& W = lin->weight();
         Tensor<T> w = init(W.value().shape(), rng);
-        if (!detail::same_shape(w.shape(), W.value().shape()))
+        if (!equal_shapes(w.shape(), W.value().shape()))
             throw Error("init_linear_layers: the initialiser returned shape " + shape_str(w.shape()) +
                         " for a weight of shape " + shape_str(W.value().shape()));
         W.set_value(std::move(w));

@@ -26,7 +26,7 @@ void Linear<T>::build(Rng& rng, const WeightInit<T>& init, bool bias)
         return;
     }
     Tensor<T> w = init(Shape{out, in}, rng);
-    if (!detail::same_shape(w.shape(), Shape{out, in}))
+    if (!equal_shapes(w.shape(), Shape{out, in}))
         throw Error("Linear: the weight initialiser returned shape " + shape_str(w.shape()) +
                     ", expected [out, in] = " + shape_str(Shape{out, in}));
     weight_ = &this->register_parameter("weight", std::move(w));
@@ -48,7 +48,7 @@ Linear<T>::Linear(Tensor<T> weight, Tensor<T> bias)
                     ", expected a non-empty matrix [out, in]");
     out_ = weight.shape()[0];
     in_ = weight.shape()[1];
-    if (bias.size() != 0 && !detail::same_shape(bias.shape(), Shape{out_}))
+    if (bias.size() != 0 && !equal_shapes(bias.shape(), Shape{out_}))
         throw Error("Linear: bias has shape " + shape_str(bias.shape()) + ", expected [out] = " +
                     shape_str(Shape{out_}) + " for weight " + shape_str(weight.shape()));
     weight_ = &this->register_parameter("weight", std::move(weight));

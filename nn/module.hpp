@@ -25,15 +25,6 @@
 namespace ad::nn {
 
 namespace detail {
-// Shapes of different container types (ad::Shape, std::vector) compared by value.
-template <class A, class B>
-bool same_shape(const A& a, const B& b)
-{
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (a[i] != b[i]) return false;
-    return true;
-}
 // A hyperparameter as describe() shows it: six significant digits, no trailing zeros ("0.1", "1e-05").
 std::string number_str(double v);
 }  // namespace detail

@@ -99,7 +99,7 @@ template <class T>
 void Optimizer<T>::check_state_shape(std::size_t i, const char* state, const Tensor<T>& t) const
 {
     const Parameter<T>& p = *params_[i].second;
-    if (!detail::same_shape(t.shape(), p.value().shape()))
+    if (!equal_shapes(t.shape(), p.value().shape()))
         throw Error(std::string(name_) + "::step: parameter " + std::to_string(i) + " ('" + params_[i].first +
                     "') has value of shape " + shape_str(p.value().shape()) + " but its " + state +
                     " state has shape " + shape_str(t.shape()) +

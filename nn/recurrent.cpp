@@ -57,7 +57,7 @@ void RecurrentBase<T>::check_state(const Var<T>& given, const char* which, const
     if (&tape_of(given, what.c_str()) != &x.tape())
         throw Error(what + " is recorded on another tape than the input; record its value on the input's "
                            "tape (tape.constant(value)) to start from it");
-    if (!detail::same_shape(given.shape(), Shape{L, batch, H}))
+    if (!equal_shapes(given.shape(), Shape{L, batch, H}))
         throw Error(what + " has shape " + shape_str(given.shape()) + ", expected [num_layers, batch, hidden_size] = " +
                     shape_str(Shape{L, batch, H}) + " for the input " + shape_str(x.shape()));
 }

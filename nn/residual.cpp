@@ -17,7 +17,7 @@ Var<T> Residual<T>::forward(const Var<T>& x)
 {
     const Var<T> fx = branch_->forward(x);
     // add() would broadcast a [batch, 1] branch silently; a residual needs equal shapes.
-    if (!detail::same_shape(fx.shape(), x.shape()))
+    if (!equal_shapes(fx.shape(), x.shape()))
         throw Error("Residual: the branch maps shape " + shape_str(x.shape()) + " to " + shape_str(fx.shape()) +
                     "; z + f(z) needs f(z) shaped like z");
     return x + fx;

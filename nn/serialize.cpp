@@ -147,7 +147,7 @@ void load_slots(const Slots<T>& s, const std::string& path)
     options.filter = [&](const std::string& name, const std::string&, const Shape& shape) {
         if (s.optimizer && (name == step_key || name == lr_key)) return shape.empty();
         const auto it = wanted.find(name);
-        return it != wanted.end() && detail::same_shape(shape, it->second->shape());
+        return it != wanted.end() && equal_shapes(shape, it->second->shape());
     };
     const NpzArchive archive = read_npz(path, options);  // a corrupt file stops here
 
@@ -184,7 +184,7 @@ void load_slots(const Slots<T>& s, const std::string& path)
         const auto it = in_file.find(slot.key);
         if (it == in_file.end()) {
             problems.push_back("missing " + slot.key + " " + shape_str(slot.current().shape()));
-        } else if (!detail::same_shape(it->second->shape, slot.current().shape())) {
+        } else if (!equal_shapes(it->second->shape, slot.current().shape())) {
             problems.push_back(slot.key + " has shape " + shape_str(it->second->shape) + " in the file but " +
                                shape_str(slot.current().shape()) + " in the model");
         }
