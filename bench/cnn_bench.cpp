@@ -9,12 +9,9 @@
 #include "alloc_count.hpp"
 #include "cnn.hpp"
 #include "interleave.hpp"
-
-#include "autodiff/threads.hpp"
 #include "steady_malloc.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,18 +26,7 @@ using namespace bench;
 int main(int argc, char** argv)
 {
     bench::steady_malloc();
-    if (argc >= 3 && std::string(argv[1]) == "--profile") {
-        const long steps = std::atol(argv[2]);
-        ad::set_num_threads(argc >= 4 ? std::atoi(argv[3]) : 1);
-        auto ours = cnn::make_cnn_ours(cnn::make_cnn_init());
-        for (int s = 0; s < 5; ++s) ours->step();
-        const auto t0 = std::chrono::steady_clock::now();
-        for (long s = 0; s < steps; ++s) ours->step();
-        const std::chrono::duration<double, std::micro> dt = std::chrono::steady_clock::now() - t0;
-        std::printf("this engine's step: %.1f us (mean of %ld), loss %.6f\n", dt.count() / double(steps), steps,
-                    ours->loss());
-        return 0;
-    }
+    if (profile_mode(argc, argv, [] { return cnn::make_cnn_ours(cnn::make_cnn_init()); })) return 0;
     const Options o = parse_options(argc, argv, "ad_bench_cnn", 3);
     const std::string& json = o.json;
     const std::vector<int>& threads = o.threads;

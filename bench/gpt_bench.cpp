@@ -5,6 +5,7 @@
 // engine's heap allocations per step in steady state (at more than one thread, OpenBLAS's too).
 //
 //   ad_bench_gpt [--json FILE] [--threads 1,2] [--seconds S]
+//   ad_bench_gpt --profile STEPS [THREADS]   this engine's step alone, for profilers
 #include "alloc_count.hpp"
 #include "gpt.hpp"
 #include "interleave.hpp"
@@ -25,6 +26,7 @@ using namespace bench;
 int main(int argc, char** argv)
 {
     bench::steady_malloc();
+    if (profile_mode(argc, argv, [] { return gpt::make_gpt_ours(gpt::make_gpt_init()); })) return 0;
     const Options o = parse_options(argc, argv, "ad_bench_gpt", 5);
     const std::string& json = o.json;
     const std::vector<int>& threads = o.threads;

@@ -6,6 +6,8 @@
 
 #include "configs.hpp"
 
+#include "autodiff/threads.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -126,6 +128,24 @@ inline bool agree(Trainer& ours, Trainer& torch, const char* update)
     std::printf("agreement: loss %.6f (ours) / %.6f (libtorch); after one %s step %.6f / %.6f: %s\n", o0, t0, update,
                 o1, t1, ok ? "ok" : "DIFFERENT");
     return ok;
+}
+
+// PROGRAM --profile STEPS [THREADS]: this engine's step alone at THREADS threads (default 1),
+// timed over STEPS steps after five warm-up steps, for perf. Whether argv asked for it.
+template <class Make>
+bool profile_mode(int argc, char** argv, Make make_ours)
+{
+    if (argc < 3 || std::string(argv[1]) != "--profile") return false;
+    const long steps = std::atol(argv[2]);
+    ad::set_num_threads(argc >= 4 ? std::atoi(argv[3]) : 1);
+    auto ours = make_ours();
+    for (int s = 0; s < 5; ++s) ours->step();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long s = 0; s < steps; ++s) ours->step();
+    const std::chrono::duration<double, std::micro> dt = std::chrono::steady_clock::now() - t0;
+    std::printf("this engine's step: %.1f us (mean of %ld), loss %.6f\n", dt.count() / double(steps), steps,
+                ours->loss());
+    return true;
 }
 
 }  // namespace bench
