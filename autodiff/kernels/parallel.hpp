@@ -4,7 +4,9 @@
 // parallel_for(n, cost, f) calls f(begin, end) on disjoint ranges covering [0, n). Each item is
 // computed by one thread in the same order as a serial loop, so the results do not depend on the
 // number of threads. Small loops stay on the calling thread, without entering a parallel region:
-// waking the pool costs microseconds. Built without OpenMP (AD_OPENMP=OFF), every loop is serial.
+// waking the pool costs microseconds. Whether a loop may be split depends on its size alone, and
+// a loop that may be split runs the same compiled code at any thread count (detail::run_range).
+// Built without OpenMP (AD_OPENMP=OFF), every loop is serial.
 #pragma once
 
 #include <algorithm>
@@ -20,28 +22,43 @@ namespace ad::kernels {
 // Below this much work (items x cost, about a nanosecond a unit) a loop stays serial.
 inline constexpr std::size_t parallel_min_work = std::size_t(1) << 15;
 
+namespace detail {
+// f(begin, end), compiled once for both the serial call and the threads of a parallel region.
+// Were f inlined into each, the compiler could contract a * b + c into a fused multiply-add
+// in one copy and not the other, and the bits would depend on the thread count. f is taken by
+// value: a stack copy whose members a store through its pointers cannot change, so its loop
+// vectorises.
+template <class F>
+[[gnu::noinline]] void run_range(F f, std::size_t begin, std::size_t end)
+{
+    f(begin, end);
+}
+}  // namespace detail
+
 template <class F>
 void parallel_for(std::size_t n, std::size_t cost, F&& f)
 {
+    if (n == 0) return;
+    if (n < 2 || n * cost < parallel_min_work) {  // never split, at any thread count
+        f(std::size_t(0), n);
+        return;
+    }
 #ifdef _OPENMP
-    if (n > 1 && n * cost >= parallel_min_work && !omp_in_parallel()) {
-        const int threads = int(std::min<std::size_t>(std::size_t(omp_get_max_threads()), n));
-        if (threads > 1) {
-            // The threads share one copy of f (its call operator must be const).
-            const std::decay_t<F> shared = f;
+    const int threads = omp_in_parallel() ? 1 : int(std::min<std::size_t>(std::size_t(omp_get_max_threads()), n));
+    if (threads > 1) {
+        const std::decay_t<F>& shared = f;
 #pragma omp parallel num_threads(threads)
-            {
-                const std::size_t t = std::size_t(omp_get_thread_num()), k = std::size_t(omp_get_num_threads());
-                const std::size_t begin = n * t / k, end = n * (t + 1) / k;
-                if (begin < end) shared(begin, end);
-            }
-            return;
+        {
+            const std::size_t t = std::size_t(omp_get_thread_num()), k = std::size_t(omp_get_num_threads());
+            const std::size_t begin = n * t / k, end = n * (t + 1) / k;
+            if (begin < end) detail::run_range(shared, begin, end);
         }
+        return;
     }
 #else
     (void)cost;
 #endif
-    if (n > 0) f(std::size_t(0), n);
+    detail::run_range<std::decay_t<F>>(f, std::size_t(0), n);
 }
 
 }  // namespace ad::kernels
