@@ -102,16 +102,46 @@ bool assign_scalar(Tensor<T>& a, const E& e, bool add)
     }
 }
 
+// a = e (a += e when `add`) for a large e read in step with a, split over the pool (the ops
+// written as xtensor expressions: exp, tanh, GELU, products ...). Each thread takes whole
+// blocks of SIMD width and computes them as xtensor's own linear assignment does (its SIMD
+// functions on blocks, its scalar ones on the tail), in code compiled once for any number of
+// threads (kernels::parallel_for), so the bits do not depend on it. False, having done nothing,
+// for a small a or an e that broadcasts.
+template <class T, class E>
+bool assign_split(Tensor<T>& a, const E& e, bool add)
+{
+    if constexpr (reads_linearly<E>::value && xt::xassign_traits<Tensor<T>, E>::simd_linear_assign()) {
+        using Batch = xt_simd::simd_type<T>;
+        constexpr std::size_t w = Batch::size;
+        constexpr std::size_t cost = 2;  // per element: a transcendental function takes a few ns
+        const std::size_t n = a.size();
+        if (n * cost < kernels::parallel_min_work || !e.has_linear_assign(a.strides())) return false;
+        T* d = a.data();
+        kernels::parallel_for(n / w, w * cost, [&e, d, add](std::size_t b0, std::size_t b1) {
+            for (std::size_t i = b0 * w; i < b1 * w; i += w) {
+                Batch v = e.template load_simd<xt_simd::unaligned_mode, T>(i);
+                if (add) v = Batch::load_aligned(d + i) + v;
+                v.store_aligned(d + i);
+            }
+        });
+        for (std::size_t i = n / w * w; i < n; ++i) d[i] = add ? d[i] + e.data_element(i) : T(e.data_element(i));
+        return true;
+    } else {
+        return false;
+    }
+}
+
 }  // namespace detail
 
 // out = e without allocating once out has e's shape (what xt::noalias(out) = e does), cheaper
-// for a one-element tensor.
+// for a one-element tensor and split over the pool for a large one.
 template <class T, class E>
 void assign(Tensor<T>& out, const E& e)
 {
     const auto& s = e.shape();
     if (!equal_shapes(s, out.shape())) out.resize(s);
-    if (!detail::assign_scalar(out, e, false)) xt::noalias(out) = e;
+    if (!detail::assign_scalar(out, e, false) && !detail::assign_split(out, e, false)) xt::noalias(out) = e;
 }
 
 namespace detail {
@@ -244,6 +274,7 @@ struct Vjp {
                 });
                 return;
             }
+            if (detail::assign_split(a, e, !first)) return;
             if (first) xt::noalias(a) = e;
             else xt::noalias(a) += e;
             return;

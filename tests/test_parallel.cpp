@@ -5,10 +5,12 @@
 #include "autodiff/autodiff.hpp"
 #include "autodiff/kernels/nchw.hpp"
 #include "autodiff/kernels/parallel.hpp"
+#include "autodiff/op.hpp"
 #include "nn/optim.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <mutex>
 #include <random>
 #include <set>
@@ -57,6 +59,11 @@ Calls record(std::size_t n, std::size_t cost)
     });
     std::sort(c.ranges.begin(), c.ranges.end());
     return c;
+}
+
+bool bitwise_equal(const Tensor<float>& a, const Tensor<float>& b)
+{
+    return a.shape() == b.shape() && std::equal(a.begin(), a.end(), b.begin());
 }
 
 bool covers_once(const Calls& c, std::size_t n)
@@ -120,8 +127,9 @@ TEST_CASE("built with AD_OPENMP, the matrix products run on OpenBLAS's OpenMP bu
 
 TEST_CASE("the kernels split over the pool give the same bits at 1 and 2 threads", "[parallel]")
 {
-    // Sizes large enough for every split loop to use the pool. Matrix products are left out:
-    // OpenBLAS's threaded GEMM rounds differently from its serial one.
+    // Sizes large enough for every split loop to use the pool. Single matrix products are left
+    // out: OpenBLAS's threaded GEMM rounds differently from its serial one. A batch of them is
+    // split over the batch, each on one thread, as at one thread.
     const Tensor<float> x = random_tensor({256, 512}, 1), b = random_tensor({512}, 2), r = random_tensor({256, 512}, 3);
     const Tensor<float> img = random_tensor({16, 16, 24, 24}, 4);
     auto run = [&] {
@@ -139,10 +147,19 @@ TEST_CASE("the kernels split over the pool give the same bits at 1 and 2 threads
             const auto i = tape.param(I);
             const auto pmax = ad::max_pool2d(i, ad::Pool2dOptions(2));
             const auto pavg = ad::avg_pool2d(i, ad::Pool2dOptions(3, 1, 1));
+            // The ops written as xtensor expressions (gelu, exp, tanh, the product), forward and
+            // VJP, on a size that leaves a tail after the last whole SIMD block; and a batched
+            // product of 32 matrices, split over the batch.
+            ad::Parameter<float> Y(random_tensor({257, 511}, 6)), Q(random_tensor({8, 4, 64, 32}, 7)),
+                K(random_tensor({8, 4, 32, 64}, 8));
+            const auto y = tape.param(Y);
+            const auto e = ad::gelu(y) + ad::exp(y * 0.5f) * ad::tanh(y);
+            const auto qk = ad::matmul(tape.param(Q), tape.param(K));
             ad::backward(ad::sum(ad::square(h)) + ad::sum(ad::square(s)) + ad::sum(ad::square(pmax)) +
-                         ad::sum(ad::square(pavg)) + ad::sum(sm * tape.constant(r)) + ad::sum(ln * tape.constant(r)));
-            out = {h.value(), s.value(), pmax.value(), pavg.value(), sm.value(), ln.value(),
-                   X.grad, B.grad, I.grad, gamma.grad, beta.grad};
+                         ad::sum(ad::square(pavg)) + ad::sum(sm * tape.constant(r)) + ad::sum(ln * tape.constant(r)) +
+                         ad::sum(ad::square(e)) + ad::sum(ad::square(qk)));
+            out = {h.value(), s.value(), pmax.value(), pavg.value(), sm.value(), ln.value(), e.value(), qk.value(),
+                   X.grad, B.grad, I.grad, gamma.grad, beta.grad, Y.grad, Q.grad, K.grad};
             // An Adam step and an SGD step with momentum on those gradients.
             ad::nn::Adam<float> adam({{"X", &X}, {"B", &B}}, ad::nn::AdamOptions{});
             ad::nn::SGDOptions o;
@@ -176,4 +193,45 @@ TEST_CASE("the kernels split over the pool give the same bits at 1 and 2 threads
         CHECK(one[i].shape() == two[i].shape());
         CHECK(one[i] == two[i]);  // bit for bit
     }
+}
+
+TEST_CASE("an expression split over the pool gives the same bits at any thread count, and xtensor's values",
+          "[parallel]")
+{
+    // Whole SIMD blocks on the pool, the tail after the last block on the calling thread: the
+    // same compiled code whatever the thread count, so the same bits. Against xt::noalias (code
+    // compiled elsewhere, which may fuse a product and a sum that this does not, or the reverse)
+    // the values agree to a few roundings of the terms: 4 eps times the sum of their magnitudes.
+    for (std::size_t n : {std::size_t(40000), std::size_t(40007), std::size_t(65536 + 13)}) {
+        CAPTURE(n);
+        const Tensor<float> x = random_tensor({n}, 9), y = random_tensor({n}, 10);
+        const auto e = xt::exp(x) * xt::tanh(y) + 0.25f * xt::erfc(x);
+        Tensor<float> want = Tensor<float>::from_shape({n}), want_sum = y;
+        xt::noalias(want) = e;
+        xt::noalias(want_sum) += e;
+        const Tensor<float> bound = 4 * std::numeric_limits<float>::epsilon() *
+                                    (xt::abs(y) + xt::abs(xt::exp(x) * xt::tanh(y)) + 0.25f * xt::erfc(x));
+        std::vector<Tensor<float>> got, got_sum;
+        for (int t : {1, 2}) {
+            CAPTURE(t);
+            Tensor<float> g = Tensor<float>::from_shape({n}), gs = y;
+            const bool split = with_threads(t, [&] {
+                return ad::detail::assign_split(g, e, false) && ad::detail::assign_split(gs, e, true);
+            });
+            REQUIRE(split);
+            CHECK(xt::all(xt::abs(g - want) <= bound));
+            CHECK(xt::all(xt::abs(gs - want_sum) <= bound));
+            got.push_back(g);
+            got_sum.push_back(gs);
+        }
+        CHECK(bitwise_equal(got[0], got[1]));
+        CHECK(bitwise_equal(got_sum[0], got_sum[1]));
+    }
+    // Not taken (false, nothing written) for an expression that broadcasts or a small tensor.
+    Tensor<float> a = xt::zeros<float>({256, 256});
+    const Tensor<float> row = random_tensor({256}, 11), small = random_tensor({64}, 12);
+    CHECK_FALSE(ad::detail::assign_split(a, xt::exp(row) + a, false));
+    CHECK(bitwise_equal(a, xt::zeros<float>({256, 256})));
+    Tensor<float> b = xt::zeros<float>({64});
+    CHECK_FALSE(ad::detail::assign_split(b, xt::exp(small), false));
 }
