@@ -52,6 +52,7 @@ Var<T> as_shape(const Var<T>& x, const Shape& s)
 struct Batched {
     Shape batch;             // the broadcast batch axes of the result
     Dims a{}, b{}, c{};      // one matrix of each operand and of the result, as stored
+    std::size_t k = 0;       // the inner dimension
     std::size_t count = 1;   // products to run (1 when folded)
     bool a_spread = false, b_spread = false;  // read more than once: their gradients add
     Shape a_batch, b_batch;  // each operand's batch axes, aligned with `batch` (1 where absent)
@@ -63,6 +64,7 @@ struct Batched {
         a = as.size() == 1 ? Dims{1, as[0]} : Dims{as[ra], as[ra + 1]};
         b = bs.size() == 1 ? Dims{bs[0], 1} : Dims{bs[rb], bs[rb + 1]};
         c = {ta ? a[1] : a[0], tb ? b[0] : b[1]};
+        k = ta ? a[0] : a[1];
         const std::size_t r = std::max(ra, rb);
         batch.resize(r);
         a_batch.assign(r, 1);
@@ -105,6 +107,20 @@ struct Batched {
             sb *= b_batch[d];
         }
         return {oa * a[0] * a[1], ob * b[0] * b[1]};
+    }
+    // f(i) for every product i. Many products (attention's heads) are split over the pool, each
+    // on one thread: OpenBLAS runs a GEMM called inside the pool on the calling thread, and small
+    // GEMMs gain little from its own threading. A few products run in turn, each GEMM threaded.
+    // `shared`: the products write into one buffer (a spread operand's gradient), so in turn.
+    template <class F>
+    void each(F f, bool shared = false) const
+    {
+        if (count >= 4 && !shared)
+            kernels::parallel_for(count, c[0] * c[1] * k, [f](std::size_t b, std::size_t e) {
+                for (std::size_t i = b; i < e; ++i) f(i);
+            });
+        else
+            for (std::size_t i = 0; i < count; ++i) f(i);
     }
 };
 
@@ -153,10 +169,10 @@ Var<T> matmul_batched(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
     const T *a = A.value().data(), *b = B.value().data();
     T* c = op.out().data();
     const std::size_t cn = p.c[0] * p.c[1];
-    for (std::size_t i = 0; i < p.count; ++i) {
+    p.each([&p, a, b, c, cn, ta, tb](std::size_t i) {
         const auto [oa, ob] = p.offsets(i);
         gemm(a + oa, p.a, ta, b + ob, p.b, tb, c + i * cn, p.c, false);
-    }
+    });
     // Per product, as in the rank-2 VJP: d op(A) = G op(B)^T, d op(B) = op(A)^T G. An operand
     // read by several products gathers their gradients (zeroed first, then accumulated).
     return op.done(
@@ -169,21 +185,21 @@ Var<T> matmul_batched(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
                 T* dA = v.slot(0, first).data();
                 if (p.a_spread && first) std::fill_n(dA, v.x(0).size(), T(0));
                 const bool add = p.a_spread || !first;
-                for (std::size_t i = 0; i < p.count; ++i) {
+                p.each([&p, b, G, dA, cn, add, ta, tb](std::size_t i) {
                     const auto [oa, ob] = p.offsets(i);
                     if (!ta) gemm(G + i * cn, p.c, false, b + ob, p.b, !tb, dA + oa, p.a, add);
                     else gemm(b + ob, p.b, tb, G + i * cn, p.c, true, dA + oa, p.a, add);
-                }
+                }, p.a_spread);
             }
             if (v.wants(1)) {
                 T* dB = v.slot(1, first).data();
                 if (p.b_spread && first) std::fill_n(dB, v.x(1).size(), T(0));
                 const bool add = p.b_spread || !first;
-                for (std::size_t i = 0; i < p.count; ++i) {
+                p.each([&p, a, G, dB, cn, add, ta, tb](std::size_t i) {
                     const auto [oa, ob] = p.offsets(i);
                     if (!tb) gemm(a + oa, p.a, !ta, G + i * cn, p.c, false, dB + ob, p.b, add);
                     else gemm(G + i * cn, p.c, true, a + oa, p.a, ta, dB + ob, p.b, add);
-                }
+                }, p.b_spread);
             }
         },
         [ta, tb](GradVjp<T>& v) {  // vectors as [1, k] and [k, 1], g with their axes put back
