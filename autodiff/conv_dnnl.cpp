@@ -3,8 +3,8 @@
 //
 // oneDNN's fast convolutions read and write blocked layouts (channels in groups of 8 or 16), so
 // each call reorders the engine's NCHW tensors into the layouts the primitive chose and the result
-// back, as libtorch does. Primitives, reorders and the blocked buffers are made once per geometry
-// and thread (Plan) and reused. oneDNN itself still builds an argument table on the heap for
+// back, as libtorch does. Primitives, reorders and the blocked buffers are made once per geometry,
+// calling thread and size of the pool (Plan) and reused. oneDNN itself still builds an argument table on the heap for
 // every primitive it runs (a few small allocations per call; 84 per step of the bench's CNN).
 #include "autodiff/backends.hpp"
 #include "autodiff/kernels/conv_dnnl.hpp"
@@ -13,6 +13,7 @@
 
 #ifdef AD_HAVE_DNNL
 #include <dnnl.hpp>
+#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -43,6 +44,7 @@ namespace ad::kernels::dnnl_conv {
 bool forward(const float*, const float*, const float*, const ConvGeometry&, float*) { return false; }
 bool input_grad(const float*, const float*, const ConvGeometry&, float*, bool) { return false; }
 bool weight_grad(const float*, const float*, const ConvGeometry&, float*, bool) { return false; }
+std::size_t plans_held() { return 0; }
 
 #else
 
@@ -53,15 +55,20 @@ using tag = memory::format_tag;
 
 // A geometry (Ho and Wo follow from the rest) and whether the forward adds a bias: what a Plan
 // is made for.
+// A plan's geometry and the thread count its primitives were made for: oneDNN splits the work
+// for the threads there are when a primitive is made, so a primitive made at one thread runs on
+// one thread however many the pool has later.
 struct Key {
     std::array<std::size_t, 14> v;
     bool bias;
-    bool operator==(const Key& o) const { return v == o.v && bias == o.bias; }
+    int threads;
+    bool operator==(const Key& o) const { return v == o.v && bias == o.bias && threads == o.threads; }
 };
 
 Key key_of(const ConvGeometry& g, bool bias)
 {
-    return {{g.N, g.C, g.H, g.W, g.F, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups}, bias};
+    return {{g.N, g.C, g.H, g.W, g.F, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.groups}, bias,
+            omp_get_max_threads()};
 }
 
 // One tensor a primitive reads or writes: `user` wraps the engine's buffer (its address set per
@@ -257,6 +264,8 @@ Plan* plan_for_vjp(const ConvGeometry& g)
 }
 
 }  // namespace
+
+std::size_t plans_held() { return context().plans.size(); }
 
 bool forward(const float* x, const float* w, const float* b, const ConvGeometry& g, float* y)
 {

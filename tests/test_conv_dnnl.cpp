@@ -162,3 +162,25 @@ TEST_CASE("oneDNN takes conv2d's float32 geometries except a stride that leaves 
     CHECK_FALSE(ad::kernels::dnnl_conv::forward(x.data(), w.data(), nullptr, g, y.data()));
     CHECK(y[0] == -1.0f);  // nothing written
 }
+
+TEST_CASE("a oneDNN plan serves the pool size it was made for", "[ops][conv][dnnl]")
+{
+    // oneDNN divides a primitive's work among the threads there are when it is made: a plan made
+    // at one thread and reused at two would run on one. Each pool size gets its own plan.
+    if (!ad::dnnl_available()) return;
+    ad::kernels::ConvGeometry g;
+    g.N = 3, g.C = 2, g.H = 9, g.W = 9, g.F = 5, g.kh = 3, g.kw = 3, g.Ho = 7, g.Wo = 7;
+    std::vector<float> x(g.in_size(), 1.0f), w(g.weight_size(), 0.25f), y(g.out_size());
+    const int before = ad::get_num_threads();
+    auto forward_at = [&](int threads) {
+        ad::set_num_threads(threads);
+        REQUIRE(ad::kernels::dnnl_conv::forward(x.data(), w.data(), nullptr, g, y.data()));
+        CHECK(y[0] == 4.5f);  // 18 products of 1 x 0.25
+        return ad::kernels::dnnl_conv::plans_held();
+    };
+    const std::size_t one = forward_at(1);
+    CHECK(forward_at(2) == one + 1);  // a new plan for two threads
+    CHECK(forward_at(1) == one + 1);  // the one-thread plan again
+    CHECK(forward_at(2) == one + 1);
+    ad::set_num_threads(before);
+}

@@ -14,5 +14,7 @@ bool forward(const float* x, const float* w, const float* b, const ConvGeometry&
 bool input_grad(const float* gy, const float* w, const ConvGeometry& g, float* dx, bool accumulate);
 // dw (+)= the weight gradient for input x and output cotangent gy.
 bool weight_grad(const float* x, const float* gy, const ConvGeometry& g, float* dw, bool accumulate);
+// The plans (primitives for one geometry at one pool size) the calling thread holds: for tests.
+std::size_t plans_held();
 
 }  // namespace ad::kernels::dnnl_conv
