@@ -1,12 +1,13 @@
 // This engine's training step alone, for profilers (valgrind --tool=callgrind, perf record), and
 // beside it the same step written by hand without a tape (handwritten.cpp), the floor a tape
-// could reach. One thread.
+// could reach. One thread unless asked for more.
 //
 //   ad_bench_profile CONFIG STEPS          e.g. ad_bench_profile e 200
 //       this engine's step: time per step, time per phase (zero grads, forward and loss,
 //       backward, update), then the hand-written step's time and its loss beside ours
 //   ad_bench_profile CONFIG STEPS hand     only the hand-written step (to profile it)
 //   ad_bench_profile CONFIG STEPS ours     only this engine's step (to profile it)
+//   ... [THREADS]                          a last number: run at that many threads (default 1)
 //   ad_bench_profile chain STEPS           this engine's op chain of 100,000 ops (chain.hpp),
 //       recorded and swept STEPS times: ns per op of the record and of the sweep
 #include "chain.hpp"
@@ -14,6 +15,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -56,13 +58,15 @@ int main(int argc, char** argv)
                         sweep / double(steps * n));
             return 0;
         }
+        int threads = 1;  // a trailing number: the thread count
+        if (argc >= 4 && std::isdigit(static_cast<unsigned char>(argv[argc - 1][0]))) threads = std::atoi(argv[--argc]);
         const bool only_hand = argc == 4 && std::strcmp(argv[3], "hand") == 0;
         const bool only_ours = argc == 4 && std::strcmp(argv[3], "ours") == 0;
-        if (argc != 3 && !only_hand && !only_ours) {
-            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS [hand|ours]\n", argv[0]);
+        if ((argc != 3 && !only_hand && !only_ours) || threads < 1) {
+            std::fprintf(stderr, "usage: %s CONFIG (a..e) STEPS [hand|ours] [THREADS]\n", argv[0]);
             return 2;
         }
-        openblas_set_num_threads(1);
+        openblas_set_num_threads(threads);
         const bench::Config& c = bench::config(argv[1][0]);
         const bench::Init init = bench::make_init(c);
         const long steps = std::atol(argv[2]);

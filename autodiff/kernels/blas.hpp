@@ -86,10 +86,15 @@ void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c
         outer(A, c[0], B, c[1], C, accumulate);
         return;
     }
+    // A product that overwrites C zeroes it here and adds: with beta = 0 OpenBLAS first zeroes C
+    // itself in a scalar loop (sgemm_beta), which at two threads made a weight's gradient of
+    // [256, 784] from 64 rows 197 us against 136 (a one-off timing, best of five). The sums are
+    // the same either way: the products added to zeros.
+    if (!accumulate) std::fill_n(C, c[0] * c[1], T(0));
     auto Am = as_matrix(A, a);
     auto Bm = as_matrix(B, b);
     auto Cm = as_matrix(C, c);
-    xt::blas::gemm(Am, Bm, Cm, ta, tb, T(1), beta);
+    xt::blas::gemm(Am, Bm, Cm, ta, tb, T(1), T(1));
 }
 
 }  // namespace ad::kernels
