@@ -35,7 +35,20 @@ struct SweepBuffers {
     std::vector<Pooled> pool;
     std::uint64_t sweeps = 0;                // sweeps that used these buffers
     std::size_t used = 0;                    // buffers the latest sweep took
-    std::vector<std::uint32_t> free;         // positions in pool not in use
+    // The positions in pool not in use, by element count (a few distinct counts per model), each
+    // list most recently freed last. The lists and their capacity outlive the sweeps.
+    struct FreeList {
+        std::size_t size;
+        std::vector<std::uint32_t> at;
+    };
+    std::vector<FreeList> free;
+    std::vector<std::uint32_t>& free_list(std::size_t n)
+    {
+        for (auto& l : free)
+            if (l.size == n) return l.at;
+        free.push_back({n, {}});
+        return free.back().at;
+    }
     std::vector<std::uint32_t> adjoint_at;   // record -> position in pool
     std::vector<char> reached;               // record -> has an adjoint in this sweep
     Tensor<T> scratch, scratch2;             // reused by broadcasting reductions
@@ -121,7 +134,11 @@ public:
         if (!equal_shapes(shape, a.shape())) a.resize(shape);
         return a;
     }
-    void release_adjoint(std::size_t i) { b_->free.push_back(b_->adjoint_at[i]); }
+    void release_adjoint(std::size_t i)
+    {
+        const std::uint32_t at = b_->adjoint_at[i];
+        b_->free_list(b_->pool[at].tensor->size()).push_back(at);
+    }
 
     // The .grad of parameter leaf i, marked reached, and whether this is the parameter's first
     // contribution (then it must be overwritten: the parameter had no gradient). The first time
@@ -157,17 +174,14 @@ public:
     Tensor<T>& scratch2() { return b_->scratch2; }
 
 private:
-    // A free buffer of n elements: the most recently freed among the last 16 freed, else a new one.
+    // A free buffer of n elements, the most recently freed, else a new one.
     std::uint32_t take(std::size_t n)
     {
         auto& b = *b_;
-        std::size_t f = b.free.size();
-        const std::size_t stop = f > 16 ? f - 16 : 0;
-        while (f > stop && b.pool[b.free[f - 1]].tensor->size() != n) --f;
-        if (f == stop) return grow();
-        const std::uint32_t at = b.free[f - 1];
-        b.free[f - 1] = b.free.back();
-        b.free.pop_back();
+        auto& list = b.free_list(n);
+        if (list.empty()) return grow();
+        const std::uint32_t at = list.back();
+        list.pop_back();
         auto& last = b.pool[at].last_sweep;
         b.used += last != b.sweeps;
         last = b.sweeps;
@@ -221,18 +235,17 @@ void Sweep<T>::start()
     b.touched.clear();
     // Every pooled buffer is free again, and those unused for pool_keep sweeps are dropped:
     // none is when the last sweep took every one.
-    const std::size_t n = b.pool.size();
-    const bool all_used = b.used == n;
+    if (b.used != b.pool.size())
+        b.pool.erase(std::remove_if(b.pool.begin(), b.pool.end(),
+                                    [&](const auto& p) { return b.sweeps - p.last_sweep > Tape<T>::pool_keep; }),
+                     b.pool.end());
     b.used = 0;
-    b.free.resize(n);
-    std::uint32_t* f = b.free.data();
-    for (std::size_t k = 0; k < n; ++k) f[k] = static_cast<std::uint32_t>(n - 1 - k);
-    if (all_used) return;
-    b.pool.erase(std::remove_if(b.pool.begin(), b.pool.end(),
-                                [&](const auto& p) { return b.sweeps - p.last_sweep > Tape<T>::pool_keep; }),
-                 b.pool.end());
-    b.free.clear();
-    for (std::size_t k = b.pool.size(); k-- > 0;) b.free.push_back(static_cast<std::uint32_t>(k));
+    for (auto& l : b.free) l.at.clear();
+    for (std::size_t k = b.pool.size(); k-- > 0;)
+        b.free_list(b.pool[k].tensor->size()).push_back(static_cast<std::uint32_t>(k));
+    // Sizes no pooled buffer has any more (a loop whose shapes change) leave the table.
+    b.free.erase(std::remove_if(b.free.begin(), b.free.end(), [](const auto& l) { return l.at.empty(); }),
+                 b.free.end());
 }
 
 template <class T>
