@@ -242,7 +242,7 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
 
     std::vector<Var<T>> adjoints(out + 1);
     std::vector<char> reached(out + 1, 0);
-    adjoints[out] = cotangent ? *cotangent : tape.constant(xt::ones<T>(tape.value(out).shape()));
+    adjoints[out] = cotangent ? *cotangent : tape.constant_of(xt::ones<T>(tape.value(out).shape()));
     reached[out] = 1;
     for (std::size_t i = out + 1; i-- > 0;) {
         const auto& r = tape.record(i);
@@ -286,6 +286,8 @@ std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Paramete
     tape.check(output, "grad");
     std::vector<Var<T>> leaves;
     std::vector<std::size_t> owner;  // which parameter each leaf reads
+    leaves.reserve(tape.param_leaves().size());
+    owner.reserve(tape.param_leaves().size());
     for (const auto i : tape.param_leaves()) {
         if (i > output.index()) break;
         for (std::size_t k = 0; k < params.size(); ++k)

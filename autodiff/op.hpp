@@ -330,7 +330,7 @@ struct GradVjp {
     const Tensor<T>& value(std::size_t k) const { return tape.value(id(k)); }
     Var<T> constant(const Tensor<T>& t) const { return tape.constant(t); }
     template <class E>
-    Var<T> constant(const E& e) const { return tape.constant(Tensor<T>(e)); }
+    Var<T> constant(const E& e) const { return tape.constant_of(e); }
 
     // adjoint(input k) += e, summed back to the input's shape where the forward broadcast it;
     // e of another shape is refused.

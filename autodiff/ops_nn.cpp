@@ -302,8 +302,8 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
             const std::size_t n = x.shape().back();
             if (v.wants(0)) v.acc(0, layer_norm_dx(x, g * v.x(1), eps));
             if (v.wants(1)) {
-                const Tensor<T> ones = xt::ones<T>(Shape{n}), zeros = xt::zeros<T>(Shape{n});
-                v.acc(1, g * layer_norm(x, v.constant(ones), v.constant(zeros), Scalar<T>(eps)));  // summed over rows
+                const Var<T> ones = v.constant(xt::ones<T>(Shape{n})), zeros = v.constant(xt::zeros<T>(Shape{n}));
+                v.acc(1, g * layer_norm(x, ones, zeros, Scalar<T>(eps)));  // summed over rows
             }
             v.acc(2, g);
         });

@@ -235,7 +235,7 @@ Var<T> sum_to(const Var<T>& x, const Shape& shape)
         fail("sum_to", x, "cannot sum shape " + shape_str(x.shape()) + " to " + shape_str(shape) +
                               " (the target must broadcast to the input's shape)");
     Op<T> op("sum_to", {x});
-    Tensor<T> scratch;
+    thread_local Tensor<T> scratch;  // kept: a graph VJP records sum_to every step
     kernels::sum_to(x.value(), shape, op.out(), false, scratch, scratch);
     return op.done(
         [](Vjp<T>& v) {

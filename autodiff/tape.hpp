@@ -26,6 +26,8 @@
 
 #include "autodiff/tensor.hpp"
 
+#include <xtensor/xnoalias.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -343,6 +345,10 @@ public:
     void set_no_grad_limit(std::size_t bytes) { no_grad_limit_ = bytes; }
 
     // --- for ops (autodiff/op.hpp) and the reverse sweep ---
+    // A constant holding the tensor expression e, evaluated into the record's own buffer, which
+    // the tape keeps from step to step: a graph VJP's mask or ones allocate nothing.
+    template <class E>
+    Var<T> constant_of(const E& e);
     detail::Record<T>& push(const char* op, std::initializer_list<Var<T>> inputs);
     detail::Record<T>& push(const char* op, const std::vector<Var<T>>& inputs);
     // Undoes record i, an op whose forward threw: removed if it is the last record; otherwise
@@ -479,6 +485,16 @@ inline const Tensor<T>& Var<T>::value() const
     Tape<T>& t = tape_of(*this, "value");
     t.check(*this, "value");
     return t.value(index_);
+}
+
+template <class T>
+template <class E>
+Var<T> Tape<T>::constant_of(const E& e)
+{
+    auto& r = leaf("constant", false);
+    xt::noalias(r.value) = e;
+    if (!detail::grad_mode) count_no_grad("constant", n_ - 1);
+    return handle(n_ - 1);
 }
 
 extern template class Parameter<float>;
