@@ -14,6 +14,8 @@
 // thread's CPU time is reported too: on a loaded machine it is the steadier figure.
 //
 //   ad_bench_hvp [--configs ce] [--float64] [--rounds N]
+//   ad_bench_hvp --configs e --profile STEPS   this engine's float32 HVP alone at one thread, for perf
+#include "alloc_count.hpp"
 #include "configs.hpp"
 
 #include "autodiff/autodiff.hpp"
@@ -298,14 +300,29 @@ int main(int argc, char** argv)
     std::string configs = "ce";
     bool f64 = false;
     int rounds = 7;
+    long profile = 0;  // --profile STEPS: this engine's HVP alone, for perf
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--configs") && i + 1 < argc) configs = argv[++i];
+        else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc) profile = std::max(1L, std::atol(argv[++i]));
         else if (!std::strcmp(argv[i], "--float64")) f64 = true;
         else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::max(1, std::atoi(argv[++i]));
         else {
-            std::printf("usage: ad_bench_hvp [--configs ce] [--float64] [--rounds N]\n");
+            std::printf("usage: ad_bench_hvp [--configs ce] [--float64] [--rounds N] [--profile STEPS]\n");
             return std::strcmp(argv[i], "--help") ? 2 : 0;
         }
+    }
+    if (profile) {
+        openblas_set_num_threads(1);
+        for (char name : configs) {
+            const Config& c = bench::config(name);
+            OursHvp<float> ours(c, bench::make_init(c));
+            const double us = time_us([&] { ours.run(); }, int(profile)).first;
+            const auto a0 = bench::allocations();
+            for (int i = 0; i < 10; ++i) ours.run();
+            std::printf("config %c: this engine's HVP %.1f us (mean of %ld, one thread), %.1f heap allocations each\n",
+                        name, us, profile, double(bench::allocations() - a0) / 10);
+        }
+        return 0;
     }
     torch::set_num_interop_threads(1);
     std::printf("Hessian-vector products, %d interleaved rounds; threads as (libtorch intra-op x OpenBLAS)\n",
