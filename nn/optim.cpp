@@ -244,22 +244,16 @@ void Adam<T>::update(std::size_t i, Parameter<T>& p, bool decay)
     const std::size_t n = p.value().size();
     auto run = [=](auto amsgrad) {
         kernels::parallel_for(n, 4, [=](std::size_t k0, std::size_t k1) {
-            // Locals, not the closure's members: as far as the compiler knows, a store through
-            // w, m or v could change those, and reloading them each element keeps the loop scalar.
-            const T beta1_ = beta1, beta2_ = beta2, one_minus_beta1_ = one_minus_beta1,
-                    one_minus_beta2_ = one_minus_beta2, eps_ = eps, bc2_sqrt_ = bc2_sqrt, step_size_ = step_size,
-                    coupled_wd_ = coupled_wd, shrink_ = shrink;
-            const bool decoupled_decay_ = decoupled_decay;
             for (std::size_t k = k0; k < k1; ++k) {
                 T g = grad[k];
-                if (coupled_wd_ != 0) g = g + coupled_wd_ * w[k];
-                if (decoupled_decay_) w[k] = w[k] * shrink_;
-                m[k] = m[k] * beta1_ + one_minus_beta1_ * g;
-                v[k] = v[k] * beta2_ + one_minus_beta2_ * g * g;
+                if (coupled_wd != 0) g = g + coupled_wd * w[k];
+                if (decoupled_decay) w[k] = w[k] * shrink;
+                m[k] = m[k] * beta1 + one_minus_beta1 * g;
+                v[k] = v[k] * beta2 + one_minus_beta2 * g * g;
                 T second = v[k];
                 if constexpr (decltype(amsgrad)::value) second = vmax[k] = std::max(vmax[k], v[k]);
-                const T denom = std::sqrt(second) / bc2_sqrt_ + eps_;
-                w[k] = w[k] - step_size_ * (m[k] / denom);
+                const T denom = std::sqrt(second) / bc2_sqrt + eps;
+                w[k] = w[k] - step_size * (m[k] / denom);
             }
         });
     };
