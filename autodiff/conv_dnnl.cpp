@@ -3,9 +3,10 @@
 //
 // oneDNN's fast convolutions read and write blocked layouts (channels in groups of 8 or 16), so
 // each call reorders the engine's NCHW tensors into the layouts the primitive chose and the result
-// back, as libtorch does. Primitives, reorders and the blocked buffers are made once per geometry,
-// calling thread and size of the pool (Plan) and reused. oneDNN itself still builds an argument table on the heap for
-// every primitive it runs (a few small allocations per call; 84 per step of the bench's CNN).
+// back, as libtorch does. Primitives, reorders and the blocked buffers are made once per
+// geometry, calling thread and size of the pool (Plan) and reused. oneDNN itself still builds an
+// argument table on the heap for every primitive it runs (a few small allocations per call; 84
+// per step of the bench's CNN at one thread).
 #include "autodiff/backends.hpp"
 #include "autodiff/kernels/conv_dnnl.hpp"
 
@@ -53,11 +54,9 @@ namespace {
 using dnnl::memory;
 using tag = memory::format_tag;
 
-// A geometry (Ho and Wo follow from the rest) and whether the forward adds a bias: what a Plan
-// is made for.
-// A plan's geometry and the thread count its primitives were made for: oneDNN splits the work
-// for the threads there are when a primitive is made, so a primitive made at one thread runs on
-// one thread however many the pool has later.
+// What a Plan is made for: a geometry (Ho and Wo follow from the rest), whether the forward adds
+// a bias, and the pool's size. oneDNN splits a primitive's work for the threads there are when it
+// is made, so a primitive made at one thread runs on one thread however many the pool has later.
 struct Key {
     std::array<std::size_t, 14> v;
     bool bias;
