@@ -183,54 +183,142 @@ AD_INSTANTIATE(mse, sig::Binary)
 
 namespace {
 
-// J(x) u over the last axis, where J = dxhat/dx of layer_norm's xhat (a symmetric matrix per row):
-// the part of layer_norm's VJP that its differentiable VJP records as one op.
-//   d/du <w, J u> = J w;  d/dx <w, J u> = the Hessian of <w, xhat> applied to u (kernels/rows.hpp).
+// The Hessian of <w, xhat(x)> applied to v, per row of the last axis, in tape ops: what
+// kernels::layer_norm_row_d2x computes, written so that any order can follow.
+template <class T>
+Var<T> layer_norm_d2x(const Var<T>& x, const Var<T>& w, const Var<T>& v, T eps)
+{
+    const Var<T> xc = x - mean(x, -1, keepdims);
+    const Var<T> rstd = ad::pow(mean(square(xc), -1, keepdims) + eps, T(-0.5)), xhat = xc * rstd;
+    const Var<T> wc = w - mean(w, -1, keepdims), vc = v - mean(v, -1, keepdims);
+    const Var<T> A = mean(w * xhat, -1, keepdims), Q = mean(v * xhat, -1, keepdims), M = mean(wc * vc, -1, keepdims);
+    return square(rstd) * ((T(3) * A * Q - M) * xhat - Q * wc - A * vc);
+}
+
+// J(x) (u gamma) over the last axis, where J = dxhat/dx of layer_norm's xhat (a symmetric matrix
+// per row) and gamma [n] scales every row: layer_norm's VJP for x, which its differentiable VJP
+// records as this one op.
+//   d/du <w, J (u gamma)> = gamma J w;  d/dgamma = sum_rows u J w;
+//   d/dx = the Hessian of <w, xhat> applied to u gamma (kernels/rows.hpp).
 // Saved: mu and rstd of every row.
 template <class T>
-Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, T eps)
+Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, const Var<T>& gamma, T eps)
 {
-    Op<T> op("layer_norm_dx", {x, u});
+    Op<T> op("layer_norm_dx", {x, u, gamma});
     const std::size_t n = x.shape().back(), rows = x.size() / n;
     auto& stat = op.save(0);
     stat.resize({rows, std::size_t(2)});
     auto& y = op.out();
     y.resize(x.shape());
-    const T *xp = x.value().data(), *up = u.value().data();
-    for (std::size_t r = 0; r < rows; ++r) {
-        const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
-        stat.data()[2 * r] = mu;
-        stat.data()[2 * r + 1] = rstd;
-        kernels::layer_norm_row_dx<T, false>(xp + r * n, nullptr, up + r * n, mu, rstd, y.data() + r * n, true, n);
-    }
+    const T *xp = x.value().data(), *up = u.value().data(), *gp = gamma.value().data();
+    kernels::parallel_for(rows, 6 * n, [=, yp = y.data(), sp = stat.data()](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
+            sp[2 * r] = mu;
+            sp[2 * r + 1] = rstd;
+            kernels::layer_norm_row_dx(xp + r * n, gp, up + r * n, mu, rstd, yp + r * n, true, n);
+        }
+    });
     return op.done(
         [](Vjp<T>& v) {
             const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
-            const T *x = v.x(0).data(), *u = v.x(1).data(), *w = v.g.data(), *stat = v.saved(0).data();
+            const T *x = v.x(0).data(), *u = v.x(1).data(), *gamma = v.x(2).data(), *w = v.g.data();
+            const T* stat = v.saved(0).data();
             bool first;
             if (v.wants(0)) {
                 T* dx = v.slot(0, first).data();
-                for (std::size_t r = 0; r < rows; ++r)
-                    kernels::layer_norm_row_d2x(x + r * n, w + r * n, u + r * n, stat[2 * r], stat[2 * r + 1],
-                                                dx + r * n, first, n);
+                kernels::parallel_for(rows, 8 * n, [=](std::size_t r0, std::size_t r1) {
+                    for (std::size_t r = r0; r < r1; ++r)
+                        kernels::layer_norm_row_d2x<T, true>(x + r * n, w + r * n, u + r * n, gamma, stat[2 * r],
+                                                             stat[2 * r + 1], dx + r * n, first, n);
+                });
             }
-            if (v.wants(1)) {
-                T* du = v.slot(1, first).data();
-                for (std::size_t r = 0; r < rows; ++r)
-                    kernels::layer_norm_row_dx<T, false>(x + r * n, nullptr, w + r * n, stat[2 * r], stat[2 * r + 1],
-                                                         du + r * n, first, n);
+            T* du = nullptr;
+            T* dgamma = nullptr;
+            bool du_first = false;
+            if (v.wants(1)) du = v.slot(1, du_first).data();
+            if (v.wants(2)) {
+                dgamma = v.slot(2, first).data();
+                if (first) std::fill_n(dgamma, n, T(0));
             }
+            if (du || dgamma)
+                for (std::size_t r = 0; r < rows; ++r) {  // J w once for both
+                    T* dur = du ? du + r * n : nullptr;
+                    const T* ur = u + r * n;
+                    kernels::layer_norm_row_jw(x + r * n, w + r * n, stat[2 * r], stat[2 * r + 1], n,
+                                               [=](std::size_t j, T jw) {
+                                                   if (dur) dur[j] = (du_first ? T(0) : dur[j]) + gamma[j] * jw;
+                                                   if (dgamma) dgamma[j] += ur[j] * jw;
+                                               });
+                }
         },
         [eps](GradVjp<T>& v) {  // the same formulas in tape ops, so any order can follow
-            const Var<T> x = v.x(0), u = v.x(1), w = v.g, xc = x - mean(x, -1, keepdims);
-            const Var<T> rstd = ad::pow(mean(square(xc), -1, keepdims) + eps, T(-0.5)), xhat = xc * rstd;
-            if (v.wants(0)) {
-                const Var<T> wc = w - mean(w, -1, keepdims), uc = u - mean(u, -1, keepdims);
-                const Var<T> A = mean(w * xhat, -1, keepdims), Q = mean(u * xhat, -1, keepdims);
-                const Var<T> M = mean(wc * uc, -1, keepdims);
-                v.acc(0, square(rstd) * ((T(3) * A * Q - M) * xhat - Q * wc - A * uc));
+            const Var<T> x = v.x(0), u = v.x(1), gamma = v.x(2), w = v.g;
+            if (v.wants(0)) v.acc(0, layer_norm_d2x(x, w, u * gamma, eps));
+            if (v.wants(1) || v.wants(2)) {
+                const Var<T> jw = layer_norm_dx(x, w, v.constant(xt::ones<T>(gamma.shape())), eps);
+                v.acc(1, gamma * jw);
+                v.acc(2, u * jw);  // summed over rows
             }
-            if (v.wants(1)) v.acc(1, layer_norm_dx(x, w, eps));
+        });
+}
+
+// sum_rows g xhat(x), over the last axis: layer_norm's VJP for gamma, which its differentiable
+// VJP records as this one op.
+//   d/dg <w, sum_rows g xhat> = w xhat in every row;  d/dx = J (g w).
+// Saved: mu and rstd of every row.
+template <class T>
+Var<T> layer_norm_dgamma(const Var<T>& x, const Var<T>& g, T eps)
+{
+    Op<T> op("layer_norm_dgamma", {x, g});
+    const std::size_t n = x.shape().back(), rows = x.size() / n;
+    auto& stat = op.save(0);
+    stat.resize({rows, std::size_t(2)});
+    auto& y = op.out();
+    y.resize({n});
+    std::fill(y.begin(), y.end(), T(0));
+    const T *xp = x.value().data(), *gp = g.value().data();
+    for (std::size_t r = 0; r < rows; ++r) {  // a sum over the rows, in their order
+        const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
+        stat.data()[2 * r] = mu;
+        stat.data()[2 * r + 1] = rstd;
+        kernels::layer_norm_row_dgamma(xp + r * n, gp + r * n, mu, rstd, y.data(), n);
+    }
+    return op.done(
+        [](Vjp<T>& v) {
+            const std::size_t n = v.y.size(), rows = n ? v.x(0).size() / n : 0;
+            const T *x = v.x(0).data(), *g = v.x(1).data(), *w = v.g.data(), *stat = v.saved(0).data();
+            bool first;
+            if (v.wants(0)) {
+                T* dx = v.slot(0, first).data();
+                kernels::parallel_for(rows, 6 * n, [=](std::size_t r0, std::size_t r1) {
+                    for (std::size_t r = r0; r < r1; ++r)
+                        kernels::layer_norm_row_dx(x + r * n, w, g + r * n, stat[2 * r], stat[2 * r + 1], dx + r * n,
+                                                   first, n);
+                });
+            }
+            if (v.wants(1)) {
+                T* dg = v.slot(1, first).data();
+                kernels::parallel_for(rows, 2 * n, [=](std::size_t r0, std::size_t r1) {
+                    for (std::size_t r = r0; r < r1; ++r) {
+                        const T *xr = x + r * n, mu = stat[2 * r], rstd = stat[2 * r + 1];
+                        T* d = dg + r * n;
+                        if (first)
+                            for (std::size_t j = 0; j < n; ++j) d[j] = w[j] * ((xr[j] - mu) * rstd);
+                        else
+                            for (std::size_t j = 0; j < n; ++j) d[j] += w[j] * ((xr[j] - mu) * rstd);
+                    }
+                });
+            }
+        },
+        [eps](GradVjp<T>& v) {
+            const Var<T> x = v.x(0), g = v.x(1), w = v.g;
+            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, w, eps));
+            if (v.wants(1)) {
+                const Shape n{w.size()};
+                const Var<T> xhat = layer_norm(x, v.constant(xt::ones<T>(n)), v.constant(xt::zeros<T>(n)), Scalar<T>(eps));
+                v.acc(1, w * xhat);
+            }
         });
 }
 
@@ -297,14 +385,10 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
                 });
             if (dbeta) kernels::add_rows(g, rows, n, dbeta);
         },
-        [eps = T(eps)](GradVjp<T>& v) {  // xhat as layer_norm without scale and shift; dx = J (g gamma)
+        [eps = T(eps)](GradVjp<T>& v) {  // dx = J (g gamma) and dgamma = sum_rows g xhat, one op each
             const Var<T> x = v.x(0), g = v.g;
-            const std::size_t n = x.shape().back();
-            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g * v.x(1), eps));
-            if (v.wants(1)) {
-                const Var<T> ones = v.constant(xt::ones<T>(Shape{n})), zeros = v.constant(xt::zeros<T>(Shape{n}));
-                v.acc(1, g * layer_norm(x, ones, zeros, Scalar<T>(eps)));  // summed over rows
-            }
+            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, v.x(1), eps));
+            if (v.wants(1)) v.acc(1, layer_norm_dgamma(x, g, eps));
             v.acc(2, g);
         });
 }

@@ -316,6 +316,26 @@ TEST_CASE("layer_norm is checked at third order: gradgradcheck of its gradient i
     }
 }
 
+// In a Hessian-vector product the cotangent reaching layer_norm depends on the inputs too: the
+// ops its differentiable VJP records are then differentiated in the cotangent as well.
+TEST_CASE("layer_norm's gradient under a cotangent that depends on the inputs is checked at third order",
+          "[ops][nn][layer_norm][gradcheck][higher]")
+{
+    const Shape shape = GENERATE(Shape{5}, Shape{3, 4}, Shape{2, 1, 3});
+    CAPTURE(shape);
+    const std::size_t n = shape.back();
+    const Tensor<double> x = randn(shape, 51, 2.0), gamma = randn({n}, 52) + 1.0, beta = randn({n}, 53);
+    const Tensor<double> c = randn(shape, 54);
+    for (std::size_t k = 0; k < 3; ++k) {
+        CAPTURE(k);  // the gradient in x, gamma, beta
+        const auto dlayer_norm = [&c, k](const Vars& v) {
+            const auto y = ad::layer_norm(v[0], v[1], v[2], 0.1);  // cotangent (1 - tanh^2 y) c
+            return ad::grad(ad::sum(ad::tanh(y) * v[0].tape().constant(c)), {v[0], v[1], v[2]}, ad::create_graph)[k];
+        };
+        require_gradcheck(dlayer_norm, {x, gamma, beta});
+    }
+}
+
 TEST_CASE("layer_norm of a feature axis of size 1 is beta, with zero gradient for x and gamma",
           "[ops][nn][layer_norm]")
 {

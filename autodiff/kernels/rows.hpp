@@ -156,31 +156,75 @@ void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T
         for (j = 0; j < n; ++j) dx[j] += rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
 }
 
-// One row of the second derivative of xhat: the Hessian of <w, xhat(x)> applied to u,
-// dx (+)= rstd^2 (3 A Q xhat - Q (w - mean w) - A (u - mean u) - M xhat),
-// with A = mean(w xhat), Q = mean(u xhat), M = mean((w - mean w)(u - mean u)).
-template <class T>
-void layer_norm_row_d2x(const T* __restrict x, const T* __restrict w, const T* __restrict u, T mu, T rstd,
-                        T* __restrict dx, bool first, std::size_t n)
+// One row of J w, J = dxhat/dx (symmetric): (J w)_j = rstd (w_j - mean w - xhat_j mean(w xhat)),
+// handed to out(j, (J w)_j) element by element.
+template <class T, class Out>
+void layer_norm_row_jw(const T* __restrict x, const T* __restrict w, T mu, T rstd, std::size_t n, Out out)
 {
-    T sw = 0, su = 0, swu = 0, A = 0, Q = 0;
-    for (std::size_t j = 0; j < n; ++j) {
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vmu(mu), vrstd(rstd);
+    Batch<T> a1(T(0)), a2(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> wj = Batch<T>::load_unaligned(w + j);
+        a1 += wj;
+        a2 += wj * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
+    }
+    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
+    for (; j < n; ++j) {
+        t1 += w[j];
+        t2 += w[j] * ((x[j] - mu) * rstd);
+    }
+    const T m1 = t1 / T(n), m2 = t2 / T(n);
+    for (j = 0; j < n; ++j) out(j, rstd * (w[j] - m1 - ((x[j] - mu) * rstd) * m2));
+}
+
+// One row of the second derivative of xhat: the Hessian of <w, xhat(x)> applied to v,
+// dx (+)= rstd^2 (3 A Q xhat - Q (w - mean w) - A (v - mean v) - M xhat),
+// with A = mean(w xhat), Q = mean(v xhat), M = mean((w - mean w)(v - mean v)); v = u, or
+// u gamma (Scaled).
+template <class T, bool Scaled = false>
+void layer_norm_row_d2x(const T* __restrict x, const T* __restrict w, const T* __restrict u,
+                        const T* __restrict gamma, T mu, T rstd, T* __restrict dx, bool first, std::size_t n)
+{
+    auto v = [&](std::size_t j) {
+        if constexpr (Scaled) return u[j] * gamma[j];
+        else return u[j];
+    };
+    auto v_batch = [&](std::size_t j) {
+        if constexpr (Scaled) return Batch<T>::load_unaligned(u + j) * Batch<T>::load_unaligned(gamma + j);
+        else return Batch<T>::load_unaligned(u + j);
+    };
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vmu(mu), vrstd(rstd);
+    Batch<T> bw(T(0)), bv(T(0)), bwv(T(0)), bA(T(0)), bQ(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> xh = (Batch<T>::load_unaligned(x + j) - vmu) * vrstd;
+        const Batch<T> wj = Batch<T>::load_unaligned(w + j), vj = v_batch(j);
+        bw += wj;
+        bv += vj;
+        bwv += wj * vj;
+        bA += wj * xh;
+        bQ += vj * xh;
+    }
+    T sw = xsimd::hadd(bw), sv = xsimd::hadd(bv), swv = xsimd::hadd(bwv), A = xsimd::hadd(bA), Q = xsimd::hadd(bQ);
+    for (; j < n; ++j) {
         const T xh = (x[j] - mu) * rstd;
         sw += w[j];
-        su += u[j];
-        swu += w[j] * u[j];
+        sv += v(j);
+        swv += w[j] * v(j);
         A += w[j] * xh;
-        Q += u[j] * xh;
+        Q += v(j) * xh;
     }
-    const T wbar = sw / T(n), ubar = su / T(n), M = swu / T(n) - wbar * ubar;
+    const T wbar = sw / T(n), vbar = sv / T(n), M = swv / T(n) - wbar * vbar;
     A /= T(n);
     Q /= T(n);
     const T r2 = rstd * rstd;
-    for (std::size_t j = 0; j < n; ++j) {
-        const T xh = (x[j] - mu) * rstd;
-        const T d = r2 * ((T(3) * A * Q - M) * xh - Q * (w[j] - wbar) - A * (u[j] - ubar));
-        dx[j] = first ? d : dx[j] + d;
-    }
+    if (first)
+        for (j = 0; j < n; ++j) dx[j] = r2 * ((T(3) * A * Q - M) * ((x[j] - mu) * rstd) - Q * (w[j] - wbar) - A * (v(j) - vbar));
+    else
+        for (j = 0; j < n; ++j) dx[j] += r2 * ((T(3) * A * Q - M) * ((x[j] - mu) * rstd) - Q * (w[j] - wbar) - A * (v(j) - vbar));
 }
 
 // dgamma += g xhat over one row.
