@@ -1,8 +1,9 @@
 // Elementwise ops. Each: the formula, the forward, and beside it the VJP as the derivative
 // times the cotangent g, one generic lambda serving as both VJPs (first order on tensors and
 // differentiable on Vars; autodiff/op.hpp). Binary ops broadcast; acc sums g back to each
-// input's shape. Derivatives that are step functions (relu's, abs's) enter as constant masks
-// (v.constant), so their second derivatives are exactly zero. NaN is tested with isnan, never
+// input's shape. Derivatives that are step functions (abs's, leaky_relu's) enter as constant
+// masks (v.constant), so their second derivatives are exactly zero; relu's mask is one op,
+// relu_grad, whose derivative in x is zero. NaN is tested with isnan, never
 // with x != x: xtensor's != on two expressions compares whole arrays and gives one bool.
 #include "autodiff/ops_elementwise.hpp"
 
@@ -374,6 +375,35 @@ Var<T> sigmoid(const Var<T>& x)
 }
 AD_INSTANTIATE(sigmoid, sig::Unary)
 
+namespace {
+// g where x > 0, else 0: relu's VJP, which its differentiable VJP records as this one op instead
+// of a mask and a product. Its own VJP masks the same way in g and is zero in x (the mask's
+// derivative, wherever it has one).
+template <class T>
+Var<T> relu_grad(const Var<T>& g, const Var<T>& x)
+{
+    Op<T> op("relu_grad", {g, x});
+    auto& y = op.out();
+    y.resize(g.shape());
+    const T *gp = g.value().data(), *xp = x.value().data();
+    kernels::parallel_for(y.size(), 1, [=, yp = y.data()](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            const T gi = gp[i];
+            yp[i] = xp[i] > T(0) ? gi : T(0);
+        }
+    });
+    return op.done(
+        [](Vjp<T>& v) {
+            const T *x = v.x(1).data(), *w = v.g.data();
+            v.acc_each(0, [=](std::size_t i) {
+                const T wi = w[i];
+                return x[i] > T(0) ? wi : T(0);
+            });
+        },
+        [](GradVjp<T>& v) { v.acc(0, relu_grad(v.g, v.x(1))); });
+}
+}  // namespace
+
 // relu x = max(x, 0), NaN stays NaN;  d = g [x > 0]
 template <class T>
 Var<T> relu(const Var<T>& x)
@@ -394,7 +424,7 @@ Var<T> relu(const Var<T>& x)
                 return y[i] > T(0) ? gi : T(0);
             });
         },
-        [](GradVjp<T>& v) { v.acc(0, v.g * v.constant(positive(v.value(0)))); });
+        [](GradVjp<T>& v) { v.acc(0, relu_grad(v.g, v.x(0))); });
 }
 AD_INSTANTIATE(relu, sig::Unary)
 

@@ -124,6 +124,18 @@ TEST_CASE("ops whose derivative is a step function have second derivative exactl
     }
 }
 
+// relu's differentiable VJP records relu_grad(g, x) = g [x > 0]; with a cotangent that depends on
+// x (through tanh), differentiating its gradient twice reaches relu_grad's own VJPs.
+TEST_CASE("d/dx tanh(relu x) = (1 - tanh^2 relu x) [x > 0] is checked at second and third order", "[higher]")
+{
+    const Tensor<double> x = distinct({3, 4}, 43, 0.05);  // no zeros: relu is smooth at every element
+    const Tensor<double> c = randn({3, 4}, 44);
+    const auto drelu = [&c](const Vars& v) {
+        return ad::grad(ad::sum(ad::tanh(ad::relu(v[0])) * v[0].tape().constant(c)), {v[0]}, ad::create_graph)[0];
+    };
+    require_gradcheck(drelu, {x});
+}
+
 TEST_CASE("a gradient penalty: backward through a gradient built with create_graph", "[higher]")
 {
     // L(x, w) = |d/dx sum(tanh(w x))|^2, differentiated by backward() into a parameter and by
