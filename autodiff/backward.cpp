@@ -115,11 +115,44 @@ Tape<T>& start(const Var<T>& output, const Shape* cotangent, const std::vector<V
 template <class T>
 using Hook = std::function<void(Parameter<T>&)>;
 
-// The sweep on tensors, from the output s.output(). `hook`, if given, is called for each
-// parameter reached, at its earliest leaf; `keep` lists the records whose adjoints the caller
-// reads after the loop.
+// Where a sweep starts: an output and its cotangent (null: ones, for a one-element output).
 template <class T>
-void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std::vector<Var<T>>* keep)
+struct Seed {
+    std::size_t index;
+    const Tensor<T>* cotangent;
+};
+
+// adjoint(output) += cotangent, as a VJP adds into an input's adjoint: an output seeded twice
+// gets the sum.
+template <class T>
+void plant(Sweep<T>& s, const Seed<T>& seed)
+{
+    const auto i = seed.index;
+    const auto& r = s.tape.record(i);
+    bool first;
+    Tensor<T>* a;
+    if (r.param && s.into_params) {
+        a = &s.param_grad(i, first);  // the output is a parameter itself: dp/dp = I, no VJP adds it
+    } else {
+        auto& flag = s.reach_flag(i);
+        first = !flag;
+        flag = 1;
+        a = first ? &s.take_adjoint(i, s.tape.value(i).shape()) : &s.adjoint(i);
+    }
+    if (first) {
+        if (seed.cotangent) xt::noalias(*a) = *seed.cotangent;
+        else a->fill(T(1));
+    } else {
+        if (seed.cotangent) xt::noalias(*a) += *seed.cotangent;
+        else *a += T(1);
+    }
+}
+
+// The sweep on tensors, from the seeds seed_at(0 .. n_seeds - 1) (s.output() is the last of
+// them). `hook`, if given, is called for each parameter reached, at its earliest leaf; `keep`
+// lists the records whose adjoints the caller reads after the loop.
+template <class T, class SeedAt>
+void run(Sweep<T>& s, std::size_t n_seeds, SeedAt seed_at, const Hook<T>* hook, const std::vector<Var<T>>* keep)
 {
     Tape<T>& tape = s.tape;
     const std::size_t out = s.output();
@@ -154,24 +187,7 @@ void run(Sweep<T>& s, const Tensor<T>* cotangent, const Hook<T>* hook, const std
         for (const auto& v : *keep) kept.push_back(v.index());
     }
     std::sort(kept.begin(), kept.end());
-    auto& r_out = tape.record(out);
-    if (r_out.param && s.into_params) {
-        // The output is a parameter itself: dp/dp = I, so the seed is its gradient (no VJP adds it).
-        bool first;
-        Tensor<T>& grad = s.param_grad(out, first);
-        if (first) {
-            if (cotangent) xt::noalias(grad) = *cotangent;
-            else grad.fill(T(1));
-        } else {
-            if (cotangent) xt::noalias(grad) += *cotangent;
-            else grad += T(1);
-        }
-    } else {
-        auto& seed = s.take_adjoint(out, tape.value(out).shape());
-        if (cotangent) xt::noalias(seed) = *cotangent;
-        else seed.fill(T(1));
-        s.reach_flag(out) = 1;
-    }
+    for (std::size_t k = 0; k < n_seeds; ++k) plant(s, seed_at(k));
     const bool check = anomaly_enabled();
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
@@ -208,8 +224,9 @@ void backward_sweep(const Var<T>& output, const Tensor<T>* cotangent, const Hook
     Tape<T>& tape = start<T>(output, cotangent ? &cotangent->shape() : nullptr, nullptr, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     check_grad_shapes(s, "backward");
+    const Seed<T> seed{output.index(), cotangent};
     try {
-        run<T>(s, cotangent, hook, nullptr);
+        run<T>(s, 1, [&](std::size_t) { return seed; }, hook, nullptr);
     } catch (...) {  // leave every .grad as it was before this sweep
         s.restore_params();
         throw;
@@ -222,7 +239,8 @@ std::vector<Tensor<T>> first_order(const Var<T>& output, const Tensor<T>* cotang
 {
     Tape<T>& tape = start<T>(output, cotangent ? &cotangent->shape() : nullptr, &inputs, false, who);
     Sweep<T> s(tape, output.index(), false);
-    run<T>(s, cotangent, nullptr, &inputs);
+    const Seed<T> seed{output.index(), cotangent};
+    run<T>(s, 1, [&](std::size_t) { return seed; }, nullptr, &inputs);
     return collect(s, inputs, allow_unused, who);
 }
 
@@ -333,6 +351,39 @@ void backward(const Var<T>& output, const Tensor<T>& cotangent)
 }
 
 template <class T>
+void backward(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents)
+{
+    if (outputs.empty()) throw Error("backward: no outputs given; pass at least one output and its cotangent");
+    if (outputs.size() != cotangents.size())
+        throw Error("backward: " + std::to_string(outputs.size()) + " outputs but " + std::to_string(cotangents.size()) +
+                    " cotangents; give one cotangent per output");
+    Tape<T>& tape = tape_of(outputs[0], "backward");
+    tape.check_thread("backward");
+    std::size_t last = 0;
+    for (std::size_t k = 0; k < outputs.size(); ++k) {  // messages built only to throw: no allocation
+        const auto who = [k] { return "backward: output " + std::to_string(k); };
+        if (&tape_of(outputs[k], "backward") != &tape)
+            throw Error(who() + " was recorded on another tape than output 0; one sweep walks one tape");
+        const auto& shape = tape.value(outputs[k].index()).shape();
+        if (!equal_shapes(cotangents[k].shape(), shape))
+            throw Error(who() + " has shape " + shape_str(shape) + " but its cotangent has shape " +
+                        shape_str(cotangents[k].shape()) + "; they must be equal");
+        if (!tape.record(outputs[k].index()).needs_grad) check_differentiable(tape, outputs[k], who().c_str());
+        last = std::max<std::size_t>(last, outputs[k].index());
+    }
+    check_versions(tape, last, true, "backward");
+    Sweep<T> s(tape, last, true);
+    check_grad_shapes(s, "backward");
+    try {
+        run<T>(s, outputs.size(), [&](std::size_t k) { return Seed<T>{outputs[k].index(), &cotangents[k]}; },
+               nullptr, nullptr);
+    } catch (...) {
+        s.restore_params();
+        throw;
+    }
+}
+
+template <class T>
 void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready)
 {
     backward_sweep<T>(output, nullptr, &on_grad_ready);
@@ -408,8 +459,9 @@ std::vector<Tensor<T>> detail::backward_and_grad(const Var<T>& output, const Ten
     Tape<T>& tape = start<T>(output, &cotangent.shape(), &inputs, true, "backward");
     Sweep<T> s(tape, output.index(), true);
     check_grad_shapes(s, "backward");
+    const Seed<T> seed{output.index(), &cotangent};
     try {
-        run<T>(s, &cotangent, nullptr, &inputs);
+        run<T>(s, 1, [&](std::size_t) { return seed; }, nullptr, &inputs);
         return collect(s, inputs, true, "backward");
     } catch (...) {
         s.restore_params();
@@ -686,6 +738,7 @@ std::pair<TensorList<T>, TensorList<T>> detail::jvp_many(const ManyFn<T>& f, con
 #define AD_INSTANTIATE_SWEEPS(T)                                                                            \
     template void backward(const Var<T>&);                                                                  \
     template void backward(const Var<T>&, const Tensor<T>&);                                                \
+    template void backward(const std::vector<Var<T>>&, const std::vector<Tensor<T>>&);                      \
     template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);                       \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);                        \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&, AllowUnused);           \

@@ -38,6 +38,15 @@ void backward(const Var<T>& output);
 template <class T>
 void backward(const Var<T>& output, const Tensor<T>& cotangent);
 
+// backward() from several outputs of one tape in one sweep: adds cotangents[k]^T J_k into
+// every parameter's .grad, summed over k (PyTorch's torch.autograd.backward(outputs,
+// grad_tensors)). An output given twice gets the sum of its cotangents. After
+// g = grad(loss, params, ad::create_graph), backward(g, v) leaves the Hessian-vector product
+// H v in the parameters' .grad, without recording the inner product <g, v>. Each cotangent has
+// its output's shape; an output that needs no gradient is refused, as backward() refuses it.
+template <class T>
+void backward(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents);
+
 // backward() that also calls on_grad_ready(p) for every parameter p the sweep reaches, once, as
 // soon as p.grad is final for this sweep: when the sweep passes the earliest record that reads p,
 // every op that reads p has added into p.grad. Parameters the output does not depend on are not

@@ -232,6 +232,58 @@ TEST_CASE("backward from a parameter itself adds the cotangent to its gradient, 
     CHECK_THAT(s.grad, Equals(Tensor<double>(1.0)));
 }
 
+TEST_CASE("backward from several outputs adds each cotangent^T J into .grad in one sweep", "[backward]")
+{
+    // y1 = p p, y2 = sum(3 y1), y3 = p: d/dp = 2 p (c1 + 3 c2) + c3, y1 reached both as an output
+    // and through y2. Dyadic values: the sums are exact.
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{1.0, -2.0, 0.5});
+    const auto pv = tape.param(p);
+    const auto y1 = pv * pv, y2 = ad::sum(y1 * 3.0);
+    const Tensor<double> c1{0.5, 1.0, -1.0}, c2(2.0), c3{0.25, 0.25, 0.25};
+    ad::backward<double>({y1, y2, pv}, {c1, c2, c3});
+    CHECK_THAT(p.grad, Equals({13.25, -27.75, 5.25}));
+    p.zero_grad();
+    ad::backward<double>({y1, y1}, {c1, c1});  // an output given twice gets both cotangents
+    CHECK_THAT(p.grad, Equals({2.0, -8.0, -2.0}));
+}
+
+TEST_CASE("backward(g, v) after g = grad(loss, params, create_graph) is the Hessian-vector product", "[backward][higher]")
+{
+    // loss = |W x + b|^2 / 2: g = (r x^T, r) with r = W x + b, and H (V, u) = ((V x + u) x^T, V x + u).
+    Tape<double> tape;
+    Parameter<double> W(Tensor<double>{{1.0, 2.0, -1.0}, {0.5, 0.0, 3.0}}), b(Tensor<double>{0.25, -1.0});
+    const auto x = tape.constant(Tensor<double>{1.0, -2.0, 0.5});
+    const auto r = ad::matmul(tape.param(W), x) + tape.param(b);
+    const auto loss = ad::sum(ad::square(r)) * 0.5;
+    const auto g = ad::grad(loss, std::vector<Parameter<double>*>{&W, &b}, ad::create_graph);
+    const Tensor<double> V{{1.0, 0.0, 2.0}, {-1.0, 1.0, 0.5}}, u{0.5, -1.0};
+    ad::backward<double>(g, {V, u});  // V x + u = [2.5, -3.75]; integers and halves: exact
+    CHECK_THAT(W.grad, Equals(Tensor<double>{{2.5, -5.0, 1.25}, {-3.75, 7.5, -1.875}}));
+    CHECK_THAT(b.grad, Equals({2.5, -3.75}));
+}
+
+TEST_CASE("backward from several outputs refuses what it cannot seed, naming the output, and leaves .grad alone",
+          "[backward][errors]")
+{
+    Tape<double> tape, other;
+    Parameter<double> p(Tensor<double>{1.0, 2.0, 3.0});
+    p.grad = Tensor<double>{0.5, 0.5, 0.5};
+    const auto y = tape.param(p) * 2.0;
+    const Tensor<double> c{1.0, 1.0, 1.0};
+    using Vars = std::vector<Var<double>>;
+    using Tensors = std::vector<Tensor<double>>;
+    CHECK_THROWS_WITH(ad::backward(Vars{}, Tensors{}), Contains("no outputs given"));
+    CHECK_THROWS_WITH(ad::backward(Vars{y, y}, Tensors{c}), Contains("2 outputs but 1 cotangents"));
+    CHECK_THROWS_WITH(ad::backward(Vars{y, ad::sum(y)}, Tensors{c, c}),
+                      Contains("output 1 has shape [] but its cotangent has shape [3]"));
+    CHECK_THROWS_WITH(ad::backward(Vars{y, other.variable(c)}, Tensors{c, c}),
+                      Contains("output 1 was recorded on another tape than output 0"));
+    CHECK_THROWS_WITH(ad::backward(Vars{y, tape.constant(c)}, Tensors{c, c}),
+                      Contains("output 1") && Contains("depends on nothing that needs a gradient"));
+    CHECK_THAT(p.grad, Equals({0.5, 0.5, 0.5}));
+}
+
 TEST_CASE("backward from an output no parameter reaches changes nothing", "[backward]")
 {
     // p is on the tape, read by one output and passed over by the sweep from the other, which is
