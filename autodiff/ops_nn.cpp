@@ -197,33 +197,28 @@ Var<T> layer_norm_d2x(const Var<T>& x, const Var<T>& w, const Var<T>& v, T eps)
 
 // J(x) (u gamma) over the last axis, where J = dxhat/dx of layer_norm's xhat (a symmetric matrix
 // per row) and gamma [n] scales every row: layer_norm's VJP for x, which its differentiable VJP
-// records as this one op.
+// records as this one op. `stat` is a constant holding mu and rstd of every row of x, as
+// layer_norm saved them ([rows, 2]): read, never differentiated (the formulas below account for
+// their dependence on x).
 //   d/du <w, J (u gamma)> = gamma J w;  d/dgamma = sum_rows u J w;
 //   d/dx = the Hessian of <w, xhat> applied to u gamma (kernels/rows.hpp).
-// Saved: mu and rstd of every row.
 template <class T>
-Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, const Var<T>& gamma, T eps)
+Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, const Var<T>& gamma, const Var<T>& stat, T eps)
 {
-    Op<T> op("layer_norm_dx", {x, u, gamma});
+    Op<T> op("layer_norm_dx", {x, u, gamma, stat});
     const std::size_t n = x.shape().back(), rows = x.size() / n;
-    auto& stat = op.save(0);
-    stat.resize({rows, std::size_t(2)});
     auto& y = op.out();
     y.resize(x.shape());
-    const T *xp = x.value().data(), *up = u.value().data(), *gp = gamma.value().data();
-    kernels::parallel_for(rows, 6 * n, [=, yp = y.data(), sp = stat.data()](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) {
-            const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
-            sp[2 * r] = mu;
-            sp[2 * r + 1] = rstd;
-            kernels::layer_norm_row_dx(xp + r * n, gp, up + r * n, mu, rstd, yp + r * n, true, n);
-        }
+    const T *xp = x.value().data(), *up = u.value().data(), *gp = gamma.value().data(), *sp = stat.value().data();
+    kernels::parallel_for(rows, 6 * n, [=, yp = y.data()](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r)
+            kernels::layer_norm_row_dx(xp + r * n, gp, up + r * n, sp[2 * r], sp[2 * r + 1], yp + r * n, true, n);
     });
     return op.done(
         [](Vjp<T>& v) {
             const std::size_t n = v.y.shape().back(), rows = v.y.size() / n;
             const T *x = v.x(0).data(), *u = v.x(1).data(), *gamma = v.x(2).data(), *w = v.g.data();
-            const T* stat = v.saved(0).data();
+            const T* stat = v.x(3).data();
             bool first;
             if (v.wants(0)) {
                 T* dx = v.slot(0, first).data();
@@ -256,7 +251,7 @@ Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, const Var<T>& gamma, T ep
             const Var<T> x = v.x(0), u = v.x(1), gamma = v.x(2), w = v.g;
             if (v.wants(0)) v.acc(0, layer_norm_d2x(x, w, u * gamma, eps));
             if (v.wants(1) || v.wants(2)) {
-                const Var<T> jw = layer_norm_dx(x, w, v.constant(xt::ones<T>(gamma.shape())), eps);
+                const Var<T> jw = layer_norm_dx(x, w, v.constant(xt::ones<T>(gamma.shape())), v.x(3), eps);
                 v.acc(1, gamma * jw);
                 v.acc(2, u * jw);  // summed over rows
             }
@@ -264,30 +259,23 @@ Var<T> layer_norm_dx(const Var<T>& x, const Var<T>& u, const Var<T>& gamma, T ep
 }
 
 // sum_rows g xhat(x), over the last axis: layer_norm's VJP for gamma, which its differentiable
-// VJP records as this one op.
+// VJP records as this one op. `stat` as for layer_norm_dx.
 //   d/dg <w, sum_rows g xhat> = w xhat in every row;  d/dx = J (g w).
-// Saved: mu and rstd of every row.
 template <class T>
-Var<T> layer_norm_dgamma(const Var<T>& x, const Var<T>& g, T eps)
+Var<T> layer_norm_dgamma(const Var<T>& x, const Var<T>& g, const Var<T>& stat, T eps)
 {
-    Op<T> op("layer_norm_dgamma", {x, g});
+    Op<T> op("layer_norm_dgamma", {x, g, stat});
     const std::size_t n = x.shape().back(), rows = x.size() / n;
-    auto& stat = op.save(0);
-    stat.resize({rows, std::size_t(2)});
     auto& y = op.out();
     y.resize({n});
     std::fill(y.begin(), y.end(), T(0));
-    const T *xp = x.value().data(), *gp = g.value().data();
-    for (std::size_t r = 0; r < rows; ++r) {  // a sum over the rows, in their order
-        const auto [mu, rstd] = kernels::layer_norm_stats(xp + r * n, n, eps);
-        stat.data()[2 * r] = mu;
-        stat.data()[2 * r + 1] = rstd;
-        kernels::layer_norm_row_dgamma(xp + r * n, gp + r * n, mu, rstd, y.data(), n);
-    }
+    const T *xp = x.value().data(), *gp = g.value().data(), *sp = stat.value().data();
+    for (std::size_t r = 0; r < rows; ++r)  // a sum over the rows, in their order
+        kernels::layer_norm_row_dgamma(xp + r * n, gp + r * n, sp[2 * r], sp[2 * r + 1], y.data(), n);
     return op.done(
         [](Vjp<T>& v) {
             const std::size_t n = v.y.size(), rows = n ? v.x(0).size() / n : 0;
-            const T *x = v.x(0).data(), *g = v.x(1).data(), *w = v.g.data(), *stat = v.saved(0).data();
+            const T *x = v.x(0).data(), *g = v.x(1).data(), *w = v.g.data(), *stat = v.x(2).data();
             bool first;
             if (v.wants(0)) {
                 T* dx = v.slot(0, first).data();
@@ -313,7 +301,7 @@ Var<T> layer_norm_dgamma(const Var<T>& x, const Var<T>& g, T eps)
         },
         [eps](GradVjp<T>& v) {
             const Var<T> x = v.x(0), g = v.x(1), w = v.g;
-            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, w, eps));
+            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, w, v.x(2), eps));
             if (v.wants(1)) {
                 const Shape n{w.size()};
                 const Var<T> xhat = layer_norm(x, v.constant(xt::ones<T>(n)), v.constant(xt::zeros<T>(n)), Scalar<T>(eps));
@@ -386,9 +374,9 @@ Var<T> layer_norm(const Var<T>& x, const Var<T>& gamma, const Var<T>& beta, Scal
             if (dbeta) kernels::add_rows(g, rows, n, dbeta);
         },
         [eps = T(eps)](GradVjp<T>& v) {  // dx = J (g gamma) and dgamma = sum_rows g xhat, one op each
-            const Var<T> x = v.x(0), g = v.g;
-            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, v.x(1), eps));
-            if (v.wants(1)) v.acc(1, layer_norm_dgamma(x, g, eps));
+            const Var<T> x = v.x(0), g = v.g, stat = v.saved(0);  // the forward's mu and rstd
+            if (v.wants(0)) v.acc(0, layer_norm_dx(x, g, v.x(1), stat, eps));
+            if (v.wants(1)) v.acc(1, layer_norm_dgamma(x, g, stat, eps));
             v.acc(2, g);
         });
 }
