@@ -336,6 +336,55 @@ std::vector<Var<T>> param_grads(const Var<T>& output, const std::vector<Paramete
     return result;
 }
 
+// The checks of a sweep from several outputs: as start() makes for one, each error naming the
+// output. Returns the outputs' tape and, in `last`, the latest output's position.
+template <class T>
+Tape<T>& start_many(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                    const std::vector<Var<T>>* inputs, bool into_params, const char* who, std::size_t& last)
+{
+    if (outputs.empty())
+        throw Error(std::string(who) + ": no outputs given; pass at least one output and its cotangent");
+    if (outputs.size() != cotangents.size())
+        throw Error(std::string(who) + ": " + std::to_string(outputs.size()) + " outputs but " +
+                    std::to_string(cotangents.size()) + " cotangents; give one cotangent per output");
+    Tape<T>& tape = tape_of(outputs[0], who);
+    tape.check_thread(who);
+    if (inputs)
+        for (const auto& x : *inputs) tape.check(x, who);
+    last = 0;
+    for (std::size_t k = 0; k < outputs.size(); ++k) {  // messages built only to throw: no allocation
+        const auto output_k = [who, k] { return std::string(who) + ": output " + std::to_string(k); };
+        if (&tape_of(outputs[k], who) != &tape)
+            throw Error(output_k() + " was recorded on another tape than output 0; one sweep walks one tape");
+        const auto& shape = tape.value(outputs[k].index()).shape();
+        if (!equal_shapes(cotangents[k].shape(), shape))
+            throw Error(output_k() + " has shape " + shape_str(shape) + " but its cotangent has shape " +
+                        shape_str(cotangents[k].shape()) + "; they must be equal");
+        if (!tape.record(outputs[k].index()).needs_grad) check_differentiable(tape, outputs[k], output_k().c_str());
+        last = std::max<std::size_t>(last, outputs[k].index());
+    }
+    check_versions(tape, last, into_params, who);
+    return tape;
+}
+
+// Seed k of a sweep from several outputs, for run().
+template <class T>
+auto seeds_of(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents)
+{
+    return [&outputs, &cotangents](std::size_t k) { return Seed<T>{outputs[k].index(), &cotangents[k]}; };
+}
+
+template <class T>
+std::vector<Tensor<T>> first_order_many(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                                        const std::vector<Var<T>>& inputs, bool allow_unused)
+{
+    std::size_t last;
+    Tape<T>& tape = start_many<T>(outputs, cotangents, &inputs, false, "vjp", last);
+    Sweep<T> s(tape, last, false);
+    run<T>(s, outputs.size(), seeds_of(outputs, cotangents), nullptr, &inputs);
+    return collect(s, inputs, allow_unused, "vjp");
+}
+
 }  // namespace
 
 template <class T>
@@ -353,30 +402,12 @@ void backward(const Var<T>& output, const Tensor<T>& cotangent)
 template <class T>
 void backward(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents)
 {
-    if (outputs.empty()) throw Error("backward: no outputs given; pass at least one output and its cotangent");
-    if (outputs.size() != cotangents.size())
-        throw Error("backward: " + std::to_string(outputs.size()) + " outputs but " + std::to_string(cotangents.size()) +
-                    " cotangents; give one cotangent per output");
-    Tape<T>& tape = tape_of(outputs[0], "backward");
-    tape.check_thread("backward");
-    std::size_t last = 0;
-    for (std::size_t k = 0; k < outputs.size(); ++k) {  // messages built only to throw: no allocation
-        const auto who = [k] { return "backward: output " + std::to_string(k); };
-        if (&tape_of(outputs[k], "backward") != &tape)
-            throw Error(who() + " was recorded on another tape than output 0; one sweep walks one tape");
-        const auto& shape = tape.value(outputs[k].index()).shape();
-        if (!equal_shapes(cotangents[k].shape(), shape))
-            throw Error(who() + " has shape " + shape_str(shape) + " but its cotangent has shape " +
-                        shape_str(cotangents[k].shape()) + "; they must be equal");
-        if (!tape.record(outputs[k].index()).needs_grad) check_differentiable(tape, outputs[k], who().c_str());
-        last = std::max<std::size_t>(last, outputs[k].index());
-    }
-    check_versions(tape, last, true, "backward");
+    std::size_t last;
+    Tape<T>& tape = start_many<T>(outputs, cotangents, nullptr, true, "backward", last);
     Sweep<T> s(tape, last, true);
     check_grad_shapes(s, "backward");
     try {
-        run<T>(s, outputs.size(), [&](std::size_t k) { return Seed<T>{outputs[k].index(), &cotangents[k]}; },
-               nullptr, nullptr);
+        run<T>(s, outputs.size(), seeds_of(outputs, cotangents), nullptr, nullptr);
     } catch (...) {
         s.restore_params();
         throw;
@@ -436,6 +467,20 @@ std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent, con
                            AllowUnused)
 {
     return first_order<T>(output, &cotangent, inputs, true, "vjp");
+}
+
+template <class T>
+std::vector<Tensor<T>> vjp(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                           const std::vector<Var<T>>& inputs)
+{
+    return first_order_many<T>(outputs, cotangents, inputs, false);
+}
+
+template <class T>
+std::vector<Tensor<T>> vjp(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                           const std::vector<Var<T>>& inputs, AllowUnused)
+{
+    return first_order_many<T>(outputs, cotangents, inputs, true);
 }
 
 template <class T>
@@ -701,16 +746,17 @@ TensorList<T> detail::hvp_many(const ManyFn<T>& f, const TensorList<T>& xs, cons
     TensorList<T> out;
     for (std::size_t j = 0; j < r.vars.size(); ++j) out.push_back(xt::zeros<T>(r.x(j).shape()));
     if (!y.requires_grad()) return out;
-    // H v = d/dx <grad f(x), v>
+    // H v = d/dx <grad f(x), v>: one sweep seeded with v_j at each gradient g_j
     const auto g = grad<T>(y, r.vars, create_graph, allow_unused);
-    Var<T> dot;
+    std::vector<Var<T>> outputs;
+    TensorList<T> cotangents;
     for (std::size_t j = 0; j < g.size(); ++j) {
-        if (!g[j].requires_grad()) continue;
-        const Var<T> term = sum(g[j] * r.tape.constant(v[j]));
-        dot = dot.anchor() ? dot + term : term;
+        if (!g[j].requires_grad()) continue;  // constant in x: no second derivative
+        outputs.push_back(g[j]);
+        cotangents.push_back(v[j]);
     }
-    if (!dot.anchor()) return out;  // f is linear in every chosen input
-    return grad<T>(dot, r.vars, allow_unused);
+    if (outputs.empty()) return out;  // f is linear in every chosen input
+    return vjp<T>(outputs, cotangents, r.vars, allow_unused);
 }
 
 template <class T>
@@ -739,6 +785,10 @@ std::pair<TensorList<T>, TensorList<T>> detail::jvp_many(const ManyFn<T>& f, con
     template void backward(const Var<T>&);                                                                  \
     template void backward(const Var<T>&, const Tensor<T>&);                                                \
     template void backward(const std::vector<Var<T>>&, const std::vector<Tensor<T>>&);                      \
+    template std::vector<Tensor<T>> vjp(const std::vector<Var<T>>&, const std::vector<Tensor<T>>&,          \
+                                        const std::vector<Var<T>>&);                                        \
+    template std::vector<Tensor<T>> vjp(const std::vector<Var<T>>&, const std::vector<Tensor<T>>&,          \
+                                        const std::vector<Var<T>>&, AllowUnused);                           \
     template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);                       \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);                        \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&, AllowUnused);           \

@@ -86,6 +86,15 @@ std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
 template <class T>
 std::vector<Tensor<T>> vjp(const Var<T>& output, const Tensor<T>& cotangent,
                            const std::vector<Var<T>>& inputs, AllowUnused);
+// The same from several outputs of one tape in one sweep: sum_k cotangents[k]^T J_k for each
+// input (PyTorch's torch.autograd.grad(outputs, inputs, grad_outputs)). Errors as backward() over
+// several outputs gives them.
+template <class T>
+std::vector<Tensor<T>> vjp(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                           const std::vector<Var<T>>& inputs);
+template <class T>
+std::vector<Tensor<T>> vjp(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& cotangents,
+                           const std::vector<Var<T>>& inputs, AllowUnused);
 // The same as Vars recorded on the tape; the cotangent may itself be a Var (then the result is
 // differentiable with respect to it too).
 template <class T>

@@ -263,6 +263,25 @@ TEST_CASE("backward(g, v) after g = grad(loss, params, create_graph) is the Hess
     CHECK_THAT(b.grad, Equals({2.5, -3.75}));
 }
 
+TEST_CASE("vjp from several outputs is the sum of their VJPs for each input, and leaves .grad alone", "[backward]")
+{
+    // y1 = x p, y2 = sum(x x): d/dx = c1 p + 2 c2 x, d/dp = c1 x; z is not used by either.
+    Tape<double> tape;
+    Parameter<double> p(Tensor<double>{0.5, -1.0});
+    const auto x = tape.variable(Tensor<double>{2.0, 3.0}), z = tape.variable(Tensor<double>{1.0});
+    const auto pv = tape.param(p);
+    const auto y1 = x * pv, y2 = ad::sum(x * x);
+    const Tensor<double> c1{1.0, -2.0}, c2(0.25);
+    const auto g = ad::vjp<double>({y1, y2}, {c1, c2}, {x, pv});
+    CHECK_THAT(g[0], Equals({1.5, 3.5}));  // [0.5 + 1, 2 + 1.5]
+    CHECK_THAT(g[1], Equals({2.0, -6.0}));
+    CHECK_FALSE(p.has_grad());
+    CHECK_THROWS_WITH(ad::vjp<double>({y1, y2}, {c1, c2}, {z}), Contains("is not used by the output"));
+    CHECK_THAT(ad::vjp<double>({y1, y2}, {c1, c2}, {z}, ad::allow_unused)[0], Equals({0.0}));
+    CHECK_THROWS_WITH(ad::vjp<double>({y1, y2}, {c1, c1}, {x}),
+                      Contains("vjp: output 1 has shape [] but its cotangent has shape [2]"));
+}
+
 TEST_CASE("backward from several outputs refuses what it cannot seed, naming the output, and leaves .grad alone",
           "[backward][errors]")
 {
