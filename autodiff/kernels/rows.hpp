@@ -120,6 +120,37 @@ std::pair<T, T> layer_norm_row(const T* __restrict x, const T* __restrict gamma,
     return {mu, rstd};
 }
 
+// {mean d, mean(d xhat)} over one row, with d = g gamma, or g alone (Scaled = false): the two
+// sums of layer_norm's VJP for x.
+template <class T, bool Scaled>
+std::pair<T, T> dxhat_means(const T* __restrict x, const T* __restrict gamma, const T* __restrict g, T mu, T rstd,
+                            std::size_t n)
+{
+    auto d_at = [&](std::size_t j) {
+        if constexpr (Scaled) return g[j] * gamma[j];
+        else return g[j];
+    };
+    auto d_batch = [&](std::size_t j) {
+        if constexpr (Scaled) return Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
+        else return Batch<T>::load_unaligned(g + j);
+    };
+    constexpr std::size_t W = Batch<T>::size;
+    const Batch<T> vmu(mu), vrstd(rstd);
+    Batch<T> a1(T(0)), a2(T(0));
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+        const Batch<T> d = d_batch(j);
+        a1 += d;
+        a2 += d * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
+    }
+    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
+    for (; j < n; ++j) {
+        t1 += d_at(j);
+        t2 += d_at(j) * ((x[j] - mu) * rstd);
+    }
+    return {t1 / T(n), t2 / T(n)};
+}
+
 // One row of layer_norm's VJP for x:
 // dx (+)= rstd (g gamma - mean(g gamma) - xhat mean(g gamma xhat)).
 // Without gamma (Scaled = false) it is the VJP of xhat alone, J g, with J = dxhat/dx symmetric.
@@ -131,29 +162,11 @@ void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T
         if constexpr (Scaled) return g[j] * gamma[j];
         else return g[j];
     };
-    auto dxhat_batch = [&](std::size_t j) {
-        if constexpr (Scaled) return Batch<T>::load_unaligned(g + j) * Batch<T>::load_unaligned(gamma + j);
-        else return Batch<T>::load_unaligned(g + j);
-    };
-    constexpr std::size_t W = Batch<T>::size;
-    const Batch<T> vmu(mu), vrstd(rstd);
-    Batch<T> a1(T(0)), a2(T(0));
-    std::size_t j = 0;
-    for (; j + W <= n; j += W) {
-        const Batch<T> d = dxhat_batch(j);
-        a1 += d;
-        a2 += d * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
-    }
-    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
-    for (; j < n; ++j) {
-        t1 += dxhat(j);
-        t2 += dxhat(j) * ((x[j] - mu) * rstd);
-    }
-    const T m1 = t1 / T(n), m2 = t2 / T(n);
+    const auto [m1, m2] = dxhat_means<T, Scaled>(x, gamma, g, mu, rstd, n);
     if (first)
-        for (j = 0; j < n; ++j) dx[j] = rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
+        for (std::size_t j = 0; j < n; ++j) dx[j] = rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
     else
-        for (j = 0; j < n; ++j) dx[j] += rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
+        for (std::size_t j = 0; j < n; ++j) dx[j] += rstd * (dxhat(j) - m1 - ((x[j] - mu) * rstd) * m2);
 }
 
 // One row of J w, J = dxhat/dx (symmetric): (J w)_j = rstd (w_j - mean w - xhat_j mean(w xhat)),
@@ -161,22 +174,8 @@ void layer_norm_row_dx(const T* __restrict x, const T* __restrict gamma, const T
 template <class T, class Out>
 void layer_norm_row_jw(const T* __restrict x, const T* __restrict w, T mu, T rstd, std::size_t n, Out out)
 {
-    constexpr std::size_t W = Batch<T>::size;
-    const Batch<T> vmu(mu), vrstd(rstd);
-    Batch<T> a1(T(0)), a2(T(0));
-    std::size_t j = 0;
-    for (; j + W <= n; j += W) {
-        const Batch<T> wj = Batch<T>::load_unaligned(w + j);
-        a1 += wj;
-        a2 += wj * ((Batch<T>::load_unaligned(x + j) - vmu) * vrstd);
-    }
-    T t1 = xsimd::hadd(a1), t2 = xsimd::hadd(a2);
-    for (; j < n; ++j) {
-        t1 += w[j];
-        t2 += w[j] * ((x[j] - mu) * rstd);
-    }
-    const T m1 = t1 / T(n), m2 = t2 / T(n);
-    for (j = 0; j < n; ++j) out(j, rstd * (w[j] - m1 - ((x[j] - mu) * rstd) * m2));
+    const auto [m1, m2] = dxhat_means<T, false>(x, nullptr, w, mu, rstd, n);
+    for (std::size_t j = 0; j < n; ++j) out(j, rstd * (w[j] - m1 - ((x[j] - mu) * rstd) * m2));
 }
 
 // One row of the second derivative of xhat: the Hessian of <w, xhat(x)> applied to v,
