@@ -91,10 +91,8 @@ Vec hvp(Params& p, const Tensor<double>& x, const std::vector<std::int64_t>& y, 
     std::vector<Parameter<double>*> ptrs;
     for (auto& q : p) ptrs.push_back(&q);
     const auto g = ad::grad(loss, ptrs, ad::create_graph);
-    auto s = ad::sum(g[0] * tape.constant(v[0]));
-    for (std::size_t i = 1; i < g.size(); ++i) s = s + ad::sum(g[i] * tape.constant(v[i]));
     for (auto& q : p) q.zero_grad();
-    ad::backward(s);
+    ad::backward(g, v);  // one sweep seeded with v[i] at g[i]: .grad = H v
     Vec out;
     for (auto& q : p) out.push_back(q.grad);
     return out;
