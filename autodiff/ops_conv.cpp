@@ -747,8 +747,9 @@ void batch_norm2d_graph_vjp(GradVjp<T>& v, T eps)
     const Var<T> rstd = pow(mean_but_channels(square(centred)) + eps, T(-0.5));
     const Var<T> xhat = centred * rstd;
     const Var<T> gx = g * xhat;
+    const std::size_t m = C ? x.size() / C : 0;  // values per channel (no channels: nothing to scale)
     auto per_channel = [&](const Var<T>& t) {  // the sum over n, h, w as [C]
-        return reshape(mean_but_channels(t) * T(x.size() / C), {C});
+        return reshape(mean_but_channels(t) * T(m), {C});
     };
     if (v.wants(0)) {
         const Var<T> gamma = reshape(v.x(1), col);

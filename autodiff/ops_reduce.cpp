@@ -253,8 +253,10 @@ Var<T> norm(const Var<T>& x)
             v.acc_each(0, [=](std::size_t i) { return x[i] * c; });
         },
         [](GradVjp<T>& v) {
-            if (v.y.item() == T(0)) return;  // the gradient 0 chosen at the kink, constant near it
-            v.acc(0, v.x(0) * (v.g / v.y));
+            if (v.y.item() == T(0))  // the gradient 0 chosen at the kink, as the first-order VJP adds it
+                v.acc(0, v.constant(xt::zeros<T>(v.value(0).shape())));
+            else
+                v.acc(0, v.x(0) * (v.g / v.y));
         });
 }
 AD_INSTANTIATE(norm, sig::Unary)

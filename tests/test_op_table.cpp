@@ -153,7 +153,28 @@ TEST_CASE("op table: float agrees with double, values and gradients", "[op_table
     }
 }
 
-TEST_CASE("op table: an empty input gives an empty output and empty gradients", "[op_table]")
+// The gradient of <v, dy/dx> for the gradients of sum(y) that depend on the inputs (a
+// Hessian-vector product, v = ones), through each op's differentiable VJP.
+template <class T>
+std::vector<Tensor<double>> second_gradients(const Entry& e, const Sample& s)
+{
+    Tape<T> tape;
+    const auto xs = variables(tape, s);
+    const auto g = ad::grad(ad::sum(call_of<T>(e)(xs, s)), xs, ad::create_graph);
+    std::vector<Var<T>> outputs;
+    std::vector<Tensor<T>> ones;
+    for (const auto& gk : g)
+        if (gk.requires_grad()) {
+            outputs.push_back(gk);
+            ones.push_back(xt::ones<T>(gk.shape()));
+        }
+    std::vector<Tensor<double>> out;
+    if (outputs.empty()) return out;  // linear in every input
+    for (const auto& h : ad::vjp(outputs, ones, xs, ad::allow_unused)) out.push_back(xt::cast<double>(h));
+    return out;
+}
+
+TEST_CASE("op table: an empty input gives an empty output and empty gradients, first and second", "[op_table]")
 {
     const Entry& e = table()[entry_index()];
     for (const auto& s : e.samples()) {
@@ -162,6 +183,9 @@ TEST_CASE("op table: an empty input gives an empty output and empty gradients", 
         const auto g = gradients<double>(e, s);
         REQUIRE(g.size() == s.inputs.size());
         for (std::size_t k = 0; k < g.size(); ++k) CHECK(g[k].shape() == s.inputs[k].shape());
+        if (!e.twice) continue;
+        const auto h = second_gradients<double>(e, s);
+        for (std::size_t k = 0; k < h.size(); ++k) CHECK(h[k].shape() == s.inputs[k].shape());
     }
 }
 
