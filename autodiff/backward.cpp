@@ -748,10 +748,12 @@ TensorList<T> detail::hvp_many(const ManyFn<T>& f, const TensorList<T>& xs, cons
     if (!y.requires_grad()) return out;
     // H v = d/dx <grad f(x), v>: one sweep seeded with v_j at each gradient g_j
     const auto g = grad<T>(y, r.vars, create_graph, allow_unused);
-    std::vector<Var<T>> outputs;
+    if (std::all_of(g.begin(), g.end(), [](const Var<T>& gj) { return gj.requires_grad(); }))
+        return vjp<T>(g, v, r.vars, allow_unused);
+    std::vector<Var<T>> outputs;  // leave out the gradients constant in x (no second derivative)
     TensorList<T> cotangents;
     for (std::size_t j = 0; j < g.size(); ++j) {
-        if (!g[j].requires_grad()) continue;  // constant in x: no second derivative
+        if (!g[j].requires_grad()) continue;
         outputs.push_back(g[j]);
         cotangents.push_back(v[j]);
     }
