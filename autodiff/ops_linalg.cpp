@@ -245,18 +245,24 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
     return op.done(
         [ta, tb](Vjp<T>& v) {
             const auto [a, b, c] = Product(v.x(0).shape(), v.x(1).shape(), ta, tb);
-            const T* G = v.g.data();
-            bool first;
-            if (v.wants(0)) {
-                T* dA = v.slot(0, first).data();
-                if (!ta) gemm(G, c, false, v.x(1).data(), b, !tb, dA, a, !first);
-                else gemm(v.x(1).data(), b, tb, G, c, true, dA, a, !first);
-            }
-            if (v.wants(1)) {
-                T* dB = v.slot(1, first).data();
-                if (!tb) gemm(v.x(0).data(), a, !ta, G, c, false, dB, b, !first);
-                else gemm(G, c, true, v.x(0).data(), a, ta, dB, b, !first);
-            }
+            const T *G = v.g.data(), *A = v.x(0).data(), *B = v.x(1).data();
+            bool first_A = false, first_B = false;
+            T* dA = v.wants(0) ? v.slot(0, first_A).data() : nullptr;
+            T* dB = v.wants(1) ? v.slot(1, first_B).data() : nullptr;
+            // The two side by side, unless A and B are one tensor with one adjoint
+            const bool split = dA && dB && dA != dB && c[0] * c[1] * (ta ? a[0] : a[1]) >= kernels::concurrent_gemm_min;
+            kernels::parallel_invoke(
+                split,
+                [&] {
+                    if (!dA) return;
+                    if (!ta) gemm(G, c, false, B, b, !tb, dA, a, !first_A);
+                    else gemm(B, b, tb, G, c, true, dA, a, !first_A);
+                },
+                [&] {
+                    if (!dB) return;
+                    if (!tb) gemm(A, a, !ta, G, c, false, dB, b, !first_B);
+                    else gemm(G, c, true, A, a, ta, dB, b, !first_B);
+                });
         },
         [ta, tb](GradVjp<T>& v) {  // the same products as matmuls, vectors seen as [1, k] and [k, 1]
             const auto [a, b, c] = Product(v.x(0).shape(), v.x(1).shape(), ta, tb);
@@ -331,16 +337,15 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
         [dims](Vjp<T>& v) {
             const auto [xd, w, gd] = dims(v);
             const std::size_t rows = xd[0];
-            const T* G = v.g.data();
-            bool first;
-            if (v.wants(0)) {
-                T* dx = v.slot(0, first).data();
-                gemm(G, gd, false, v.x(1).data(), w, false, dx, xd, !first);
-            }
-            if (v.wants(1)) {
-                T* dW = v.slot(1, first).data();
-                gemm(G, gd, true, v.x(0).data(), xd, false, dW, w, !first);
-            }
+            const T *G = v.g.data(), *x = v.x(0).data(), *W = v.x(1).data();
+            bool first, first_x = false, first_W = false;
+            T* dx = v.wants(0) ? v.slot(0, first_x).data() : nullptr;
+            T* dW = v.wants(1) ? v.slot(1, first_W).data() : nullptr;
+            // dx = G W and dW = G^T x side by side, unless x and W are one tensor with one adjoint
+            const bool split = dx && dW && dx != dW && rows * w[0] * w[1] >= kernels::concurrent_gemm_min;
+            kernels::parallel_invoke(
+                split, [&] { if (dx) gemm(G, gd, false, W, w, false, dx, xd, !first_x); },
+                [&] { if (dW) gemm(G, gd, true, x, xd, false, dW, w, !first_W); });
             if (v.wants(2)) {
                 T* db = v.slot(2, first).data();
                 if (first) kernels::sum_rows(G, rows, w[0], db);

@@ -2,7 +2,12 @@
 // plain triple loop and central differences; transpose as a reversal of axes.
 #include "gradcheck_helpers.hpp"
 
+#include "autodiff/kernels/blas.hpp"
+
 #include <xtensor/xview.hpp>
+
+#include <cmath>
+#include <limits>
 
 using namespace adtest;
 using ad::Tape;
@@ -107,6 +112,81 @@ TEST_CASE("A A and A^T A: one matrix on both sides of a product gets both adjoin
     require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0]); }, {A});
     require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], ad::transpose_a); }, {R});
     require_gradcheck([](const Vars& v) { return ad::matmul(v[0], v[0], ad::transpose_b); }, {R});
+}
+
+namespace {
+
+// |got - want| within the rounding of products summed in any order: each of the k terms of
+// (X Y)_ij gathers at most k roundings of its size, so the error is at most k eps (|X| |Y|)_ij
+// per product; `bound` is the sum of |X| |Y| over the products that make each element.
+void check_within_rounding(const Tensor<double>& got, const Tensor<double>& want, const Tensor<double>& bound,
+                           std::size_t k)
+{
+    REQUIRE(got.shape() == want.shape());
+    const double eps = std::numeric_limits<double>::epsilon();
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CAPTURE(i, got.flat(i), want.flat(i));
+        CHECK(std::abs(got.flat(i) - want.flat(i)) <= double(k) * eps * bound.flat(i));
+    }
+}
+
+// Restores the library's thread setting when a test leaves.
+struct Threads {
+    explicit Threads(int n) : before(ad::get_num_threads()) { ad::set_num_threads(n); }
+    ~Threads() { ad::set_num_threads(before); }
+    int before;
+};
+
+}  // namespace
+
+// Past kernels::concurrent_gemm_min multiply-adds, a product's two gradients run side by side on
+// a pool of two threads, one product per thread. They are still d op(A) = G op(B)^T and
+// d op(B) = op(A)^T G, at one thread and at two, and a tensor on both sides, whose one adjoint
+// both products write, still gets the sum of the two.
+TEST_CASE("a large product's two gradients, side by side on two threads, are G B^T and A^T G", "[ops][linalg][parallel]")
+{
+    const int threads = GENERATE(1, 2);
+    CAPTURE(threads);
+    const Threads set(threads);
+    const std::size_t m = 64, k = 72, n = 80;
+    REQUIRE(m * k * n >= ad::kernels::concurrent_gemm_min);
+    REQUIRE(m * m * m >= ad::kernels::concurrent_gemm_min);
+    const Tensor<double> A = randn({m, k}, 12), B = randn({k, n}, 13), G = randn({m, n}, 14);
+    const Tensor<double> W = transposed(B), b = randn({n}, 15);
+    const Tensor<double> S = randn({m, m}, 16), H = randn({m, m}, 17), c = randn({m}, 18);
+    const auto abs = [](const Tensor<double>& t) { return Tensor<double>(xt::abs(t)); };
+    Tape<double> tape;
+
+    SECTION("matmul: dA = G B^T, dB = A^T G")
+    {
+        const auto a = tape.variable(A), bv = tape.variable(B);
+        const auto g = ad::grad(ad::sum(ad::matmul(a, bv) * tape.constant(G)), {a, bv});
+        check_within_rounding(g[0], product(G, transposed(B)), product(abs(G), abs(transposed(B))), n);
+        check_within_rounding(g[1], product(transposed(A), G), product(abs(transposed(A)), abs(G)), m);
+    }
+    SECTION("affine, x W^T + b: dx = G W, dW = G^T x, db = the column sums of G")
+    {
+        const auto x = tape.variable(A), w = tape.variable(W), bias = tape.variable(b);
+        const auto g = ad::grad(ad::sum(ad::affine(x, w, bias) * tape.constant(G)), {x, w, bias});
+        check_within_rounding(g[0], product(G, W), product(abs(G), abs(W)), n);
+        check_within_rounding(g[1], product(transposed(G), A), product(abs(transposed(G)), abs(A)), m);
+        check_within_rounding(g[2], xt::sum(G, {0}), xt::sum(abs(G), {0}), m);
+    }
+    SECTION("one tensor on both sides: d(S S) = H S^T + S^T H, d(S S^T + c) = H S + H^T S")
+    {
+        // Two threads adding into one buffer at once lose updates only now and then (at this
+        // size, in one try of ten to nine of ten): twenty tries.
+        const Tensor<double> St = transposed(S), Ht = transposed(H);
+        const Tensor<double> dmat = product(H, St) + product(St, H), dlin = product(H, S) + product(Ht, S);
+        const Tensor<double> bmat = product(abs(H), abs(St)) + product(abs(St), abs(H));
+        const Tensor<double> blin = product(abs(H), abs(S)) + product(abs(Ht), abs(S));
+        for (int t = 0; t < 20; ++t) {
+            tape.clear();
+            const auto s = tape.variable(S), cv = tape.constant(c);
+            check_within_rounding(ad::grad(ad::sum(ad::matmul(s, s) * tape.constant(H)), {s})[0], dmat, bmat, 2 * m);
+            check_within_rounding(ad::grad(ad::sum(ad::affine(s, s, cv) * tape.constant(H)), {s})[0], dlin, blin, 2 * m);
+        }
+    }
 }
 
 TEST_CASE("a linear layer tanh(x W^T + b) with the bias broadcast over the batch", "[ops][linalg]")

@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <limits>
 #include <mutex>
 #include <random>
@@ -124,6 +125,49 @@ TEST_CASE("built with AD_OPENMP, the matrix products run on OpenBLAS's OpenMP bu
     });
 }
 #endif
+
+TEST_CASE("parallel_invoke runs each task once, side by side when asked on a pool of two, and rethrows", "[parallel]")
+{
+    // Where each task ran: its OpenMP thread, and whether inside a parallel region.
+    auto where = [](bool split) {
+        std::vector<std::pair<int, bool>> ran;
+        std::mutex m;
+        auto task = [&] {
+            const std::lock_guard<std::mutex> lock(m);
+#ifdef _OPENMP
+            ran.emplace_back(omp_get_thread_num(), omp_in_parallel() != 0);
+#else
+            ran.emplace_back(0, false);
+#endif
+        };
+        ad::kernels::parallel_invoke(split, task, task);
+        std::sort(ran.begin(), ran.end());
+        return ran;
+    };
+    using Ran = std::vector<std::pair<int, bool>>;
+    CHECK(with_threads(2, [&] { return where(false); }) == Ran{{0, false}, {0, false}});
+    CHECK(with_threads(1, [&] { return where(true); }) == Ran{{0, false}, {0, false}});
+#ifdef _OPENMP
+    CHECK(with_threads(2, [&] { return where(true); }) == Ran{{0, true}, {1, true}});
+#else
+    CHECK(with_threads(2, [&] { return where(true); }) == Ran{{0, false}, {0, false}});
+#endif
+    // A task that throws: its error reaches the caller, on the pool once the other task is done.
+    for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        bool other_ran = false;
+        with_threads(threads, [&] {
+            CHECK_THROWS_WITH(ad::kernels::parallel_invoke(
+                                  true, [&] { other_ran = true; }, [] { throw ad::Error("second task"); }),
+                              "second task");
+            CHECK_THROWS_WITH(ad::kernels::parallel_invoke(
+                                  true, [] { throw ad::Error("first task"); }, [] {}),
+                              "first task");
+            return 0;
+        });
+        CHECK(other_ran);
+    }
+}
 
 TEST_CASE("the kernels split over the pool give the same bits at 1 and 2 threads", "[parallel]")
 {

@@ -67,6 +67,14 @@ void outer(const T* x, std::size_t m, const T* y, std::size_t n, T* C, bool accu
     }
 }
 
+// Two independent products of at least this many multiply-adds each (a layer's dx and dW) run
+// side by side, one per thread, when the pool has two (parallel_invoke). OpenBLAS 0.3.21 splits
+// one product of this size over two threads poorly: dx and dW of a [64, 256] x [256, 256] layer
+// in float take 141 us one after the other on two threads and 89 us side by side, and 64x128x128
+// 49 against 25; 32x64x64 (2^17) takes 5.5 against 6.3, where waking the second thread costs
+// more than it saves (AMD EPYC, 2 cores, Haswell kernels).
+inline constexpr std::size_t concurrent_gemm_min = std::size_t(1) << 18;
+
 // C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1. A product with one
 // row or one column of output (a single example through a layer) goes to GEMV: OpenBLAS's GEMM
 // is several times slower there (1x784 by 784x128 in float: 23 us against 3.4 us). A vector

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <exception>
 #include <type_traits>
 
 #ifdef _OPENMP
@@ -59,6 +60,46 @@ void parallel_for(std::size_t n, std::size_t cost, F&& f)
     (void)cost;
 #endif
     detail::run_range<std::decay_t<F>>(f, std::size_t(0), n);
+}
+
+// f() and g(), two independent tasks, at once on two threads of the pool when `split` and the
+// pool has exactly two threads; otherwise one after the other on the calling thread. A task that
+// calls BLAS there runs it on its own thread (OpenBLAS's OpenMP build does not split a call made
+// inside a parallel region), so two mid-sized products side by side beat each split over both
+// cores in turn (kernels/blas.hpp, concurrent_gemm_min). On a larger pool each task keeps the
+// whole pool: these machines have two cores, and that case is not measured. An exception from
+// either task is rethrown here once both have finished.
+template <class F, class G>
+void parallel_invoke(bool split, F&& f, G&& g)
+{
+#ifdef _OPENMP
+    if (split && !omp_in_parallel() && omp_get_max_threads() == 2) {
+        std::exception_ptr failed[2];
+#pragma omp parallel num_threads(2)
+        {
+            const int t = omp_get_thread_num();
+            try {
+                if (omp_get_num_threads() == 1) {  // the runtime gave one thread: it does both
+                    f();
+                    g();
+                } else if (t == 0) {
+                    f();
+                } else {
+                    g();
+                }
+            } catch (...) {
+                failed[t] = std::current_exception();
+            }
+        }
+        for (const auto& e : failed)
+            if (e) std::rethrow_exception(e);
+        return;
+    }
+#else
+    (void)split;
+#endif
+    f();
+    g();
 }
 
 }  // namespace ad::kernels
