@@ -580,9 +580,11 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
     const std::size_t n = params_.size();
     bucket_of_.assign(n, 0);
     offset_.assign(n, 0);
+    in_place_.assign(n, 0);
     packed_.assign(n, 0);
     // A bucket is closed once it holds bucket_bytes or more (a parameter larger than that gets
-    // a bucket of its own, with the small ones recorded just before it).
+    // a bucket of its own, with the small ones recorded just before it). A gradient of a quarter
+    // message or more travels in its own pieces anyway: it is summed where it is.
     bool open = false;
     for (std::size_t k = n; k-- > 0;) {
         auto* p = params_[k].second;
@@ -591,11 +593,18 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
         open = true;
         Bucket& bucket = buckets_.back();
         bucket_of_[k] = buckets_.size() - 1;
-        offset_[k] = bucket.data.size();
         bucket.params.push_back(k);
-        bucket.data.resize(bucket.data.size() + p->value().size());
-        count_of(bucket.data.size(), "DataParallel");
-        if (bucket.data.size() * sizeof(T) >= options_.bucket_bytes) open = false;
+        const std::size_t size = p->value().size();
+        if (size * sizeof(T) >= options_.message_bytes / 4) {
+            in_place_[k] = 1;
+            bucket.own.push_back(k);
+        } else {
+            offset_[k] = bucket.data.size();
+            bucket.data.resize(bucket.data.size() + size);
+            count_of(bucket.data.size(), "DataParallel");
+        }
+        bucket.bytes += size * sizeof(T);
+        if (bucket.bytes >= options_.bucket_bytes) open = false;
     }
     hook_ = [this](Parameter<T>& p) { on_ready(p); };
     reset_step();
@@ -676,12 +685,19 @@ void DataParallel<T>::pack(std::size_t k)
     if (p.grad.size() != 0 && !p.has_grad())
         throw Error("DataParallel: gradient of '" + params_[k].first + "' has shape " + shape_str(p.grad.shape()) +
                     " but the parameter has shape " + shape_str(p.value().shape()));
-    T* dst = buckets_[bucket_of_[k]].data.data() + offset_[k];
-    const T* src = p.grad.data();
     const std::size_t m = p.value().size();
-    if (weight_ == T(0) || !p.has_grad()) std::fill_n(dst, m, T(0));
-    else
-        for (std::size_t i = 0; i < m; ++i) dst[i] = weight_ * src[i];
+    if (in_place_[k]) {
+        T* g = p.grad_or_zeros().data();
+        if (weight_ == T(0)) std::fill_n(g, m, T(0));
+        else
+            for (std::size_t i = 0; i < m; ++i) g[i] = weight_ * g[i];
+    } else {
+        T* dst = buckets_[bucket_of_[k]].data.data() + offset_[k];
+        const T* src = p.grad.data();
+        if (weight_ == T(0) || !p.has_grad()) std::fill_n(dst, m, T(0));
+        else
+            for (std::size_t i = 0; i < m; ++i) dst[i] = weight_ * src[i];
+    }
     packed_[k] = 1;
     --buckets_[bucket_of_[k]].pending;
 }
@@ -695,13 +711,16 @@ void DataParallel<T>::start_ready_buckets()
         Bucket& b = buckets_[next_start_++];
         const std::size_t piece = std::max<std::size_t>(1, options_.message_bytes / sizeof(T));
         b.requests.clear();
-        for (std::size_t at = 0; at < b.data.size(); at += piece) {
-            b.requests.push_back(MPI_REQUEST_NULL);
-            check_mpi(MPI_Iallreduce(MPI_IN_PLACE, b.data.data() + at,
-                                     static_cast<int>(std::min(piece, b.data.size() - at)), mpi_type<T>(), MPI_SUM,
-                                     comm_, &b.requests.back()),
-                      "MPI_Iallreduce");
-        }
+        auto sum = [&](T* data, std::size_t size) {
+            for (std::size_t at = 0; at < size; at += piece) {
+                b.requests.push_back(MPI_REQUEST_NULL);
+                check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(piece, size - at)),
+                                         mpi_type<T>(), MPI_SUM, comm_, &b.requests.back()),
+                          "MPI_Iallreduce");
+            }
+        };
+        sum(b.data.data(), b.data.size());
+        for (std::size_t k : b.own) sum(params_[k].second->grad.data(), params_[k].second->value().size());
         b.started = true;
     }
 }
@@ -760,6 +779,7 @@ void DataParallel<T>::synchronize()
         if (!b.requests.empty()) wait_for(b.requests.data(), static_cast<int>(b.requests.size()), comm_, who);
     wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (std::size_t k = 0; k < params_.size(); ++k) {
+        if (in_place_[k]) continue;
         Parameter<T>& p = *params_[k].second;
         const T* src = buckets_[bucket_of_[k]].data.data() + offset_[k];
         std::copy_n(src, p.value().size(), p.grad_or_zeros().data());

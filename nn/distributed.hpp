@@ -13,10 +13,14 @@
 //
 // Gradients travel in buckets of about `bucket_bytes`, filled in reverse parameter order (the
 // order in which the reverse sweep finishes them). The sweep's grad-ready hook
-// (ad::backward(loss, on_grad_ready)) copies each finished gradient into its bucket; the moment a
-// bucket's last gradient arrives, a non-blocking MPI_Iallreduce starts on it while the sweep goes
-// on through the earlier layers. step() waits for all of them, writes the averages back into .grad
-// and runs the optimiser. Buckets are started in bucket order on every rank (a bucket that is full
+// (ad::backward(loss, on_grad_ready)) scales each finished gradient by the rank's weight n_r / N:
+// a small one into its bucket's buffer, a large one (a quarter of message_bytes or more) where it
+// is, in .grad, which its allreduce then sums in place (no copy in or out: PyTorch DDP's
+// gradient_as_bucket_view). The moment a bucket's last gradient arrives, non-blocking
+// MPI_Iallreduces start on it while the sweep goes on through the earlier layers. step() waits
+// for all of them, writes the small ones' sums back into .grad and runs the optimiser. Between
+// backward() and step() (or synchronize()) the .grad of a large parameter is being summed: read
+// it after synchronize(). Buckets are started in bucket order on every rank (a bucket that is full
 // early waits for the ones before it), so every rank issues the same collectives in the same order.
 //
 // Determinism. The same run twice gives the same bits: the buckets, the order of the collectives
@@ -170,7 +174,9 @@ public:
 private:
     struct Bucket {
         std::vector<std::size_t> params;  // indices into params_, in the order they are packed
-        std::vector<T> data;
+        std::vector<T> data;              // the small gradients, packed
+        std::vector<std::size_t> own;     // the large ones, summed in their own .grad
+        std::size_t bytes = 0;            // of every gradient in the bucket
         std::size_t pending = 0;          // gradients not yet copied in this step
         std::vector<MPI_Request> requests;  // one per piece of at most message_bytes
         bool started = false;
@@ -198,6 +204,7 @@ private:
     std::vector<std::pair<std::string, Parameter<T>*>> params_;
     std::unordered_map<const Parameter<T>*, std::size_t> index_;
     std::vector<std::size_t> bucket_of_, offset_;  // per parameter
+    std::vector<char> in_place_;                   // per parameter: summed in its own .grad
     std::vector<char> packed_;                     // per parameter, this step
     std::vector<Bucket> buckets_;
     std::size_t next_start_ = 0;                   // first bucket not yet started
