@@ -244,7 +244,8 @@ Var<T> matmul_impl(const Var<T>& A, const Var<T>& B, bool ta, bool tb)
     // stored (untransposed) operands.
     return op.done(
         [ta, tb](Vjp<T>& v) {
-            const auto [a, b, c] = Product(v.x(0).shape(), v.x(1).shape(), ta, tb);
+            const Product dims(v.x(0).shape(), v.x(1).shape(), ta, tb);
+            const Dims a = dims.a, b = dims.b, c = dims.c;  // not bindings: the lambdas below capture them
             const T *G = v.g.data(), *A = v.x(0).data(), *B = v.x(1).data();
             bool first_A = false, first_B = false;
             T* dA = v.wants(0) ? v.slot(0, first_A).data() : nullptr;
@@ -335,7 +336,8 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
     };
     return op.done(
         [dims](Vjp<T>& v) {
-            const auto [xd, w, gd] = dims(v);
+            const auto d = dims(v);
+            const Dims xd = d[0], w = d[1], gd = d[2];  // not bindings: the lambdas below capture them
             const std::size_t rows = xd[0];
             const T *G = v.g.data(), *x = v.x(0).data(), *W = v.x(1).data();
             bool first, first_x = false, first_W = false;
