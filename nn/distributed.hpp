@@ -20,8 +20,10 @@
 // MPI_Iallreduces start on it while the sweep goes on through the earlier layers. step() waits
 // for all of them, writes the small ones' sums back into .grad and runs the optimiser. Between
 // backward() and step() (or synchronize()) the .grad of a large parameter is being summed: read
-// it after synchronize(). Buckets are started in bucket order on every rank (a bucket that is full
-// early waits for the ones before it), so every rank issues the same collectives in the same order.
+// it after synchronize(). After an exception from backward() it is not put back as it was (its
+// sum may have been under way); the exception ends the job under run(). Buckets are started in
+// bucket order on every rank (a bucket that is full early waits for the ones before it), so every
+// rank issues the same collectives in the same order.
 //
 // Determinism. The same run twice gives the same bits: the buckets, the order of the collectives
 // and OpenMPI's choice of algorithm (a function of message size and number of ranks) are the same.
