@@ -586,10 +586,14 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
     // a bucket of its own, with the small ones recorded just before it). A gradient of a quarter
     // message or more travels in its own pieces anyway: it is summed where it is.
     bool open = false;
+    std::size_t bytes = 0;  // of every gradient in the open bucket
     for (std::size_t k = n; k-- > 0;) {
         auto* p = params_[k].second;
         index_[p] = k;
-        if (!open) buckets_.emplace_back();
+        if (!open) {
+            buckets_.emplace_back();
+            bytes = 0;
+        }
         open = true;
         Bucket& bucket = buckets_.back();
         bucket_of_[k] = buckets_.size() - 1;
@@ -597,14 +601,13 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
         const std::size_t size = p->value().size();
         if (size * sizeof(T) >= options_.message_bytes / 4) {
             in_place_[k] = 1;
-            bucket.own.push_back(k);
         } else {
             offset_[k] = bucket.data.size();
             bucket.data.resize(bucket.data.size() + size);
             count_of(bucket.data.size(), "DataParallel");
         }
-        bucket.bytes += size * sizeof(T);
-        if (bucket.bytes >= options_.bucket_bytes) open = false;
+        bytes += size * sizeof(T);
+        if (bytes >= options_.bucket_bytes) open = false;
     }
     hook_ = [this](Parameter<T>& p) { on_ready(p); };
     reset_step();
@@ -720,7 +723,8 @@ void DataParallel<T>::start_ready_buckets()
             }
         };
         sum(b.data.data(), b.data.size());
-        for (std::size_t k : b.own) sum(params_[k].second->grad.data(), params_[k].second->value().size());
+        for (std::size_t k : b.params)
+            if (in_place_[k]) sum(params_[k].second->grad.data(), params_[k].second->value().size());
         b.started = true;
     }
 }

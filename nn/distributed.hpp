@@ -176,9 +176,7 @@ public:
 private:
     struct Bucket {
         std::vector<std::size_t> params;  // indices into params_, in the order they are packed
-        std::vector<T> data;              // the small gradients, packed
-        std::vector<std::size_t> own;     // the large ones, summed in their own .grad
-        std::size_t bytes = 0;            // of every gradient in the bucket
+        std::vector<T> data;              // the small gradients, packed (the large ones stay in .grad)
         std::size_t pending = 0;          // gradients not yet copied in this step
         std::vector<MPI_Request> requests;  // one per piece of at most message_bytes
         bool started = false;
