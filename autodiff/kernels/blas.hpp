@@ -70,9 +70,9 @@ void outer(const T* x, std::size_t m, const T* y, std::size_t n, T* C, bool accu
 // Two independent products of at least this many multiply-adds each (a layer's dx and dW) run
 // side by side, one per thread, when the pool has two (parallel_invoke). OpenBLAS 0.3.21 splits
 // one product of this size over two threads poorly: dx and dW of a [64, 256] x [256, 256] layer
-// in float take 141 us one after the other on two threads and 89 us side by side, and 64x128x128
-// 49 against 25; 32x64x64 (2^17) takes 5.5 against 6.3, where waking the second thread costs
-// more than it saves (AMD EPYC, 2 cores, Haswell kernels).
+// in float take 134 us one after the other on two threads and 93 us side by side, and 64x128x128
+// 51 against 27; 32x64x64 (2^17) takes 6.4 against 7.1, where waking the second thread costs
+// more than it saves (OMP_NUM_THREADS=2 ad_bench_gemm_pairs; AMD EPYC, 2 cores, Haswell kernels).
 inline constexpr std::size_t concurrent_gemm_min = std::size_t(1) << 18;
 
 // C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1. A product with one
