@@ -64,12 +64,12 @@ void check_output(Tape<T>& tape, const Var<T>& output, const Shape* cotangent, c
 {
     tape.check(output, who);
     tape.check_thread(who);
-    const auto& shape = tape.value(output.index()).shape();
+    const auto& shape = tape.shape(output.index());
     if (cotangent) {
         if (!std::equal(cotangent->begin(), cotangent->end(), shape.begin(), shape.end()))
             throw Error(std::string(who) + ": cotangent has shape " + shape_str(*cotangent) +
                         " but the output has shape " + shape_str(shape) + "; they must be equal");
-    } else if (tape.value(output.index()).size() != 1) {
+    } else if (tape.value_size(output.index()) != 1) {
         throw Error(std::string(who) + ": output has shape " + shape_str(shape) +
                     "; without a cotangent the output must have one element (reduce it with "
                     "sum or mean, or pass a cotangent of its shape)");
@@ -137,7 +137,7 @@ void plant(Sweep<T>& s, const Seed<T>& seed)
         auto& flag = s.reach_flag(i);
         first = !flag;
         flag = 1;
-        a = first ? &s.take_adjoint(i, s.tape.value(i).shape()) : &s.adjoint(i);
+        a = first ? &s.take_adjoint(i, s.tape.shape(i)) : &s.adjoint(i);
     }
     if (first) {
         if (seed.cotangent) xt::noalias(*a) = *seed.cotangent;
@@ -192,7 +192,7 @@ void run(Sweep<T>& s, std::size_t n_seeds, SeedAt seed_at, const Hook<T>* hook, 
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
         if (s.reach_flag(i) && r.vjp) {  // i <= out
-            Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.value(i)};
+            Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.read(i, s.output_read())};
             r.vjp(v);
             if (check) check_backward_anomaly(s, i);
             while (!kept.empty() && kept.back() > i) kept.pop_back();
@@ -260,7 +260,7 @@ std::vector<Var<T>> graph_sweep(const Var<T>& output, const Var<T>* cotangent, c
 
     std::vector<Var<T>> adjoints(out + 1);
     std::vector<char> reached(out + 1, 0);
-    adjoints[out] = cotangent ? *cotangent : tape.constant_of(xt::ones<T>(tape.value(out).shape()));
+    adjoints[out] = cotangent ? *cotangent : tape.constant_of(xt::ones<T>(tape.shape(out)));
     reached[out] = 1;
     for (std::size_t i = out + 1; i-- > 0;) {
         const auto& r = tape.record(i);
@@ -356,7 +356,7 @@ Tape<T>& start_many(const std::vector<Var<T>>& outputs, const std::vector<Tensor
         const auto output_k = [who, k] { return std::string(who) + ": output " + std::to_string(k); };
         if (&tape_of(outputs[k], who) != &tape)
             throw Error(output_k() + " was recorded on another tape than output 0; one sweep walks one tape");
-        const auto& shape = tape.value(outputs[k].index()).shape();
+        const auto& shape = tape.shape(outputs[k].index());
         if (!equal_shapes(cotangents[k].shape(), shape))
             throw Error(output_k() + " has shape " + shape_str(shape) + " but its cotangent has shape " +
                         shape_str(cotangents[k].shape()) + "; they must be equal");

@@ -10,14 +10,17 @@
 //     ad::Var<T> softplus(const ad::Var<T>& x)
 //     {
 //         ad::Op<T> op("softplus", {x});
-//         ad::assign(op.out(), xt::log1p(xt::exp(x.value())));
+//         ad::assign(op.out(), xt::log1p(xt::exp(op.x(0))));
 //         return op.done([](ad::Vjp<T>& v) { v.acc(0, v.g / (T(1) + xt::exp(-v.x(0)))); },
 //                        [](ad::GradVjp<T>& v) { v.acc(0, v.g * ad::sigmoid(v.x(0))); });
 //     }
 //
-// - Op(name, inputs) records the op on the inputs' tape. out() is the output buffer, kept from
-//   step to step: fill it with ad::assign(op.out(), ...), xt::noalias(op.out()) = ... or
-//   resize() and a loop (a plain assignment would allocate a fresh buffer every step).
+// - Op(name, inputs) records the op on the inputs' tape. op.x(k) is input k's value, valid
+//   until done(). out() is the output buffer, kept from step to step: fill it with
+//   ad::assign(op.out(), ...), xt::noalias(op.out()) = ... or resize() and a loop (a plain
+//   assignment would allocate a fresh buffer every step). A one-element output of rank <= 4 is
+//   kept in the record itself, and op.x(k) reads such an input without making it a tensor
+//   (x.value() works too, but makes one), so a tape of scalar ops holds no tensor per op.
 // - Attributes (a slope, an axis, a flag) are captured by the lambdas: the closure is the op's
 //   typed state. Captures of up to 48 bytes are stored in the record itself, so recording
 //   allocates nothing; larger ones (a captured std::function, a big struct) go to the heap.
@@ -195,7 +198,7 @@ template <class T, class S>
     const auto i = tape.input(r, k);
     throw Error(std::string(r.op) + " (tape position " + std::to_string(index) + "): its VJP adds a gradient of shape " +
                 shape_str(shape) + " into input " + std::to_string(k) + " of shape " +
-                shape_str(tape.value(i).shape()) + " (op '" + tape.record(i).op + "' at tape position " +
+                shape_str(tape.shape(i)) + " (op '" + tape.record(i).op + "' at tape position " +
                 std::to_string(i) + "); a gradient must have its input's shape, or broadcast to it (then it is "
                 "summed back)");
 }
@@ -219,7 +222,8 @@ struct Vjp {
         if (k >= record.n_inputs) detail::refuse_input(tape, index, k);
         return tape.input(record, k);
     }
-    const Tensor<T>& x(std::size_t k) const { return tape.value(id(k)); }
+    // Valid until the VJP returns (a one-element input is read into the sweep's scratch).
+    const Tensor<T>& x(std::size_t k) const { return tape.read(id(k), sweep.read_scratch(k)); }
     // What this record saved this step.
     const Tensor<T>& saved(std::size_t k) const { return detail::saved_tensor(tape, record, k); }
     const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record); }
@@ -245,7 +249,7 @@ struct Vjp {
         auto& flag = sweep.reach_flag(i);
         first = !flag;
         flag = 1;
-        return first ? sweep.take_adjoint(i, (r.param ? r.param->value() : r.value).shape()) : sweep.adjoint(i);
+        return first ? sweep.take_adjoint(i, tape.shape(i)) : sweep.adjoint(i);
     }
 
     // adjoint(input k) += e, with e summed back to the input's shape where the forward
@@ -257,7 +261,7 @@ struct Vjp {
         const auto i = id(k);  // checked once here
         const auto& r = tape.record(i);
         if (!r.needs_grad) return;
-        const auto& xs = (r.param ? r.param->value() : r.value).shape();
+        const auto& xs = tape.shape(i);
         const bool same = equal_shapes(e.shape(), xs);
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         bool first;
@@ -292,7 +296,7 @@ struct Vjp {
         if (!r.needs_grad) return;
         bool first;
         T* d = slot_at(i, first).data();
-        const std::size_t n = (r.param ? r.param->value() : r.value).size();
+        const std::size_t n = tape.value_size(i);
         kernels::parallel_for(n, 1, [d, first, f](std::size_t b, std::size_t end) {  // by value: vectorises
             if (first)
                 for (std::size_t j = b; j < end; ++j) d[j] = f(j);
@@ -339,7 +343,7 @@ struct GradVjp {
         if (!wants(k)) return;
         const auto i = id(k);
         tape.check(e, record().op);
-        const auto& xs = tape.value(i).shape();
+        const auto& xs = tape.shape(i);
         const bool same = equal_shapes(e.shape(), xs);
         if (!same && !detail::sums_to(e.shape(), xs)) detail::refuse_contribution(tape, index, k, e.shape());
         const Var<T> d = same ? e : sum_to(e, xs);
@@ -365,10 +369,30 @@ public:
     Op& operator=(const Op&) = delete;
     ~Op()
     {
+        if (scratch_) scratch_->busy = false;
         if (!done_) tape_.drop(index_);
     }
 
-    Tensor<T>& out() { return r_.value; }
+    // The output buffer: the record's own tensor if it has one (kept from step to step), else
+    // scratch whose value done() keeps in line if it is one element, or moves into a tensor of
+    // the record's own.
+    Tensor<T>& out()
+    {
+        if (!out_) out_ = r_.tensor ? r_.tensor.get() : &scratch().out;
+        return *out_;
+    }
+    // Input k's value, valid until done(): a one-element input is read into this op's scratch,
+    // where v.value() would make it a tensor of its own.
+    const Tensor<T>& x(std::size_t k)
+    {
+        if (k >= r_.n_inputs) detail::refuse_input(tape_, index_, k);
+        const auto i = tape_.input(r_, k);
+        const auto& r = tape_.record(i);
+        if (r.param || !r.in_line) return tape_.value(i);
+        auto& in = scratch().in;
+        while (in.size() <= k) in.emplace_back();
+        return detail::hold_scalar(in[k], r);
+    }
     Tensor<T>& save(std::size_t k)
     {
         auto& s = tape_.saved(r_);
@@ -398,6 +422,7 @@ public:
     Var<T> done(F&& vjp, G&& graph_vjp)
     {
         if (r_.needs_grad) r_.vjp.set(std::forward<F>(vjp), std::forward<G>(graph_vjp));
+        keep_output();
         if (anomaly_enabled()) check_forward_anomaly(tape_, index_);
         if (!grad_enabled()) tape_.count_no_grad(r_.op, index_);
         r_.done = true;
@@ -413,9 +438,36 @@ private:
         return tape_of(*inputs.begin(), name);
     }
 
+    detail::OpScratch<T>& scratch()
+    {
+        if (!scratch_) scratch_ = &tape_.take_op_scratch();
+        return *scratch_;
+    }
+    void keep_output()
+    {
+        if (!out_) return;  // out() never called: a zero of rank 0
+        if (out_ == r_.tensor.get()) {
+            r_.in_line = false;
+        } else if (detail::fits_in_line(*out_)) {
+            r_.in_line = true;
+            r_.rank = static_cast<std::uint8_t>(out_->dimension());
+            r_.scalar = *out_->data();
+        } else {
+            r_.tensor = std::make_unique<Tensor<T>>(std::move(*out_));  // the record's from now on
+            *out_ = Tensor<T>();  // a moved-from xarray keeps its shape but not its buffer
+            r_.in_line = false;
+        }
+        if (scratch_) {
+            scratch_->busy = false;
+            scratch_ = nullptr;
+        }
+    }
+
     Tape<T>& tape_;
     detail::Record<T>& r_;
     std::size_t index_;
+    Tensor<T>* out_ = nullptr;
+    detail::OpScratch<T>* scratch_ = nullptr;
     bool done_ = false;
 };
 

@@ -70,7 +70,7 @@ template <class T>
 Var<T> neg(const Var<T>& x)
 {
     Op<T> op("neg", {x});
-    assign(op.out(), -x.value());
+    assign(op.out(), -op.x(0));
     auto vjp = [](auto& v) { v.acc(0, -v.g); };
     return op.done(vjp, vjp);
 }
@@ -82,8 +82,8 @@ Var<T> add(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("add", a, b);
     Op<T> op("add", {a, b});
-    const auto& av = a.value();
-    const auto& bv = b.value();
+    const auto& av = op.x(0);
+    const auto& bv = op.x(1);
     if (av.shape() == bv.shape()) {  // the common case (a residual sum) as a plain loop
         auto& y = op.out();
         y.resize(av.shape());
@@ -109,7 +109,7 @@ Var<T> sub(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("sub", a, b);
     Op<T> op("sub", {a, b});
-    assign(op.out(), a.value() - b.value());
+    assign(op.out(), op.x(0) - op.x(1));
     auto vjp = [](auto& v) {
         v.acc(0, v.g);
         v.acc(1, -v.g);
@@ -124,7 +124,7 @@ Var<T> mul(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("mul", a, b);
     Op<T> op("mul", {a, b});
-    assign(op.out(), a.value() * b.value());
+    assign(op.out(), op.x(0) * op.x(1));
     auto vjp = [](auto& v) {
         v.acc(0, v.g * v.x(1));
         v.acc(1, v.g * v.x(0));
@@ -139,7 +139,7 @@ Var<T> div(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("div", a, b);
     Op<T> op("div", {a, b});
-    assign(op.out(), a.value() / b.value());
+    assign(op.out(), op.x(0) / op.x(1));
     auto vjp = [](auto& v) {
         v.acc(0, v.g / v.x(1));
         v.acc(1, -v.g * v.y / v.x(1));
@@ -153,7 +153,7 @@ template <class T>
 Var<T> add(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("add_scalar", {x});
-    assign(op.out(), x.value() + s);
+    assign(op.out(), op.x(0) + s);
     auto vjp = [](auto& v) { v.acc(0, v.g); };
     return op.done(vjp, vjp);
 }
@@ -164,7 +164,7 @@ template <class T>
 Var<T> mul(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("mul_scalar", {x});
-    assign(op.out(), x.value() * s);
+    assign(op.out(), op.x(0) * s);
     auto vjp = [s](auto& v) { v.acc(0, v.g * s); };
     return op.done(vjp, vjp);
 }
@@ -175,7 +175,7 @@ template <class T>
 Var<T> div(const Var<T>& x, Scalar<T> s)
 {
     Op<T> op("div_scalar", {x});
-    assign(op.out(), x.value() / s);
+    assign(op.out(), op.x(0) / s);
     auto vjp = [s](auto& v) { v.acc(0, v.g / s); };
     return op.done(vjp, vjp);
 }
@@ -186,7 +186,7 @@ template <class T>
 Var<T> sub(Scalar<T> s, const Var<T>& x)
 {
     Op<T> op("rsub_scalar", {x});
-    assign(op.out(), s - x.value());
+    assign(op.out(), s - op.x(0));
     auto vjp = [](auto& v) { v.acc(0, -v.g); };
     return op.done(vjp, vjp);
 }
@@ -197,7 +197,7 @@ template <class T>
 Var<T> rdiv(Scalar<T> s, const Var<T>& x)
 {
     Op<T> op("rdiv_scalar", {x});
-    assign(op.out(), s / x.value());
+    assign(op.out(), s / op.x(0));
     auto vjp = [](auto& v) { v.acc(0, -v.g * v.y / v.x(0)); };
     return op.done(vjp, vjp);
 }
@@ -208,7 +208,7 @@ template <class T>
 Var<T> pow(const Var<T>& x, Scalar<T> p)
 {
     Op<T> op("pow", {x});
-    assign(op.out(), xt::pow(x.value(), p));
+    assign(op.out(), xt::pow(op.x(0), p));
     auto vjp = [p](auto& v) { v.acc(0, v.g * p * pow(v.x(0), p - T(1))); };
     return op.done(vjp, vjp);
 }
@@ -219,7 +219,7 @@ template <class T>
 Var<T> square(const Var<T>& x)
 {
     Op<T> op("square", {x});
-    assign(op.out(), x.value() * x.value());
+    assign(op.out(), op.x(0) * op.x(0));
     auto vjp = [](auto& v) { v.acc(0, T(2) * v.x(0) * v.g); };
     return op.done(vjp, vjp);
 }
@@ -230,7 +230,7 @@ template <class T>
 Var<T> sqrt(const Var<T>& x)
 {
     Op<T> op("sqrt", {x});
-    assign(op.out(), xt::sqrt(x.value()));
+    assign(op.out(), xt::sqrt(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g / (T(2) * v.y)); };
     return op.done(vjp, vjp);
 }
@@ -241,7 +241,7 @@ template <class T>
 Var<T> exp(const Var<T>& x)
 {
     Op<T> op("exp", {x});
-    assign(op.out(), xt::exp(x.value()));
+    assign(op.out(), xt::exp(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * v.y); };
     return op.done(vjp, vjp);
 }
@@ -252,7 +252,7 @@ template <class T>
 Var<T> log(const Var<T>& x)
 {
     Op<T> op("log", {x});
-    assign(op.out(), xt::log(x.value()));
+    assign(op.out(), xt::log(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g / v.x(0)); };
     return op.done(vjp, vjp);
 }
@@ -263,7 +263,7 @@ template <class T>
 Var<T> abs(const Var<T>& x)
 {
     Op<T> op("abs", {x});
-    assign(op.out(), xt::abs(x.value()));
+    assign(op.out(), xt::abs(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * v.constant(xt::sign(v.value(0)))); };
     return op.done(vjp, vjp);
 }
@@ -274,7 +274,7 @@ template <class T>
 Var<T> sin(const Var<T>& x)
 {
     Op<T> op("sin", {x});
-    assign(op.out(), xt::sin(x.value()));
+    assign(op.out(), xt::sin(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * cos(v.x(0))); };
     return op.done(vjp, vjp);
 }
@@ -285,7 +285,7 @@ template <class T>
 Var<T> cos(const Var<T>& x)
 {
     Op<T> op("cos", {x});
-    assign(op.out(), xt::cos(x.value()));
+    assign(op.out(), xt::cos(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, -v.g * sin(v.x(0))); };
     return op.done(vjp, vjp);
 }
@@ -308,7 +308,7 @@ Var<T> maximum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("maximum", a, b);
     Op<T> op("maximum", {a, b});
-    const auto &av = a.value(), &bv = b.value();
+    const auto &av = op.x(0), &bv = op.x(1);
     assign(op.out(), xt::where(xt::isnan(av) || av > bv, av, bv));
     auto vjp = [](auto& v) {
         const auto &a = v.value(0), &b = v.value(1);
@@ -325,7 +325,7 @@ Var<T> minimum(const Var<T>& a, const Var<T>& b)
 {
     check_broadcast("minimum", a, b);
     Op<T> op("minimum", {a, b});
-    const auto &av = a.value(), &bv = b.value();
+    const auto &av = op.x(0), &bv = op.x(1);
     assign(op.out(), xt::where(xt::isnan(av) || av < bv, av, bv));
     auto vjp = [](auto& v) {
         const auto &a = v.value(0), &b = v.value(1);
@@ -343,7 +343,7 @@ Var<T> clamp(const Var<T>& x, Scalar<T> lo, Scalar<T> hi)
     if (!(lo <= hi))
         fail("clamp", x, "needs lo <= hi, got lo = " + std::to_string(lo) + ", hi = " + std::to_string(hi));
     Op<T> op("clamp", {x});
-    const auto& xv = x.value();
+    const auto& xv = op.x(0);
     assign(op.out(), xt::where(xt::isnan(xv), xv, xt::clip(xv, lo, hi)));
     auto vjp = [lo, hi](auto& v) {
         const auto& x = v.value(0);
@@ -358,7 +358,7 @@ template <class T>
 Var<T> tanh(const Var<T>& x)
 {
     Op<T> op("tanh", {x});
-    assign(op.out(), xt::tanh(x.value()));
+    assign(op.out(), xt::tanh(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * (T(1) - v.y * v.y)); };
     return op.done(vjp, vjp);
 }
@@ -369,7 +369,7 @@ template <class T>
 Var<T> sigmoid(const Var<T>& x)
 {
     Op<T> op("sigmoid", {x});
-    assign(op.out(), T(1) / (T(1) + xt::exp(-x.value())));
+    assign(op.out(), T(1) / (T(1) + xt::exp(-op.x(0))));
     auto vjp = [](auto& v) { v.acc(0, v.g * v.y * (T(1) - v.y)); };
     return op.done(vjp, vjp);
 }
@@ -385,7 +385,7 @@ Var<T> relu_grad(const Var<T>& g, const Var<T>& x)
     Op<T> op("relu_grad", {g, x});
     auto& y = op.out();
     y.resize(g.shape());
-    const T *gp = g.value().data(), *xp = x.value().data();
+    const T *gp = op.x(0).data(), *xp = op.x(1).data();
     kernels::parallel_for(y.size(), 1, [=, yp = y.data()](std::size_t b, std::size_t e) {
         for (std::size_t i = b; i < e; ++i) {
             const T gi = gp[i];
@@ -411,7 +411,7 @@ Var<T> relu(const Var<T>& x)
     Op<T> op("relu", {x});
     auto& y = op.out();
     y.resize(x.shape());
-    const T* xp = x.value().data();
+    const T* xp = op.x(0).data();
     T* yp = y.data();
     kernels::parallel_for(y.size(), 1, [=](std::size_t b, std::size_t e) {
         for (std::size_t i = b; i < e; ++i) yp[i] = xp[i] > T(0) || xp[i] != xp[i] ? xp[i] : T(0);
@@ -433,7 +433,7 @@ template <class T>
 Var<T> leaky_relu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("leaky_relu", {x});
-    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * x.value()));
+    assign(op.out(), xt::where(op.x(0) > T(0), op.x(0), alpha * op.x(0)));
     auto vjp = [alpha](auto& v) { v.acc(0, v.g * v.constant(xt::where(v.value(0) > T(0), T(1), alpha))); };
     return op.done(vjp, vjp);
 }
@@ -445,7 +445,7 @@ template <class T>
 Var<T> elu(const Var<T>& x, Scalar<T> alpha)
 {
     Op<T> op("elu", {x});
-    assign(op.out(), xt::where(x.value() > T(0), x.value(), alpha * xt::expm1(x.value())));
+    assign(op.out(), xt::where(op.x(0) > T(0), op.x(0), alpha * xt::expm1(op.x(0))));
     auto vjp = [alpha](auto& v) {
         const auto pos = v.constant(positive(v.value(0)));
         v.acc(0, v.g * (pos + (T(1) - pos) * (v.y + alpha)));
@@ -461,7 +461,7 @@ Var<T> selu(const Var<T>& x)
 {
     const T alpha = T(selu_alpha), scale = T(selu_scale);
     Op<T> op("selu", {x});
-    assign(op.out(), scale * xt::where(x.value() > T(0), x.value(), alpha * xt::expm1(x.value())));
+    assign(op.out(), scale * xt::where(op.x(0) > T(0), op.x(0), alpha * xt::expm1(op.x(0))));
     auto vjp = [=](auto& v) {
         const auto pos = v.constant(positive(v.value(0)));
         v.acc(0, v.g * (pos * scale + (T(1) - pos) * (v.y + scale * alpha)));
@@ -475,7 +475,7 @@ template <class T>
 Var<T> softplus(const Var<T>& x)
 {
     Op<T> op("softplus", {x});
-    assign(op.out(), xt::maximum(x.value(), T(0)) + xt::log1p(xt::exp(-xt::abs(x.value()))));
+    assign(op.out(), xt::maximum(op.x(0), T(0)) + xt::log1p(xt::exp(-xt::abs(op.x(0)))));
     auto vjp = [](auto& v) { v.acc(0, v.g * sigmoid(v.x(0))); };
     return op.done(vjp, vjp);
 }
@@ -487,7 +487,7 @@ template <class T>
 Var<T> normal_cdf(const Var<T>& x)
 {
     Op<T> op("normal_cdf", {x});
-    assign(op.out(), normal_cdf(x.value()));
+    assign(op.out(), normal_cdf(op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * T(inv_sqrt_2pi) * exp(T(-0.5) * v.x(0) * v.x(0))); };
     return op.done(vjp, vjp);
 }
@@ -498,7 +498,7 @@ template <class T>
 Var<T> gelu(const Var<T>& x)
 {
     Op<T> op("gelu", {x});
-    assign(op.out(), x.value() * normal_cdf(x.value()));
+    assign(op.out(), op.x(0) * normal_cdf(op.x(0)));
     auto vjp = [](auto& v) {
         const auto& x = v.x(0);
         v.acc(0, v.g * (normal_cdf(x) + x * T(inv_sqrt_2pi) * exp(T(-0.5) * x * x)));
@@ -540,7 +540,7 @@ Var<T> select_by(const char* name, const Cond& cond, const Var<T>& a, const Var<
     Op<T> op(name, {a, b});
     auto& m = op.save(0);
     xt::noalias(m) = cond;
-    assign(op.out(), xt::where(m > T(0), a.value(), b.value()));
+    assign(op.out(), xt::where(m > T(0), op.x(0), op.x(1)));
     auto vjp = [](auto& v) {
         v.acc(0, v.g * v.saved(0));
         v.acc(1, v.g * (T(1) - v.saved(0)));
@@ -584,7 +584,7 @@ Var<T> masked_fill(const Var<T>& x, const xt::xarray<bool>& mask, Scalar<T> valu
     Op<T> op("masked_fill", {x});
     auto& m = op.save(0);
     xt::noalias(m) = xt::cast<T>(mask);
-    assign(op.out(), xt::where(m > T(0), T(value), x.value()));
+    assign(op.out(), xt::where(m > T(0), T(value), op.x(0)));
     auto vjp = [](auto& v) { v.acc(0, v.g * (T(1) - v.saved(0))); };
     return op.done(vjp, vjp);
 }

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -52,6 +53,10 @@ struct SweepBuffers {
     std::vector<std::uint32_t> adjoint_at;   // record -> position in pool
     std::vector<char> reached;               // record -> has an adjoint in this sweep
     Tensor<T> scratch, scratch2;             // reused by broadcasting reductions
+    // What a VJP reads one-element values into (Tape::read): its inputs' and its output's. A
+    // deque: growing it keeps the references handed out.
+    std::deque<Tensor<T>> reads;
+    Tensor<T> output_read;
     // backward(): the parameters whose .grad the sweep wrote and was not zero, with what to put
     // back if it throws
     struct Touched {
@@ -171,6 +176,12 @@ public:
     void restore_params();
 
     Tensor<T>& scratch() { return b_->scratch; }
+    Tensor<T>& read_scratch(std::size_t k)
+    {
+        while (b_->reads.size() <= k) b_->reads.emplace_back();
+        return b_->reads[k];
+    }
+    Tensor<T>& output_read() { return b_->output_read; }
     Tensor<T>& scratch2() { return b_->scratch2; }
 
 private:

@@ -4,7 +4,11 @@
 
 #include <xtensor/xbuilder.hpp>
 
+#include <sys/mman.h>
+
+#include <cstdlib>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
@@ -177,10 +181,11 @@ bool Var<T>::valid() const
 template <class T>
 T Var<T>::item() const
 {
-    const auto& v = value();
-    if (v.size() != 1)
-        throw Error("item: needs a one-element tensor, got shape " + shape_str(v.shape()));
-    return *v.begin();
+    Tape<T>& t = tape_of(*this, "item");
+    t.check(*this, "item");
+    if (t.value_size(index_) != 1)
+        throw Error("item: needs a one-element tensor, got shape " + shape_str(t.shape(index_)));
+    return t.item(index_);
 }
 
 template <class T>
@@ -240,7 +245,41 @@ void Tape<T>::return_other_sweep_buffers(detail::SweepBuffers<T>* b)
 template <class T>
 Tape<T>::~Tape()
 {
+    for (std::size_t c = 0; c < chunks_.size(); ++c) {
+        std::destroy_n(chunks_[c], chunk_mask + 1);
+        if (c < chunks_alone) ::operator delete(chunks_[c], std::align_val_t(alignof(detail::Record<T>)));
+    }
+    for (void* s : slabs_) std::free(s);
     anchors<T>().give_back(anchor_);
+}
+
+template <class T>
+void Tape<T>::add_chunk(const char* op)
+{
+    constexpr std::size_t chunk_bytes = (chunk_mask + 1) * sizeof(detail::Record<T>);
+    static_assert(slab_bytes % chunk_bytes == 0 && alignof(detail::Record<T>) <= 4096, "chunks tile a slab");
+    chunks_.reserve(chunks_.size() + 1);  // what can throw happens before the chunk is held
+    slabs_.reserve(slabs_.size() + 1);
+    void* at;
+    if (chunks_.size() < chunks_alone) {
+        at = ::operator new(chunk_bytes, std::align_val_t(alignof(detail::Record<T>)));
+    } else {
+        if (slab_left_ == 0) {
+            void* slab = std::aligned_alloc(slab_bytes, slab_bytes);
+            if (!slab)
+                throw Error(std::string(op) + ": out of memory for the tape's records (" + std::to_string(n_) +
+                            " recorded)");
+            madvise(slab, slab_bytes, MADV_HUGEPAGE);  // a hint: without huge pages it is ordinary memory
+            slabs_.push_back(slab);
+            slab_left_ = slab_bytes / chunk_bytes;
+        }
+        at = static_cast<char*>(slabs_.back()) + (slab_bytes / chunk_bytes - slab_left_--) * chunk_bytes;
+    }
+    auto* chunk = static_cast<detail::Record<T>*>(at);
+    static_assert(std::is_nothrow_default_constructible<detail::Record<T>>::value, "making a record allocates nothing");
+    std::uninitialized_default_construct_n(chunk, chunk_mask + 1);
+    chunks_.push_back(chunk);
+    capacity_ += chunk_mask + 1;
 }
 
 template <class T>
@@ -265,7 +304,7 @@ void Tape<T>::take_or_refuse(const char* op)
 template <class T>
 void Tape<T>::count_no_grad(const char* op, std::size_t index)
 {
-    no_grad_bytes_ += value(index).size() * sizeof(T);
+    no_grad_bytes_ += value_size(index) * sizeof(T);
     if (no_grad_bytes_ <= no_grad_limit_) return;
     throw Error(std::string(op) + ": the tape holds " + std::to_string(n_) + " records (" +
                 std::to_string(no_grad_bytes_ >> 20) + " MiB of values) recorded under NoGrad "
@@ -300,9 +339,14 @@ detail::Record<T>& Tape<T>::push_impl(const char* op, const Inputs& inputs)
     }
     auto& r = leaf(op, needs && detail::grad_mode);
     r.done = false;
-    r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = static_cast<std::uint32_t>(inputs.size());
-    for (const auto& v : inputs) inputs_.push_back(v.index());
+    if (r.n_inputs <= 2) {
+        std::size_t k = 0;
+        for (const auto& v : inputs) r.in[k++] = v.index();
+    } else {
+        r.in[0] = static_cast<std::uint32_t>(inputs_.size());
+        for (const auto& v : inputs) inputs_.push_back(v.index());
+    }
     return r;
 }
 
@@ -326,21 +370,33 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
         if (n_ > UINT32_MAX - 1)
             throw Error(std::string(op) + ": the tape is full (" + std::to_string(n_) +
                         " records); clear it between steps");
-        // capacity_ grows only once the chunk is held, so a throw leaves the tape as it was
-        std::unique_ptr<detail::Record<T>[]> chunk(new detail::Record<T>[chunk_mask + 1]);
-        chunks_.push_back(std::move(chunk));
-        capacity_ += chunk_mask + 1;
+        add_chunk(op);
     }
     auto& r = record(n_++);
     r.op = op;
     r.vjp.reset();
-    r.first_input = static_cast<std::uint32_t>(inputs_.size());
     r.n_inputs = 0;
     r.saved = 0;
     r.needs_grad = needs_grad;
     r.done = true;  // leaves; push() clears it until Op::done()
+    r.in_line = true;  // a zero of rank 0 until a value is set
+    r.rank = 0;
+    r.scalar = T(0);
     r.param = nullptr;
     return r;
+}
+
+template <class T>
+detail::OpScratch<T>& Tape<T>::take_op_scratch()
+{
+    for (auto& s : op_scratch_)
+        if (!s.busy) {
+            s.busy = true;
+            return s;
+        }
+    op_scratch_.emplace_back();
+    op_scratch_.back().busy = true;
+    return op_scratch_.back();
 }
 
 template <class T>
@@ -352,7 +408,7 @@ void Tape<T>::drop(std::size_t i)
     r.needs_grad = false;
     if (i + 1 != n_) return;
     --n_;
-    inputs_.resize(r.first_input);
+    if (r.n_inputs > 2) inputs_.resize(r.in[0]);
     if (r.saved) n_saved_ = r.saved - 1;
     if (!param_leaves_.empty() && param_leaves_.back() == n_) param_leaves_.pop_back();
 }
@@ -375,7 +431,7 @@ template <class T>
 Var<T> Tape<T>::constant(const Tensor<T>& value)
 {
     auto& r = leaf("constant", false);
-    r.value = value;
+    set_value(r, value);
     if (!detail::grad_mode) count_no_grad("constant", n_ - 1);
     return handle(n_ - 1);
 }
@@ -384,7 +440,7 @@ template <class T>
 Var<T> Tape<T>::variable(const Tensor<T>& value)
 {
     auto& r = leaf("variable", detail::grad_mode);
-    r.value = value;
+    set_value(r, value);
     if (!detail::grad_mode) count_no_grad("variable", n_ - 1);
     return handle(n_ - 1);
 }

@@ -11,7 +11,8 @@
 // The contract:
 // - One thread at a time. A tape belongs to the thread that records its first value after
 //   construction or clear(); recording on it or sweeping it from another thread raises
-//   ad::Error. Threads that train at once each use a tape of their own. A Parameter may be
+//   ad::Error. Threads that train at once each use a tape of their own. Reading values takes
+//   turns too: the first value() of a one-element value writes its record (see Record). A Parameter may be
 //   shared by tapes on several threads: reading its value is safe, and backward() on several
 //   threads adding into one parameter's .grad is safe too (sweeps that write the same parameter
 //   take turns: each locks its parameters' stripes of a global lock table, in one order, for
@@ -241,18 +242,59 @@ void Backward<T>::set(F&& first, G&& graph)
     calls_ = &calls_for<Pair>;
 }
 
+// One op or leaf. 128 bytes in double (the fields are ordered so that none pads): a scalar
+// tape's memory is mostly its records.
 template <class T>
 struct Record {
-    const char* op = "";            // the op's name, for errors, anomaly reports and graphs
     Backward<T> vjp;                // empty: a leaf, or an op none of whose inputs needs a gradient
-    std::uint32_t first_input = 0;  // inputs are tape.inputs_[first_input, first_input + n_inputs)
-    std::uint32_t n_inputs = 0;
-    std::uint32_t saved = 0;        // 0, or 1 + the position of what the op saved in tape.saved_
-    bool needs_grad = false;
-    bool done = false;              // its handle is valid: a leaf, or an op that reached Op::done()
+    const char* op = "";            // the op's name, for errors, anomaly reports and graphs
     Parameter<T>* param = nullptr;  // a leaf that reads a parameter's value in place
     std::uint64_t param_version = 0;
-    Tensor<T> value;                // the output (unused for parameter leaves)
+    // The output (unused for parameter leaves). A one-element value of rank <= 4 is `scalar`
+    // (its shape is all ones, `rank` of them), so a scalar tape holds no tensor per record;
+    // other values are `*tensor`, made the first time the record holds one and kept from step to
+    // step. A one-element value read as a tensor (Tape::value) is mirrored into `tensor` too.
+    T scalar = T(0);
+    mutable std::unique_ptr<Tensor<T>> tensor;
+    std::uint32_t n_inputs = 0;
+    // The inputs' positions: up to two here, more in tape.inputs_[in[0], in[0] + n_inputs).
+    std::uint32_t in[2] = {0, 0};
+    std::uint32_t saved = 0;  // 0, or 1 + the position of what the op saved in tape.saved_
+    bool needs_grad = false;
+    bool done = false;  // its handle is valid: a leaf, or an op that reached Op::done()
+    bool in_line = true;
+    std::uint8_t rank = 0;
+};
+
+// The shape of a one-element value of rank r <= 4: r ones.
+inline const Shape ones_shapes[] = {Shape{}, Shape{1}, Shape{1, 1}, Shape{1, 1, 1}, Shape{1, 1, 1, 1}};
+inline const Shape& ones_shape(std::size_t r) { return ones_shapes[r]; }
+constexpr std::size_t max_in_line_rank = 4;
+
+// t = the one-element value of r, without allocating once t holds one element.
+template <class T>
+const Tensor<T>& hold_scalar(Tensor<T>& t, const Record<T>& r)
+{
+    const Shape& s = ones_shape(r.rank);
+    if (!equal_shapes(t.shape(), s)) t.resize(s);
+    *t.data() = r.scalar;
+    return t;
+}
+
+// Op outputs that are one element of rank <= 4 are held in line.
+template <class T>
+bool fits_in_line(const Tensor<T>& t)
+{
+    return t.size() == 1 && t.dimension() <= max_in_line_rank;
+}
+
+// The scratch an op works in while it records (Op::out() for a record without a tensor of its
+// own, Op::x(k) for one-element inputs), kept from step to step. An op holds one until done().
+template <class T>
+struct OpScratch {
+    Tensor<T> out;
+    std::deque<Tensor<T>> in;  // a deque: growing it keeps the references handed out
+    bool busy = false;
 };
 
 // What an op keeps for its VJP besides its inputs and output, kept apart from the records
@@ -286,9 +328,9 @@ public:
         : anchor_(anchor), index_(index), generation_(generation) {}
 
     const Tensor<T>& value() const;
-    const Shape& shape() const { return value().shape(); }
-    std::size_t size() const { return value().size(); }
-    std::size_t dimension() const { return value().dimension(); }
+    const Shape& shape() const;
+    std::size_t size() const;
+    std::size_t dimension() const { return shape().size(); }
     T item() const;  // the value of a one-element tensor
     bool requires_grad() const;
     Tape<T>& tape() const;
@@ -364,14 +406,54 @@ public:
     }
     detail::Record<T>& record(std::size_t i) { return chunks_[i >> chunk_bits][i & chunk_mask]; }
     const detail::Record<T>& record(std::size_t i) const { return chunks_[i >> chunk_bits][i & chunk_mask]; }
+    // Record i's value. A one-element value held in line is mirrored into a tensor of the
+    // record's own on the first call (kept from step to step), so the reference stays valid
+    // until clear() like any other.
     const Tensor<T>& value(std::size_t i) const
     {
         const auto& r = record(i);
-        return r.param ? r.param->value() : r.value;
+        if (r.param) return r.param->value();
+        if (!r.in_line) return *r.tensor;
+        if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
+        return detail::hold_scalar(*r.tensor, r);
     }
+    // The same for a read that ends before `scratch` is used again (an op's forward, a VJP): a
+    // value held in line is copied into scratch, and no tensor is made for it.
+    const Tensor<T>& read(std::size_t i, Tensor<T>& scratch) const
+    {
+        const auto& r = record(i);
+        if (r.param) return r.param->value();
+        if (!r.in_line) return *r.tensor;
+        return detail::hold_scalar(scratch, r);
+    }
+    const Shape& shape(std::size_t i) const
+    {
+        const auto& r = record(i);
+        if (r.param) return r.param->value().shape();
+        return r.in_line ? detail::ones_shape(r.rank) : r.tensor->shape();
+    }
+    std::size_t value_size(std::size_t i) const
+    {
+        const auto& r = record(i);
+        if (r.param) return r.param->value().size();
+        return r.in_line ? 1 : r.tensor->size();
+    }
+    // Record i's one-element value.
+    T item(std::size_t i) const
+    {
+        const auto& r = record(i);
+        if (!r.param && r.in_line) return r.scalar;
+        return *value(i).data();
+    }
+    // Sets r's value to e: in line if it is one element of rank <= 4, else evaluated into the
+    // record's tensor (its buffer kept from step to step).
+    template <class E>
+    void set_value(detail::Record<T>& r, const E& e);
+    // Op scratch: taken by an op that needs it, given back at done() or when the op is undone.
+    detail::OpScratch<T>& take_op_scratch();
     std::uint32_t input(const detail::Record<T>& r, std::size_t k) const
     {
-        return inputs_[r.first_input + k];
+        return r.n_inputs <= 2 ? r.in[k] : inputs_[r.in[0] + k];
     }
     // The handle belongs to this tape's current generation, or ad::Error naming `op`.
     // (No handle to a record that is not done exists: handle() refuses one, and drop() undoes
@@ -427,18 +509,26 @@ private:
     void return_other_sweep_buffers(detail::SweepBuffers<T>* b);
 
     // Records live in fixed-size chunks: references stay valid as the tape grows, and finding
-    // record i is a shift and a mask.
+    // record i is a shift and a mask. The first chunks are allocated one by one; a longer tape
+    // takes the rest from 2 MiB slabs that the kernel may back with huge pages, so that a first
+    // recording of a million ops takes dozens of page faults rather than tens of thousands.
     static constexpr std::size_t chunk_bits = 8, chunk_mask = (std::size_t(1) << chunk_bits) - 1;
-    std::vector<std::unique_ptr<detail::Record<T>[]>> chunks_;
+    static constexpr std::size_t chunks_alone = 8;  // 2048 records before slabs
+    static constexpr std::size_t slab_bytes = std::size_t(2) << 20;
+    void add_chunk(const char* op);
+    std::vector<detail::Record<T>*> chunks_;
+    std::vector<void*> slabs_;
+    std::size_t slab_left_ = 0;  // chunks still free in the last slab
     std::unique_ptr<detail::SweepBuffers<T>> sweep_buffers_;  // made by the first sweep
     bool sweep_buffers_lent_ = false;
     std::unique_ptr<detail::SweepBuffers<T>> nested_buffers_;  // kept for the next nested sweep
     std::size_t capacity_ = 0;  // records in the chunks
     std::size_t n_ = 0;
-    std::vector<std::uint32_t> inputs_;
+    std::vector<std::uint32_t> inputs_;  // of ops with more than two inputs
     // A deque: an op recorded inside a differentiable VJP may save while that VJP still reads
     // what its own op saved, so entries must not move as the list grows.
     std::deque<detail::Saved<T>> saved_;
+    std::deque<detail::OpScratch<T>> op_scratch_;  // one per op recording at once (nested ones)
     std::size_t n_saved_ = 0;  // entries of saved_ in use since the last clear()
     std::vector<std::uint32_t> param_leaves_;
     std::uint64_t param_mask_ = 0;
@@ -488,11 +578,44 @@ inline const Tensor<T>& Var<T>::value() const
 }
 
 template <class T>
+inline const Shape& Var<T>::shape() const
+{
+    Tape<T>& t = tape_of(*this, "shape");
+    t.check(*this, "shape");
+    return t.shape(index_);
+}
+
+template <class T>
+inline std::size_t Var<T>::size() const
+{
+    Tape<T>& t = tape_of(*this, "size");
+    t.check(*this, "size");
+    return t.value_size(index_);
+}
+
+template <class T>
+template <class E>
+void Tape<T>::set_value(detail::Record<T>& r, const E& e)
+{
+    const auto& s = e.shape();
+    std::size_t n = 1;
+    for (const auto d : s) n *= d;
+    r.in_line = n == 1 && s.size() <= detail::max_in_line_rank;
+    if (r.in_line) {
+        r.rank = static_cast<std::uint8_t>(s.size());
+        r.scalar = *e.begin();
+        return;
+    }
+    if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
+    xt::noalias(*r.tensor) = e;
+}
+
+template <class T>
 template <class E>
 Var<T> Tape<T>::constant_of(const E& e)
 {
     auto& r = leaf("constant", false);
-    xt::noalias(r.value) = e;
+    set_value(r, e);
     if (!detail::grad_mode) count_no_grad("constant", n_ - 1);
     return handle(n_ - 1);
 }

@@ -16,7 +16,7 @@ template <class T>
 ad::Var<T> log_cosh(const ad::Var<T>& x)
 {
     ad::Op<T> op("log_cosh", {x});
-    const auto a = xt::abs(x.value());
+    const auto a = xt::abs(op.x(0));
     xt::noalias(op.out()) = a + xt::log1p(xt::exp(T(-2) * a)) - T(std::log(2.0));
     // One lambda for both VJPs: tanh is xt::tanh on tensors and ad::tanh on Vars.
     auto vjp = [](auto& v) { v.acc(0, v.g * tanh(v.x(0))); };
@@ -29,7 +29,7 @@ ad::Var<T> clip_grad(const ad::Var<T>& x, T c)
 {
     if (!(c > 0)) throw ad::Error("clip_grad: the bound c = " + std::to_string(c) + " must be > 0");
     ad::Op<T> op("clip_grad", {x});
-    xt::noalias(op.out()) = x.value();
+    xt::noalias(op.out()) = op.x(0);
     return op.done([c](ad::Vjp<T>& v) { v.acc(0, xt::clip(v.g, -c, c)); },
                    [c](ad::GradVjp<T>& v) { v.acc(0, ad::clamp(v.g, -c, c)); });
 }
@@ -39,7 +39,7 @@ template <class T>
 ad::Var<T> round_ste(const ad::Var<T>& x, T step)
 {
     ad::Op<T> op("round_ste", {x});
-    xt::noalias(op.out()) = step * xt::round(x.value() / step);
+    xt::noalias(op.out()) = step * xt::round(op.x(0) / step);
     auto straight_through = [](auto& v) { v.acc(0, v.g); };  // reads the same on tensors and Vars
     return op.done(straight_through, straight_through);
 }

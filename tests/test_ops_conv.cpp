@@ -471,7 +471,7 @@ TEST_CASE("a training step through conv2d, pooling and batch_norm2d allocates no
         ad::backward(loss);
         std::vector<const float*> now;
         for (std::size_t i = 0; i < tape.size(); ++i) {
-            now.push_back(tape.record(i).value.data());
+            now.push_back(tape.value(i).data());
             if (const auto* saved = tape.saved_of(tape.record(i)))
                 for (const auto& t : saved->tensors) now.push_back(t.data());
         }

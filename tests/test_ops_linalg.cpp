@@ -344,7 +344,7 @@ TEST_CASE("a training step through batched matmuls allocates no new buffers afte
         ad::backward(loss);
         std::vector<const float*> now{W.grad.data(), M.grad.data()};
         for (std::size_t i = 0; i < tape.size(); ++i) {
-            now.push_back(tape.record(i).value.data());
+            now.push_back(tape.value(i).data());
             if (const auto* saved = tape.saved_of(tape.record(i)))
                 for (const auto& t : saved->tensors) now.push_back(t.data());
         }

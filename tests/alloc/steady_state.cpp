@@ -5,8 +5,10 @@
 // its first steps, or if a Hessian-vector product (grad with create_graph, then backward)
 // through residual blocks of affine, layer_norm and relu allocates more with more blocks: the
 // ops its graph VJPs record reuse the tape's buffers, and only the few vectors that grad()
-// returns are new. One BLAS thread: a threaded OpenBLAS GEMM allocates its own job descriptors
-// per call. Not built under sanitizers, which replace malloc themselves.
+// returns are new; or if the first recording of a chain of one-element ops on a fresh tape
+// allocates anything per op (such values are held in the records themselves, which come 256 to
+// a chunk). One BLAS thread: a threaded OpenBLAS GEMM allocates its own job descriptors per call.
+// Not built under sanitizers, which replace malloc themselves.
 #include "alloc_count.hpp"
 #include "char_model.hpp"
 #include "autodiff/threads.hpp"
@@ -65,6 +67,32 @@ double hvp_allocations(std::size_t blocks)
     return double(bench::allocations() - before) / 5;
 }
 
+// Heap allocations of recording, on a fresh tape, n ops of the cycle tanh, * a, + b, sin, exp
+// on one-element values of rank `rank`, and of sweeping it.
+double scalar_chain_allocations(std::size_t n, std::size_t rank)
+{
+    const ad::Shape one(rank, 1);
+    const auto before = bench::allocations();
+    {
+        ad::Tape<double> tape;
+        const auto x = tape.variable(xt::full_like(ad::Tensor<double>::from_shape(one), 0.3));
+        const auto a = tape.variable(xt::full_like(ad::Tensor<double>::from_shape(one), 0.9));
+        const auto b = tape.variable(xt::full_like(ad::Tensor<double>::from_shape(one), 0.1));
+        ad::Var<double> v = x;
+        for (std::size_t k = 0; k < n; ++k) {
+            switch (k % 5) {
+                case 0: v = ad::tanh(v); break;
+                case 1: v = v * a; break;
+                case 2: v = v + b; break;
+                case 3: v = ad::sin(v); break;
+                default: v = ad::exp(v); break;
+            }
+        }
+        ad::grad(ad::sum(v), {x, a, b});
+    }
+    return double(bench::allocations() - before);
+}
+
 }  // namespace
 
 int main()
@@ -104,7 +132,21 @@ int main()
     const double two = hvp_allocations(2), eight = hvp_allocations(8);
     std::printf("Hessian-vector product through residual blocks: %.1f heap allocations with 2 blocks, %.1f with 8\n",
                 two, eight);
+    const std::size_t chain = 20000;
+    const double chain_allocations = scalar_chain_allocations(chain, 1);
+    const double chain_allocations_rank4 = scalar_chain_allocations(chain, 4);
+    std::printf("recording and sweeping a %zu-op chain of one-element values on a fresh tape: %.0f heap allocations "
+                "(shape [1]), %.0f (shape [1, 1, 1, 1])\n",
+                chain, chain_allocations, chain_allocations_rank4);
     int status = 0;
+    // A record per op is a 128-byte slot in a chunk of 256; a tensor per value would be at least
+    // two allocations per op (the xarray and its buffer). One per 100 ops leaves room for the
+    // chunks, the slabs they come from, and the few buffers the sweep and grad() make.
+    for (const double made_by_chain : {chain_allocations, chain_allocations_rank4})
+        if (made_by_chain > double(chain) / 100) {
+            std::fprintf(stderr, "one-element chain: expected fewer than one allocation per 100 ops\n");
+            status = 1;
+        }
     if (made != 0) {
         std::fprintf(stderr, "training step: expected no allocation\n");
         status = 1;
