@@ -192,7 +192,7 @@ void run(Sweep<T>& s, std::size_t n_seeds, SeedAt seed_at, const Hook<T>* hook, 
     for (std::size_t i = out + 1; i-- > 0;) {
         auto& r = tape.record(i);
         if (s.reach_flag(i) && r.vjp) {  // i <= out
-            Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.read(i, s.output_read())};
+            Vjp<T> v{s, tape, r, i, s.adjoint(i), tape.read(i, [&s]() -> Tensor<T>& { return s.output_read(); })};
             r.vjp(v);
             if (check) check_backward_anomaly(s, i);
             while (!kept.empty() && kept.back() > i) kept.pop_back();

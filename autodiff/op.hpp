@@ -223,7 +223,10 @@ struct Vjp {
         return tape.input(record, k);
     }
     // Valid until the VJP returns (a one-element input is read into the sweep's scratch).
-    const Tensor<T>& x(std::size_t k) const { return tape.read(id(k), sweep.read_scratch(k)); }
+    const Tensor<T>& x(std::size_t k) const
+    {
+        return tape.read(id(k), [this, k]() -> Tensor<T>& { return sweep.read_scratch(k); });
+    }
     // What this record saved this step.
     const Tensor<T>& saved(std::size_t k) const { return detail::saved_tensor(tape, record, k); }
     const std::vector<std::ptrdiff_t>& indices() const { return detail::saved_indices(tape, record); }
@@ -386,12 +389,11 @@ public:
     const Tensor<T>& x(std::size_t k)
     {
         if (k >= r_.n_inputs) detail::refuse_input(tape_, index_, k);
-        const auto i = tape_.input(r_, k);
-        const auto& r = tape_.record(i);
-        if (r.param || !r.in_line) return tape_.value(i);
-        auto& in = scratch().in;
-        while (in.size() <= k) in.emplace_back();
-        return detail::hold_scalar(in[k], r);
+        return tape_.read(tape_.input(r_, k), [this, k]() -> Tensor<T>& {
+            auto& in = scratch().in;
+            while (in.size() <= k) in.emplace_back();
+            return in[k];
+        });
     }
     Tensor<T>& save(std::size_t k)
     {
@@ -448,7 +450,19 @@ private:
         if (!out_) return;  // out() never called: a zero of rank 0
         if (out_ == r_.tensor.get()) {
             r_.in_line = false;
-        } else if (detail::fits_in_line(*out_)) {
+            if (scratch_) release_scratch();
+        } else {
+            keep_scratch_output();
+        }
+    }
+    void release_scratch()
+    {
+        scratch_->busy = false;
+        scratch_ = nullptr;
+    }
+    [[gnu::noinline]] void keep_scratch_output()
+    {
+        if (detail::fits_in_line(*out_)) {
             r_.in_line = true;
             r_.rank = static_cast<std::uint8_t>(out_->dimension());
             r_.scalar = *out_->data();
@@ -457,10 +471,7 @@ private:
             *out_ = Tensor<T>();  // a moved-from xarray keeps its shape but not its buffer
             r_.in_line = false;
         }
-        if (scratch_) {
-            scratch_->busy = false;
-            scratch_ = nullptr;
-        }
+        if (scratch_) release_scratch();
     }
 
     Tape<T>& tape_;

@@ -387,6 +387,13 @@ detail::Record<T>& Tape<T>::leaf(const char* op, bool needs_grad)
 }
 
 template <class T>
+const Tensor<T>& Tape<T>::mirror(const detail::Record<T>& r) const
+{
+    if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
+    return detail::hold_scalar(*r.tensor, r);
+}
+
+template <class T>
 detail::OpScratch<T>& Tape<T>::take_op_scratch()
 {
     for (auto& s : op_scratch_)

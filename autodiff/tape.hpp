@@ -271,9 +271,10 @@ inline const Shape ones_shapes[] = {Shape{}, Shape{1}, Shape{1, 1}, Shape{1, 1, 
 inline const Shape& ones_shape(std::size_t r) { return ones_shapes[r]; }
 constexpr std::size_t max_in_line_rank = 4;
 
-// t = the one-element value of r, without allocating once t holds one element.
+// t = the one-element value of r, without allocating once t holds one element. Out of line:
+// the callers' tensor paths are the hot ones.
 template <class T>
-const Tensor<T>& hold_scalar(Tensor<T>& t, const Record<T>& r)
+[[gnu::noinline]] const Tensor<T>& hold_scalar(Tensor<T>& t, const Record<T>& r)
 {
     const Shape& s = ones_shape(r.rank);
     if (!equal_shapes(t.shape(), s)) t.resize(s);
@@ -414,17 +415,17 @@ public:
         const auto& r = record(i);
         if (r.param) return r.param->value();
         if (!r.in_line) return *r.tensor;
-        if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
-        return detail::hold_scalar(*r.tensor, r);
+        return mirror(r);
     }
-    // The same for a read that ends before `scratch` is used again (an op's forward, a VJP): a
-    // value held in line is copied into scratch, and no tensor is made for it.
-    const Tensor<T>& read(std::size_t i, Tensor<T>& scratch) const
+    // The same for a read that ends before the scratch tensor scratch() returns is used again
+    // (an op's forward, a VJP): a value held in line is copied there, and no tensor is made for it.
+    template <class Scratch>
+    const Tensor<T>& read(std::size_t i, Scratch&& scratch) const
     {
         const auto& r = record(i);
         if (r.param) return r.param->value();
         if (!r.in_line) return *r.tensor;
-        return detail::hold_scalar(scratch, r);
+        return detail::hold_scalar(scratch(), r);
     }
     const Shape& shape(std::size_t i) const
     {
@@ -501,6 +502,7 @@ public:
 private:
     template <class Inputs>
     detail::Record<T>& push_impl(const char* op, const Inputs& inputs);
+    const Tensor<T>& mirror(const detail::Record<T>& r) const;  // value() of a value held in line
     detail::Record<T>& leaf(const char* op, bool needs_grad);
     [[noreturn]] void refuse(const Var<T>& v, const char* op) const;
     [[noreturn]] void refuse_handle(std::size_t i) const;
@@ -606,8 +608,13 @@ void Tape<T>::set_value(detail::Record<T>& r, const E& e)
         r.scalar = *e.begin();
         return;
     }
-    if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
-    xt::noalias(*r.tensor) = e;
+    if constexpr (std::is_same<E, Tensor<T>>::value) {  // a copy, cheaper than xtensor's assignment
+        if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>(e);
+        else *r.tensor = e;
+    } else {
+        if (!r.tensor) r.tensor = std::make_unique<Tensor<T>>();
+        xt::noalias(*r.tensor) = e;
+    }
 }
 
 template <class T>

@@ -13,7 +13,7 @@
 //    this engine, ADOL-C and libtorch, in ns per op of the thread's CPU time (all three run on
 //    the calling thread; on a shared machine the wall clock would add the waits for a core).
 // 3. Memory per recorded op and a cold against a warm recording: a long chain in a process of
-//    its own per library (ad_bench_op_memory).
+//    its own per library (ad_bench_op_memory), the median of three processes each.
 // Also: peak resident memory of (d) per library in a process of its own, and this engine's heap
 // allocations per step in steady state (alloc_count.cpp).
 //
@@ -483,19 +483,41 @@ struct MemoryRow {
     std::string adolc_stats;
 };
 
+// Each figure is the median of three processes per library, run in turn (ours, ADOL-C, ours, ...):
+// a first recording's time is mostly the kernel's first touch of fresh pages, which on these
+// virtual machines now and then takes several times as long (the host backing the memory anew).
 MemoryRow measure_memory(std::size_t n)
 {
     MemoryRow out;
     out.ops = n;
     const std::string exe = executable_dir() + "/ad_bench_op_memory";
-    std::printf("\nmemory per recorded op: a %zu-op chain on a fresh tape, one process per library\n", n);
+    std::printf("\nmemory per recorded op: a %zu-op chain on a fresh tape, one process per library, the median "
+                "of 3\n", n);
     std::fflush(stdout);
+    constexpr int runs = 3;
+    std::map<std::string, std::vector<std::map<std::string, double>>> all;
+    for (int run = 0; run < runs; ++run)
+        for (const char* lib : {"ours", "adolc"}) {
+            const std::string text = run_program({exe, lib, std::to_string(n)});
+            const auto first_line = text.substr(0, text.find('\n'));
+            auto pairs = parse_pairs(first_line);
+            if (!pairs.empty()) all[lib].push_back(std::move(pairs));
+            if (std::string(lib) == "adolc" && text.find('\n') != std::string::npos)
+                out.adolc_stats = text.substr(text.find('\n') + 1);
+        }
     for (const char* lib : {"ours", "adolc"}) {
-        const std::string text = run_program({exe, lib, std::to_string(n)});
-        const auto first_line = text.substr(0, text.find('\n'));
-        (std::string(lib) == "ours" ? out.ours : out.adolc) = parse_pairs(first_line);
-        if (std::string(lib) == "adolc" && text.find('\n') != std::string::npos)
-            out.adolc_stats = text.substr(text.find('\n') + 1);
+        const auto& maps = all[lib];
+        if (maps.size() != runs) continue;  // a failed run: reported below as a failed measurement
+        auto& m = std::string(lib) == "ours" ? out.ours : out.adolc;
+        for (const auto& [key, unused] : maps[0]) {
+            std::vector<double> v;
+            for (const auto& r : maps) v.push_back(r.at(key));
+            std::sort(v.begin(), v.end());
+            m[key] = v[runs / 2];
+        }
+        std::printf("    %s: cold recording in the three runs:", lib);
+        for (const auto& r : maps) std::printf(" %.3f s", r.at("cold_record_s"));
+        std::printf("\n");
     }
     while (!out.adolc_stats.empty() && out.adolc_stats.back() == '\n') out.adolc_stats.pop_back();
     for (auto [name, m] : {std::pair<const char*, std::map<std::string, double>*>{"ours", &out.ours},
