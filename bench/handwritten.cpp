@@ -1,8 +1,11 @@
 // The floor a tape could reach: the same training step written by hand, with no tape. Every
-// buffer is allocated once; matrix products go through xt::blas::gemm into their destination;
+// buffer is allocated once; matrix products go through xt::blas::gemm into their destination
+// (the smallest through the engine's plain loops, as the engine's own products do);
 // the backward pass is the closed-form chain rule written out per layer; weight gradients are
 // overwritten by their GEMM (beta = 0), so nothing needs zeroing.
 #include "configs.hpp"
+
+#include "autodiff/kernels/blas.hpp"
 
 #include <xtensor-blas/xblas.hpp>
 #include <xtensor/xmath.hpp>
@@ -20,6 +23,18 @@ template <class T>
 using Matrix = xt::xtensor<T, 2>;
 template <class T>
 using Vector = xt::xtensor<T, 1>;
+
+// C = op(A) op(B). Products of at most kernels::small_gemm_max multiply-adds go through the
+// same plain loops as the engine's, so that config a's floor pays what the engine pays for them.
+template <class T>
+void product(const Matrix<T>& A, const Matrix<T>& B, Matrix<T>& C, bool ta, bool tb)
+{
+    const ad::kernels::Dims a{A.shape()[0], A.shape()[1]}, b{B.shape()[0], B.shape()[1]}, c{C.shape()[0], C.shape()[1]};
+    if (c[0] * c[1] * (ta ? a[0] : a[1]) <= ad::kernels::small_gemm_max)
+        ad::kernels::gemm_loops(A.data(), a, ta, B.data(), b, tb, C.data(), c, false);
+    else
+        xt::blas::gemm(A, B, C, ta, tb);
+}
 
 template <class T>
 Matrix<T> matrix(const std::vector<float>& data, std::size_t rows, std::size_t cols)
@@ -166,7 +181,7 @@ private:
         for (std::size_t l = 0; l < n; ++l) {
             Layer<T>& L = layers_[l];
             const std::size_t out = L.b.size();
-            xt::blas::gemm(input(l), L.W, L.z, false, true);
+            product(input(l), L.W, L.z, false, true);
             T* z = L.z.data();
             const T* b = L.b.data();
             for (std::size_t r = 0; r < B; ++r)
@@ -240,14 +255,14 @@ private:
             } else {
                 std::copy(dh, dh + B * out, dz);
             }
-            xt::blas::gemm(L.dz, input(l), L.dW, true, false);
+            product(L.dz, input(l), L.dW, true, false);
             T* db = L.db.data();
             std::fill(db, db + out, T(0));
             for (std::size_t r = 0; r < B; ++r)
                 for (std::size_t j = 0; j < out; ++j) db[j] += dz[r * out + j];
             if (l > 0) {
                 Matrix<T>& dx = layers_[l - 1].dh;
-                xt::blas::gemm(L.dz, L.W, dx, false, false);
+                product(L.dz, L.W, dx, false, false);
                 if (c_.residual())  // x flows past the block unchanged: its gradient adds dh
                     for (std::size_t k = 0; k < B * out; ++k) dx.data()[k] += dh[k];
             }

@@ -139,6 +139,26 @@ struct Threads {
 
 }  // namespace
 
+// Up to kernels::small_gemm_max multiply-adds a product runs as plain loops, over C or, with
+// fewer than four columns and more rows, over C^T; above it, through BLAS. Both are op(A) op(B)
+// for every transpose pair, overwriting C or adding to it.
+TEST_CASE("products below and above the plain-loop threshold are op(A) op(B), written or added", "[ops][linalg]")
+{
+    const Dims d = GENERATE(Dims{4, 2, 8}, Dims{8, 4, 2}, Dims{3, 5, 7}, Dims{2, 9, 3}, Dims{6, 7, 5}, Dims{9, 8, 11});
+    const bool ta = GENERATE(false, true), tb = GENERATE(false, true), accumulate = GENERATE(false, true);
+    CAPTURE(d.m, d.k, d.n, ta, tb, accumulate);
+    static_assert(8 * 4 * 2 <= ad::kernels::small_gemm_max && 6 * 7 * 5 > ad::kernels::small_gemm_max,
+                  "the shapes reach both the loops and BLAS");
+    const Tensor<double> A = ta ? randn({d.k, d.m}, 21) : randn({d.m, d.k}, 21);
+    const Tensor<double> B = tb ? randn({d.n, d.k}, 22) : randn({d.k, d.n}, 22);
+    const Tensor<double> C0 = randn({d.m, d.n}, 23);
+    Tensor<double> C = C0;
+    ad::kernels::gemm(A.data(), {A.shape()[0], A.shape()[1]}, ta, B.data(), {B.shape()[0], B.shape()[1]}, tb,
+                      C.data(), {d.m, d.n}, accumulate);
+    const Tensor<double> AB = product(ta ? transposed(A) : A, tb ? transposed(B) : B);
+    check_close(C, accumulate ? Tensor<double>(C0 + AB) : AB);
+}
+
 // Past kernels::concurrent_gemm_min multiply-adds, a product's two gradients run side by side on
 // a pool of two threads, one product per thread. They are still d op(A) = G op(B)^T and
 // d op(B) = op(A)^T G, at one thread and at two, and a tensor on both sides, whose one adjoint

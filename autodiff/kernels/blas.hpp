@@ -1,5 +1,5 @@
-// Matrix products on row-major buffers through BLAS (xt::blas), written straight into the
-// output or adjoint buffer: the kernels behind matmul and affine.
+// Matrix products on row-major buffers through BLAS (xt::blas; the smallest as plain loops),
+// written straight into the output or adjoint buffer: the kernels behind matmul and affine.
 #pragma once
 
 #include "autodiff/kernels/parallel.hpp"
@@ -75,6 +75,62 @@ void outer(const T* x, std::size_t m, const T* y, std::size_t n, T* C, bool accu
 // more than it saves (OMP_NUM_THREADS=2 ad_bench_gemm_pairs; AMD EPYC, 2 cores, Haswell kernels).
 inline constexpr std::size_t concurrent_gemm_min = std::size_t(1) << 18;
 
+// Products of at most this many multiply-adds run as plain loops (gemm_loops): a BLAS call costs
+// a fixed 35-50 ns before any arithmetic. In a loop of calls (ad_bench_gemm_small, float, one
+// thread) 4x8x2 takes 36 ns through BLAS and 23 in the loops, 4x8x4 39 against 34 and 8x8x4 52
+// against 65. Inside a training step BLAS's fixed cost is higher (its code and buffers are cold):
+// config a, whose four products are all below this, went from 1.28 to 1.03 us a step.
+inline constexpr std::size_t small_gemm_max = 128;
+
+namespace detail {
+// C(i, j) (+)= sum over p of A(i, p) B(p, j), for i < m, j < n, p < k, each matrix given by its
+// two strides. Four columns of a row are summed side by side, each over p = 0 .. k-1 in turn:
+// four independent chains of additions instead of one.
+template <class T>
+void dot_loops(const T* A, std::size_t a_i, std::size_t a_p, const T* B, std::size_t b_p, std::size_t b_j, T* C,
+               std::size_t c_i, std::size_t c_j, std::size_t m, std::size_t n, std::size_t k, bool accumulate)
+{
+    for (std::size_t i = 0; i < m; ++i) {
+        const T* Ai = A + i * a_i;
+        T* Ci = C + i * c_i;
+        std::size_t j = 0;
+        for (; j + 4 <= n; j += 4) {
+            T s[4] = {0, 0, 0, 0};
+            for (std::size_t p = 0; p < k; ++p) {
+                const T x = Ai[p * a_p];
+                const T* Bp = B + p * b_p + j * b_j;
+                for (std::size_t q = 0; q < 4; ++q) s[q] += x * Bp[q * b_j];
+            }
+            for (std::size_t q = 0; q < 4; ++q) {
+                T& out = Ci[(j + q) * c_j];
+                out = accumulate ? out + s[q] : s[q];
+            }
+        }
+        for (; j < n; ++j) {
+            T s = 0;
+            for (std::size_t p = 0; p < k; ++p) s += Ai[p * a_p] * B[p * b_p + j * b_j];
+            T& out = Ci[j * c_j];
+            out = accumulate ? out + s : s;
+        }
+    }
+}
+}  // namespace detail
+
+// C (+)= op(A) op(B) as plain loops, for products too small for a BLAS call. Every element is
+// one dot product summed in order of p. With fewer than four columns and more rows, the loops
+// run over C^T = op(B)^T op(A)^T instead, so that four sums still run side by side.
+template <class T>
+void gemm_loops(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c, bool accumulate)
+{
+    const std::size_t m = c[0], n = c[1], k = ta ? a[0] : a[1];
+    // strides of op(A)'s rows and columns, and of op(B)'s
+    const std::size_t a_i = ta ? 1 : a[1], a_p = ta ? a[1] : 1, b_p = tb ? 1 : b[1], b_j = tb ? b[1] : 1;
+    if (n < 4 && m > n)
+        detail::dot_loops(B, b_j, b_p, A, a_p, a_i, C, 1, n, n, m, k, accumulate);
+    else
+        detail::dot_loops(A, a_i, a_p, B, b_p, b_j, C, n, 1, m, n, k, accumulate);
+}
+
 // C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1. A product with one
 // row or one column of output (a single example through a layer) goes to GEMV: OpenBLAS's GEMM
 // is several times slower there (1x784 by 784x128 in float: 23 us against 3.4 us). A vector
@@ -84,6 +140,10 @@ void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c
 {
     const T beta = accumulate ? T(1) : T(0);
     const std::size_t k = ta ? a[0] : a[1];
+    if (c[0] * c[1] * k <= small_gemm_max) {
+        gemm_loops(A, a, ta, B, b, tb, C, c, accumulate);
+        return;
+    }
     if (k > 0 && c[0] == 1 && c[1] > 1) {  // c^T = op(B)^T a: B^T a when B is [k, n], B a when [n, k]
         gemv(B, b, !tb, A, C, beta);
         return;
