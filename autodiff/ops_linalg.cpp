@@ -343,11 +343,40 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
             bool first, first_x = false, first_W = false;
             T* dx = v.wants(0) ? v.slot(0, first_x).data() : nullptr;
             T* dW = v.wants(1) ? v.slot(1, first_W).data() : nullptr;
-            // dx = G W and dW = G^T x side by side, unless x and W are one tensor with one adjoint
-            const bool split = dx && dW && dx != dW && rows * w[0] * w[1] >= kernels::concurrent_gemm_min;
-            kernels::parallel_invoke(
-                split, [&] { if (dx) gemm(G, gd, false, W, w, false, dx, xd, !first_x); },
-                [&] { if (dW) gemm(G, gd, true, x, xd, false, dW, w, !first_W); });
+            const std::size_t out = w[0], in = w[1];
+            const bool large = rows >= 2 && out >= 2 && rows * out * in >= kernels::concurrent_gemm_min;
+            if (large && dW && dx != dW) {
+                // In two halves of the output features, half h on thread h of a two-thread pool:
+                // dW's rows in half h are G[:, half h]^T x, and dx = G W is the sum over the halves
+                // of G[:, half h] W[half h, :]. Each thread reads and writes only its own rows of W
+                // and dW, the rows the forward GEMM's thread read and the optimiser's update
+                // (parallel_for) will write: a row read by the other core costs the invalidation of
+                // that copy on every store (ad_bench_shared_lines). The halves are the same at any
+                // thread count, and so are the sums.
+                T* part = nullptr;  // half 1's share of dx
+                if (dx) {
+                    v.sweep.scratch().resize(Shape{rows, in});
+                    part = v.sweep.scratch().data();
+                }
+                auto half = [&](std::size_t h) {
+                    const std::size_t o0 = out * h / 2, o1 = out * (h + 1) / 2;
+                    const Dims gh{rows, o1 - o0}, wh{o1 - o0, in};
+                    kernels::gemm_block(G + o0, gh, out, true, x, xd, false, dW + o0 * in, wh, !first_W);
+                    if (dx) kernels::gemm_block(G + o0, gh, out, false, W + o0 * in, wh, false, h == 0 ? dx : part, xd,
+                                                h == 0 && !first_x);
+                };
+                kernels::parallel_invoke(true, [&] { half(0); }, [&] { half(1); });
+                if (dx)
+                    kernels::parallel_for(rows * in, 1, [dx, part](std::size_t b, std::size_t e) {
+                        for (std::size_t k = b; k < e; ++k) dx[k] += part[k];
+                    });
+            } else {
+                // dx = G W and dW = G^T x side by side, unless x and W are one tensor with one adjoint
+                const bool split = large && dx && dW && dx != dW;
+                kernels::parallel_invoke(
+                    split, [&] { if (dx) gemm(G, gd, false, W, w, false, dx, xd, !first_x); },
+                    [&] { if (dW) gemm(G, gd, true, x, xd, false, dW, w, !first_W); });
+            }
             if (v.wants(2)) {
                 T* db = v.slot(2, first).data();
                 if (first) kernels::sum_rows(G, rows, w[0], db);

@@ -209,6 +209,39 @@ TEST_CASE("a large product's two gradients, side by side on two threads, are G B
     }
 }
 
+// A large affine layer's VJP runs in two halves of the output features, one per thread of a
+// two-thread pool: dW's rows half by half, and dx = G W as the sum of the two halves' products.
+// The halves are the same at one thread and at two, so the gradients have the same bits; an odd
+// number of outputs splits unevenly. x feeding a second op makes dx a sum of two contributions;
+// x a constant leaves dW alone.
+TEST_CASE("a large affine layer's gradients, computed in two halves of its outputs, are G W, G^T x and the sums of G",
+          "[ops][linalg][parallel]")
+{
+    const std::size_t m = 64, k = 72, n = GENERATE(80, 81);
+    CAPTURE(n);
+    REQUIRE(m * k * n >= ad::kernels::concurrent_gemm_min);
+    const Tensor<double> X = randn({m, k}, 41), W = randn({n, k}, 42), b = randn({n}, 43);
+    const Tensor<double> G = randn({m, n}, 44), H = randn({m, k}, 45);
+    const auto abs = [](const Tensor<double>& t) { return Tensor<double>(xt::abs(t)); };
+    auto gradients = [&](int threads, bool x_variable) {
+        const Threads set(threads);
+        Tape<double> tape;
+        const auto x = x_variable ? tape.variable(X) : tape.constant(X), w = tape.variable(W), bias = tape.variable(b);
+        // sum(affine(x, W, b) * G) + sum(x * H): d/dx = G W + H
+        auto loss = ad::sum(ad::affine(x, w, bias) * tape.constant(G));
+        if (x_variable) loss = loss + ad::sum(x * tape.constant(H));
+        return ad::grad(loss, x_variable ? std::vector<ad::Var<double>>{w, bias, x} : std::vector<ad::Var<double>>{w, bias});
+    };
+    const bool x_variable = GENERATE(true, false);
+    CAPTURE(x_variable);
+    const auto one = gradients(1, x_variable), two = gradients(2, x_variable);
+    check_within_rounding(one[0], product(transposed(G), X), product(abs(transposed(G)), abs(X)), m);
+    check_within_rounding(one[1], xt::sum(G, {0}), xt::sum(abs(G), {0}), m);
+    if (x_variable)
+        check_within_rounding(one[2], product(G, W) + H, product(abs(G), abs(W)) + abs(H), n + 1);
+    for (std::size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);  // bit for bit
+}
+
 TEST_CASE("a linear layer tanh(x W^T + b) with the bias broadcast over the batch", "[ops][linalg]")
 {
     const Tensor<double> x = randn({5, 4}, 9), W = randn({3, 4}, 10), b = randn({3}, 11);

@@ -67,8 +67,9 @@ void outer(const T* x, std::size_t m, const T* y, std::size_t n, T* C, bool accu
     }
 }
 
-// Two independent products of at least this many multiply-adds each (a layer's dx and dW) run
-// side by side, one per thread, when the pool has two (parallel_invoke). OpenBLAS 0.3.21 splits
+// Two independent products of at least this many multiply-adds each (matmul's dA and dB) run
+// side by side, one per thread, when the pool has two (parallel_invoke); a linear layer's
+// gradients of this size run in two halves of its output features (affine's VJP). OpenBLAS 0.3.21 splits
 // one product of this size over two threads poorly: dx and dW of a [64, 256] x [256, 256] layer
 // in float take 134 us one after the other on two threads and 93 us side by side, and 64x128x128
 // 51 against 27; 32x64x64 (2^17) takes 6.4 against 7.1, where waking the second thread costs
@@ -129,6 +130,21 @@ void gemm_loops(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, 
         detail::dot_loops(B, b_j, b_p, A, a_p, a_i, C, 1, n, n, m, k, accumulate);
     else
         detail::dot_loops(A, a_i, a_p, B, b_p, b_j, C, n, 1, m, n, k, accumulate);
+}
+
+// C (+)= op(A) op(B) through BLAS, where A is a block of a wider row-major matrix, its rows lda
+// apart (a block of columns of a layer's cotangent). For products with no dimension of 1, which
+// are neither GEMV nor outer products; B and C are contiguous.
+template <class T>
+void gemm_block(const T* A, Dims a, std::size_t lda, bool ta, const T* B, Dims b, bool tb, T* C, Dims c,
+                bool accumulate)
+{
+    using Index = xt::blas_index_t;
+    const std::size_t k = ta ? a[0] : a[1];
+    if (!accumulate) std::fill(C, C + c[0] * c[1], T(0));  // as in gemm: BLAS's own beta = 0 pass is slower
+    cxxblas::gemm<Index>(cxxblas::StorageOrder::RowMajor, ta ? cxxblas::Transpose::Trans : cxxblas::Transpose::NoTrans,
+                         tb ? cxxblas::Transpose::Trans : cxxblas::Transpose::NoTrans, Index(c[0]), Index(c[1]),
+                         Index(k), T(1), A, Index(lda), B, Index(b[1]), T(1), C, Index(c[1]));
 }
 
 // C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1. A product with one

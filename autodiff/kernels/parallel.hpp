@@ -66,7 +66,8 @@ void parallel_for(std::size_t n, std::size_t cost, F&& f)
 // pool has exactly two threads; otherwise one after the other on the calling thread. A task that
 // calls BLAS there runs it on its own thread (OpenBLAS's OpenMP build does not split a call made
 // inside a parallel region), so two mid-sized products side by side beat each split over both
-// cores in turn (kernels/blas.hpp, concurrent_gemm_min). On a larger pool each task keeps the
+// cores in turn (kernels/blas.hpp, concurrent_gemm_min), and two halves of a layer's gradients
+// keep each weight row on one core (affine's VJP). On a larger pool each task keeps the
 // whole pool: these machines have two cores, and that case is not measured. An exception from
 // either task is rethrown here once both have finished.
 template <class F, class G>
