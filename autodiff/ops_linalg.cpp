@@ -8,6 +8,8 @@
 
 #include <xtensor/xmanipulation.hpp>
 
+#include <optional>
+
 namespace ad {
 
 namespace {
@@ -353,11 +355,9 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
                 // (parallel_for) will write: a row read by the other core costs the invalidation of
                 // that copy on every store (ad_bench_shared_lines). The halves are the same at any
                 // thread count, and so are the sums.
-                T* part = nullptr;  // half 1's share of dx
-                if (dx) {
-                    v.sweep.scratch().resize(Shape{rows, in});
-                    part = v.sweep.scratch().data();
-                }
+                std::optional<typename Sweep<T>::Temporary> share;  // half 1's share of dx
+                if (dx) share.emplace(v.sweep, Shape{rows, in});
+                T* part = dx ? share->tensor().data() : nullptr;
                 auto half = [&](std::size_t h) {
                     const std::size_t o0 = out * h / 2, o1 = out * (h + 1) / 2;
                     const Dims gh{rows, o1 - o0}, wh{o1 - o0, in};

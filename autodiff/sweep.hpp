@@ -175,6 +175,29 @@ public:
     // Puts back the .grad of every parameter this sweep wrote (a VJP threw).
     void restore_params();
 
+    // A VJP's own buffer of a given shape, from the adjoints' pool and back to it when the
+    // Temporary goes: a size the pool has seen before costs no allocation, where one scratch
+    // tensor resized between sizes would reallocate every time.
+    class Temporary {
+    public:
+        template <class S>
+        Temporary(Sweep& s, const S& shape) : s_(s)
+        {
+            std::size_t n = 1;
+            for (const auto d : shape) n *= d;
+            at_ = s.take(n);
+            if (!equal_shapes(shape, tensor().shape())) tensor().resize(shape);
+        }
+        ~Temporary() { s_.b_->free_list(tensor().size()).push_back(at_); }
+        Temporary(const Temporary&) = delete;
+        Temporary& operator=(const Temporary&) = delete;
+        Tensor<T>& tensor() { return *s_.b_->pool[at_].tensor; }
+
+    private:
+        Sweep& s_;
+        std::uint32_t at_;
+    };
+
     Tensor<T>& scratch() { return b_->scratch; }
     Tensor<T>& read_scratch(std::size_t k)
     {

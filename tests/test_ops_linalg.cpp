@@ -159,10 +159,11 @@ TEST_CASE("products below and above the plain-loop threshold are op(A) op(B), wr
     check_close(C, accumulate ? Tensor<double>(C0 + AB) : AB);
 }
 
-// Past kernels::concurrent_gemm_min multiply-adds, a product's two gradients run side by side on
-// a pool of two threads, one product per thread. They are still d op(A) = G op(B)^T and
-// d op(B) = op(A)^T G, at one thread and at two, and a tensor on both sides, whose one adjoint
-// both products write, still gets the sum of the two.
+// Past kernels::concurrent_gemm_min multiply-adds, a matmul's two gradients run side by side on
+// a pool of two threads, one product per thread, and an affine layer's in two halves of its
+// outputs (the next test). They are still d op(A) = G op(B)^T and d op(B) = op(A)^T G, at one
+// thread and at two, and a tensor on both sides, whose one adjoint both products write, still
+// gets the sum of the two.
 TEST_CASE("a large product's two gradients, side by side on two threads, are G B^T and A^T G", "[ops][linalg][parallel]")
 {
     const int threads = GENERATE(1, 2);

@@ -2,7 +2,7 @@
 // and friends (bench/alloc_count.cpp, which forwards to glibc's own): exits non-zero if a
 // training step of the example GPT (examples/char_model.hpp: embeddings, causal attention,
 // pre-LN blocks, cross-entropy over [B, T, V]) with clipping and AdamW allocates anything after
-// its first steps, or if a Hessian-vector product (grad with create_graph, then backward)
+// its first steps, at a small width and at one whose linear layers take affine's two-halves path, or if a Hessian-vector product (grad with create_graph, then backward)
 // through residual blocks of affine, layer_norm and relu allocates more with more blocks: the
 // ops its graph VJPs record reuse the tape's buffers, and only the few vectors that grad()
 // returns are new; or if the first recording of a chain of one-element ops on a fresh tape
@@ -93,13 +93,10 @@ double scalar_chain_allocations(std::size_t n, std::size_t rank)
     return double(bench::allocations() - before);
 }
 
-}  // namespace
-
-int main()
+// Heap allocations of 5 training steps of the example GPT after 3 (AdamW, clipping), on
+// batches of `batch` sequences of the model's context; prints them with the last loss.
+long char_model_allocations(const examples::CharModelConfig& c, std::size_t batch)
 {
-    ad::set_num_threads(1);  // OpenBLAS's threaded driver allocates per call
-    examples::CharModelConfig c;
-    c.vocab = 11, c.context = 8, c.width = 16, c.heads = 2, c.blocks = 2;
     ad::nn::Rng rng(3);
     examples::CharTransformer<float> model(c, rng);
     ad::nn::AdamWOptions o;
@@ -108,7 +105,7 @@ int main()
     const ad::nn::ParameterList<float> params(model);
     std::mt19937_64 gen(5);
     std::uniform_int_distribution<std::int64_t> id(0, std::int64_t(c.vocab) - 1);
-    xt::xarray<std::int64_t> x = xt::zeros<std::int64_t>({3, 8}), y = x;
+    xt::xarray<std::int64_t> x = xt::zeros<std::int64_t>({batch, c.context}), y = x;
     ad::Tape<float> tape;
     auto step = [&] {
         for (auto& v : x) v = id(gen);  // new tokens every step, same shapes
@@ -126,9 +123,25 @@ int main()
     double last = 0;
     for (int i = 0; i < 5; ++i) last = step();
     const long made = long(bench::allocations() - before);
-    std::printf("char model training step (B 3, T 8, width 16, 2 heads, 2 blocks): %ld heap allocations over 5 "
-                "steps after 3, loss %.4f\n",
-                made, last);
+    std::printf("char model training step (B %zu, T %zu, width %zu, %zu heads, %zu blocks): %ld heap allocations over "
+                "5 steps after 3, loss %.4f\n",
+                batch, c.context, c.width, c.heads, c.blocks, made, last);
+    return made;
+}
+
+}  // namespace
+
+int main()
+{
+    ad::set_num_threads(1);  // OpenBLAS's threaded driver allocates per call
+    examples::CharModelConfig c;
+    c.vocab = 11, c.context = 8, c.width = 16, c.heads = 2, c.blocks = 2;
+    // Wide enough that its linear layers' gradients run in halves of their outputs (affine's
+    // VJP past kernels::concurrent_gemm_min: 128 rows x 64 x 64 and more), beside the broadcast
+    // reductions of other shapes in the same sweep.
+    examples::CharModelConfig wide = c;
+    wide.context = 32, wide.width = 64, wide.heads = 4;
+    const long made = char_model_allocations(c, 3) + char_model_allocations(wide, 4);
     const double two = hvp_allocations(2), eight = hvp_allocations(8);
     std::printf("Hessian-vector product through residual blocks: %.1f heap allocations with 2 blocks, %.1f with 8\n",
                 two, eight);
