@@ -69,11 +69,12 @@ void outer(const T* x, std::size_t m, const T* y, std::size_t n, T* C, bool accu
 
 // Two independent products of at least this many multiply-adds each (matmul's dA and dB) run
 // side by side, one per thread, when the pool has two (parallel_invoke); a linear layer's
-// gradients of this size run in two halves of its output features (affine's VJP). OpenBLAS 0.3.21 splits
-// one product of this size over two threads poorly: dx and dW of a [64, 256] x [256, 256] layer
-// in float take 134 us one after the other on two threads and 93 us side by side, and 64x128x128
-// 51 against 27; 32x64x64 (2^17) takes 6.4 against 7.1, where waking the second thread costs
-// more than it saves (OMP_NUM_THREADS=2 ad_bench_gemm_pairs; AMD EPYC, 2 cores, Haswell kernels).
+// gradients of this size run in two halves of its output features (affine's VJP). OpenBLAS
+// 0.3.21 splits one product of this size over two threads poorly: dx and dW of a [64, 256] x
+// [256, 256] layer in float take 134 us one after the other on two threads and 93 us side by
+// side, and 64x128x128 51 against 27; 32x64x64 (2^17) takes 6.4 against 7.1, where waking the
+// second thread costs more than it saves (OMP_NUM_THREADS=2 ad_bench_gemm_pairs; AMD EPYC, 2
+// cores, Haswell kernels).
 inline constexpr std::size_t concurrent_gemm_min = std::size_t(1) << 18;
 
 // Products of at most this many multiply-adds run as plain loops (gemm_loops): a BLAS call costs
@@ -133,8 +134,8 @@ void gemm_loops(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, 
 }
 
 // C (+)= op(A) op(B) through BLAS, where A is a block of a wider row-major matrix, its rows lda
-// apart (a block of columns of a layer's cotangent). For products with no dimension of 1, which
-// are neither GEMV nor outer products; B and C are contiguous.
+// apart (a block of columns of a layer's cotangent); B and C are contiguous. Straight to GEMM,
+// without gemm's small-product and GEMV cases: for the large products of affine's halves.
 template <class T>
 void gemm_block(const T* A, Dims a, std::size_t lda, bool ta, const T* B, Dims b, bool tb, T* C, Dims c,
                 bool accumulate)
