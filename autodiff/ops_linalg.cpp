@@ -370,12 +370,9 @@ Var<T> affine(const Var<T>& x, const Var<T>& W, const Var<T>& b)
                     kernels::parallel_for(rows * in, 1, [dx, part](std::size_t b, std::size_t e) {
                         for (std::size_t k = b; k < e; ++k) dx[k] += part[k];
                     });
-            } else {
-                // dx = G W and dW = G^T x side by side, unless x and W are one tensor with one adjoint
-                const bool split = large && dx && dW && dx != dW;
-                kernels::parallel_invoke(
-                    split, [&] { if (dx) gemm(G, gd, false, W, w, false, dx, xd, !first_x); },
-                    [&] { if (dW) gemm(G, gd, true, x, xd, false, dW, w, !first_W); });
+            } else {  // a small layer, or x and W one tensor with one adjoint: dx = G W, dW = G^T x
+                if (dx) gemm(G, gd, false, W, w, false, dx, xd, !first_x);
+                if (dW) gemm(G, gd, true, x, xd, false, dW, w, !first_W);
             }
             if (v.wants(2)) {
                 T* db = v.slot(2, first).data();

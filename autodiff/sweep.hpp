@@ -131,13 +131,9 @@ public:
     template <class S>
     Tensor<T>& take_adjoint(std::size_t i, const S& shape)
     {
-        std::size_t n = 1;
-        for (const auto d : shape) n *= d;
-        const std::uint32_t at = take(n);
+        const std::uint32_t at = take_shaped(shape);
         b_->adjoint_at[i] = at;
-        Tensor<T>& a = *b_->pool[at].tensor;
-        if (!equal_shapes(shape, a.shape())) a.resize(shape);
-        return a;
+        return *b_->pool[at].tensor;
     }
     void release_adjoint(std::size_t i)
     {
@@ -181,12 +177,8 @@ public:
     class Temporary {
     public:
         template <class S>
-        Temporary(Sweep& s, const S& shape) : s_(s)
+        Temporary(Sweep& s, const S& shape) : s_(s), at_(s.take_shaped(shape))
         {
-            std::size_t n = 1;
-            for (const auto d : shape) n *= d;
-            at_ = s.take(n);
-            if (!equal_shapes(shape, tensor().shape())) tensor().resize(shape);
         }
         ~Temporary() { s_.b_->free_list(tensor().size()).push_back(at_); }
         Temporary(const Temporary&) = delete;
@@ -219,6 +211,17 @@ private:
         auto& last = b.pool[at].last_sweep;
         b.used += last != b.sweeps;
         last = b.sweeps;
+        return at;
+    }
+    // take() for a buffer shaped `shape`.
+    template <class S>
+    std::uint32_t take_shaped(const S& shape)
+    {
+        std::size_t n = 1;
+        for (const auto d : shape) n *= d;
+        const std::uint32_t at = take(n);
+        Tensor<T>& a = *b_->pool[at].tensor;
+        if (!equal_shapes(shape, a.shape())) a.resize(shape);
         return at;
     }
     std::uint32_t grow();

@@ -12,12 +12,12 @@
 // - One thread at a time. A tape belongs to the thread that records its first value after
 //   construction or clear(); recording on it or sweeping it from another thread raises
 //   ad::Error. Threads that train at once each use a tape of their own. Reading values takes
-//   turns too: the first value() of a one-element value writes its record (see Record). A Parameter may be
-//   shared by tapes on several threads: reading its value is safe, and backward() on several
-//   threads adding into one parameter's .grad is safe too (sweeps that write the same parameter
-//   take turns: each locks its parameters' stripes of a global lock table, in one order, for
-//   the whole sweep, so a grad-ready hook runs holding them). Updating a shared parameter while
-//   another thread reads it is the caller's to order.
+//   turns too: the first value() of a one-element value writes its record (see Record). A
+//   Parameter may be shared by tapes on several threads: reading its value is safe, and
+//   backward() on several threads adding into one parameter's .grad is safe too (sweeps that
+//   write the same parameter take turns: each locks its parameters' stripes of a global lock
+//   table, in one order, for the whole sweep, so a grad-ready hook runs holding them).
+//   Updating a shared parameter while another thread reads it is the caller's to order.
 // - A Var is valid from the op's done() until its tape is cleared or destroyed; using it later
 //   raises ad::Error.
 // - Clear the tape once per step: every op appends a record, so a loop that never clears grows
@@ -283,10 +283,11 @@ template <class T>
 }
 
 // Op outputs that are one element of rank <= 4 are held in line.
+inline bool fits_in_line(std::size_t size, std::size_t rank) { return size == 1 && rank <= max_in_line_rank; }
 template <class T>
 bool fits_in_line(const Tensor<T>& t)
 {
-    return t.size() == 1 && t.dimension() <= max_in_line_rank;
+    return fits_in_line(t.size(), t.dimension());
 }
 
 // The scratch an op works in while it records (Op::out() for a record without a tensor of its
@@ -602,7 +603,7 @@ void Tape<T>::set_value(detail::Record<T>& r, const E& e)
     const auto& s = e.shape();
     std::size_t n = 1;
     for (const auto d : s) n *= d;
-    r.in_line = n == 1 && s.size() <= detail::max_in_line_rank;
+    r.in_line = detail::fits_in_line(n, s.size());
     if (r.in_line) {
         r.rank = static_cast<std::uint8_t>(s.size());
         r.scalar = *e.begin();

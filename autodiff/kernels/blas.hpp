@@ -133,16 +133,21 @@ void gemm_loops(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, 
         detail::dot_loops(A, a_i, a_p, B, b_p, b_j, C, n, 1, m, n, k, accumulate);
 }
 
-// C (+)= op(A) op(B) through BLAS, where A is a block of a wider row-major matrix, its rows lda
-// apart (a block of columns of a layer's cotangent); B and C are contiguous. Straight to GEMM,
-// without gemm's small-product and GEMV cases: for the large products of affine's halves.
+// C (+)= op(A) op(B) through BLAS, where A may be a block of a wider row-major matrix, its rows
+// lda apart (a block of columns of a layer's cotangent, in affine's halves); B and C are
+// contiguous. No small-product or GEMV cases: gemm below chooses those.
+//
+// A product that overwrites C zeroes it here and adds: with beta = 0 OpenBLAS first zeroes C
+// itself in a scalar loop (sgemm_beta), 11% of config c's CPU time at two threads (perf of
+// ad_bench_profile c 3000 ours 2). The sums are the same either way: the products added to zeros.
 template <class T>
 void gemm_block(const T* A, Dims a, std::size_t lda, bool ta, const T* B, Dims b, bool tb, T* C, Dims c,
                 bool accumulate)
 {
     using Index = xt::blas_index_t;
     const std::size_t k = ta ? a[0] : a[1];
-    if (!accumulate) std::fill(C, C + c[0] * c[1], T(0));  // as in gemm: BLAS's own beta = 0 pass is slower
+    if (!accumulate)
+        parallel_for(c[0] * c[1], 1, [C](std::size_t b, std::size_t e) { std::fill(C + b, C + e, T(0)); });
     cxxblas::gemm<Index>(cxxblas::StorageOrder::RowMajor, ta ? cxxblas::Transpose::Trans : cxxblas::Transpose::NoTrans,
                          tb ? cxxblas::Transpose::Trans : cxxblas::Transpose::NoTrans, Index(c[0]), Index(c[1]),
                          Index(k), T(1), A, Index(lda), B, Index(b[1]), T(1), C, Index(c[1]));
@@ -173,16 +178,7 @@ void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c
         outer(A, c[0], B, c[1], C, accumulate);
         return;
     }
-    // A product that overwrites C zeroes it here and adds: with beta = 0 OpenBLAS first zeroes C
-    // itself in a scalar loop (sgemm_beta), 11% of config c's CPU time at two threads (perf of
-    // ad_bench_profile c 3000 ours 2). The sums are the same either way: the products added to
-    // zeros.
-    if (!accumulate)
-        parallel_for(c[0] * c[1], 1, [C](std::size_t b, std::size_t e) { std::fill(C + b, C + e, T(0)); });
-    auto Am = as_matrix(A, a);
-    auto Bm = as_matrix(B, b);
-    auto Cm = as_matrix(C, c);
-    xt::blas::gemm(Am, Bm, Cm, ta, tb, T(1), T(1));
+    gemm_block(A, a, a[1], ta, B, b, tb, C, c, accumulate);
 }
 
 }  // namespace ad::kernels
