@@ -88,7 +88,7 @@ double median(std::vector<double> v)
 
 int usage()
 {
-    std::fprintf(stderr, "usage: ad_bench_mpi c|d [--single] [--steps N] [--rounds R]\n");
+    std::fprintf(stderr, "usage: ad_bench_mpi c|d [--single] [--steps N] [--rounds R] [--only overlap|after|local|allreduce]\n");
     return 2;
 }
 
@@ -99,12 +99,18 @@ int main(int argc, char** argv)
     if (argc < 2 || std::strlen(argv[1]) != 1 || (argv[1][0] != 'c' && argv[1][0] != 'd')) return usage();
     const bench::Config& c = bench::config(argv[1][0]);
     bool single = false;
+    int only = -1;  // every variant
     long steps = c.name == 'c' ? 300 : 20, rounds = 5;
     for (int i = 2; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--single") single = true;
         else if (a == "--steps" && i + 1 < argc) steps = std::atol(argv[++i]);
         else if (a == "--rounds" && i + 1 < argc) rounds = std::atol(argv[++i]);
+        else if (a == "--only" && i + 1 < argc) {
+            const std::string v = argv[++i];
+            only = v == "overlap" ? 0 : v == "after" ? 1 : v == "local" ? 2 : v == "allreduce" ? 3 : -2;
+            if (only == -2) return usage();
+        }
         else return usage();
     }
     const bench::Init init = bench::make_init(c);
@@ -154,7 +160,7 @@ int main(int argc, char** argv)
         double waited[2] = {0, 0};
         for (long r = 0; r < rounds; ++r)
             for (int v = 0; v < 4; ++v)
-                for (long s = 0; s < steps; ++s) {
+                for (long s = 0; s < steps && (only < 0 || only == v); ++s) {
                     MPI_Barrier(MPI_COMM_WORLD);
                     const auto t0 = Clock::now();
                     if (v < 2) {

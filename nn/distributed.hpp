@@ -25,6 +25,12 @@
 // bucket order on every rank (a bucket that is full early waits for the ones before it), so every
 // rank issues the same collectives in the same order.
 //
+// Memory. OpenMPI allocates a scratch buffer of each message's size per allreduce and frees it at
+// the end. So that every step reuses that memory instead of faulting it in afresh from the
+// kernel, the first DataParallel of a process has glibc keep freed blocks below 32 MiB in the heap
+// (mallopt: M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 64 MiB), unless the environment sets
+// MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or a glibc.malloc tunable in GLIBC_TUNABLES.
+//
 // Determinism. The same run twice gives the same bits: the buckets, the order of the collectives
 // and OpenMPI's choice of algorithm (a function of message size and number of ranks) are the same.
 // Parameters are identical on every rank when every rank receives the same sum. With 2 ranks that
