@@ -607,8 +607,9 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
     const std::size_t n = params_.size();
     bucket_of_.assign(n, 0);
     offset_.assign(n, 0);
-    in_place_.assign(n, 0);
+    direct_.assign(n, 0);
     packed_.assign(n, 0);
+    sums_.resize(n);
     // A bucket is closed once it holds bucket_bytes or more (a parameter larger than that gets
     // a bucket of its own, with the small ones recorded just before it). A gradient of a quarter
     // message or more travels in its own pieces anyway: it is summed where it is.
@@ -627,7 +628,8 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
         bucket.params.push_back(k);
         const std::size_t size = p->value().size();
         if (size * sizeof(T) >= options_.message_bytes / 4) {
-            in_place_[k] = 1;
+            direct_[k] = 1;
+            sums_[k].resize(size);
         } else {
             offset_[k] = bucket.data.size();
             bucket.data.resize(bucket.data.size() + size);
@@ -716,7 +718,7 @@ void DataParallel<T>::pack(std::size_t k)
         throw Error("DataParallel: gradient of '" + params_[k].first + "' has shape " + shape_str(p.grad.shape()) +
                     " but the parameter has shape " + shape_str(p.value().shape()));
     const std::size_t m = p.value().size();
-    if (in_place_[k]) {
+    if (direct_[k]) {
         T* g = p.grad_or_zeros().data();
         if (weight_ == T(0)) std::fill_n(g, m, T(0));
         else
@@ -741,17 +743,18 @@ void DataParallel<T>::start_ready_buckets()
         Bucket& b = buckets_[next_start_++];
         const std::size_t piece = std::max<std::size_t>(1, options_.message_bytes / sizeof(T));
         b.requests.clear();
-        auto sum = [&](T* data, std::size_t size) {
+        auto sum = [&](const T* from, T* to, std::size_t size) {
             for (std::size_t at = 0; at < size; at += piece) {
                 b.requests.push_back(MPI_REQUEST_NULL);
-                check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(piece, size - at)),
-                                         mpi_type<T>(), MPI_SUM, comm_, &b.requests.back()),
+                check_mpi(MPI_Iallreduce(from == to ? MPI_IN_PLACE : from + at, to + at,
+                                         static_cast<int>(std::min(piece, size - at)), mpi_type<T>(), MPI_SUM,
+                                         comm_, &b.requests.back()),
                           "MPI_Iallreduce");
             }
         };
-        sum(b.data.data(), b.data.size());
+        sum(b.data.data(), b.data.data(), b.data.size());
         for (std::size_t k : b.params)
-            if (in_place_[k]) sum(params_[k].second->grad.data(), params_[k].second->value().size());
+            if (direct_[k]) sum(params_[k].second->grad.data(), sums_[k].data(), sums_[k].size());
         b.started = true;
     }
 }
@@ -810,8 +813,11 @@ void DataParallel<T>::synchronize()
         if (!b.requests.empty()) wait_for(b.requests.data(), static_cast<int>(b.requests.size()), comm_, who);
     wait_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (std::size_t k = 0; k < params_.size(); ++k) {
-        if (in_place_[k]) continue;
         Parameter<T>& p = *params_[k].second;
+        if (direct_[k]) {
+            p.grad.storage().swap(sums_[k]);  // the sum becomes .grad; the old buffer takes the next sum
+            continue;
+        }
         const T* src = buckets_[bucket_of_[k]].data.data() + offset_[k];
         std::copy_n(src, p.value().size(), p.grad_or_zeros().data());
     }

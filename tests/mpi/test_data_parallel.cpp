@@ -263,11 +263,11 @@ TEST_CASE("two ranks with half the global batch each equal one process with the 
         {"Adam, batch 1 (one rank has no example)", Opt::adam, 1, 256},
         {"SGD, batch 9, one bucket sent in pieces of 3 doubles", Opt::sgd, 9, std::size_t(4) << 20, 24},
         {"Adam, batch 8, buckets of 100 bytes in pieces of 40", Opt::adam, 8, 100, 40},
-        // Gradients of a quarter message or more are summed in .grad itself, smaller ones packed:
-        // every gradient in place in the two cases above, none in the ones before, and here the
-        // weights (128 bytes and more) in place and the 64-byte biases and layer-norm gains packed,
+        // Gradients of a quarter message or more are sent from .grad itself, smaller ones packed:
+        // every gradient from .grad in the two cases above, none in the ones before, and here the
+        // weights (128 bytes and more) from .grad and the 64-byte biases and layer-norm gains packed,
         // in one bucket.
-        {"SGD, batch 8, one bucket, weights summed in place, biases packed", Opt::sgd, 8, std::size_t(4) << 20, 400},
+        {"SGD, batch 8, one bucket, weights sent from .grad, biases packed", Opt::sgd, 8, std::size_t(4) << 20, 400},
     };
     const int steps = 8;
     for (const auto& c : cases) {
