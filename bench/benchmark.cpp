@@ -483,9 +483,13 @@ struct MemoryRow {
     std::string adolc_stats;
 };
 
-// Each figure is the median of three processes per library, run in turn (ours, ADOL-C, ours, ...):
-// a first recording's time is mostly the kernel's first touch of fresh pages, which on these
-// virtual machines now and then takes several times as long (the host backing the memory anew).
+// Each figure is the median of three processes per library, the three run back to back. A first
+// recording's time is mostly the first touch of fresh pages, and on these virtual machines memory
+// that was freed seconds before is handed back to the host (virtio_balloon's free page
+// reporting), whose first touch then costs several times as much again: a first recording took
+// 0.33-0.36 s after the machine sat idle for 30-60 s, and 0.09-0.13 s right after another run
+// (the reused tape's 0.066). The first of the three usually pays for the host; the median does
+// not.
 MemoryRow measure_memory(std::size_t n)
 {
     MemoryRow out;
@@ -496,8 +500,8 @@ MemoryRow measure_memory(std::size_t n)
     std::fflush(stdout);
     constexpr int runs = 3;
     std::map<std::string, std::vector<std::map<std::string, double>>> all;
-    for (int run = 0; run < runs; ++run)
-        for (const char* lib : {"ours", "adolc"}) {
+    for (const char* lib : {"ours", "adolc"})
+        for (int run = 0; run < runs; ++run) {
             const std::string text = run_program({exe, lib, std::to_string(n)});
             const auto first_line = text.substr(0, text.find('\n'));
             auto pairs = parse_pairs(first_line);
