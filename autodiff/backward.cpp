@@ -421,6 +421,12 @@ void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on
 }
 
 template <class T>
+void backward(const Var<T>& output, const Tensor<T>& cotangent, const std::function<void(Parameter<T>&)>& on_grad_ready)
+{
+    backward_sweep<T>(output, &cotangent, &on_grad_ready);
+}
+
+template <class T>
 std::vector<Tensor<T>> grad(const Var<T>& output, const std::vector<Var<T>>& inputs)
 {
     return first_order<T>(output, nullptr, inputs, false, "grad");
@@ -792,6 +798,7 @@ std::pair<TensorList<T>, TensorList<T>> detail::jvp_many(const ManyFn<T>& f, con
     template std::vector<Tensor<T>> vjp(const std::vector<Var<T>>&, const std::vector<Tensor<T>>&,          \
                                         const std::vector<Var<T>>&, AllowUnused);                           \
     template void backward(const Var<T>&, const std::function<void(Parameter<T>&)>&);                       \
+    template void backward(const Var<T>&, const Tensor<T>&, const std::function<void(Parameter<T>&)>&);     \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&);                        \
     template std::vector<Tensor<T>> grad(const Var<T>&, const std::vector<Var<T>>&, AllowUnused);           \
     template std::vector<Var<T>> grad(const Var<T>&, const std::vector<Var<T>>&, CreateGraph);              \

@@ -53,6 +53,10 @@ void backward(const std::vector<Var<T>>& outputs, const std::vector<Tensor<T>>& 
 // reported (their .grad is untouched). Data-parallel training starts communication from here.
 template <class T>
 void backward(const Var<T>& output, const std::function<void(Parameter<T>&)>& on_grad_ready);
+// The same from a cotangent of the output's shape (cotangent^T J, as backward(output, cotangent)).
+template <class T>
+void backward(const Var<T>& output, const Tensor<T>& cotangent,
+              const std::function<void(Parameter<T>&)>& on_grad_ready);
 
 // Gradients of a one-element output with respect to chosen inputs (variables, parameters or
 // intermediate values), returned in order. Parameter gradients (.grad) are left untouched.

@@ -674,6 +674,7 @@ void DataParallel<T>::reset_step()
     next_start_ = 0;
     swept_ = false;
     weight_ = 0;
+    weighted_ = false;
     statement_sent_ = false;
     agreed_ = false;
 }
@@ -721,12 +722,13 @@ void DataParallel<T>::pack(std::size_t k)
     if (direct_[k]) {
         T* g = p.grad_or_zeros().data();
         if (weight_ == T(0)) std::fill_n(g, m, T(0));
-        else
+        else if (!weighted_)
             for (std::size_t i = 0; i < m; ++i) g[i] = weight_ * g[i];
     } else {
         T* dst = buckets_[bucket_of_[k]].data.data() + offset_[k];
         const T* src = p.grad.data();
         if (weight_ == T(0) || !p.has_grad()) std::fill_n(dst, m, T(0));
+        else if (weighted_) std::copy_n(src, m, dst);
         else
             for (std::size_t i = 0; i < m; ++i) dst[i] = weight_ * src[i];
     }
@@ -788,7 +790,18 @@ void DataParallel<T>::backward(const Var<T>& loss, double weight)
     begin_step();
     swept_ = true;
     weight_ = static_cast<T>(weight);
-    ad::backward(loss, hook_);
+    // When no parameter holds a gradient yet (zero_grad() before the step, the usual loop), the
+    // sweep starts from the weight instead of 1 and every gradient comes out weighted: no pass
+    // over them in the hook. A gradient accumulated before is weighted whole by the hook instead.
+    weighted_ = weight_ != T(0) && loss.size() == 1 &&
+                std::none_of(params_.begin(), params_.end(), [](const auto& p) { return p.second->has_grad(); });
+    if (weighted_) {
+        if (!equal_shapes(seed_.shape(), loss.shape())) seed_.resize(loss.shape());
+        seed_.fill(weight_);
+        ad::backward(loss, seed_, hook_);
+    } else {
+        ad::backward(loss, hook_);
+    }
 }
 
 template <class T>

@@ -13,7 +13,9 @@
 //
 // Gradients travel in buckets of about `bucket_bytes`, filled in reverse parameter order (the
 // order in which the reverse sweep finishes them). The sweep's grad-ready hook
-// (ad::backward(loss, on_grad_ready)) scales each finished gradient by the rank's weight n_r / N:
+// (ad::backward(loss, on_grad_ready)) hands on each finished gradient, weighted by the rank's
+// share n_r / N (the sweep starts from the weight instead of 1 when no parameter holds a gradient
+// from before, as after zero_grad(); else the hook scales each whole gradient):
 // a small one into its bucket's buffer, a large one (a quarter of message_bytes or more) where it
 // is, in .grad, from which its allreduce sums into a buffer of the parameter's size that then
 // becomes the .grad's storage (no copy in or out; an in-place sum would cost OpenMPI a copy of
@@ -220,6 +222,8 @@ private:
     std::size_t next_start_ = 0;                   // first bucket not yet started
     bool swept_ = false;                           // backward() ran since the last step
     T weight_ = 0;
+    bool weighted_ = false;  // this step's sweep started from weight_: its gradients are weighted
+    Tensor<T> seed_;         // the sweep's start, weight_ in the loss's shape
     double wait_seconds_ = 0;
     std::function<void(Parameter<T>&)> hook_;
     std::uint64_t steps_ = 0;

@@ -508,3 +508,38 @@ TEST_CASE("backward with a grad-ready hook gives the gradients backward without 
     CHECK_THAT(W.grad, Equals(gW));
     CHECK_THAT(b.grad, Equals(gb));
 }
+
+TEST_CASE("backward from a cotangent with a grad-ready hook: c^T J, each parameter reported once with its final gradient", "[backward][grad_ready]")
+{
+    // h = tanh(W x + b), cotangent c: dW = (c (.) (1 - h^2)) x^T, db = c (.) (1 - h^2).
+    Tape<double> tape;
+    Parameter<double> W(randn({3, 2}, 11)), b(randn({3}, 12));
+    const Tensor<double> x0{0.3, -1.1}, c{0.5, -2.0, 0.25};
+    const auto z = ad::matmul(tape.param(W), tape.constant(x0));  // one statement per record:
+    const auto bias = tape.param(b);                                // b is recorded after W
+    const auto h = ad::tanh(z + bias);
+    std::vector<std::pair<const Parameter<double>*, Tensor<double>>> got;
+    ad::backward<double>(h, c, [&](Parameter<double>& p) { got.emplace_back(&p, p.grad); });
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].first == &b);  // the sweep passes the later record first
+    CHECK(got[1].first == &W);
+    const Tensor<double> hv = h.value();
+    for (std::size_t i = 0; i < 3; ++i) {
+        const double d = c(i) * (1 - hv(i) * hv(i));
+        CHECK(b.grad(i) == Approx(d).epsilon(1e-15));
+        for (std::size_t j = 0; j < 2; ++j) CHECK(W.grad(i, j) == Approx(d * x0(j)).epsilon(1e-15));
+    }
+    CHECK_THAT(b.grad, Equals(got[0].second));
+    CHECK_THAT(W.grad, Equals(got[1].second));
+    // the same sums as without the hook
+    const Tensor<double> gW = W.grad, gb = b.grad;
+    W.zero_grad();
+    b.zero_grad();
+    ad::backward(h, c);
+    CHECK_THAT(W.grad, Equals(gW));
+    CHECK_THAT(b.grad, Equals(gb));
+    // a cotangent of another shape is refused, and no gradient changes
+    CHECK_THROWS_WITH(ad::backward<double>(h, Tensor<double>{1.0, 2.0}, [](Parameter<double>&) {}),
+                      Contains("cotangent has shape [2]") && Contains("[3]"));
+    CHECK_THAT(W.grad, Equals(gW));
+}

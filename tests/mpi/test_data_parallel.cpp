@@ -366,6 +366,48 @@ TEST_CASE("after a DataParallel is made, a freed block of 16 MiB stays in the he
 #endif
 }
 
+TEST_CASE("a gradient accumulated before DataParallel::backward is averaged whole: sum_r w_r (g_before,r + g_r)", "[mpi][data_parallel]")
+{
+    // After zero_grad() the sweep starts from the weight w_r; here a local backward came first, so
+    // the hook weights each whole .grad. The reference replays both sweeps without MPI and sums
+    // w_r .grad over the ranks with MPI_Allreduce: the same operations in the same order, so the
+    // same bits.
+    const int r = dist::rank(), P = dist::size();
+    const Data data = make_data(7, 21);
+    auto model = make_model(31), reference = make_model(31);
+    nn::SGD<double> opt(*model, nn::SGDOptions{});
+    dist::DataParallelOptions o;
+    o.message_bytes = 400;  // the weights sent from .grad, the biases and gains packed
+    dist::DataParallel<double> dp(*model, opt, o);
+    const auto shard = dist::shard(7, r, P);  // 4 and 3 rows: w = 4/7 and 3/7
+    std::vector<std::size_t> mine;
+    for (std::size_t i = shard.begin; i < shard.end; ++i) mine.push_back(i);
+    const Data earlier = take(data, {std::size_t(r) % 7, 6}), now = take(data, mine);
+    ad::Tape<double> tape;
+    auto loss = [&](nn::Module<double>& m, const Data& b) {
+        tape.clear();
+        return nn::cross_entropy_loss(m(tape.constant(b.x)), b.y);
+    };
+    dp.zero_grad();
+    ad::backward(loss(*model, earlier));
+    dp.backward(loss(*model, now), shard.weight());
+    dp.synchronize();
+    ad::backward(loss(*reference, earlier));
+    ad::backward(loss(*reference, now));
+    const auto got = model->parameters(), ref = reference->parameters();
+    REQUIRE(got.size() == ref.size());
+    const double w = shard.weight();
+    for (std::size_t k = 0; k < got.size(); ++k) {
+        Tensor<double> expected = ref[k]->grad;
+        for (auto& v : expected) v = static_cast<double>(w) * v;
+        MPI_Allreduce(MPI_IN_PLACE, expected.data(), static_cast<int>(expected.size()), MPI_DOUBLE, MPI_SUM,
+                      MPI_COMM_WORLD);
+        INFO("parameter " << k);
+        CHECK(same_bits({got[k]->grad}, {expected}));
+    }
+    dp.step();
+}
+
 TEST_CASE("check_replicas names the parameter and the rank that differ by one bit", "[mpi][data_parallel]")
 {
     auto model = make_model(1);
