@@ -612,7 +612,7 @@ DataParallel<T>::DataParallel(nn::Module<T>& model, nn::Optimizer<T>& optimizer,
     sums_.resize(n);
     // A bucket is closed once it holds bucket_bytes or more (a parameter larger than that gets
     // a bucket of its own, with the small ones recorded just before it). A gradient of a quarter
-    // message or more travels in its own pieces anyway: it is summed where it is.
+    // message or more travels in its own pieces anyway: it is sent from where it is.
     bool open = false;
     std::size_t bytes = 0;  // of every gradient in the open bucket
     for (std::size_t k = n; k-- > 0;) {
