@@ -9,7 +9,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstddef>
+#include <string>
+
+extern "C" char* openblas_get_corename();
 
 namespace ad::kernels {
 
@@ -153,10 +157,28 @@ void gemm_block(const T* A, Dims a, std::size_t lda, bool ta, const T* B, Dims b
                          Index(k), T(1), A, Index(lda), B, Index(b[1]), T(1), C, Index(c[1]));
 }
 
+// Whether OpenBLAS has its direct small-matrix GEMM kernels for this CPU (0.3.21: the SkylakeX,
+// Cooperlake and SapphireRapids cores). They take a product of at most 10^6 multiply-adds in one
+// call on the calling thread, one row of output as fast as GEMV does.
+inline bool blas_small_matrix_kernels()
+{
+    static const bool yes = [] {
+        std::string core = openblas_get_corename();
+        for (auto& ch : core) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        return core == "skylakex" || core == "cooperlake" || core == "sapphirerapids";
+    }();
+    return yes;
+}
+inline constexpr std::size_t blas_small_matrix_max = 1000000;
+
 // C (+)= op(A) op(B) on [rows, cols] buffers; accumulate selects beta = 1. A product with one
 // row or one column of output (a single example through a layer) goes to GEMV: OpenBLAS's GEMM
-// is several times slower there (1x784 by 784x128 in float: 23 us against 3.4 us). A vector
-// operand is contiguous whether it is stored as a row or as a column.
+// is several times slower there (1x784 by 784x128 in float: 23 us against 3.4 us, Haswell
+// kernels). One row of output goes to GEMM after all where OpenBLAS has its small-matrix kernels:
+// GEMV must be called in blocks of rows to stay on one thread, and bench b's step (one example
+// through 784-128-10) took 20.9 us that way against 17.8 through GEMM (`ad_bench_profile b`,
+// Cooperlake kernels; AMD EPYC, family 25). A vector operand is contiguous whether it is stored
+// as a row or as a column.
 template <class T>
 void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c, bool accumulate)
 {
@@ -166,8 +188,8 @@ void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c
         gemm_loops(A, a, ta, B, b, tb, C, c, accumulate);
         return;
     }
-    if (k > 0 && c[0] == 1 && c[1] > 1) {  // c^T = op(B)^T a: B^T a when B is [k, n], B a when [n, k]
-        gemv(B, b, !tb, A, C, beta);
+    if (k > 0 && c[0] == 1 && c[1] > 1 && !(blas_small_matrix_kernels() && c[1] * k <= blas_small_matrix_max)) {
+        gemv(B, b, !tb, A, C, beta);  // c^T = op(B)^T a: B^T a when B is [k, n], B a when [n, k]
         return;
     }
     if (k > 0 && c[1] == 1 && c[0] > 1) {  // c = op(A) b
