@@ -11,23 +11,22 @@
 // loss. That is the gradient of the mean loss over the whole global batch: the single-process
 // gradient, whether or not N divides evenly among the ranks.
 //
-// Gradients travel in buckets of about `bucket_bytes`, filled in reverse parameter order (the
-// order in which the reverse sweep finishes them). The sweep's grad-ready hook
-// (ad::backward(loss, on_grad_ready)) hands on each finished gradient, weighted by the rank's
-// share n_r / N (the sweep starts from the weight instead of 1 when no parameter holds a gradient
-// from before, as after zero_grad(); else the hook scales each whole gradient):
-// a small one into its bucket's buffer, a large one (a quarter of message_bytes or more) where it
-// is, in .grad, from which its allreduce sums into a buffer of the parameter's size that then
-// becomes the .grad's storage (no copy in or out; an in-place sum would cost OpenMPI a copy of
-// each message). The moment a bucket's last gradient arrives, non-blocking
-// MPI_Iallreduces start on it while the sweep goes on through the earlier layers. step() waits
-// for all of them, writes the small ones' sums back into .grad, swaps the large ones' storage
-// with their sums, and runs the optimiser. Between
-// backward() and step() (or synchronize()) the .grad of a large parameter holds this rank's
-// weighted gradient and is being sent: read the average after synchronize(), and do not write it. After an exception from backward() it is not put back as it was (its
-// sum may have been under way); the exception ends the job under run(). Buckets are started in
-// bucket order on every rank (a bucket that is full early waits for the ones before it), so every
-// rank issues the same collectives in the same order.
+// Gradients travel in buckets of about `bucket_bytes`, filled in reverse parameter order (the order
+// in which the reverse sweep finishes them). The sweep's grad-ready hook (ad::backward(loss,
+// on_grad_ready)) hands on each finished gradient, weighted by the rank's share n_r / N (the sweep
+// starts from the weight instead of 1 when no parameter holds a gradient from before, as after
+// zero_grad(); else the hook scales each whole gradient): a small one into its bucket's buffer, a
+// large one (a quarter of message_bytes or more) where it is, in .grad, from which its allreduce
+// sums into a buffer of the parameter's size that then becomes the .grad's storage (no copy in or
+// out; an in-place sum would cost OpenMPI a copy of each message). The moment a bucket's last
+// gradient arrives, non-blocking MPI_Iallreduces start on it while the sweep goes on through the
+// earlier layers. step() waits for all of them, writes the small ones' sums back into .grad, swaps
+// the large ones' storage with their sums, and runs the optimiser. Between backward() and step()
+// (or synchronize()) the .grad of a large parameter holds this rank's weighted gradient and is
+// being sent: read the average after synchronize(), and do not write it. After an exception from
+// backward() it is not put back as it was (its sum may have been under way); the exception ends the
+// job under run(). Buckets are started in bucket order on every rank (a bucket that is full early
+// waits for the ones before it), so every rank issues the same collectives in the same order.
 //
 // Memory. OpenMPI allocates a scratch buffer of each message's size per allreduce and frees it at
 // the end. So that every step reuses that memory instead of faulting it in afresh from the
@@ -216,7 +215,7 @@ private:
     std::vector<std::size_t> bucket_of_, offset_;  // per parameter
     std::vector<char> direct_;                     // per parameter: sent from its own .grad
     // Per large parameter, where its sum arrives; step() swaps it with the .grad's storage.
-    std::vector<std::remove_reference_t<decltype(std::declval<Tensor<T>&>().storage())>> sums_;
+    std::vector<typename Tensor<T>::storage_type> sums_;
     std::vector<char> packed_;                     // per parameter, this step
     std::vector<Bucket> buckets_;
     std::size_t next_start_ = 0;                   // first bucket not yet started

@@ -176,9 +176,10 @@ inline constexpr std::size_t blas_small_matrix_max = 1000000;
 // is several times slower there (1x784 by 784x128 in float: 23 us against 3.4 us, Haswell
 // kernels). One row of output goes to GEMM after all where OpenBLAS has its small-matrix kernels:
 // GEMV must be called in blocks of rows to stay on one thread, and bench b's step (one example
-// through 784-128-10) took 20.9 us that way against 17.8 through GEMM (`ad_bench_profile b`,
-// Cooperlake kernels; AMD EPYC, family 25). A vector operand is contiguous whether it is stored
-// as a row or as a column.
+// through 784-128-10) took 20.9 us that way against 17.8 through GEMM (`ad_bench_profile b`),
+// and in float64 41.6-42.6 against 37.9-39.3 (`ad_bench --configs '' --float64 b`; Cooperlake
+// kernels, AMD EPYC, family 25). A vector operand is contiguous whether it is stored as a row or
+// as a column.
 template <class T>
 void gemm(const T* A, Dims a, bool ta, const T* B, Dims b, bool tb, T* C, Dims c, bool accumulate)
 {
