@@ -371,7 +371,7 @@ public:
     Tape& operator=(const Tape&) = delete;
 
     // Leaves.
-    Var<T> constant(const Tensor<T>& value);  // data: no gradient, no adjoint work
+    Var<T> constant(const Tensor<T>& value);  // data, copied: no gradient, no adjoint work
     Var<T> variable(const Tensor<T>& value);  // an input whose gradient grad() can return
     Var<T> param(Parameter<T>& p);            // reads p.value() in place; backward() adds into p.grad
                                               // (a constant if p is frozen: requires_grad_(false))

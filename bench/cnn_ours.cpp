@@ -33,7 +33,8 @@ public:
         for (ad::nn::Module<float>* m : {(ad::nn::Module<float>*)conv1_.get(), (ad::nn::Module<float>*)conv2_.get(),
                                          (ad::nn::Module<float>*)fc1_.get(), (ad::nn::Module<float>*)fc2_.get()})
             for (auto* p : m->parameters()) params_.push_back(p);
-        x_ = tensor(init.x, {batch, 1, side, side});
+        x_.set_value(tensor(init.x, {batch, 1, side, side}));
+        x_.requires_grad_(false);  // the batch stays: the tape reads it in place, as libtorch's side does
     }
 
     void step() override
@@ -41,7 +42,7 @@ public:
         for (auto* p : params_) p->zero_grad();
         tape_.clear();
         const ad::Pool2dOptions pool(2);
-        ad::Var<float> h = tape_.constant(x_);
+        ad::Var<float> h = tape_.param(x_);
         h = ad::max_pool2d(ad::relu((*conv1_)(h)), pool);
         h = ad::max_pool2d(ad::relu((*conv2_)(h)), pool);
         h = ad::relu((*fc1_)(ad::flatten(h)));
@@ -59,7 +60,7 @@ private:
     std::unique_ptr<ad::nn::Linear<float>> fc1_, fc2_;
     std::vector<ad::Parameter<float>*> params_;
     std::vector<std::int64_t> labels_;
-    ad::Tensor<float> x_;
+    ad::Parameter<float> x_;
     ad::Tape<float> tape_;
     double loss_ = 0;
 };

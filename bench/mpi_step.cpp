@@ -38,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct Model {
     std::shared_ptr<ad::nn::Sequential<float>> net;
     std::unique_ptr<ad::nn::SGD<float>> opt;
-    ad::Tensor<float> x, target;
+    ad::Parameter<float> x, target;  // frozen: the tape reads this shard in place, as DDP's side does
     std::vector<std::int64_t> labels;
     ad::Tape<float> tape;
     const bench::Config* c = nullptr;
@@ -46,8 +46,8 @@ struct Model {
     ad::Var<float> loss()
     {
         tape.clear();
-        const auto h = (*net)(tape.constant(x));
-        return c->loss == bench::Loss::mse ? ad::mse(h, tape.constant(target)) : ad::cross_entropy(h, labels);
+        const auto h = (*net)(tape.param(x));
+        return c->loss == bench::Loss::mse ? ad::mse(h, tape.param(target)) : ad::cross_entropy(h, labels);
     }
 };
 
@@ -68,11 +68,11 @@ std::unique_ptr<Model> make_model(const bench::Config& c, const bench::Init& ini
     so.lr = c.lr;
     m->opt = std::make_unique<ad::nn::SGD<float>>(*m->net, so);
     const std::size_t n = hi - lo, in = c.inputs(), outs = c.outputs();
-    m->x = ad::Tensor<float>::from_shape({n, in});
-    std::copy_n(init.x.data() + lo * in, n * in, m->x.data());
+    m->x.set_value(xt::adapt(init.x.data() + lo * in, n * in, xt::no_ownership(), ad::Shape{n, in}));
+    m->x.requires_grad_(false);
+    m->target.requires_grad_(false);
     if (c.loss == bench::Loss::mse) {
-        m->target = ad::Tensor<float>::from_shape({n, outs});
-        std::copy_n(init.target.data() + lo * outs, n * outs, m->target.data());
+        m->target.set_value(xt::adapt(init.target.data() + lo * outs, n * outs, xt::no_ownership(), ad::Shape{n, outs}));
     } else {
         m->labels.assign(init.labels.begin() + static_cast<std::ptrdiff_t>(lo),
                          init.labels.begin() + static_cast<std::ptrdiff_t>(hi));

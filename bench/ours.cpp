@@ -44,8 +44,12 @@ public:
             for (auto& [name, p] : norm_[l]->named_parameters()) named.emplace_back("norm" + std::to_string(l) + "." + name, p);
         for (auto& p : named) params_.push_back(p.second);
         sgd_ = std::make_unique<ad::nn::SGD<T>>(named, ad::nn::SGDOptions{c.lr});
-        x_ = tensor<T>(init.x, {c.batch, c.inputs()});
-        if (c.loss == Loss::mse) target_ = tensor<T>(init.target, {c.batch, c.outputs()});
+        // The batch and target stay the same from step to step, as libtorch's side reuses its
+        // tensors: frozen parameters, which the tape reads in place instead of copying.
+        x_.set_value(tensor<T>(init.x, {c.batch, c.inputs()}));
+        x_.requires_grad_(false);
+        if (c.loss == Loss::mse) target_.set_value(tensor<T>(init.target, {c.batch, c.outputs()}));
+        target_.requires_grad_(false);
     }
 
     void step() override
@@ -61,7 +65,7 @@ public:
         for (auto* p : params_) p->zero_grad();
         mark(0);
         tape_.clear();
-        ad::Var<T> h = tape_.constant(x_);
+        ad::Var<T> h = tape_.param(x_);
         const std::size_t n = linear_.size();
         for (std::size_t l = 0; l < n; ++l) {
             if (c_.residual()) {
@@ -71,7 +75,7 @@ public:
                 if (l + 1 < n) h = c_.activation == Activation::tanh ? ad::tanh(h) : ad::relu(h);
             }
         }
-        const ad::Var<T> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.constant(target_))
+        const ad::Var<T> loss = c_.loss == Loss::mse ? ad::mse(h, tape_.param(target_))
                                                          : ad::cross_entropy(h, labels_);
         mark(1);
         ad::backward(loss);
@@ -90,7 +94,7 @@ private:
     std::vector<std::unique_ptr<ad::nn::LayerNorm<T>>> norm_;
     std::vector<ad::Parameter<T>*> params_;
     std::unique_ptr<ad::nn::SGD<T>> sgd_;
-    ad::Tensor<T> x_, target_;
+    ad::Parameter<T> x_, target_;
     std::vector<std::int64_t> labels_;
     double loss_ = 0;
 };

@@ -176,3 +176,23 @@ TEST_CASE("gradcheck_module checks the trainable parameters and leaves the froze
     CHECK_THROWS_WITH(nn::gradcheck_module<double>(*model, [](nn::Module<double>& m, Tape<double>& t) { return loss_of(m, t); }),
                       Contains("gradcheck_module") && Contains("no trainable parameters"));
 }
+
+TEST_CASE("data in a frozen parameter is read in place and a change to it is refused", "[frozen][errors]")
+{
+    // y = sum(w * x): dy/dw = x, whether x is copied onto the tape or read from a frozen parameter.
+    Parameter<double> w(Tensor<double>{1.0, 2.0}), x(Tensor<double>{3.0, 4.0});
+    x.requires_grad_(false);
+    Tape<double> tape;
+    const Var<double> xv = tape.param(x);
+    CHECK(&xv.value() == &x.value());  // no copy
+    ad::backward(ad::sum(tape.param(w) * xv));
+    CHECK_THAT(w.grad, Equals({3.0, 4.0}));
+    CHECK_FALSE(x.has_grad());
+
+    w.zero_grad();
+    tape.clear();
+    const Var<double> y = ad::sum(tape.param(w) * tape.param(x));
+    x.mutable_value()(0) = 5.0;  // the batch changed after the forward pass read it
+    CHECK_THROWS_WITH(ad::backward(y), Contains("backward") && Contains("modified"));
+    CHECK_FALSE(w.has_grad());
+}
